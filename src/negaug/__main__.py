@@ -1,0 +1,5 @@
+import sys
+
+from negaug.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The `negaug` command: a thin dispatcher over the library.
+
+Each subcommand lives in its own module `negaug.cli.<name>` with `HELP`, `add_arguments(parser)`
+and `run(args) -> int`. User errors (`ValueError`, `FileNotFoundError`) end with one line on
+stderr and exit code 2; set NEGAUG_DEBUG=1 to see the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+SUBCOMMANDS = ("train", "eval", "anomaly", "nda", "repro")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="negaug", description="Negative Data Augmentation for GANs")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"negaug.cli.{name}")
+        except ModuleNotFoundError as err:  # a subcommand not built yet
+            if err.name != f"negaug.cli.{name}":
+                raise
+            continue
+        sub_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from negaug import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        if os.environ.get("NEGAUG_DEBUG"):
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"negaug: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("negaug: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
