@@ -1,0 +1,86 @@
+"""`negaug train [PRESET | CONFIG.yaml] [section.key=value ...]` and `--resume RUN`."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+HELP = "train a GAN with negative data augmentation (default: DCGAN on MNIST-5k, Jigsaw NDA)"
+
+EPILOG = """examples:
+  negaug train                                  # the default preset (CPU, < 10 minutes)
+  negaug train default nda.transform=none       # the same without NDA (baseline)
+  negaug train cifar10 data.root=~/data train.device=cuda
+  negaug train my.yaml nda.lam=0.5 train.steps=5000 train.name=lam05
+  negaug train --resume runs/lam05 train.steps=8000
+presets: {presets}"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from negaug.config import preset_names
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG.format(presets=", ".join(preset_names()))
+    parser.add_argument("source", nargs="?", default=None,
+                        help="a preset name or a YAML config file (default: the 'default' preset)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. nda.lam=0.5")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its latest checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+
+
+def _split_source(args) -> tuple[str | None, list[str]]:
+    """The first positional may be an override when no preset is given."""
+    source, overrides = args.source, list(args.overrides)
+    if source is not None and "=" in source:
+        source, overrides = None, [source, *overrides]
+    return source, overrides
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to save a checkpoint and stop at the end of the step."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nnegaug: {signal.Signals(signum).name} received; saving a checkpoint and stopping",
+              file=sys.stderr)
+
+
+def run(args) -> int:
+    from negaug.config import load_config
+    from negaug.train import CheckpointWriteError, NonFiniteLossError, resume_config, train
+    from negaug.train.setup import build
+
+    source, overrides = _split_source(args)
+    if args.resume:
+        if source is not None:
+            raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
+        config = resume_config(args.resume, overrides)
+    else:
+        config = load_config(source, overrides)
+    if args.dry_run:
+        build(config)  # the same checks as a real run, so a dry run catches every bad value
+        print(config.to_yaml(), end="")
+        return 0
+    flag = _StopFlag()
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = train(config, run_dir=args.resume, resume=bool(args.resume),
+                       stop_requested=lambda: flag.requested,
+                       warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+    except (NonFiniteLossError, CheckpointWriteError) as err:
+        print(f"negaug: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.interrupted:
+        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
+              f"negaug train --resume {result.run_dir}", file=sys.stderr)
+        return 0
+    print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s)")
+    return 0

@@ -1,0 +1,272 @@
+"""Typed, strict configuration: nested dataclasses, YAML presets, `section.key=value` overrides.
+
+    cfg = load_config("default", ["nda.lam=0.5", "train.steps=200"])
+
+Every field has a commented default. An unknown key or a wrong type raises ``ValueError`` that
+names the key and the nearest valid one; `validate` (in `negaug.train.setup`) checks the values
+that need the registries (dataset present, jigsaw K divides the image size, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from negaug.registry import closest
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist5k"  # dataset registry name (`negaug.data.names()`)
+    root: str | None = None  # where the files are; None: $NEGAUG_DATA or ~/.cache/negaug/data
+    download: bool = False  # fetch a missing torchvision dataset (never without this)
+    image_size: int | None = None  # None: the dataset's own size
+    split: str = "train"  # split used for training
+    options: dict = field(default_factory=dict)  # extra dataset options (dots: count; any: classes)
+    batch_size: int = 64  # real images per discriminator step
+    num_workers: int = 0  # DataLoader workers for datasets that are not held in memory
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcgan"  # model registry name (`negaug.models.names()`)
+    conditional: bool = False  # class-conditional G and D (labels from the dataset)
+    options: dict = field(default_factory=dict)  # architecture options (width, latent_dim, spectral_norm, ...)
+
+
+@dataclass
+class LossConfig:
+    name: str = "hinge"  # loss registry name (`negaug.losses.names()`)
+    options: dict = field(default_factory=dict)  # loss options
+    gradient_penalty: float | None = None  # WGAN-GP weight; None: the loss's own default (10 for wgan-gp, else 0)
+    r1_penalty: float = 0.0  # R1 penalty weight on real images (0: off)
+    weight_clip: float | None = None  # WGAN weight clipping; None: the loss's own default (0.01 for wgan, else off)
+
+
+@dataclass
+class NDAConfig:
+    transform: str = "jigsaw"  # NDA transform (`negaug.nda.names()`), or "none" for a plain GAN
+    options: dict = field(default_factory=dict)  # transform options (jigsaw: k; mixup: alpha; other_data: dataset, dataset_options)
+    lam: float = 0.25  # lambda of eq. 3: weight of generated samples in the fake side; 1 - lam goes to negatives
+    mode: str = "weighted"  # "weighted" (authors: a generated and a negative batch, weighted) or "mixture" (one fake batch)
+    positive: str = "none"  # positive augmentation (PDA) of real images, a transform name or "none"
+    positive_options: dict = field(default_factory=dict)  # options of the PDA transform
+    positive_prob: float = 0.5  # fraction of real images replaced by their PDA version
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4  # generator Adam learning rate
+    lr_d: float = 2e-4  # discriminator Adam learning rate
+    beta1: float = 0.0  # Adam beta1 (authors: 0.0)
+    beta2: float = 0.999  # Adam beta2
+    eps: float = 1e-8  # Adam epsilon
+    num_d_steps: int = 4  # discriminator steps per generator step
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # generator steps
+    seed: int = 0  # seeds weights, data order, latents and NDA draws
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    precision: str = "fp32"  # "fp32", "bf16" (autocast + channels_last), "fp16" (GPU, with a grad scaler)
+    ema_decay: float = 0.9999  # EMA of G; 0 disables it
+    ema_start: int = 1000  # step from which the EMA averages (copies G before)
+    log_every: int = 50  # steps between lines in metrics.jsonl
+    sample_every: int = 500  # steps between sample grids (fixed latent batch); 0: only at the end
+    checkpoint_every: int = 500  # steps between checkpoints; 0: only at the end
+    keep_checkpoints: int = 2  # most recent checkpoints kept (the best one is kept too)
+    num_sample_images: int = 64  # images in each sample grid
+    runs_dir: str = "runs"  # parent folder of run folders
+    name: str | None = None  # run folder name; None: <preset>-<timestamp>
+    tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
+    progress: bool = True  # progress bar with rate and time left
+    deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # steps between evaluations during training (0: off)
+    metrics: list = field(default_factory=list)  # metric names; empty: the defaults for the data
+    num_samples: int = 2000  # generated samples per evaluation
+    best_metric: str | None = None  # keep the best checkpoint by this metric (lower is better for fid/kid)
+    feature_extractor: str = "auto"  # "auto" (inception if its weights are present, else classifier), "inception", "classifier"
+    inception_weights: str | None = None  # path to the TF-Inception weights (pt_inception-2015-12-05)
+    seed: int = 0  # seed of the evaluation's latents and subsampling
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    nda: NDAConfig = field(default_factory=NDAConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    preset: str | None = None  # the preset or file this config came from (set by load_config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# type checking
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted for floats."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ValueError:
+                continue
+        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif tp in (str, bool, dict, list) and isinstance(value, tp):
+        return value
+    elif tp is list and isinstance(value, tuple):
+        return list(value)
+    raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(raw: dict[str, Any], prefix: str = "", cls: type = Config) -> Any:
+    """Build a (nested) config dataclass from plain data, strictly."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            where = prefix.rstrip(".") or "the top level"
+            raise ValueError(
+                f"unknown config key '{full}'{closest(key, hints)}; valid keys in {where}: "
+                f"{', '.join(hints)}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(value, f"{full}.", tp)
+        else:
+            kwargs[key] = _coerce(full, value, tp)
+    return cls(**kwargs)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `update` wins. Option dicts merge key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# presets, files and overrides
+
+
+def preset_names() -> list[str]:
+    files = resources.files("negaug.presets").iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must hold a mapping of config sections")
+    return data
+
+
+def read_source(source: str) -> dict[str, Any]:
+    """The raw mapping of a preset name or a YAML file path. A file may name a `base` preset."""
+    if source.endswith((".yaml", ".yml")) or "/" in source:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"config file '{source}' not found; give a YAML file or a preset ({', '.join(preset_names())})"
+            )
+        data = _read_yaml(path.read_text(), f"config file '{source}'")
+    else:
+        if source not in preset_names():
+            raise ValueError(
+                f"unknown preset '{source}'{closest(source, preset_names())}; "
+                f"valid: {', '.join(preset_names())} (or a path to a .yaml file)"
+            )
+        text = resources.files("negaug.presets").joinpath(f"{source}.yaml").read_text()
+        data = _read_yaml(text, f"preset '{source}'")
+    base = data.pop("base", None)
+    if base is not None:
+        data = merge(read_source(str(base)), data)
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'nda.options.k=3' -> {'nda': {'options': {'k': 3}}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ValueError(f"override '{text}' must look like section.key=value (e.g. nda.lam=0.5)")
+    key, value_text = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ValueError(f"override '{text}': the key must be section.key (e.g. train.steps=100)")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text
+    out: dict[str, Any] = {}
+    node = out
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Resolve preset or YAML file (default: the `default` preset) plus overrides into a Config."""
+    source = source or "default"
+    raw = read_source(source)
+    for text in overrides:
+        raw = merge(raw, parse_override(text))
+    raw.pop("preset", None)
+    config = from_dict(raw)
+    config.preset = source
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with `to_dict` (run folders, checkpoints)."""
+    raw = dict(raw)
+    preset = raw.pop("preset", None)
+    config = from_dict(raw)
+    config.preset = preset
+    return config

@@ -1,0 +1,206 @@
+"""Self-describing run folders.
+
+    runs/<name>/config.yaml      the resolved configuration
+    runs/<name>/metrics.jsonl    one JSON object per logged step (losses, mean D outputs, it/s, evals)
+    runs/<name>/samples/         sample grids from a fixed latent batch
+    runs/<name>/checkpoints/     step_XXXXXXX.{safetensors,json}; best/ holds the best by eval metric
+    runs/<name>/report.md        a summary written when training ends
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from negaug.config import Config, config_from_dict
+from negaug.train import checkpoint as ckpt
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no distributed run): only it writes files."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def default_run_name(config: Config) -> str:
+    stem = Path(config.preset or "run").stem
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_run_dir(config: Config) -> Path:
+    """A new run folder; refuses to overwrite one that already holds checkpoints."""
+    name = config.train.name or default_run_name(config)
+    run_dir = Path(config.train.runs_dir) / name
+    if ckpt.list_steps(run_dir / "checkpoints"):
+        raise ValueError(f"run folder {run_dir} already has checkpoints; continue it with "
+                         f"--resume {run_dir} or choose another train.name")
+    for sub in ("samples", "checkpoints"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+    return run_dir
+
+
+def write_config(run_dir: Path, config: Config) -> None:
+    path = run_dir / "config.yaml"
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(config.to_yaml())
+    os.replace(tmp, path)
+
+
+def read_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no config.yaml); "
+                                f"give the folder that `negaug train` created under runs/")
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl; on resume, lines past the checkpoint step are dropped so a
+    resumed run's log reads like an uninterrupted one."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and _step_of(line) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._handle = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError):
+        return 1 << 62  # a torn last line (killed mid-write) is dropped
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# loading a trained run for evaluation
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: Config
+    step: int
+    generator: torch.nn.Module  # the EMA generator when the run has one, in eval mode
+    discriminator: torch.nn.Module  # eval mode
+    raw_generator: torch.nn.Module  # the trained G itself
+    checkpoint_path: Path
+    num_classes: int
+
+    def reference_dataset(self, split: str = "test"):
+        """The dataset the run was trained on, in the given split, preprocessed as in training."""
+        from negaug.train.setup import build_dataset
+
+        return build_dataset(self.config, split=split)
+
+
+def find_checkpoint(run_dir: Path, which: str = "latest", warn=None) -> ckpt.Checkpoint:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; train one with `negaug train`")
+    folder = run_dir / "checkpoints"
+    if which == "latest":
+        found = ckpt.load_latest(folder, warn=warn)
+    elif which == "best":
+        found = ckpt.load_latest(folder / "best", warn=warn)
+        if found is None:
+            raise FileNotFoundError(f"{run_dir} has no best checkpoint (set eval.every and eval.best_metric "
+                                    f"when training); use --checkpoint latest")
+    else:
+        found = ckpt.load_file(Path(which))
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} has no usable checkpoint in {folder}; train it first "
+                                f"(or resume it with `negaug train --resume {run_dir}`)")
+    return found
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",
+             warn=None) -> LoadedRun:
+    """Rebuild G (EMA if any) and D of a run from a checkpoint, without unpickling anything."""
+    from negaug import models
+    from negaug.train.setup import build_dataset, build_models
+
+    run_dir = Path(run_dir)
+    found = find_checkpoint(run_dir, checkpoint, warn=warn)
+    config = config_from_dict(found.meta["config"])
+    dataset = build_dataset(config)
+    torch.manual_seed(config.train.seed)
+    generator, discriminator, num_classes = build_models(config, dataset)
+    generator.load_state_dict(ckpt.unprefixed("G", found.tensors))
+    discriminator.load_state_dict(ckpt.unprefixed("D", found.tensors))
+    sampler = generator
+    ema_state = ckpt.unprefixed("EMA", found.tensors)
+    if ema_state:
+        ema = models.EMA(generator, decay=config.train.ema_decay, start_step=config.train.ema_start)
+        ema.load_state_dict(_ema_state(ema_state, found.meta))
+        sampler = ema.module
+    for module in (generator, discriminator, sampler):
+        module.to(device).eval()
+    return LoadedRun(run_dir, config, found.step, sampler, discriminator, generator, found.path, num_classes)
+
+
+def _ema_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[str, Any] = dict(meta.get("ema_extra", {}))
+    state.update(tensors)
+    return _unflatten(state)
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'module.w': t, 'step': 3} -> {'module': {'w': t}, 'step': 3} for keys listed as nested."""
+    nested_keys = flat.pop("__nested__", [])
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        head = key.split(".", 1)[0]
+        if head in nested_keys and "." in key:
+            out.setdefault(head, {})[key.split(".", 1)[1]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def flatten_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a (one-level nested) state dict into tensors and JSON-able extras."""
+    tensors: dict[str, torch.Tensor] = {}
+    extra: dict[str, Any] = {"__nested__": []}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value
+        elif isinstance(value, dict):
+            extra["__nested__"].append(key)
+            for sub, sub_value in value.items():
+                if isinstance(sub_value, torch.Tensor):
+                    tensors[f"{key}.{sub}"] = sub_value
+                else:
+                    extra[f"{key}.{sub}"] = sub_value
+        else:
+            extra[key] = value
+    return tensors, extra

@@ -1,0 +1,228 @@
+"""Turn a Config into live components, checking every value before any work starts.
+
+`build(config)` returns the dataset, models, EMA, loss, NDA transforms and optimizers. Each
+failure is a `ValueError` / `FileNotFoundError` whose one line names the config key and the fix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from negaug.config import Config
+
+VALID_MODES = ("weighted", "mixture")
+VALID_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class Components:
+    dataset: Any  # ImageDataset or a 2-D toy dataset
+    generator: nn.Module
+    discriminator: nn.Module
+    ema: Any  # negaug.models.EMA or None
+    loss: Any  # negaug.losses.GANLoss
+    nda: nn.Module | None  # None: plain GAN (transform "none" or lam == 1)
+    pda: nn.Module | None  # positive augmentation of real images, or None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    device: torch.device
+    num_classes: int  # > 0 when training is class-conditional
+    gp_weight: float
+    clip_value: float
+    r1_weight: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device: CUDA is not available here; use train.device=cpu")
+    return device
+
+
+def check_scalars(config: Config) -> None:
+    """Checks that need no registry: ranges and enumerations."""
+    nda, optim, train = config.nda, config.optim, config.train
+    if not 0.0 < nda.lam <= 1.0:
+        raise ValueError(f"nda.lam={nda.lam} is outside (0, 1]; use e.g. nda.lam=0.25 (1.0 = no negatives)")
+    if nda.mode not in VALID_MODES:
+        raise ValueError(f"nda.mode='{nda.mode}' is not one of {', '.join(VALID_MODES)}")
+    if not 0.0 <= nda.positive_prob <= 1.0:
+        raise ValueError(f"nda.positive_prob={nda.positive_prob} is outside [0, 1]")
+    if train.precision not in VALID_PRECISIONS:
+        raise ValueError(f"train.precision='{train.precision}' is not one of {', '.join(VALID_PRECISIONS)}")
+    positives = {
+        "data.batch_size": config.data.batch_size, "optim.num_d_steps": optim.num_d_steps,
+        "train.steps": train.steps, "train.log_every": train.log_every,
+        "train.num_sample_images": train.num_sample_images, "train.keep_checkpoints": train.keep_checkpoints,
+    }
+    for key, value in positives.items():
+        if value < 1:
+            raise ValueError(f"{key}={value} must be at least 1")
+    for key in ("lr_g", "lr_d", "eps"):
+        if getattr(optim, key) <= 0:
+            raise ValueError(f"optim.{key}={getattr(optim, key)} must be positive")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(optim, key) < 1.0:
+            raise ValueError(f"optim.{key}={getattr(optim, key)} must be in [0, 1)")
+    if not 0.0 <= train.ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay={train.ema_decay} must be in [0, 1) (0 disables the EMA)")
+    for key in ("sample_every", "checkpoint_every", "ema_start"):
+        if getattr(train, key) < 0:
+            raise ValueError(f"train.{key} must be >= 0")
+    if config.eval.every < 0 or config.eval.num_samples < 2:
+        raise ValueError("eval.every must be >= 0 and eval.num_samples >= 2")
+    if nda.mode == "mixture" and nda.lam < 1.0 and round(nda.lam * config.data.batch_size) < 1:
+        raise ValueError(f"nda.lam={nda.lam} with data.batch_size={config.data.batch_size} leaves no generated sample in mixture mode")
+
+
+def _with_key(key: str, err: Exception) -> ValueError:
+    message = str(err)
+    return ValueError(message if message.startswith(key) else f"{key}: {message}")
+
+
+def build_dataset(config: Config, split: str | None = None):
+    from negaug import data
+
+    cfg = config.data
+    try:
+        return data.build(cfg.name, root=cfg.root, split=split or cfg.split, download=cfg.download,
+                          image_size=cfg.image_size, **cfg.options)
+    except ValueError as err:
+        raise _with_key("data", err) from None
+
+
+def _is_image_dataset(dataset) -> bool:
+    return getattr(dataset, "image_size", None) is not None
+
+
+def build_other_data_source(config: Config, dataset, seed: int) -> torch.Tensor:
+    """The source tensor of `other_data` negatives: a dataset from the registry, or the toy
+    negatives (`dataset: toy_negatives`) of a 2-D dataset."""
+    from negaug import data
+
+    options = dict(config.nda.options)
+    name = options.pop("dataset", None)
+    dataset_options = dict(options.pop("dataset_options", {}) or {})
+    if name is None:
+        raise ValueError("nda.options.dataset is required for other_data (e.g. nda.options.dataset=dots)")
+    if options:
+        raise ValueError(f"unknown nda.options for other_data: {', '.join(options)}; valid: dataset, dataset_options")
+    if name == "toy_negatives":
+        count = int(dataset_options.pop("num_samples", 20000))
+        gen = torch.Generator().manual_seed(seed + 7)
+        return data.toy_negatives(dataset, count, generator=gen, **dataset_options)
+    image_size = getattr(dataset, "image_size", None)
+    try:
+        source = data.build(name, root=config.data.root, split=dataset_options.pop("split", "train"),
+                            download=config.data.download, image_size=image_size, **dataset_options)
+    except ValueError as err:
+        raise _with_key("nda.options", err) from None
+    return source.images if hasattr(source, "images") else source
+
+
+def build_nda(config: Config, dataset, seed: int) -> tuple[nn.Module | None, nn.Module | None]:
+    """The NDA transform (None for a plain GAN) and the PDA transform (None when off)."""
+    from negaug import nda as nda_lib
+
+    cfg = config.nda
+    negative = None
+    if cfg.transform != "none" and cfg.lam < 1.0:
+        options = dict(cfg.options)
+        if cfg.transform == "other_data":
+            options = {"source": build_other_data_source(config, dataset, seed)}
+        try:
+            negative = nda_lib.build(cfg.transform, **options)
+        except ValueError as err:
+            raise _with_key("nda", err) from None
+    positive = None
+    if cfg.positive != "none" and cfg.positive_prob > 0:
+        try:
+            positive = nda_lib.build(cfg.positive, **cfg.positive_options)
+        except ValueError as err:
+            raise _with_key("nda.positive", err) from None
+    probe = _probe_batch(dataset)
+    for key, transform in (("nda", negative), ("nda.positive", positive)):
+        if transform is not None:
+            try:
+                transform(probe, generator=torch.Generator().manual_seed(0))
+            except ValueError as err:
+                raise _with_key(key, err) from None
+    return negative, positive
+
+
+def _probe_batch(dataset) -> torch.Tensor:
+    """Two training-shaped inputs, to let each transform reject sizes it cannot handle."""
+    x, _ = dataset[0]
+    return torch.stack([x, x.flip(-1)])
+
+
+def build_models(config: Config, dataset):
+    from negaug import models
+
+    cfg = config.model
+    num_classes = int(getattr(dataset, "num_classes", 0) or 0) if cfg.conditional else 0
+    if cfg.conditional and num_classes < 2:
+        raise ValueError(f"model.conditional=true needs a labelled dataset; '{config.data.name}' has no classes")
+    if _is_image_dataset(dataset):
+        shape = {"image_size": dataset.image_size, "channels": dataset.num_channels}
+    else:
+        shape = {"image_size": None, "channels": None, "data_dim": getattr(dataset, "dim", 2)}
+    try:
+        generator, discriminator = models.build(cfg.name, num_classes=num_classes, **shape, **cfg.options)
+    except (ValueError, TypeError) as err:
+        raise _with_key("model", err) from None
+    return generator, discriminator, num_classes
+
+
+def build_loss(config: Config):
+    from negaug import losses
+
+    try:
+        loss = losses.build(config.loss.name, **config.loss.options)
+    except ValueError as err:
+        raise _with_key("loss", err) from None
+    gp = config.loss.gradient_penalty
+    gp = float(getattr(loss, "gp_weight", 0.0) or 0.0) if gp is None else gp
+    clip = config.loss.weight_clip
+    clip = float(getattr(loss, "clip_value", 0.0) or 0.0) if clip is None else clip
+    if gp < 0 or clip < 0 or config.loss.r1_penalty < 0:
+        raise ValueError("loss.gradient_penalty, loss.weight_clip and loss.r1_penalty must be >= 0")
+    return loss, gp, clip
+
+
+def build(config: Config) -> Components:
+    """All components of a run, seeded by `train.seed`; raises before any training work."""
+    from negaug import models
+
+    check_scalars(config)
+    device = resolve_device(config.train.device)
+    if config.train.precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")
+    dataset = build_dataset(config)
+    if len(dataset) < 2:
+        raise ValueError(f"data: '{config.data.name}' has {len(dataset)} samples; at least 2 are needed")
+    loss, gp_weight, clip_value = build_loss(config)
+    negative, positive = build_nda(config, dataset, config.train.seed)
+    torch.manual_seed(config.train.seed)  # weight init is the one user of the global RNG
+    generator, discriminator, num_classes = build_models(config, dataset)
+    generator.to(device)
+    discriminator.to(device)
+    if config.train.precision == "bf16" and _is_image_dataset(dataset):
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    ema = None
+    if config.train.ema_decay > 0:
+        ema = models.EMA(generator, decay=config.train.ema_decay, start_step=config.train.ema_start)
+    optim = config.optim
+    opt_g = torch.optim.Adam(generator.parameters(), lr=optim.lr_g, betas=(optim.beta1, optim.beta2), eps=optim.eps)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d, betas=(optim.beta1, optim.beta2), eps=optim.eps)
+    return Components(dataset, generator, discriminator, ema, loss, negative, positive, opt_g, opt_d,
+                      device, num_classes, gp_weight, clip_value, config.loss.r1_penalty)
