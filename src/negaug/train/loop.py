@@ -62,12 +62,10 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
         if warn is not None:
             warn(message)
 
-    if run_dir is None or not resume:
-        if run_dir is not None:
-            config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
-        run_dir = runs.create_run_dir(config)
-    run_dir = Path(run_dir)
-    c = build(config)
+    if run_dir is not None and not resume:
+        config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
+    c = build(config)  # every config check happens here, before a run folder exists
+    run_dir = Path(run_dir) if resume else runs.create_run_dir(config)
     state = _initial_state(config, c)
     if resume:
         _restore(run_dir, c, state, _warn)

@@ -1,0 +1,229 @@
+"""End-to-end training: NDA in both modes, exact plain-GAN equivalence, exact resume, failures."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from negaug.cli import main
+from negaug.config import load_config
+from negaug.train import NonFiniteLossError, load_run, resume_config, train
+from negaug.train import checkpoint as ckpt
+
+TINY = ["data.batch_size=8", "data.options.classes=[0, 1]", "model.options.width=4", "train.steps=4",
+        "optim.num_d_steps=2", "train.progress=false", "train.log_every=1", "train.sample_every=0",
+        "train.checkpoint_every=2", "train.ema_start=2", "train.ema_decay=0.9", "train.num_sample_images=4",
+        "train.device=cpu"]
+
+
+def tiny(tmp_path, *extra):
+    return load_config("default", [*TINY, f"train.runs_dir={tmp_path}", *extra])
+
+
+def weights(run_dir):
+    found = ckpt.load_latest(Path(run_dir) / "checkpoints")
+    return found.step, found.tensors
+
+
+def assert_same_weights(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys()
+    for key in a[1]:
+        assert torch.equal(a[1][key], b[1][key]), key
+
+
+def test_run_folder_describes_itself(tmp_path):
+    result = train(tiny(tmp_path, "train.name=r"))
+    run = tmp_path / "r"
+    assert result.step == 4 and result.run_dir == run
+    assert load_config(str(run / "config.yaml")).nda.lam == 0.25
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for key in ("loss/d", "loss/g", "d_out/real", "d_out/generated", "d_out/negative", "it_per_s"):
+        assert all(key in r for r in records), key
+    assert ckpt.list_steps(run / "checkpoints") == [2, 4]
+    assert (run / "samples" / "step_0000004.png").exists() and (run / "report.md").exists()
+
+
+@pytest.mark.parametrize("mode", ["weighted", "mixture"])
+def test_lambda_one_is_the_plain_gan_bit_for_bit(tmp_path, mode):
+    train(tiny(tmp_path, "train.name=plain", "nda.transform=none"))
+    train(tiny(tmp_path, "train.name=lam1", "nda.lam=1.0", f"nda.mode={mode}"))
+    assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "lam1"))
+
+
+def test_nda_changes_training_and_both_modes_run(tmp_path):
+    train(tiny(tmp_path, "train.name=plain", "nda.transform=none"))
+    train(tiny(tmp_path, "train.name=weighted"))
+    train(tiny(tmp_path, "train.name=mixture", "nda.mode=mixture"))
+    plain, weighted, mixture = (weights(tmp_path / n)[1]["D.head.weight" if False else next(iter(weights(tmp_path / n)[1]))]
+                                for n in ("plain", "weighted", "mixture"))
+    assert not torch.equal(plain, weighted) and not torch.equal(weighted, mixture)
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    train(tiny(tmp_path, "train.name=a"))
+    train(tiny(tmp_path, "train.name=b"))
+    train(tiny(tmp_path, "train.name=c", "train.seed=1"))
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    first = next(iter(weights(tmp_path / "a")[1]))
+    assert not torch.equal(weights(tmp_path / "a")[1][first], weights(tmp_path / "c")[1][first])
+
+
+def test_resume_continues_exactly(tmp_path):
+    train(tiny(tmp_path, "train.name=whole", "train.steps=6"))
+    train(tiny(tmp_path, "train.name=split", "train.steps=2"))
+    config = resume_config(tmp_path / "split", ["train.steps=6"])
+    result = train(config, run_dir=tmp_path / "split", resume=True)
+    assert result.step == 6
+    assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "split"))
+    steps = [json.loads(l)["step"] for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_changes_that_break_the_run(tmp_path):
+    train(tiny(tmp_path, "train.name=r", "train.steps=2"))
+    with pytest.raises(ValueError, match="nda.lam cannot change when resuming"):
+        resume_config(tmp_path / "r", ["nda.lam=0.5"])
+
+
+def test_corrupted_latest_checkpoint_resumes_from_previous(tmp_path):
+    train(tiny(tmp_path, "train.name=r", "train.steps=4"))
+    bad = tmp_path / "r" / "checkpoints" / "step_0000004.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    warnings = []
+    result = train(resume_config(tmp_path / "r", ["train.steps=4"]), run_dir=tmp_path / "r", resume=True,
+                   warn=warnings.append)
+    assert any("step_0000004.safetensors" in w and "truncated" in w for w in warnings)
+    assert result.step == 4  # redone from step 2
+    train(tiny(tmp_path, "train.name=whole", "train.steps=4"))
+    assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "r"))
+
+
+def test_non_finite_loss_stops_with_step_and_term(tmp_path, monkeypatch):
+    from negaug import losses
+
+    original = losses.build
+
+    def poisoned(name, **options):
+        loss = original(name, **options)
+        d_loss = loss.d_loss
+
+        def bad_d_loss(d_real, d_fake, d_neg=None, lam=1.0):
+            total, terms = d_loss(d_real, d_fake, d_neg, lam=lam)
+            terms = dict(terms)
+            first = next(iter(terms))
+            terms[first] = terms[first] * float("nan")
+            return total * float("nan"), terms
+
+        loss.d_loss = bad_d_loss
+        return loss
+
+    monkeypatch.setattr(losses, "build", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"step 1 \(term: "):
+        train(tiny(tmp_path, "train.name=nan"))
+    assert ckpt.list_steps(tmp_path / "nan" / "checkpoints") == []  # nothing bad saved
+
+
+def test_load_run_gives_ema_generator_and_discriminator(tmp_path):
+    train(tiny(tmp_path, "train.name=r"))
+    run = load_run(tmp_path / "r")
+    assert run.step == 4 and not run.generator.training and not run.discriminator.training
+    z = run.generator.sample_latent(3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = run.generator(z)
+        scores = run.discriminator(images)
+    assert images.shape == (3, 1, 32, 32) and scores.shape == (3,)
+    assert run.reference_dataset("test").images.shape[1:] == (1, 32, 32)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+def cli(capsys, *args):
+    code = main(["train", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("nda.lamda=0.5", "unknown config key 'nda.lamda'"),
+    ("nda.lam=1.5", "nda.lam=1.5 is outside (0, 1]"),
+    ("nda.lam=0", "nda.lam=0.0 is outside (0, 1]"),
+    ("nda.options.k=3", "nda"),
+    ("data.name=cifar10", "cifar"),
+    ("model.name=dcgann", "did you mean 'dcgan'"),
+    ("train.steps=abc", "train.steps: expected int"),
+    ("nda.mode=mix", "nda.mode='mix' is not one of weighted, mixture"),
+])
+def test_bad_config_is_one_line_exit_2_before_any_work(tmp_path, capsys, override, expected):
+    code, out, err = cli(capsys, *TINY, f"train.runs_dir={tmp_path}", "train.name=bad", override)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("negaug: error:") and expected in lines[0], err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_dry_run_prints_resolved_config(tmp_path, capsys):
+    code, out, err = cli(capsys, "--dry-run", *TINY, "nda.lam=0.5")
+    assert code == 0 and "lam: 0.5" in out and "name: mnist5k" in out
+
+
+def test_cli_trains_and_resumes(tmp_path, capsys):
+    code, out, _ = cli(capsys, *TINY, f"train.runs_dir={tmp_path}", "train.name=r", "train.steps=2")
+    assert code == 0 and "run folder" in out
+    code, _, _ = cli(capsys, "--resume", str(tmp_path / "r"), "train.steps=4")
+    assert code == 0 and ckpt.list_steps(tmp_path / "r" / "checkpoints")[-1] == 4
+    code, _, err = cli(capsys, "--resume", str(tmp_path / "nothing"))
+    assert code == 2 and "not a negaug run folder" in err
+
+
+# --- kills and signals (subprocesses) ---------------------------------------------------------
+
+def _spawn(tmp_path, name, *extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    args = [sys.executable, "-m", "negaug", "train", *TINY, f"train.runs_dir={tmp_path}", f"train.name={name}", *extra]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(run_dir, step, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ckpt.list_steps(run_dir / "checkpoints") and ckpt.list_steps(run_dir / "checkpoints")[-1] >= step:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    steps = ["train.steps=40", "train.checkpoint_every=5"]
+    proc = _spawn(tmp_path, "killed", *steps)
+    _wait_for_step(tmp_path / "killed", 10, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = ckpt.list_steps(tmp_path / "killed" / "checkpoints")[-1]
+    assert done < 40, "the run finished before the kill; make it longer"
+    assert main(["train", "--resume", str(tmp_path / "killed")]) == 0
+    assert main(["train", *TINY, f"train.runs_dir={tmp_path}", "train.name=whole", *steps]) == 0
+    assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "killed"))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = _spawn(tmp_path, "term", "train.steps=100000", "train.checkpoint_every=1000")
+    deadline = time.time() + 120
+    while not (tmp_path / "term" / "metrics.jsonl").exists() or not (tmp_path / "term" / "metrics.jsonl").read_text():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "checkpoint saved" in err and "--resume" in err
+    steps = ckpt.list_steps(tmp_path / "term" / "checkpoints")
+    assert len(steps) == 1 and 0 < steps[0] < 100000
