@@ -1,0 +1,23 @@
+"""Negative data augmentation transforms (Appendix B and Table 1 of the paper).
+
+    from negaug import nda
+    t = nda.build("jigsaw", k=2)                  # nda.names() lists the transforms
+    neg = t(x, generator=g)                       # x: float (B, C, H, W), any device and dtype
+    params = t.sample(x.shape, g, x.device)       # replayable draw: dict of (B, ...) tensors
+    neg = t.apply(x, params)
+    pda = nda.positive("hflip", p=0.5)            # the same transforms as positive augmentation
+    nda.check_compatible("jigsaw", image_size=32) # config-time validation (ValueError if not)
+
+See base.py for the contract; all randomness comes from the generator passed in.
+"""
+from negaug.nda.base import TRANSFORMS, NDATransform, Params, build, from_spec, names
+from negaug.nda.sampling import derangement, sample_beta
+from negaug.nda import transforms as _transforms  # noqa: F401  (registers the transforms)
+from negaug.nda import pairing as _pairing  # noqa: F401
+from negaug.nda import other_data as _other_data  # noqa: F401
+from negaug.nda.compose import Mixture, Positive, check_compatible, positive
+
+__all__ = [
+    "TRANSFORMS", "NDATransform", "Params", "build", "names", "from_spec", "derangement", "sample_beta",
+    "Mixture", "Positive", "positive", "check_compatible",
+]

@@ -1,0 +1,119 @@
+"""Transforms built from other transforms: `mixture` (a per-image random choice among several,
+the paper's "mixture of augmentation policy") and `positive` (apply a transform to a random
+fraction of a real batch: positive data augmentation, PDA, Table 1)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from negaug.nda.base import (NDATransform, Params, from_spec, prefix_params, register, select_rows,
+                             slice_params, unprefix_params)
+from negaug.nda.transforms import _check_probability, draw_flags
+
+Spec = str | dict[str, Any] | NDATransform
+
+# The five spatially corrupting transforms the paper keeps after Table 1.
+DEFAULT_MIXTURE = ("jigsaw", "stitch", "mixup", "cutout", "cutmix")
+
+
+def _transform_rows(component: NDATransform, x: torch.Tensor, params: Params, local: torch.Tensor,
+                    rows: torch.Tensor | None) -> torch.Tensor:
+    """component's output for the images `local` (indices into the rows being transformed)."""
+    global_rows = local if rows is None else rows.index_select(0, local)
+    return component.transform(x, slice_params(params, local), global_rows)
+
+
+@register("mixture")
+class Mixture(NDATransform):
+    """Each image gets one of `transforms` (names, {"name": ..., **options} dicts or transforms),
+    chosen independently with probabilities proportional to `weights` (default: equal).
+
+    Every component draws parameters for the whole batch (so pairing components pick partners
+    among all images), and is applied only to the images that chose it: a loop over components,
+    not images. Parameters: `choice` int64 (B,) and each component's under "<index>.<key>".
+    """
+
+    def __init__(self, transforms: Sequence[Spec] = DEFAULT_MIXTURE, weights: Sequence[float] | None = None):
+        super().__init__()
+        if isinstance(transforms, (str, dict)) or len(transforms) == 0:
+            raise ValueError("mixture transforms must be a non-empty list, e.g. ['jigsaw', {'name': 'mixup', 'alpha': 10}]")
+        self.components = nn.ModuleList(from_spec(spec) for spec in transforms)
+        weights = [1.0] * len(self.components) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(self.components) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"mixture weights {weights} must be {len(self.components)} non-negative numbers with a positive sum")
+        self.weights = weights
+        self.min_batch_size = max(component.min_batch_size for component in self.components)
+
+    def options(self) -> dict:
+        return {"weights": self.weights}
+
+    def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
+        for component in self.components:
+            component.check_image_size(height, width, channels)
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        weights = torch.tensor(self.weights, dtype=torch.float64, device=generator.device)
+        params = {"choice": torch.multinomial(weights, shape[0], replacement=True, generator=generator)}
+        for index, component in enumerate(self.components):
+            params.update(prefix_params(str(index), component.make_params(shape, generator)))
+        return params
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        choice = params["choice"]
+        out = x.new_empty((choice.shape[0],) + x.shape[1:])
+        for index, component in enumerate(self.components):
+            local = (choice == index).nonzero().squeeze(1)
+            if local.numel():
+                out[local] = _transform_rows(component, x, unprefix_params(str(index), params), local, rows)
+        return out
+
+
+class Positive(NDATransform):
+    """Positive data augmentation: each image is replaced by its transformed version with
+    probability p and kept as is otherwise. Parameters: `apply` bool (B,) and the inner
+    transform's under "transform.<key>" (drawn for the whole batch)."""
+
+    def __init__(self, transform: Spec, p: float = 0.5):
+        super().__init__()
+        self.inner = from_spec(transform)
+        self.p = _check_probability("p", p)
+        self.min_batch_size = self.inner.min_batch_size
+
+    def options(self) -> dict:
+        return {"p": self.p}
+
+    def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
+        self.inner.check_image_size(height, width, channels)
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        params = {"apply": draw_flags(shape[0], self.p, generator)}
+        params.update(prefix_params("transform", self.inner.make_params(shape, generator)))
+        return params
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        out = select_rows(x, rows).clone()
+        local = params["apply"].nonzero().squeeze(1)
+        if local.numel():
+            out[local] = _transform_rows(self.inner, x, unprefix_params("transform", params), local, rows)
+        return out
+
+
+def positive(transform: Spec, p: float = 0.5) -> Positive:
+    """`transform` as a positive augmentation of real images: `positive("hflip", p=0.5)(real, g)`
+    replaces each image by its transformed version with probability p (Table 1's PDA)."""
+    return Positive(transform, p)
+
+
+def check_compatible(transform: Spec, image_size: int | Sequence[int], channels: int | None = None,
+                     batch_size: int | None = None) -> NDATransform:
+    """Build `transform` (name, dict or transform) and check that it is defined for images of
+    `image_size` (an int for square images, or (H, W)), `channels` and `batch_size` when given.
+    Raises ValueError naming the problem (e.g. jigsaw k=3 on 32x32); returns the transform."""
+    built = from_spec(transform)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    built.check_image_size(int(height), int(width), channels)
+    if batch_size is not None and batch_size < built.min_batch_size:
+        raise ValueError(f"{built.name} needs a batch of at least {built.min_batch_size} images, got batch_size={batch_size}")
+    return built

@@ -1,0 +1,73 @@
+"""`other_data`: negatives drawn from another source of images supplied by the user (other classes
+of the dataset, another dataset, dots images with another count; Appendix A of the paper)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from negaug.nda.base import NDATransform, Params, register
+
+
+def materialise_source(source: Any) -> torch.Tensor:
+    """A float tensor (N, ...) from a tensor, an in-memory dataset with `.images`, or any torch
+    Dataset of (image, label) pairs (or of bare images), read once item by item."""
+    if isinstance(source, torch.Tensor):
+        tensor = source
+    elif isinstance(getattr(source, "images", None), torch.Tensor):
+        tensor = source.images
+    elif hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        if len(source) == 0:
+            raise ValueError("other_data source is an empty dataset; give it at least one image")
+        items = [source[i] for i in range(len(source))]  # once, at construction
+        tensor = torch.stack([torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item) for item in items])
+    else:
+        raise ValueError(f"other_data source must be a tensor (N, C, H, W) or a Dataset of (image, label), got {type(source).__name__}")
+    if not tensor.is_floating_point() or tensor.ndim < 2 or tensor.shape[0] == 0:
+        raise ValueError(f"other_data source must be a non-empty float tensor (N, C, H, W), got {tensor.dtype} {tuple(tensor.shape)}")
+    if tensor.ndim == 4 and (tensor.min() < -1 - 1e-6 or tensor.max() > 1 + 1e-6):
+        raise ValueError(f"other_data source images must lie in [-1, 1] like the training images, got [{tensor.min():.3g}, {tensor.max():.3g}]")
+    return tensor
+
+
+@register("other_data")
+class OtherData(NDATransform):
+    """Negatives drawn uniformly (with replacement) from `source`; the batch only gives the count,
+    device and dtype. `source`: a float tensor (N, C, H, W) in [-1, 1] or a torch Dataset of
+    (image, label) pairs (materialised once). Non-image sources (N, D) work too, for 2-D toy data.
+
+    The source is a non-persistent buffer: `.to(device)` moves it, state_dict does not store it.
+    Parameters: `index` int64 (B,) into the source.
+    """
+
+    def __init__(self, source: Any):
+        super().__init__()
+        self.register_buffer("source", materialise_source(source), persistent=False)
+
+    def options(self) -> dict:
+        return {"source": f"tensor{tuple(self.source.shape)}"}
+
+    def check_shape(self, shape: torch.Size) -> None:
+        if len(shape) < 2 or shape[0] < 1 or tuple(shape[1:]) != tuple(self.source.shape[1:]):
+            raise ValueError(
+                f"other_data source holds samples of shape {tuple(self.source.shape[1:])}, "
+                f"the batch has {tuple(shape[1:])}; resize the source to the training images"
+            )
+
+    def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
+        if self.source.ndim != 4:
+            raise ValueError(f"other_data source holds samples of shape {tuple(self.source.shape[1:])}, not images")
+        expected = (channels if channels is not None else self.source.shape[1], height, width)
+        if tuple(self.source.shape[1:]) != expected:
+            raise ValueError(
+                f"other_data source images are {tuple(self.source.shape[1:])} (C, H, W), the training images "
+                f"are {expected}; resize the source to the training images"
+            )
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        count = self.source.shape[0]
+        return {"index": torch.randint(count, (shape[0],), generator=generator, device=generator.device)}
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        index = params["index"].to(self.source.device)
+        return self.source.index_select(0, index).to(device=x.device, dtype=x.dtype)

@@ -1,0 +1,95 @@
+"""Generator-driven random draws that torch does not offer with a `torch.Generator`.
+
+Every function draws on `generator.device` and only from `generator`: the global RNG is never
+touched, so the same generator state always gives the same draw.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Rejection loops below accept each candidate with probability >= 1/e (derangement) or >= 0.95
+# (Marsaglia-Tsang), so this bound is never reached in practice: (1 - 1/e)^200 < 1e-39.
+MAX_REJECTION_ROUNDS = 200
+
+
+def resolve_generator(generator: torch.Generator | None) -> torch.Generator:
+    """`generator`, or a fresh CPU generator seeded from OS entropy when None.
+
+    `torch.Generator().seed()` draws its seed from the operating system, not from torch's default
+    generator, so leaving `generator=None` neither reads nor advances the global RNG state.
+    """
+    if generator is None:
+        generator = torch.Generator()
+        generator.seed()
+    return generator
+
+
+def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniformly random derangement of range(n): int64 (n,), `perm[i] != i` for every i.
+
+    Rejection sampling of uniform permutations until one has no fixed point (expected e ~ 2.72
+    tries), which keeps the result uniform over all derangements. Pairing transforms use it so
+    that no image is ever paired with itself (`randperm` leaves about one fixed point per batch).
+    """
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 items (got {n}): pairing transforms need a batch of 2 or more images")
+    generator = resolve_generator(generator)
+    identity = torch.arange(n, device=generator.device)
+    for _ in range(MAX_REJECTION_ROUNDS):
+        perm = torch.randperm(n, generator=generator, device=generator.device)
+        if not bool((perm == identity).any()):
+            return perm
+    raise AssertionError("derangement: rejection sampling did not terminate")
+
+
+def randint_between(low: torch.Tensor, high: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Uniform integers in [low, high] (inclusive, elementwise; int64 tensors of one shape).
+
+    One float64 uniform per element, floored: the bias is below 2^-40 for any image size.
+    """
+    u = torch.rand(low.shape, generator=generator, device=generator.device, dtype=torch.float64)
+    span = (high - low + 1).to(torch.float64)
+    return low + (u * span).floor().to(torch.int64).minimum(high - low)
+
+
+def sample_log_gamma(concentration: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """log of n draws from Gamma(concentration, 1), float64 (n,).
+
+    Marsaglia & Tsang (2000) with a vectorised rejection loop (only the rejected entries are
+    redrawn). For concentration < 1 the boost Gamma(a) = Gamma(a + 1) * U^(1/a) is applied in log
+    space, so tiny concentrations do not underflow to 0.
+    """
+    boost = concentration < 1.0
+    a = concentration + 1.0 if boost else concentration
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    options = dict(generator=generator, device=generator.device, dtype=torch.float64)
+    out = torch.empty(n, device=generator.device, dtype=torch.float64)
+    pending = torch.arange(n, device=generator.device)
+    for _ in range(MAX_REJECTION_ROUNDS):
+        if pending.numel() == 0:
+            break
+        z = torch.randn(pending.numel(), **options)
+        u = torch.rand(pending.numel(), **options)
+        v = (1.0 + c * z) ** 3
+        log_v = v.clamp_min(1e-300).log()
+        accept = (v > 0) & (u.log() < 0.5 * z * z + d - d * v + d * log_v)
+        out[pending[accept]] = math.log(d) + log_v[accept]
+        pending = pending[~accept]
+    assert pending.numel() == 0, "sample_log_gamma: rejection sampling did not terminate"
+    if boost:
+        u = 1.0 - torch.rand(n, **options)  # (0, 1]: log stays finite
+        out = out + u.log() / concentration
+    return out
+
+
+def sample_beta(alpha: float, beta: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws from Beta(alpha, beta), float64 (n,) in [0, 1]: G1 / (G1 + G2) for independent
+    Gamma draws, computed as sigmoid(log G1 - log G2) to stay exact for small concentrations."""
+    if alpha <= 0 or beta <= 0:
+        raise ValueError(f"Beta concentrations must be positive, got alpha={alpha}, beta={beta}")
+    log_g1 = sample_log_gamma(alpha, n, generator)
+    log_g2 = sample_log_gamma(beta, n, generator)
+    return torch.sigmoid(log_g1 - log_g2)

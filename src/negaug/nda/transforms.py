@@ -1,0 +1,263 @@
+"""Single-image NDA transforms (Appendix B and Table 1 of the paper): each image is transformed on
+its own. Pairing transforms (stitch, cutmix, mixup) live in `pairing.py`, `other_data` in
+`other_data.py`, `mixture` and `positive` in `compose.py`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from negaug.nda.base import NDATransform, Params, register, select_rows
+from negaug.nda.sampling import MAX_REJECTION_ROUNDS, randint_between
+
+
+def _check_probability(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}={value} is outside [0, 1]")
+    return float(value)
+
+
+def draw_flags(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """(batch,) bool, each True with probability p; no draw at all when p is 0 or 1."""
+    if p >= 1.0 or p <= 0.0:
+        return torch.full((batch,), p >= 1.0, dtype=torch.bool, device=generator.device)
+    return torch.rand(batch, generator=generator, device=generator.device) < p
+
+
+@register("jigsaw")
+class Jigsaw(NDATransform):
+    """Jigsaw-K: cut each image into K x K tiles of (H/K, W/K) and shuffle them with a permutation
+    drawn uniformly per image among the (K*K)! - 1 non-identity ones (all of them with
+    `allow_identity=True`, the noisy variant of Appendix O). H and W must be divisible by K.
+
+    Parameters: `perm` int64 (B, K*K): output tile j (row-major) shows input tile perm[b, j].
+    """
+
+    def __init__(self, k: int = 2, allow_identity: bool = False):
+        super().__init__()
+        if int(k) != k or k < 2:
+            raise ValueError(f"jigsaw k={k} must be an integer >= 2 (k=1 has only the identity permutation)")
+        self.k = int(k)
+        self.allow_identity = bool(allow_identity)
+
+    def options(self) -> dict:
+        return {"k": self.k, "allow_identity": self.allow_identity}
+
+    def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
+        if height % self.k or width % self.k:
+            raise ValueError(f"jigsaw k={self.k} must divide the image size, got {height}x{width}; pick a k that divides both")
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        tiles = self.k * self.k
+        perm = self._random_perms(shape[0], generator)
+        if not self.allow_identity:
+            # Redraw only the identity rows: each row is then uniform over the non-identity perms.
+            identity = torch.arange(tiles, device=generator.device)
+            for _ in range(MAX_REJECTION_ROUNDS):
+                bad = (perm == identity).all(1).nonzero().squeeze(1)
+                if bad.numel() == 0:
+                    break
+                perm[bad] = self._random_perms(bad.numel(), generator)
+            assert not (perm == identity).all(1).any(), "jigsaw: identity rejection did not terminate"
+        return {"perm": perm}
+
+    def _random_perms(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n uniform permutations of K*K tiles: argsort of float64 keys (ties have probability ~1e-15)."""
+        keys = torch.rand(n, self.k * self.k, generator=generator, device=generator.device, dtype=torch.float64)
+        return keys.argsort(1)
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        own = select_rows(x, rows)
+        batch, channels, height, width = own.shape
+        k, tile_h, tile_w = self.k, height // self.k, width // self.k
+        # View the batch as (B*C*H*K) chunks of tile_w contiguous pixels: chunk (b, c, y, j) is image
+        # row y inside tile column j. One index_select of whole chunks does the permutation; it is
+        # several times faster than gathering tiles and permuting dimensions back.
+        perm = params["perm"]
+        src_tile_row, src_tile_col = perm.div(k, rounding_mode="floor"), perm.remainder(k)
+        tile_offset = (src_tile_row * (tile_h * k) + src_tile_col).view(batch, 1, k, 1, k)
+        row_offset = torch.arange(tile_h, device=own.device).mul_(k).view(1, 1, 1, tile_h, 1)
+        image_offset = torch.arange(batch * channels, device=own.device).mul_(height * k).view(batch, channels, 1, 1, 1)
+        index = (tile_offset + row_offset).add(image_offset).view(-1)  # (B*C*K*h*K,) in output order
+        return own.reshape(-1, tile_w).index_select(0, index).view(batch, channels, height, width)
+
+
+class _Flip(NDATransform):
+    """Flip each image with probability p (p=1: always, the NDA default; p=0.5: Appendix O's
+    noisy variant, or a positive augmentation). Parameters: `flip` bool (B,)."""
+
+    dim: int
+
+    def __init__(self, p: float = 1.0):
+        super().__init__()
+        self.p = _check_probability("p", p)
+
+    def options(self) -> dict:
+        return {"p": self.p}
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        return {"flip": draw_flags(shape[0], self.p, generator)}
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        own = select_rows(x, rows)
+        flip = params["flip"]
+        if bool(flip.all()):  # the NDA case: one flip, no mask
+            return own.flip(self.dim)
+        if not bool(flip.any()):
+            return own.clone()
+        return torch.where(flip.view(-1, 1, 1, 1), own.flip(self.dim), own)
+
+
+@register("hflip")
+class HorizontalFlip(_Flip):
+    __doc__ = "Horizontal flip (left-right). " + _Flip.__doc__
+    dim = -1
+
+
+@register("vflip")
+class VerticalFlip(_Flip):
+    __doc__ = "Vertical flip (upside down). " + _Flip.__doc__
+    dim = -2
+
+
+@register("gaussian_noise")
+class GaussianNoise(NDATransform):
+    """Add N(0, std^2) noise per pixel, then clamp to [-1, 1] (the image range).
+
+    `std` is in image units ([-1, 1] range); the paper does not state its value, 0.1 is our choice.
+    Parameters: `noise` float32 (B, C, H, W), standard normal.
+    """
+
+    def __init__(self, std: float = 0.1):
+        super().__init__()
+        if not std > 0:
+            raise ValueError(f"gaussian_noise std={std} must be positive")
+        self.std = float(std)
+
+    def options(self) -> dict:
+        return {"std": self.std}
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        return {"noise": torch.randn(shape, generator=generator, device=generator.device)}
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        own = select_rows(x, rows)
+        return own.add(params["noise"].to(own.dtype), alpha=self.std).clamp_(-1.0, 1.0)
+
+
+def _bilinear_resample_matrix(start: torch.Tensor, length: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, size, size) matrices M with (M @ signal) = the crop [start, start + length) (fractions of
+    the axis, (B,) each) resampled bilinearly to `size` pixels, half-pixel centres and border
+    clamping (the same sampling as grid_sample(align_corners=False, padding_mode="border"))."""
+    centres = torch.arange(size, device=start.device, dtype=torch.float32).add_(0.5)
+    coord = start[:, None] * size + centres * length[:, None] - 0.5  # (B, size) source pixel coordinate
+    lower = coord.floor()
+    frac = coord - lower
+    lower_index = lower.long().clamp_(0, size - 1)
+    upper_index = (lower.long() + 1).clamp_(0, size - 1)
+    columns = torch.arange(size, device=start.device)
+    weights = (1 - frac)[..., None] * (columns == lower_index[..., None]) + frac[..., None] * (columns == upper_index[..., None])
+    return weights.to(dtype)
+
+
+@register("random_crop")
+class RandomCrop(NDATransform):
+    """Crop a random region of each image and resize it back to H x W (bilinear).
+
+    The crop covers a fraction of the image area drawn uniformly from `scale` (default 0.25 to
+    0.75, our choice: the paper does not state it), keeps the image's aspect ratio and lies fully
+    inside the image. Parameters: `box` float32 (B, 4) = (top, left, height, width) as fractions
+    of H and W. Resampling is two batched matrix products (rows, then columns), which is exact
+    bilinear interpolation and differentiable.
+    """
+
+    def __init__(self, scale: Sequence[float] = (0.25, 0.75)):
+        super().__init__()
+        low, high = (float(v) for v in scale)
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"random_crop scale={tuple(scale)} must satisfy 0 < low <= high <= 1 (fractions of the image area)")
+        self.scale = (low, high)
+
+    def options(self) -> dict:
+        return {"scale": self.scale}
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        low, high = self.scale
+        u = torch.rand(shape[0], 3, generator=generator, device=generator.device, dtype=torch.float64)
+        side = (low + (high - low) * u[:, 0]).sqrt()  # side fraction: same aspect ratio as the image
+        top, left = (1 - side) * u[:, 1], (1 - side) * u[:, 2]
+        return {"box": torch.stack([top, left, side, side], 1).float()}
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        own = select_rows(x, rows)
+        height, width = own.shape[-2:]
+        top, left, box_h, box_w = params["box"].unbind(1)
+        row_matrix = _bilinear_resample_matrix(top, box_h, height, own.dtype)  # (B, H, H)
+        col_matrix = _bilinear_resample_matrix(left, box_w, width, own.dtype)  # (B, W, W)
+        return row_matrix[:, None] @ own @ col_matrix.transpose(1, 2)[:, None]
+
+
+def patch_bounds(size: int) -> tuple[int, int]:
+    """Inclusive bounds of a cutout / cutmix patch side on an axis of `size` pixels:
+    ceil(size / 3) .. floor(size / 2) (never empty for size >= 2)."""
+    return -(-size // 3), size // 2
+
+
+def check_patch_size(name: str, height: int, width: int) -> None:
+    if height < 2 or width < 2:
+        raise ValueError(f"{name} needs images of at least 2x2 pixels for a patch of 1/3 to 1/2 of each side, got {height}x{width}")
+
+
+def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """int64 (B, 4) = (top, left, height, width): a patch per image with each side uniform in
+    `patch_bounds`, at a uniform position fully inside the image."""
+    batch, _, height, width = shape
+    device = generator.device
+    sides = []
+    for size in (height, width):
+        low, high = patch_bounds(size)
+        sides.append(randint_between(torch.full((batch,), low, device=device), torch.full((batch,), high, device=device), generator))
+    zeros = torch.zeros(batch, dtype=torch.int64, device=device)
+    top = randint_between(zeros, height - sides[0], generator)
+    left = randint_between(zeros, width - sides[1], generator)
+    return torch.stack([top, left, sides[0], sides[1]], 1)
+
+
+def patch_masks(box: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column membership of each box: bool (B, H) and (B, W); the patch is their outer AND."""
+    top, left, box_h, box_w = box.unbind(1)
+    rows = torch.arange(height, device=box.device)
+    cols = torch.arange(width, device=box.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+    return in_rows, in_cols
+
+
+@register("cutout")
+class Cutout(NDATransform):
+    """Replace a random patch of each image (height in [ceil(H/3), floor(H/2)], width likewise,
+    uniform position fully inside) with that patch's own per-channel mean (the paper's variant;
+    DeVries & Taylor fill with zeros). Parameters: `box` int64 (B, 4) = (top, left, height, width).
+    """
+
+    def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
+        check_patch_size("cutout", height, width)
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        return {"box": sample_patch_boxes(shape, generator)}
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        own = select_rows(x, rows)
+        box = params["box"]
+        in_rows, in_cols = patch_masks(box, *own.shape[-2:])
+        # Patch sums as two contractions with the 0/1 row and column masks (no (B, C, H, W) temporary);
+        # half-precision inputs are summed in float32.
+        acc = own if own.dtype in (torch.float32, torch.float64) else own.float()
+        col_sums = acc @ in_cols.to(acc.dtype)[:, None, :, None]  # (B, C, H, 1)
+        sums = (col_sums.squeeze(-1) * in_rows.to(acc.dtype)[:, None, :]).sum(-1)  # (B, C)
+        area = (box[:, 2] * box[:, 3]).to(acc.dtype)
+        means = (sums / area[:, None]).to(own.dtype)[..., None, None]  # (B, C, 1, 1)
+        mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (B, 1, H, W)
+        return torch.where(mask, means, own)
+
