@@ -1,0 +1,83 @@
+"""Datasets: `negaug.data.build(name, root=None, split="train", download=False, image_size=None, **options)`.
+
+Every dataset yields `(image, label)`: image float32 `(C, H, W)` in [-1, 1], label int64, and has
+`num_channels`, `image_size`, `num_classes` (0 = unlabeled), `labels`, `subset(...)`,
+`select_classes(...)`, `get_batch(index)`. The 2-D toys (`ring`, `grid`) yield `(point (2,), mode)`
+instead, with `dim = 2` and `num_channels = image_size = None`.
+
+Common options: `classes=[...]` keeps only those labels (any labelled dataset; labels keep their
+values). Nothing is ever downloaded unless `download=True`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from negaug.registry import Registry, closest
+from negaug.data.base import (
+    ImageDataset,
+    LazyImageDataset,
+    TensorImageDataset,
+    resize_images,
+    stratified_split,
+    to_uint8,
+    to_unit_range,
+)
+from negaug.data import dots as _dots, files as _files, folders as _folders, offline as _offline, toys as _toys
+from negaug.data.dots import count_dots
+from negaug.data.files import default_root
+from negaug.data.toys import ToyDataset, toy_mode_assignment, toy_negative_region_mask, toy_negatives
+
+DATASETS = Registry("dataset")
+for _name, _factory in {
+    "mnist5k": _offline.mnist5k,
+    "digits": _offline.digits,
+    "lfw": _offline.lfw,
+    "mnist": _files.mnist,
+    "fashion_mnist": _files.fashion_mnist,
+    "cifar10": _files.cifar10,
+    "cifar100": _files.cifar100,
+    "svhn": _files.svhn,
+    "stl10": _files.stl10,
+    "celeba": _folders.celeba,
+    "image_folder": _folders.image_folder,
+    "dots": _dots.dots,
+    "ring": _toys.ring,
+    "grid": _toys.grid,
+}.items():
+    DATASETS.register(_name)(_factory)
+
+OFFLINE = ("mnist5k", "digits", "lfw", "dots", "ring", "grid")  # build without any files
+TOYS = ("ring", "grid")  # 2-D points, not images
+COMMON_OPTIONS = ("classes",)
+
+
+def names() -> list[str]:
+    return DATASETS.names()
+
+
+def options(name: str) -> dict[str, Any]:
+    """Options of dataset `name` with their defaults (the common ones included)."""
+    return {**DATASETS.options(name), "classes": None}
+
+
+def build(
+    name: str, root: str | None = None, split: str = "train", download: bool = False,
+    image_size: int | None = None, **options: Any,
+) -> ImageDataset | ToyDataset:
+    """Build dataset `name`; unknown names or options raise ValueError naming the valid ones."""
+    classes = options.pop("classes", None)
+    valid = {**DATASETS.options(name), "classes": None}
+    for key in options:
+        if key not in valid:
+            raise ValueError(
+                f"unknown option '{key}' for dataset '{name}'{closest(key, valid)}; valid: {', '.join(sorted(valid))}"
+            )
+    dataset = DATASETS.get(name)(root=root, split=split, download=download, image_size=image_size, **options)
+    return dataset if classes is None else dataset.select_classes(classes)
+
+
+__all__ = [
+    "DATASETS", "OFFLINE", "TOYS", "ImageDataset", "LazyImageDataset", "TensorImageDataset", "ToyDataset",
+    "build", "count_dots", "default_root", "names", "options", "resize_images", "stratified_split", "to_uint8",
+    "to_unit_range", "toy_mode_assignment", "toy_negative_region_mask", "toy_negatives",
+]

@@ -1,0 +1,118 @@
+"""Datasets of image files decoded on demand: CelebA and any folder of images.
+
+- `celeba`: aligned 178x218 faces, center-cropped to 140x140 and resized to 64 (the usual GAN
+  protocol; the paper trains at 64 px), unlabeled. split = train | valid | test | all from
+  `list_eval_partition.txt` (162,770 / 19,867 / 19,962 images).
+- `image_folder`: `root/<class>/**/*.png|jpg|...` (classes = sorted subfolder names, like
+  torchvision's ImageFolder) or, when no subfolder holds images, `root/*.png|jpg|...` (unlabeled).
+  Each image: shorter side resized to `image_size`, then center-cropped to a square.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from negaug.data.base import LazyImageDataset, center_crop, check_image_size, check_split, resize_images, to_unit_range
+from negaug.data.files import IMAGE_EXTENSIONS, default_root, fetch, missing
+
+
+class ImageFiles:
+    """`files[i]` decoded to a uint8 `(C, H, W)` tensor, C = 1 (mode "L") or 3 (mode "RGB")."""
+
+    def __init__(self, files: list[Path], mode: str):
+        self.files, self.mode = files, mode
+
+    def __call__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.files[i]) as image:
+            array = np.asarray(image.convert(self.mode), dtype=np.uint8)
+        return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)
+
+
+def crop_then_resize(images: torch.Tensor, crop: int, size: int) -> torch.Tensor:
+    """`(N, C, H, W)` -> central crop x crop window -> antialiased resize to size x size."""
+    return resize_images(center_crop(images, crop), size)
+
+
+def resize_shorter_then_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """`(N, C, H, W)` -> shorter side resized to `size` (aspect kept) -> central size x size crop."""
+    height, width = images.shape[-2:]
+    scale = size / min(height, width)
+    target = (max(size, round(height * scale)), max(size, round(width * scale)))
+    if target != (height, width):
+        x = F.interpolate(to_unit_range(images), size=target, mode="bilinear", antialias=True, align_corners=False)
+        images = x.clamp_(-1, 1)
+    return center_crop(images, size)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def celeba(
+    *, root=None, split: str = "train", download: bool = False, image_size: int | None = None,
+    crop: int = 140, in_memory: bool = False,
+):
+    """CelebA (aligned), (3, 64, 64) by default: center crop `crop` px, then resize. Unlabeled."""
+    check_image_size(image_size)
+    check_split(split, ("train", "valid", "test", "all"), "celeba")
+    root = default_root(root)
+    folder, partition = root / "celeba" / "img_align_celeba", root / "celeba" / "list_eval_partition.txt"
+    if download and not (folder.is_dir() and partition.exists()):
+        import torchvision.datasets as tvd
+
+        fetch("CelebA", root, tvd.CelebA, split="all", target_type=[])
+    for expected in (folder, partition):
+        if not expected.exists():
+            raise missing("CelebA", root, expected, "celeba/img_align_celeba and celeba/list_eval_partition.txt")
+    rows = [line.split() for line in partition.read_text().splitlines() if line.strip()]
+    wanted = {"train": "0", "valid": "1", "test": "2"}.get(split)
+    files = [folder / name for name, part in rows if wanted is None or part == wanted]
+    labels = torch.zeros(len(files), dtype=torch.int64)
+    prepare = functools.partial(crop_then_resize, crop=crop, size=image_size or 64)
+    dataset = LazyImageDataset(ImageFiles(files, "RGB"), labels, 0, 3, image_size or 64, prepare, name="celeba")
+    return dataset.to_memory() if in_memory else dataset
+
+
+def image_folder(
+    *, root=None, split: str = "all", download: bool = False, image_size: int | None = None,
+    channels: int = 3, in_memory: bool = False,
+):
+    """Your own images: labels from subfolders (sorted names -> 0, 1, ...) or 0 for a flat folder.
+
+    `root` is required; (channels, image_size, image_size) with channels 3 (RGB) or 1 (grey),
+    image_size 64 by default. split "all" or "train": both mean every image (make your own split
+    folders and point root at one)."""
+    check_image_size(image_size)
+    if root is None:
+        raise ValueError("dataset 'image_folder' needs root=DIR (data.root=DIR or --root DIR)")
+    if download:
+        raise ValueError("dataset 'image_folder' cannot be downloaded; point root at a folder of images")
+    if channels not in (1, 3):
+        raise ValueError(f"image_folder channels must be 1 or 3, got {channels!r}")
+    check_split(split, ("all", "train"), "image_folder")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist; pass root=DIR holding your images")
+    subfolders = sorted(d for d in root.iterdir() if d.is_dir() and list_images(d))
+    if subfolders:
+        per_class = [list_images(d) for d in subfolders]
+        files = [f for group in per_class for f in group]
+        labels = torch.repeat_interleave(torch.arange(len(subfolders)), torch.tensor([len(g) for g in per_class]))
+    else:
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        labels = torch.zeros(len(files), dtype=torch.int64)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    size = image_size or 64
+    prepare = functools.partial(resize_shorter_then_crop, size=size)
+    loader = ImageFiles(files, "RGB" if channels == 3 else "L")
+    dataset = LazyImageDataset(loader, labels, len(subfolders), channels, size, prepare, name="image_folder")
+    dataset = dataset.to_memory() if in_memory else dataset
+    dataset.class_names = [d.name for d in subfolders]
+    return dataset
