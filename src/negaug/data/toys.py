@@ -24,7 +24,7 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from negaug.data.base import as_index, check_split
+from negaug.data.base import as_index, check_classes, check_split
 from negaug.data.dots import derive_seed
 
 NEGATIVE_KINDS = ("between", "center", "both")
@@ -67,9 +67,8 @@ class ToyDataset(Dataset):
         return ToyDataset(self.kind, self.points[index], self.labels[index], self.centers, self.std, self.geometry)
 
     def select_classes(self, classes) -> "ToyDataset":
-        wanted = torch.as_tensor(list(classes), dtype=torch.int64)
-        if wanted.numel() == 0 or wanted.min() < 0 or wanted.max() >= self.num_classes:
-            raise ValueError(f"classes= must be mode indices in 0..{self.num_classes - 1}, got {list(classes)}")
+        """Keep the points of the modes `classes` (mode indices; centers are kept whole)."""
+        wanted = check_classes(classes, self.num_classes, self.name)
         return self.subset(torch.isin(self.labels, wanted))
 
     def __repr__(self) -> str:
