@@ -1,0 +1,74 @@
+"""The contract every generator and discriminator honours, and the model registry.
+
+Generator: ``G(z, y=None) -> x`` with ``z`` (B, latent_dim) and ``y`` (B,) int64 labels.
+Discriminator: ``D(x, y=None) -> (B,)`` raw scores, ``D(x, y) == D.head(D.features(x), y)``.
+Conditional models (``num_classes > 0``) require ``y``; unconditional ones ignore it, so a loop
+can always pass the dataset's labels (0 for unlabeled data).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from negaug.registry import Registry
+
+MODELS = Registry("model")
+
+
+def require_labels(y: Tensor | None, num_classes: int) -> Tensor | None:
+    """``y`` for a conditional model (ValueError if missing), None for an unconditional one."""
+    if num_classes == 0:
+        return None
+    if y is None:
+        raise ValueError(f"this model is conditional ({num_classes} classes): pass labels y (B,) int64")
+    return y
+
+
+def check_power_of_two(image_size: int, smallest: int, model: str) -> int:
+    """log2(image_size) for a power of two >= ``smallest``; ValueError otherwise."""
+    size = int(image_size) if image_size is not None else 0
+    if size < smallest or size & (size - 1):
+        raise ValueError(
+            f"model '{model}' needs image_size a power of two >= {smallest} (e.g. 32 or 64), got {image_size}; "
+            "resize the data (data.image_size)"
+        )
+    return int(math.log2(size))
+
+
+class Generator(nn.Module):
+    """Base generator: holds ``latent_dim`` and ``num_classes``, samples the latent prior."""
+
+    def __init__(self, latent_dim: int, num_classes: int = 0):
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+        self.num_classes = int(num_classes)
+
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
+        """(n, latent_dim) float32 standard normal latents drawn from ``generator``.
+
+        ``device`` defaults to the device of the model's parameters; ``generator`` must live there.
+        """
+        if device is None:
+            device = next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
+
+
+class Discriminator(nn.Module):
+    """Base discriminator: ``forward`` is ``head(features(x), y)``; subclasses define ``features``
+    and set ``self.projection`` (a ``layers.ProjectionHead``)."""
+
+    projection: nn.Module
+
+    def features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def head(self, features: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, F) features, (B,) labels -> (B,) raw scores."""
+        return self.projection(features, y)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.features(x), y)

@@ -1,0 +1,83 @@
+"""DCGAN (Radford et al. 2016): all-convolutional G and D with 4x4 kernels, stride 2.
+
+For 32 px, width w (default 64), channels C (shapes for one image):
+  G: z (latent_dim) -> ConvT(latent_dim, 4w, 4, 1, 0) BN ReLU -> (4w, 4, 4)
+     -> ConvT(4w, 2w, 4, 2, 1) BN ReLU -> (2w, 8, 8) -> ConvT(2w, w, 4, 2, 1) BN ReLU -> (w, 16, 16)
+     -> ConvT(w, C, 4, 2, 1) tanh -> (C, 32, 32)
+  D: Conv(C, w, 4, 2, 1) LReLU(0.2) -> (w, 16, 16) -> Conv(w, 2w, 4, 2, 1) BN LReLU -> (2w, 8, 8)
+     -> Conv(2w, 4w, 4, 2, 1) BN LReLU -> (4w, 4, 4) = features (flattened, F = 64w)
+     -> head Linear(F, 1) (the same map as Radford's final Conv(4w, 1, 4, 1, 0)), + projection.
+64 px adds one stage (G starts at 8w, D ends at 8w); any power of two >= 8 follows the pattern.
+Convolutions followed by batch norm have no bias (BN removes it). With ``spectral_norm=True`` the
+D's batch norms are dropped and every D weight is spectrally normalised (SN replaces BN, as in
+Miyato et al.); conditional models use class-conditional BN in G and a projection head in D.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from negaug.models.base import MODELS, Discriminator, Generator, check_power_of_two, require_labels
+from negaug.models.layers import ClassBatchNorm2d, ProjectionHead, finish
+
+
+class DCGANGenerator(Generator):
+    def __init__(self, image_size: int, channels: int, num_classes: int, latent_dim: int, width: int):
+        super().__init__(latent_dim, num_classes)
+        stages = check_power_of_two(image_size, 8, "dcgan") - 2  # 4 px -> image_size, doubling
+        widths = [width * 2 ** (stages - 1 - i) for i in range(stages)]  # 32 px: [4w, 2w, w]
+        self.stem = nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False)
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False) for c_in, c_out in zip(widths, widths[1:])
+        )
+        self.norms = nn.ModuleList(ClassBatchNorm2d(c, num_classes) for c in widths)
+        self.to_image = nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """z (B, latent_dim), y (B,) -> images (B, C, H, W) in [-1, 1]."""
+        y = require_labels(y, self.num_classes)
+        x = self.stem(z[:, :, None, None])  # (B, widths[0], 4, 4)
+        for i, norm in enumerate(self.norms):
+            x = F.relu(norm(x, y))
+            if i < len(self.ups):
+                x = self.ups[i](x)
+        return self.to_image(x).tanh()
+
+
+class DCGANDiscriminator(Discriminator):
+    def __init__(self, image_size: int, channels: int, num_classes: int, width: int, batch_norm: bool):
+        super().__init__()
+        stages = check_power_of_two(image_size, 8, "dcgan") - 2
+        widths = [width * 2**i for i in range(stages)]  # 32 px: [w, 2w, 4w]
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2))
+        self.body = nn.Sequential(*layers)
+        self.num_features = widths[-1] * 4 * 4
+        self.projection = ProjectionHead(self.num_features, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """x (B, C, H, W) in [-1, 1] -> (B, 16 * widths[-1])."""
+        return self.body(x).flatten(1)
+
+
+@MODELS.register("dcgan")
+def dcgan(
+    image_size: int,
+    channels: int,
+    num_classes: int = 0,
+    width: int = 64,
+    latent_dim: int = 100,
+    spectral_norm: bool = False,
+    g_spectral_norm: bool = False,
+    init: str = "normal",
+) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    """DCGAN G and D. ``width``: base channels (64 as Radford et al.); ``latent_dim``: 100 as
+    Radford et al.; ``spectral_norm``: SN instead of BN in D; ``g_spectral_norm``: SN on G's
+    weights too (BN kept); ``init``: "normal" = N(0, 0.02) (Radford et al.)."""
+    G = DCGANGenerator(image_size, channels, num_classes, latent_dim, width)
+    D = DCGANDiscriminator(image_size, channels, num_classes, width, batch_norm=not spectral_norm)
+    return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)

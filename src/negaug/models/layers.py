@@ -1,0 +1,96 @@
+"""Blocks shared by the architecture families: class-conditional batch norm, the projection head,
+weight initialisation and spectral normalisation."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from negaug.models.base import require_labels
+
+INIT_SCHEMES = ("normal", "xavier", "orthogonal", "default")
+_WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)
+
+
+class ClassBatchNorm2d(nn.Module):
+    """Batch norm whose gain and bias are looked up per class (conditional BN, de Vries et al. 2017;
+    Miyato & Koyama 2018). With ``num_classes == 0`` it is an ordinary affine ``BatchNorm2d``.
+
+    ``forward(x (B, C, H, W), y (B,) or None) -> (B, C, H, W)``. Gains start at 1 and biases at 0,
+    so every class starts from plain batch norm. They are plain parameters, not ``nn.Embedding``,
+    so that weight init and spectral norm (which target embeddings) leave them alone.
+    """
+
+    def __init__(self, num_features: int, num_classes: int = 0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.norm = nn.BatchNorm2d(num_features, affine=num_classes == 0)
+        if num_classes > 0:
+            self.gain = nn.Parameter(torch.ones(num_classes, num_features))
+            self.bias = nn.Parameter(torch.zeros(num_classes, num_features))
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        x = self.norm(x)
+        y = require_labels(y, self.num_classes)
+        if y is None:
+            return x
+        return x * self.gain[y][:, :, None, None] + self.bias[y][:, :, None, None]
+
+
+class ProjectionHead(nn.Module):
+    """Discriminator head ``w . phi + b (+ embed(y) . phi)`` (projection discriminator, Miyato &
+    Koyama 2018). ``forward(features (B, F), y (B,) or None) -> (B,)`` raw scores."""
+
+    def __init__(self, num_features: int, num_classes: int = 0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.linear = nn.Linear(num_features, 1)
+        self.embed = nn.Embedding(num_classes, num_features) if num_classes > 0 else None
+
+    def forward(self, features: Tensor, y: Tensor | None = None) -> Tensor:
+        out = self.linear(features).squeeze(1)  # (B,)
+        y = require_labels(y, self.num_classes)
+        if y is None:
+            return out
+        return out + (self.embed(y) * features).sum(dim=1)
+
+
+def init_weights(module: nn.Module, scheme: str = "normal") -> None:
+    """Initialise every conv, linear and embedding weight of ``module``; biases to 0.
+
+    "normal": N(0, 0.02), as DCGAN (Radford et al.) and the NDA authors' BigGAN code; "xavier":
+    Xavier-uniform; "orthogonal": orthogonal; "default": PyTorch's own init, untouched.
+    Batch-norm gains and class-conditional gains keep their 1 / 0 start. Call before spectral norm.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init '{scheme}'; valid: {', '.join(INIT_SCHEMES)}")
+    if scheme == "default":
+        return
+    for m in module.modules():
+        if not isinstance(m, _WEIGHTED):
+            continue
+        if scheme == "normal":
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif scheme == "xavier":
+            nn.init.xavier_uniform_(m.weight)
+        else:
+            nn.init.orthogonal_(m.weight)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectrally normalise every conv, linear and embedding weight of ``module`` in place
+    (``torch.nn.utils.parametrizations.spectral_norm``: one power iteration per training forward).
+    Returns ``module``."""
+    for m in list(module.modules()):
+        if isinstance(m, _WEIGHTED):
+            spectral_norm(m)
+    return module
+
+
+def finish(module: nn.Module, init: str, use_spectral_norm: bool) -> nn.Module:
+    """Initialise, then (optionally) spectrally normalise: SN's power iteration starts from the
+    final weights, so the estimated singular value is right from the first step."""
+    init_weights(module, init)
+    return apply_spectral_norm(module) if use_spectral_norm else module
