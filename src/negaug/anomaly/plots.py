@@ -1,0 +1,55 @@
+"""Histograms of D(clean) - D(ood) per paired OOD set (the paper's Figures 4 and 8), one panel
+per set, several runs overlaid (e.g. baseline vs NDA)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], path: str | Path,
+                               bins: int = 40, columns: int = 4) -> Path:
+    """Save a PNG with one histogram panel per OOD set.
+
+    differences: {run_label: {ood_name: (N,) D(clean) - D(ood)}}; runs that lack a set are left
+    out of its panel. Each panel shares its bin edges across runs and shows densities, so runs
+    with different image counts compare. Uses the Agg canvas directly (no pyplot global state).
+    """
+    names = list(dict.fromkeys(name for per_run in differences.values() for name in per_run))
+    if not names:
+        raise ValueError("no differences to plot (only paired OOD sets, corruption/* and nda/*, have them)")
+    columns = min(columns, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure = Figure(figsize=(3.2 * columns, 2.5 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, name in enumerate(names):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        runs = {label: _as_array(per_run[name]) for label, per_run in differences.items() if name in per_run}
+        values = np.concatenate(list(runs.values()))
+        edges = np.histogram_bin_edges(values, bins=bins)
+        for label, diffs in runs.items():
+            axes.hist(diffs, bins=edges, density=True, alpha=0.5, label=label)
+        axes.axvline(0.0, color="black", linewidth=0.8)
+        axes.set_title(name.split("/", 1)[-1], fontsize=9)
+        axes.tick_params(labelsize=7)
+        if index % columns == 0:
+            axes.set_ylabel("density", fontsize=8)
+        if index >= len(names) - columns:
+            axes.set_xlabel("D(clean) - D(ood)", fontsize=8)
+    if len(differences) > 1:
+        handles, labels = figure.axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside upper center", ncols=len(differences), fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=float).reshape(-1)
