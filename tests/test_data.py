@@ -532,3 +532,12 @@ def test_toy_mode_assignment_threshold():
     points = torch.cat([ring.centers, ring.centers[:1] + offset])
     assert data.toy_mode_assignment(ring, points).tolist() == list(range(8)) + [-1]
     assert data.toy_mode_assignment(ring, points, num_std=4).tolist() == list(range(8)) + [0]
+
+
+def test_toy_sampling_without_generator_leaves_global_rng_alone():
+    ring = data.build("ring", num_samples=0)
+    state = torch.get_rng_state()
+    points, modes = ring.sample(10)
+    negatives = data.toy_negatives(ring, 10)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert points.shape == negatives.shape == (10, 2) and modes.shape == (10,)

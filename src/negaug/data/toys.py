@@ -31,6 +31,14 @@ NEGATIVE_KINDS = ("between", "center", "both")
 MIN_STD_FROM_MODES = 4.0
 
 
+def fresh_if_none(generator: torch.Generator | None) -> torch.Generator:
+    """`generator`, or a new one seeded from OS entropy (`Generator.seed()` leaves the global RNG alone)."""
+    if generator is None:
+        generator = torch.Generator()
+        generator.seed()
+    return generator
+
+
 class ToyDataset(Dataset):
     """2-D points `(N, 2)` float32 with labels `(N,)` = index of the mode each was drawn from.
 
@@ -57,7 +65,9 @@ class ToyDataset(Dataset):
         return self.points[index], self.labels[index]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fresh draws from the mixture (uniform over modes): points `(n, 2)`, mode labels `(n,)`."""
+        """Fresh draws from the mixture (uniform over modes): points `(n, 2)`, mode labels `(n,)`.
+        generator None: a fresh OS-seeded generator (the global RNG is never used)."""
+        generator = fresh_if_none(generator)
         modes = torch.randint(self.num_classes, (n,), generator=generator)
         noise = torch.randn(n, 2, generator=generator)
         return self.centers[modes] + self.std * noise, modes
@@ -199,8 +209,10 @@ def _propose(dataset: ToyDataset, n: int, kind: str, generator) -> torch.Tensor:
 def toy_negatives(dataset: ToyDataset, n: int, generator: torch.Generator | None = None, kind: str = "between") -> torch.Tensor:
     """`n` points `(n, 2)` uniform in the negative region `kind`; never within 4 std of a mode.
 
-    Proposals that break the 4-std rule (only when std is large) are redrawn."""
+    Proposals that break the 4-std rule (only when std is large) are redrawn. generator None: a fresh
+    OS-seeded generator (the global RNG is never used)."""
     _check_toy(dataset, kind)
+    generator = fresh_if_none(generator)
     out = torch.empty(0, 2)
     for _ in range(100):
         need = n - out.shape[0]
