@@ -36,11 +36,9 @@ class DCGANGenerator(Generator):
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """z (B, latent_dim), y (B,) -> images (B, C, H, W) in [-1, 1]."""
         y = require_labels(y, self.num_classes)
-        x = self.stem(z[:, :, None, None])  # (B, widths[0], 4, 4)
-        for i, norm in enumerate(self.norms):
-            x = F.relu(norm(x, y))
-            if i < len(self.ups):
-                x = self.ups[i](x)
+        x = F.relu(self.norms[0](self.stem(z[:, :, None, None]), y))  # (B, widths[0], 4, 4)
+        for up, norm in zip(self.ups, self.norms[1:]):
+            x = F.relu(norm(up(x), y))  # doubles H and W, halves the channels
         return self.to_image(x).tanh()
 
 
