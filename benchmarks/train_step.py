@@ -1,0 +1,123 @@
+"""Training-step speed: NDA overhead, negaug vs a minimal hand-written loop, bf16 precision.
+
+    python benchmarks/train_step.py [--iters 30] [--width 64] [--channels 3]
+
+One iteration = one discriminator step + one generator step, DCGAN 32 px, batch 64, hinge loss,
+on the CPU. Every row is measured in the same run, interleaved in rounds (so a slow period of the
+machine hits all rows alike); the median of the rounds is reported with its ratio to the baseline.
+Targets (issue 3): mixture NDA <= 1.05x no NDA; weighted NDA <= 1.25x; negaug <= 1.05x the
+minimal loop; bf16 + channels_last >= 1.3x faster than fp32.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from negaug import losses, models, nda
+from negaug.config import load_config
+from negaug.data import TensorImageDataset
+from negaug.train.setup import Components
+from negaug.train.stats import Stats
+from negaug.train.steps import StepContext, discriminator_step, generator_step
+from negaug.train.stream import BatchStream
+
+
+def make_components(width: int, channels: int, transform: str | None, precision: str) -> Components:
+    torch.manual_seed(0)
+    data = TensorImageDataset(torch.rand(2048, channels, 32, 32) * 2 - 1, torch.zeros(2048, dtype=torch.long))
+    G, D = models.build("dcgan", image_size=32, channels=channels, width=width)
+    if precision == "bf16":
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.999))
+    return Components(data, G, D, None, losses.build("hinge"), nda.build(transform) if transform else None,
+                      None, opt_g, opt_d, torch.device("cpu"), 0, 0.0, 0.0)
+
+
+def negaug_runner(width, channels, transform=None, mode="weighted", precision="fp32"):
+    c = make_components(width, channels, transform, precision)
+    ctx = StepContext(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2), 0.25 if transform else 1.0,
+                      mode, 0.5, precision)
+    stream, stats = BatchStream(c.dataset, 64, 0, c.device), Stats()
+
+    def step(i):
+        real, labels = stream.next()
+        discriminator_step(c, ctx, real, labels, i, stats)
+        generator_step(c, ctx, 64, i, stats)
+
+    return step
+
+
+def minimal_runner(width, channels):
+    """The loop a user writes by hand: same models, same hinge loss, no NDA."""
+    torch.manual_seed(0)
+    images = torch.rand(2048, channels, 32, 32) * 2 - 1
+    G, D = models.build("dcgan", image_size=32, channels=channels, width=width)
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.999))
+    gen = torch.Generator().manual_seed(0)
+
+    def step(i):
+        real = images[torch.randint(2048, (64,), generator=gen)]
+        fake = G(torch.randn(64, G.latent_dim, generator=gen)).detach()
+        loss_d = torch.relu(1 - D(real)).mean() + torch.relu(1 + D(fake)).mean()
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = -D(G(torch.randn(64, G.latent_dim, generator=gen))).mean()
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def measure(runners: dict, iters: int, rounds: int) -> dict[str, float]:
+    for run in runners.values():  # warm-up
+        for i in range(3):
+            run(i)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            for i in range(iters):
+                run(i)
+            times[name].append((time.perf_counter() - start) / iters)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=10, help="iterations per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=3)
+    args = parser.parse_args()
+    w, ch = args.width, args.channels
+    runners = {
+        "minimal hand-written loop": minimal_runner(w, ch),
+        "negaug, no NDA": negaug_runner(w, ch),
+        "negaug, jigsaw NDA, mixture": negaug_runner(w, ch, "jigsaw", "mixture"),
+        "negaug, jigsaw NDA, weighted": negaug_runner(w, ch, "jigsaw", "weighted"),
+        "negaug, no NDA, bf16 + channels_last": negaug_runner(w, ch, precision="bf16"),
+    }
+    ms = measure(runners, args.iters, args.rounds)
+    base, plain = ms["minimal hand-written loop"], ms["negaug, no NDA"]
+    print(f"DCGAN {ch}x32x32, width {w}, batch 64, 1 D + 1 G step, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.iters} iterations")
+    print(f"| configuration | ms / iteration | vs minimal loop | vs negaug no NDA | target |")
+    print("|---|---|---|---|---|")
+    targets = {"negaug, no NDA": "<= 1.05x minimal", "negaug, jigsaw NDA, mixture": "<= 1.05x no NDA",
+               "negaug, jigsaw NDA, weighted": "<= 1.25x no NDA",
+               "negaug, no NDA, bf16 + channels_last": ">= 1.3x faster than fp32"}
+    for name, value in ms.items():
+        print(f"| {name} | {value * 1e3:.1f} | {value / base:.3f}x | {value / plain:.3f}x | {targets.get(name, '')} |")
+    print(f"bf16 speed-up over fp32: {plain / ms['negaug, no NDA, bf16 + channels_last']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
