@@ -343,8 +343,16 @@ def test_gradient_penalty_passes_labels_to_conditional_critic():
 
 def test_r1_penalty_of_linear_critic():
     D = LinearCritic()
-    penalty = L.r1_penalty(D, torch.randn(7, 1, 2, 2, dtype=torch.float64), gamma=10.0)
-    assert_close(penalty, t(45.0))  # 10 / 2 * ||w||^2
+    real = torch.randn(7, 1, 2, 2, dtype=torch.float64)
+    assert_close(L.r1_penalty(D, real, weight=10.0), t(45.0))  # 10 / 2 * ||w||^2
+    assert_close(L.r1_penalty(D, real), t(4.5))  # unweighted by default: the loop applies its weight
+
+
+def test_gradient_penalty_is_unweighted_by_default():
+    # The loop multiplies by loss.gp_weight itself; a default weight of 10 would apply it twice.
+    D = LinearCritic()
+    real, fake = torch.zeros(3, 1, 2, 2, dtype=torch.float64), torch.ones(3, 1, 2, 2, dtype=torch.float64)
+    assert_close(L.gradient_penalty(D, real, fake), t(4.0))  # (||w|| - 1)^2
 
 
 def test_clip_weights_clips_every_parameter():

@@ -22,7 +22,7 @@ def gradient_penalty(
     real: Tensor,
     fake: Tensor,
     y: Tensor | None = None,
-    weight: float = 10.0,
+    weight: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017): ``weight * E[(||grad_x D(x_hat, y)||_2 - 1)^2]``.
@@ -34,7 +34,9 @@ def gradient_penalty(
         D: the discriminator, ``D(x, y) -> (B,)``.
         real, fake: (B, ...) batches of the same shape (images (B, C, H, W) or points (B, d)).
         y: (B,) labels for a conditional D (the real labels; the pair shares them), or None.
-        weight: the penalty weight (10 in Gulrajani et al.; ``loss.gp_weight``).
+        weight: a factor on the penalty. The default 1 returns the bare penalty, for a loop that
+            multiplies by ``loss.gp_weight`` (10 for wgan-gp, as Gulrajani et al.) itself; pass
+            one or the other, not both.
         generator: the torch.Generator for ``eps`` (on ``real``'s device).
 
     With NDA the fake side is whatever batch the loop passes: the generated batch (the penalty
@@ -54,14 +56,16 @@ def gradient_penalty(
     return weight * (norm - 1.0).square().mean()
 
 
-def r1_penalty(D: Critic, real: Tensor, y: Tensor | None = None, gamma: float = 10.0) -> Tensor:
-    """R1 penalty (Mescheder et al. 2018): ``gamma / 2 * E_real ||grad_x D(x, y)||_2^2``.
+def r1_penalty(D: Critic, real: Tensor, y: Tensor | None = None, weight: float = 1.0) -> Tensor:
+    """R1 penalty (Mescheder et al. 2018): ``weight / 2 * E_real ||grad_x D(x, y)||_2^2``.
 
-    Args: ``real`` (B, ...) real data; ``y`` (B,) labels or None; ``gamma`` the weight.
+    ``weight`` is Mescheder et al.'s gamma (commonly 0.1 to 10); the default 1 returns the bare
+    ``E ||grad||^2 / 2`` for a loop that multiplies by its own R1 weight.
+    Args: ``real`` (B, ...) real data; ``y`` (B,) labels or None.
     Returns: a scalar tensor >= 0, to add to the D loss (commonly every k D steps, scaled by k).
     """
     grad = _input_gradient(D, real, y).flatten(1)
-    return 0.5 * gamma * grad.square().sum(dim=1).mean()
+    return 0.5 * weight * grad.square().sum(dim=1).mean()
 
 
 @torch.no_grad()

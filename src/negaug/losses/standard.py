@@ -115,7 +115,7 @@ class WGAN(_Wasserstein):
 
 @LOSSES.register("wgan-gp")
 class WGANGP(_Wasserstein):
-    """WGAN-GP (Gulrajani et al. 2017): the loop adds ``gradient_penalty(D, real, fake, weight=gp_weight)``
+    """WGAN-GP (Gulrajani et al. 2017): the loop adds ``gp_weight * gradient_penalty(D, real, fake)``
     to the D loss."""
 
     name = "wgan-gp"
