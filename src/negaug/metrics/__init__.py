@@ -1,0 +1,43 @@
+"""Sample-quality evaluation: features -> statistics -> value, every value with its protocol.
+
+- ``evaluate_generator(G, reference, metrics, num_samples, seed, **options)`` and
+  ``evaluate_samples(fake, reference, ...)``: {result key: {"metric", "value", "higher_is_better",
+  ..., "protocol"}}; ``evaluate_run_generator(config, G, train_set, ...)`` for the training loop.
+- ``negaug.metrics.features``: feature-extractor registry ("inception", "classifier", "raw").
+- Values: ``fid_from_features``, ``kernel_distance``, ``inception_score``, ``precision_recall``,
+  ``kde_log_likelihood``, ``count_dots``, ``toy_quality``.
+
+torch-fidelity is imported only when the Inception features are built (it installs a top-level
+``tests`` package; importing it lazily keeps it away from everything else).
+"""
+from negaug.metrics import features
+from negaug.metrics.dots import count_dots, count_histogram, fraction_with_count
+from negaug.metrics.evaluate import (
+    METRICS,
+    EvalSettings,
+    default_metrics,
+    evaluate_generator,
+    evaluate_run_generator,
+    evaluate_samples,
+    find_result,
+    generate_samples,
+)
+from negaug.metrics.fid import feature_statistics, fid_from_features, frechet_distance
+from negaug.metrics.inception_score import inception_score
+from negaug.metrics.kde import kde_log_likelihood, parzen_log_likelihood
+from negaug.metrics.kid import kernel_distance
+from negaug.metrics.precision_recall import precision_recall
+from negaug.metrics.toy import toy_quality
+
+
+def names() -> list[str]:
+    """Metric names accepted by ``evaluate_*(metrics=[...])``."""
+    return METRICS.names()
+
+
+__all__ = [
+    "METRICS", "EvalSettings", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
+    "evaluate_run_generator", "evaluate_samples", "feature_statistics", "features", "fid_from_features",
+    "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
+    "kde_log_likelihood", "kernel_distance", "names", "parzen_log_likelihood", "precision_recall", "toy_quality",
+]

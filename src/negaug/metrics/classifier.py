@@ -1,0 +1,188 @@
+"""The offline feature network: a small CNN trained on the dataset itself, cached on disk.
+
+TF-Inception weights cannot be downloaded on offline machines, and Inception features are a
+poor fit for 28-32 px digits anyway; the usual practice for MNIST-like data is a classifier
+trained on the data. Labelled data trains it on the labels; unlabeled data (or data with one
+class only, such as dots of one count) on predicting which of 4 rotations was applied (a self-supervised task; on rotation-symmetric
+data such as dots its accuracy stays near chance and the features are closer to generic conv
+features; the accuracy is recorded so a reader can judge).
+
+The trained weights live in ``<cache>/classifiers/<data>-<key16>.safetensors`` plus a JSON
+metadata file; ``key`` hashes the training images, labels, settings and CLASSIFIER_VERSION, so
+other data or settings train a new network and the same ones reuse it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from negaug.metrics.protocol import library_versions, tensor_sha256
+
+CLASSIFIER_VERSION = 1  # bump when the architecture or the training changes: old caches go stale
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    epochs: int = 5  # passes over the training images
+    batch_size: int = 128
+    lr: float = 2e-3  # Adam
+    width: int = 16  # channels of the first conv; doubled once
+    feature_dim: int = 128  # size of the penultimate layer = the features
+    seed: int = 0  # initialisation, shuffling, rotations, validation split
+    val_fraction: float = 0.1  # held out to report accuracy
+
+
+def _conv_block(in_channels: int, out_channels: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU()]
+
+
+class SmallCNN(nn.Module):
+    """4 conv-BN-ReLU blocks (two stride-2) -> 4x4 average pool -> fc -> features -> fc -> logits.
+
+    Any square input size; images (B, C, H, W) in [-1, 1]. BatchNorm makes 4-5 epochs enough
+    (mnist5k: 97.5% test accuracy after 4 epochs, 91.7% without BN)."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16, feature_dim: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_block(channels, width, 1), *_conv_block(width, width, 2),
+            *_conv_block(width, 2 * width, 1), *_conv_block(2 * width, 2 * width, 2),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(2 * width * 16, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """-> features (B, feature_dim) >= 0, logits (B, num_classes)."""
+        features = self.body(x)
+        return features, self.head(features)
+
+
+def rotate_batch(images: Tensor, turns: Tensor) -> Tensor:
+    """Rotate image i by turns[i] * 90 degrees: images (B, C, S, S), turns (B,) in 0..3."""
+    rotations = torch.stack([torch.rot90(images, k, dims=(2, 3)) for k in range(4)])  # (4, B, C, S, S)
+    return rotations[turns, torch.arange(images.shape[0])]
+
+
+def _task_batch(images: Tensor, labels: Tensor, task: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    if task == "labels":
+        return images, labels
+    turns = torch.randint(4, (images.shape[0],), generator=generator)
+    return rotate_batch(images, turns), turns
+
+
+def _accuracy(model: SmallCNN, images: Tensor, labels: Tensor, task: str, batch_size: int) -> float:
+    generator = torch.Generator().manual_seed(1)
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            x, y = _task_batch(images[start:start + batch_size], labels[start:start + batch_size], task, generator)
+            correct += int((model(x)[1].argmax(dim=1) == y).sum())
+    return correct / max(1, images.shape[0])
+
+
+def train_classifier(
+    images: Tensor, labels: Tensor, num_classes: int, settings: ClassifierSettings, progress: bool = False
+) -> tuple[SmallCNN, dict]:
+    """Train a SmallCNN on images (N, C, S, S) in [-1, 1] and labels (N,); returns it in eval
+    mode with {"task", "val_accuracy", "train_seconds", "num_train"}. Deterministic given
+    ``settings.seed``; the global RNG is left as it was."""
+    # labels only teach something when at least two classes occur (dots label every image 6)
+    task = "labels" if num_classes >= 2 and labels.unique().numel() >= 2 else "rotation"
+    generator = torch.Generator().manual_seed(settings.seed)
+    order = torch.randperm(images.shape[0], generator=generator)
+    num_val = int(round(settings.val_fraction * images.shape[0]))
+    val, train = order[:num_val], order[num_val:]
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(settings.seed)
+        model = SmallCNN(images.shape[1], num_classes if task == "labels" else 4,
+                         settings.width, settings.feature_dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    start_time = time.perf_counter()
+    steps = _epoch_batches(train, settings, generator)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="training feature classifier", unit="batch")
+    model.train()
+    for batch in steps:
+        x, y = _task_batch(images[batch], labels[batch], task, generator)
+        loss = F.cross_entropy(model(x)[1], y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    info = {"task": task, "train_seconds": time.perf_counter() - start_time, "num_train": int(train.numel()),
+            "val_accuracy": _accuracy(model, images[val], labels[val], task, 512) if num_val else None}
+    return model, info
+
+
+def _epoch_batches(train: Tensor, settings: ClassifierSettings, generator: torch.Generator) -> list[Tensor]:
+    """Index batches for all epochs, reshuffled each epoch."""
+    batches = []
+    for _ in range(settings.epochs):
+        batches.extend(train[torch.randperm(train.numel(), generator=generator)].split(settings.batch_size))
+    return batches
+
+
+def default_cache_dir() -> Path:
+    """$NEGAUG_CACHE, else ~/.cache/negaug."""
+    return Path(os.environ.get("NEGAUG_CACHE") or Path.home() / ".cache" / "negaug")
+
+
+def classifier_key(images: Tensor, labels: Tensor, num_classes: int, settings: ClassifierSettings) -> tuple[str, str]:
+    """(cache key, data hash): SHA-256 over the data hash, the settings and CLASSIFIER_VERSION."""
+    data_sha256 = tensor_sha256(images.float(), labels.long())
+    recipe = json.dumps({"data": data_sha256, "num_classes": num_classes, "version": CLASSIFIER_VERSION,
+                         "settings": asdict(settings)}, sort_keys=True)
+    return hashlib.sha256(recipe.encode()).hexdigest(), data_sha256
+
+
+def load_or_train_classifier(
+    images: Tensor, labels: Tensor, num_classes: int, data_name: str = "data",
+    settings: ClassifierSettings | None = None, cache_dir: str | Path | None = None, progress: bool = False,
+) -> tuple[SmallCNN, dict]:
+    """The cached classifier for this data and settings, trained (and cached) on a miss.
+
+    Returns (model in eval mode, metadata dict with "key", "data_sha256", "weights_sha256",
+    "data_name", "task", "val_accuracy", "settings", "cached" (True when reused), ...)."""
+    settings = settings or ClassifierSettings()
+    key, data_sha256 = classifier_key(images, labels, num_classes, settings)
+    stem = Path(cache_dir or default_cache_dir()) / "classifiers" / f"{_safe(data_name)}-{key[:16]}"
+    if stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        model = SmallCNN(images.shape[1], meta["num_outputs"], settings.width, settings.feature_dim)
+        model.load_state_dict(load_file(stem.with_suffix(".safetensors")))
+        return model.eval(), {**meta, "cached": True}
+    model, info = train_classifier(images, labels, num_classes, settings, progress)
+    meta = {"key": key, "data_sha256": data_sha256, "data_name": data_name, "num_classes": num_classes,
+            "num_outputs": model.head.out_features, "settings": asdict(settings),
+            "weights_sha256": tensor_sha256(*model.state_dict().values()),
+            "classifier_version": CLASSIFIER_VERSION, "versions": library_versions(), **info}
+    _save(stem, model, meta)
+    return model, {**meta, "cached": False}
+
+
+def _save(stem: Path, model: SmallCNN, meta: dict) -> None:
+    """Weights first, JSON last, each via rename: a reader never sees half a cache entry."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stem.with_name(f".{stem.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, stem.with_suffix(".safetensors"))
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, stem.with_suffix(".json"))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"

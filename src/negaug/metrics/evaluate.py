@@ -1,0 +1,358 @@
+"""Evaluate a generator or a set of samples against reference data: the metric registry.
+
+    results = evaluate_generator(G, test_set, metrics=["fid", "kid", "pr"], num_samples=10000)
+    results["fid[classifier:mnist5k-1a2b3c4d]"] == {"metric": "fid", "value": 12.3,
+        "higher_is_better": False, "protocol": {...}}
+
+Result keys: feature-based metrics are named ``<metric>`` only in the standard TF-Inception
+feature space ("fid", "kid", "is", "pr"); in any other space the key carries it:
+``fid[classifier:mnist5k-1a2b3c4d]``, ``kid[raw]``, ``fid[inception:0badc0de]`` (non-standard
+weights). So an offline number is never reported as "FID". Other metrics: "kde", "dots",
+"toy_negative_fraction", "toy_high_quality", "toy_modes_covered". ``find_result(results, "fid")``
+finds a metric by its base name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from negaug.metrics import dots as dots_metrics
+from negaug.metrics import features as feats
+from negaug.metrics.fid import fid_from_features
+from negaug.metrics.inception_score import inception_score
+from negaug.metrics.kde import kde_log_likelihood
+from negaug.metrics.kid import kernel_distance
+from negaug.metrics.precision_recall import precision_recall
+from negaug.metrics.protocol import library_versions
+from negaug.metrics.toy import toy_quality
+from negaug.registry import Registry
+
+METRICS = Registry("metric")
+FEATURE_METRICS = ("fid", "kid", "is", "pr")
+
+
+@dataclass
+class EvalSettings:
+    """Everything an evaluation depends on besides the samples, the reference and the seed."""
+
+    feature_extractor: str = "auto"  # "auto" (inception when its weights are found, else classifier), or a features name
+    inception_weights: str | None = None  # TF-Inception weights file; None: $NEGAUG_INCEPTION_WEIGHTS / torch hub cache
+    batch_size: int = 250  # images per generator / feature-extractor call (results do not depend on it)
+    device: Any = "cpu"
+    progress: bool = False  # tqdm bars on stderr
+    cache_dir: str | None = None  # classifier cache; None: $NEGAUG_CACHE or ~/.cache/negaug
+    data_name: str | None = None  # names the classifier and the reference; None: the reference's .name
+    reference_split: str = "test"  # recorded in the protocol
+    train_data: Any = None  # labelled training split for the classifier; None: the reference itself
+    classifier_epochs: int = 5
+    pr_neighbours: int = 3  # k of the k-NN radii (Kynkaanniemi et al. 2019)
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000  # capped at the smaller sample count
+    is_splits: int = 10
+    dots_count: int | None = None  # the trained count; None: the most common count in the reference
+    dots_threshold: float = 1.0  # colour distance from the background that makes a dot pixel
+    dots_min_area: int = 2  # smaller components are specks, not dots
+    toy_negative_kind: str = "both"  # negative region of the 2-D toys: between | center | both
+    toy_num_std: float = 3.0  # a high-quality sample lies within this many std of a mode
+    toy_min_share: float = 0.01  # a mode is covered when it gets this share of all samples
+
+
+def make_settings(**options: Any) -> EvalSettings:
+    """EvalSettings from keyword options; an unknown name is a ValueError naming the valid ones."""
+    valid = {f.name for f in fields(EvalSettings)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"unknown evaluation option '{unknown[0]}'; valid: {', '.join(sorted(valid))}")
+    return EvalSettings(**options)
+
+
+def is_toy(data: Any) -> bool:
+    """2-D point data (the ring / grid toys) rather than images."""
+    points = data if isinstance(data, Tensor) else getattr(data, "points", None)
+    return points is not None and points.dim() == 2
+
+
+def reference_tensor(reference: Any) -> Tensor:
+    """Images (N, C, H, W) in [-1, 1] or points (N, D) of a tensor or an in-memory dataset."""
+    if isinstance(reference, Tensor):
+        return reference.float()
+    for attribute in ("points", "images"):
+        if hasattr(reference, attribute):
+            return getattr(reference, attribute).float()
+    return torch.cat([reference.get_batch(torch.arange(s, min(s + 1024, len(reference))))[0]
+                      for s in range(0, len(reference), 1024)])
+
+
+def _sample_shape(reference: Any) -> tuple[int, ...]:
+    if isinstance(reference, Tensor):
+        return tuple(reference.shape[1:])
+    return tuple(reference.get_batch(torch.arange(1))[0].shape[1:])
+
+
+def find_result(results: dict[str, dict], metric: str) -> dict | None:
+    """The result for ``metric``: an exact key ("fid[classifier:...]") or a base name ("fid")."""
+    if metric in results:
+        return results[metric]
+    matches = [r for r in results.values() if r.get("metric") == metric]
+    return matches[0] if len(matches) == 1 else None
+
+
+class EvalContext:
+    """One evaluation: samples, reference, settings; features are extracted once, on first use."""
+
+    def __init__(self, fake: Tensor, reference: Any, seed: int, settings: EvalSettings):
+        self.fake, self.reference, self.seed, self.settings = fake, reference, seed, settings
+        self.data_name = settings.data_name or getattr(reference, "name", "") or "reference"
+        self._extractor: feats.FeatureExtractor | None = None
+        self._features: dict[str, tuple[Tensor, Tensor | None]] | None = None
+
+    def extractor(self) -> feats.FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = build_extractor(self.settings, self.reference, self.data_name)
+        return self._extractor
+
+    def features(self) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """{"fake": (features, logits), "real": (features, logits)}, computed once."""
+        if self._features is None:
+            s, extractor = self.settings, self.extractor()
+            self._features = {
+                name: feats.extract_features(extractor, data, s.batch_size, s.device, s.progress, f"{name} features")
+                for name, data in (("fake", self.fake), ("real", self.reference))
+            }
+        return self._features
+
+    def key(self, metric: str) -> str:
+        identifier = self.extractor().identifier
+        return metric if identifier == "inception" else f"{metric}[{identifier}]"
+
+    def protocol(self, with_features: bool = True, **extra: Any) -> dict[str, Any]:
+        protocol = {
+            "num_real": len(self.reference), "num_generated": int(self.fake.shape[0]),
+            "reference": f"{self.data_name}/{self.settings.reference_split}", "seed": self.seed,
+            "sample_shape": list(self.fake.shape[1:]), "versions": library_versions(),
+        }
+        if with_features:
+            protocol["features"] = {"resize": "none", **self.extractor().protocol(), **self._classifier_protocol()}
+        return {**protocol, **extra}
+
+    def _classifier_protocol(self) -> dict[str, Any]:
+        """What the classifier was trained on and its accuracy on the labelled reference (its
+        test accuracy when the reference is the test split)."""
+        if self.extractor().name != "classifier":
+            return {}
+        own = self.settings.train_data is None
+        protocol: dict[str, Any] = {"trained_on": "the reference itself" if own else "train split"}
+        logits, labels = self.features()["real"][1], getattr(self.reference, "labels", None)
+        if logits is not None and labels is not None:
+            protocol["reference_accuracy"] = float((logits.argmax(dim=1) == labels).float().mean())
+        return protocol
+
+    def result(self, metric: str, value: float, higher_is_better: bool, protocol: dict, **extra: Any) -> dict:
+        return {"metric": metric, "value": float(value), "higher_is_better": higher_is_better, **extra,
+                "protocol": protocol}
+
+
+def build_extractor(settings: EvalSettings, reference: Any, data_name: str) -> feats.FeatureExtractor:
+    """The feature extractor named by ``settings.feature_extractor`` ("auto" resolved here)."""
+    name = settings.feature_extractor
+    if name == "auto":
+        found = settings.inception_weights or feats.find_inception_weights()
+        name = "inception" if found else ("raw" if is_toy(reference) else "classifier")
+    if name == "inception":
+        return feats.build("inception", weights=settings.inception_weights)
+    if name == "classifier":
+        data = settings.train_data if settings.train_data is not None else reference
+        return feats.build("classifier", data=data, data_name=data_name, cache_dir=settings.cache_dir,
+                           progress=settings.progress, epochs=settings.classifier_epochs)
+    return feats.build(name)
+
+
+# --- metrics: each takes the context and returns {result key: result} ----------------------------
+
+@METRICS.register("fid")
+def _fid(ctx: EvalContext) -> dict[str, dict]:
+    f = ctx.features()
+    value = fid_from_features(f["real"][0], f["fake"][0])
+    return {ctx.key("fid"): ctx.result("fid", value, False, ctx.protocol())}
+
+
+@METRICS.register("kid")
+def _kid(ctx: EvalContext) -> dict[str, dict]:
+    f, s = ctx.features(), ctx.settings
+    generator = torch.Generator().manual_seed(ctx.seed)
+    mean, std = kernel_distance(f["real"][0], f["fake"][0], s.kid_subsets, s.kid_subset_size, generator)
+    size = min(s.kid_subset_size, f["real"][0].shape[0], f["fake"][0].shape[0])
+    protocol = ctx.protocol(kid_subsets=s.kid_subsets, kid_subset_size=size, kernel="(x.y/F + 1)^3")
+    return {ctx.key("kid"): ctx.result("kid", mean, False, protocol, std=std)}
+
+
+@METRICS.register("is")
+def _is(ctx: EvalContext) -> dict[str, dict]:
+    logits = ctx.features()["fake"][1]
+    if logits is None:
+        raise ValueError(f"metric 'is' needs class probabilities, which the '{ctx.extractor().identifier}' "
+                         "features lack (raw features, or a classifier trained on unlabeled data)")
+    mean, std = inception_score(logits.double().softmax(dim=1), ctx.settings.is_splits)
+    protocol = ctx.protocol(is_splits=ctx.settings.is_splits, num_classes=int(logits.shape[1]))
+    return {ctx.key("is"): ctx.result("is", mean, True, protocol, std=std)}
+
+
+@METRICS.register("pr")
+def _pr(ctx: EvalContext) -> dict[str, dict]:
+    f, k = ctx.features(), ctx.settings.pr_neighbours
+    precision, recall = precision_recall(f["real"][0], f["fake"][0], k)
+    f_score = 2 * precision * recall / max(precision + recall, 1e-12)
+    result = ctx.result("pr", f_score, True, ctx.protocol(k=k), precision=precision, recall=recall)
+    return {ctx.key("pr"): result}
+
+
+@METRICS.register("kde")
+def _kde(ctx: EvalContext) -> dict[str, dict]:
+    """Parzen log-likelihood of the reference under the samples; the reference is split in two
+    halves (seeded): bandwidth chosen on one, value reported on the other."""
+    real, fake, toy = reference_tensor(ctx.reference), ctx.fake.float(), is_toy(ctx.reference)
+    if not toy:  # pixels in [0, 1], the scale of the published MNIST / TFD Parzen numbers
+        real, fake = (real + 1) / 2, (fake + 1) / 2
+    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(ctx.seed))
+    half = real.shape[0] // 2
+    kde = kde_log_likelihood(fake.flatten(1), real[order[:half]].flatten(1), real[order[half:]].flatten(1))
+    space = "points" if toy else "pixels in [0, 1], flattened"
+    protocol = ctx.protocol(False, space=space, num_validation=half, num_test=real.shape[0] - half,
+                            kernel="gaussian", bandwidth_grid="0.01..2 x sample std, 25 log-spaced")
+    value = kde.pop("value")
+    return {"kde": ctx.result("kde", value, True, protocol, **kde)}
+
+
+@METRICS.register("dots")
+def _dots(ctx: EvalContext) -> dict[str, dict]:
+    """Share of generated images with exactly the trained number of dots, and the histograms."""
+    s = ctx.settings
+
+    def count(images: Tensor) -> Tensor:
+        return dots_metrics.count_dots(images, threshold=s.dots_threshold, min_area=s.dots_min_area)
+
+    fake_counts, real_counts = count(ctx.fake), count(reference_tensor(ctx.reference))
+    target = s.dots_count if s.dots_count is not None else int(real_counts.mode().values)
+    protocol = ctx.protocol(False, target_count=target, threshold=s.dots_threshold, min_area=s.dots_min_area,
+                            background="per-image median colour", connectivity=8)
+    value = dots_metrics.fraction_with_count(fake_counts, target)
+    return {"dots": ctx.result(
+        "dots", value, True, protocol, histogram=dots_metrics.count_histogram(fake_counts),
+        mean_count=float(fake_counts.float().mean()), target_count=target,
+        reference_fraction=dots_metrics.fraction_with_count(real_counts, target),
+        reference_histogram=dots_metrics.count_histogram(real_counts))}
+
+
+@METRICS.register("toy")
+def _toy(ctx: EvalContext) -> dict[str, dict]:
+    """Negative-region share, high-quality share and covered modes of 2-D toy samples."""
+    from negaug.data import toy_mode_assignment, toy_negative_region_mask
+
+    if not hasattr(ctx.reference, "centers"):
+        raise ValueError("metric 'toy' needs a ring or grid toy dataset as the reference")
+    s, points = ctx.settings, ctx.fake.float()
+    quality = toy_quality(toy_negative_region_mask(ctx.reference, points, s.toy_negative_kind),
+                          toy_mode_assignment(ctx.reference, points, s.toy_num_std),
+                          ctx.reference.num_classes, s.toy_min_share)
+    protocol = ctx.protocol(False, negative_kind=s.toy_negative_kind, num_std=s.toy_num_std,
+                            min_share=s.toy_min_share)
+    return {
+        "toy_negative_fraction": ctx.result("toy_negative_fraction", quality["negative_fraction"], False, protocol),
+        "toy_high_quality": ctx.result("toy_high_quality", quality["high_quality_fraction"], True, protocol),
+        "toy_modes_covered": ctx.result("toy_modes_covered", quality["modes_covered"], True, protocol,
+                                        num_modes=quality["num_modes"], mode_counts=quality["mode_counts"]),
+    }
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+def default_metrics(reference: Any, data_name: str | None = None) -> list[str]:
+    """2-D toys: toy metrics + KDE; images: fid, kid, is (skipped when the features have no
+    class probabilities), pr; dots images also count dots."""
+    if is_toy(reference):
+        return ["toy", "kde"]
+    names = list(FEATURE_METRICS)
+    if (data_name or getattr(reference, "name", "")) == "dots":
+        names.append("dots")
+    return names
+
+
+def evaluate_samples(fake: Tensor, reference: Any, metrics: list[str] | None = None, seed: int = 0,
+                     **options: Any) -> dict[str, dict]:
+    """Evaluate generated samples (N, C, H, W) in [-1, 1] (or 2-D points (N, 2)) against a
+    reference (tensor or dataset). ``options``: fields of ``EvalSettings``. Returns
+    {result key: {"metric", "value", "higher_is_better", extras..., "protocol"}}."""
+    settings = make_settings(**options)
+    ctx = EvalContext(fake, reference, seed, settings)
+    sample_shape = _sample_shape(reference)
+    if tuple(fake.shape[1:]) != sample_shape:
+        raise ValueError(f"generated samples have shape {tuple(fake.shape[1:])} but the reference {sample_shape}")
+    requested = list(metrics) if metrics else default_metrics(reference, ctx.data_name)
+    functions = [(name, METRICS.get(name)) for name in requested]  # unknown names fail before any work
+    results: dict[str, dict] = {}
+    for name, function in functions:
+        if name == "is" and not metrics and ctx.extractor().num_logits == 0:
+            continue  # a default, not asked for: skip where the features have no classes
+        results.update(function(ctx))
+    return results
+
+
+def generate_samples(generator: torch.nn.Module, num_samples: int, seed: int = 0, num_classes: int = 0,
+                     batch_size: int = 250, device: Any = "cpu") -> tuple[Tensor, Tensor | None]:
+    """``num_samples`` samples of ``generator`` (CPU float32) and their labels (uniform over
+    ``num_classes``; None when 0). Latents and labels are drawn at once from a CPU generator
+    seeded with ``seed``, so the samples do not depend on ``batch_size`` or ``device``. The
+    generator runs in eval mode; its previous mode is restored."""
+    rng = torch.Generator().manual_seed(seed)
+    latents = generator.sample_latent(num_samples, generator=rng, device="cpu")
+    labels = torch.randint(num_classes, (num_samples,), generator=rng) if num_classes > 0 else None
+    was_training = generator.training
+    generator.eval()
+    try:
+        with torch.inference_mode():
+            samples = [generator(latents[s:s + batch_size].to(device),
+                                 None if labels is None else labels[s:s + batch_size].to(device)).float().cpu()
+                       for s in range(0, num_samples, batch_size)]
+    finally:
+        generator.train(was_training)
+    return torch.cat(samples), labels
+
+
+def evaluate_generator(generator: torch.nn.Module, reference: Any, metrics: list[str] | None = None,
+                       num_samples: int = 10000, seed: int = 0, num_classes: int | None = None,
+                       **options: Any) -> dict[str, dict]:
+    """Sample ``num_samples`` from ``generator`` (``G(z, y)``, ``G.sample_latent``; labels uniform
+    when ``num_classes`` > 0, default ``G.num_classes``) and evaluate them against ``reference``
+    (the test split: a dataset or a tensor in [-1, 1]). ``options``: fields of ``EvalSettings``
+    (feature_extractor, inception_weights, batch_size, device, progress, cache_dir, train_data...).
+    Returns {result key: {"metric", "value", "higher_is_better", extras..., "protocol"}}."""
+    settings = make_settings(**options)  # fail on a typo before sampling
+    num_classes = int(getattr(generator, "num_classes", 0)) if num_classes is None else num_classes
+    fake, _ = generate_samples(generator, num_samples, seed, num_classes, settings.batch_size, settings.device)
+    results = evaluate_samples(fake, reference, metrics, seed, **options)
+    labels = f"uniform over {num_classes} classes" if num_classes else "none (unconditional)"
+    for result in results.values():
+        result["protocol"]["generator_labels"] = labels
+    return results
+
+
+def evaluate_run_generator(config: Any, generator: torch.nn.Module, dataset: Any, num_classes: int = 0,
+                           device: Any = "cpu", progress: bool = False, **options: Any) -> dict[str, dict]:
+    """``evaluate_generator`` with the settings of a run's ``config.eval`` and ``config.data``:
+    the reference is the data's test split (the training split where there is none) and the
+    offline classifier trains on ``dataset`` (the training set)."""
+    from negaug.train.setup import build_dataset
+
+    try:
+        reference, split = build_dataset(config, split="test"), "test"
+    except ValueError:  # a dataset without a test split (image folders)
+        reference, split = dataset, config.data.split
+    ev, count = config.eval, config.data.options.get("count")
+    settings = dict(feature_extractor=ev.feature_extractor, inception_weights=ev.inception_weights, device=device,
+                    progress=progress, data_name=config.data.name, reference_split=split, train_data=dataset,
+                    dots_count=count if isinstance(count, int) else None)
+    return evaluate_generator(generator, reference, ev.metrics or None, ev.num_samples, ev.seed, num_classes,
+                              **{**settings, **options})
