@@ -292,14 +292,6 @@ def test_pixelate_and_jpeg_match_pil(severity, random_uint8):
     assert np.abs(as_hwc255(FN["jpeg_compression"](x, severity, None)) - np.stack(jpegs)).max() <= 1.0 + 1e-3
 
 
-def test_jpeg_pil_fallback_matches_the_default_codec(random_uint8, grey):
-    from negaug.anomaly.corruptions.digital import _jpeg_with_pil
-
-    for x in (as_unit(random_uint8), (grey + 1) / 2):
-        expected = FN["jpeg_compression"](x, 4, None)
-        assert_close(_jpeg_with_pil(torch.round(x * 255).to(torch.uint8), 50).float() / 255, expected)
-
-
 def test_blur_and_hsv_corruptions_match_skimage(random_uint8):
     from skimage import color
     from skimage.filters import gaussian

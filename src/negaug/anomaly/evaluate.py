@@ -132,7 +132,7 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | {entry['auroc']:.3f} | {entry['aupr']:.3f} | "
                      f"{entry['fpr_at_95_tpr']:.3f} | {entry['num_images']} |")
     for group, means in results.get("summary", {}).items():
-        lines.append(f"| mean ({group}, {means['num_sets']} sets) | {means['mean_auroc']:.3f} | "
+        lines.append(f"| mean ({group}, n={means['num_sets']}) | {means['mean_auroc']:.3f} | "
                      f"{means['mean_aupr']:.3f} | {means['mean_fpr_at_95_tpr']:.3f} | |")
     return "\n".join(lines)
 

@@ -12,12 +12,14 @@ from matplotlib.figure import Figure
 
 
 def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], path: str | Path,
-                               bins: int = 40, columns: int = 4) -> Path:
+                               bins: int = 40, columns: int = 4, title: str | None = None) -> Path:
     """Save a PNG with one histogram panel per OOD set.
 
     differences: {run_label: {ood_name: (N,) D(clean) - D(ood)}}; runs that lack a set are left
     out of its panel. Each panel shares its bin edges across runs and shows densities, so runs
-    with different image counts compare. Uses the Agg canvas directly (no pyplot global state).
+    with different image counts compare. Panels are titled by the corruption name, or the full
+    set name for other kinds (nda/gaussian_noise is not corruption/gaussian_noise). Uses the Agg
+    canvas directly (no pyplot global state).
     """
     names = list(dict.fromkeys(name for per_run in differences.values() for name in per_run))
     if not names:
@@ -34,7 +36,7 @@ def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], 
         for label, diffs in runs.items():
             axes.hist(diffs, bins=edges, density=True, alpha=0.5, label=label)
         axes.axvline(0.0, color="black", linewidth=0.8)
-        axes.set_title(name.split("/", 1)[-1], fontsize=9)
+        axes.set_title(name.removeprefix("corruption/"), fontsize=9)
         axes.tick_params(labelsize=7)
         if index % columns == 0:
             axes.set_ylabel("density", fontsize=8)
@@ -43,6 +45,8 @@ def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], 
     if len(differences) > 1:
         handles, labels = figure.axes[0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="outside upper center", ncols=len(differences), fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else run_dir / "anomaly.json"
     histogram = output.with_name(output.stem + "_histograms.png")
     if differences:
-        anomaly.plot_difference_histograms({_run_label(loaded): differences}, histogram)
+        label = _run_label(loaded)
+        title = f"D(clean) - D(ood), {label}" + (f", severity {args.severity}" if any(
+            name.startswith("corruption/") for name in differences) else "")
+        anomaly.plot_difference_histograms({label: differences}, histogram, title=title)
     results["protocol"].update({
         "run_dir": str(run_dir), "checkpoint": args.checkpoint, "checkpoint_path": str(getattr(loaded, "checkpoint_path", "")),
         "checkpoint_step": int(loaded.step), "reference_dataset": getattr(data, "name", None),
