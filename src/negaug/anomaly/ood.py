@@ -168,6 +168,16 @@ def build_ood(name: str, clean_images: torch.Tensor, severity: int = 5, seed: in
     return torch.cat(chunks).to(clean_images.device)
 
 
+def last_images(dataset, num: int) -> torch.Tensor:
+    """The last `num` images of an ImageDataset as float (M, C, H, W) in [-1, 1], M = min(num, len);
+    lazily decoded sets decode only those."""
+    total = len(dataset)
+    dataset = dataset.subset(torch.arange(max(0, total - num), total))
+    if not hasattr(dataset, "images"):
+        dataset = dataset.to_memory()
+    return dataset.images.float()
+
+
 def noise_images(shape: torch.Size, name: str, generator: torch.Generator) -> torch.Tensor:
     """(N, C, H, W) noise images in [-1, 1]: "uniform" U(0, 1) or "gaussian" clip(N(0.5, 1), 0, 1)
     per pixel and channel, as Outlier Exposure's noise sets, mapped from [0, 1]."""
@@ -185,12 +195,7 @@ def dataset_images(name: str, shape: torch.Size, data_root: str | None) -> torch
     FileNotFoundError (one line, from negaug.data) when the files are not there."""
     data = _registry_module("negaug.data")
     num, channels, size = shape[0], shape[1], shape[-1]
-    dataset = data.build(name, root=data_root, split="test", image_size=size)
-    total = len(dataset)
-    dataset = dataset.subset(torch.arange(max(0, total - num), total))
-    if not hasattr(dataset, "images"):
-        dataset = dataset.to_memory()
-    images = dataset.images.float()
+    images = last_images(data.build(name, root=data_root, split="test", image_size=size), num)
     if images.shape[-1] != size:
         images = data.resize_images(images, size)
     if images.shape[1] != channels:

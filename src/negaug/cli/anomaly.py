@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(run_dir, checkpoint=args.checkpoint, device=device,
                       warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     reference = loaded.reference_dataset(split=args.split)
-    clean = reference.images[-args.num_images:]
+    clean = anomaly.ood.last_images(reference, args.num_images)
     data = getattr(loaded.config, "data", None)
     plan = anomaly.plan_ood(args.ood, clean.shape[1], exclude_dataset=getattr(data, "name", None))
     data_root = args.data_root if args.data_root is not None else getattr(data, "root", None)
