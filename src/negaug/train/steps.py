@@ -106,7 +106,7 @@ def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labe
             d_neg = c.discriminator(_channels_last(negatives, ctx), real_labels).float()
     lam = ctx.lam if d_neg is not None else 1.0
     loss, terms = c.loss.d_loss(d_real, d_fake, d_neg, lam=lam)
-    loss = loss + _penalties(c, real, real_labels, fake, fake_labels, negatives, lam, stats)
+    loss = loss + _penalties(c, ctx, real, real_labels, fake, negatives, lam, stats)
     check_finite(step, loss, terms, "discriminator")
     _backward_and_step(loss, c.opt_d, ctx)
     if c.clip_value > 0:
@@ -124,15 +124,17 @@ def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labe
         stats.report("d_out/negative", d_neg)
 
 
-def _penalties(c, real, real_labels, fake, fake_labels, negatives, lam, stats) -> torch.Tensor | float:
+def _penalties(c, ctx, real, real_labels, fake, negatives, lam, stats) -> torch.Tensor | float:
     """Gradient penalty (interpolating towards the whole fake mixture) and R1."""
     from negaug.losses import gradient_penalty, r1_penalty
 
     total: torch.Tensor | float = 0.0
     if c.gp_weight > 0:
-        gp = gradient_penalty(c.discriminator, real.float(), fake.float(), real_labels)
+        gen = ctx.nda_gen if real.device.type == "cpu" else None  # CPU stream; GPUs use their own RNG
+        gp = gradient_penalty(c.discriminator, real.float(), fake.float(), real_labels, generator=gen)
         if negatives is not None:  # weighted mode: the fake side is lam * G + (1 - lam) * NDA
-            gp = lam * gp + (1 - lam) * gradient_penalty(c.discriminator, real.float(), negatives.float(), real_labels)
+            gp_neg = gradient_penalty(c.discriminator, real.float(), negatives.float(), real_labels, generator=gen)
+            gp = lam * gp + (1 - lam) * gp_neg
         stats.report("loss/gradient_penalty", gp)
         total = total + c.gp_weight * gp
     if c.r1_weight > 0:
