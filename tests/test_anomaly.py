@@ -434,13 +434,13 @@ def test_dataset_set_takes_last_images_and_converts(monkeypatch, photos):
     grey16 = torch.linspace(-1, 1, 10).view(10, 1, 1, 1).expand(10, 1, 16, 16).contiguous()
     calls = {}
 
-    def fake_build(name, root=None, split="train", image_size=None, **options):
-        calls.update(name=name, root=root, split=split)
+    def fake_build(name, root=None, split="train", download=False, image_size=None, **options):
+        calls.update(name=name, root=root, split=split, download=download)
         return negaug.data.TensorImageDataset(grey16)  # ignores image_size: the OOD code resizes
 
     monkeypatch.setattr(negaug.data, "build", fake_build)
     out = anomaly.build_ood("dataset/svhn", photos, data_root="/data")
-    assert calls == {"name": "svhn", "root": "/data", "split": "test"}
+    assert calls == {"name": "svhn", "root": "/data", "split": "test", "download": False}
     assert out.shape == photos.shape  # 4 images, 3 channels, 32 px
     assert_close(out[:, :, 5, 5], grey16[-4:, :, 0, 0].expand(4, 3), atol=1e-3, rtol=0)
 

@@ -24,7 +24,7 @@ PROTOCOL_KEYS = ("num_in", "severity", "seed", "score", "positive_class")  # mus
 
 def evaluate(discriminator: nn.Module, clean_images: torch.Tensor, ood: str | list[str] | OODPlan, *,
              severity: int = 5, seed: int = 0, batch_size: int = 256, data_root: str | None = None,
-             on_progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+             download: bool = False, on_progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Score `clean_images` (N, C, H, W) in [-1, 1] (in-distribution) and every OOD set of `ood`.
 
     Returns (results, differences): results as documented in the module; differences maps each
@@ -44,7 +44,8 @@ def evaluate(discriminator: nn.Module, clean_images: torch.Tensor, ood: str | li
     differences: dict[str, torch.Tensor] = {}
     for name in plan.names:
         try:
-            images = build_ood(name, clean_images, severity=severity, seed=seed, data_root=data_root)
+            images = build_ood(name, clean_images, severity=severity, seed=seed, data_root=data_root,
+                               download=download)
         except FileNotFoundError as err:
             if name not in plan.optional:
                 raise

@@ -143,12 +143,13 @@ def _required_options(nda_name: str) -> list[str]:
 
 
 def build_ood(name: str, clean_images: torch.Tensor, severity: int = 5, seed: int = 0,
-              data_root: str | None = None) -> torch.Tensor:
+              data_root: str | None = None, download: bool = False) -> torch.Tensor:
     """The OOD set `name` for `clean_images` (N, C, H, W) in [-1, 1]: float (M, C, H, W) in [-1, 1].
 
     M = N except for datasets shorter than N. severity (1..5) applies to corruptions only; seed
-    fixes every random draw (one CPU torch.Generator seeded with it). Runs on the CPU and returns
-    the result on the clean images' device.
+    fixes every random draw (one CPU torch.Generator seeded with it). data_root / download apply
+    to dataset/* (nothing is downloaded unless download=True). Runs on the CPU and returns the
+    result on the clean images' device.
     """
     _check_name(name, clean_images.shape[1])
     kind, _, member = name.partition("/")
@@ -164,7 +165,7 @@ def build_ood(name: str, clean_images: torch.Tensor, severity: int = 5, seed: in
     elif kind == "noise":
         chunks = [noise_images(clean.shape, member, generator)]
     else:
-        chunks = [dataset_images(member, clean.shape, data_root)]
+        chunks = [dataset_images(member, clean.shape, data_root, download)]
     return torch.cat(chunks).to(clean_images.device)
 
 
@@ -188,14 +189,14 @@ def noise_images(shape: torch.Size, name: str, generator: torch.Generator) -> to
     return unit * 2 - 1
 
 
-def dataset_images(name: str, shape: torch.Size, data_root: str | None) -> torch.Tensor:
+def dataset_images(name: str, shape: torch.Size, data_root: str | None, download: bool = False) -> torch.Tensor:
     """The last N = shape[0] test images of dataset `name` as (M, C, H, W) in [-1, 1], M <= N, with
     the channels (grey <-> colour by repetition / ITU-R 601 luminance) and size of `shape`.
 
     FileNotFoundError (one line, from negaug.data) when the files are not there."""
     data = _registry_module("negaug.data")
     num, channels, size = shape[0], shape[1], shape[-1]
-    images = last_images(data.build(name, root=data_root, split="test", image_size=size), num)
+    images = last_images(data.build(name, root=data_root, split="test", download=download, image_size=size), num)
     if images.shape[-1] != size:
         images = data.resize_images(images, size)
     if images.shape[1] != channels:

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="latest", help="latest, best or a checkpoint path (default: latest)")
     parser.add_argument("--split", default="test", help="split of the training dataset used as in-distribution (default: test)")
     parser.add_argument("--data-root", default=None, help="where dataset/* OOD sets live (default: the run's data.root)")
+    parser.add_argument("--download", action="store_true", help="download missing dataset/* OOD sets (never by default)")
     parser.add_argument("--batch-size", type=int, default=256, help="discriminator batch size (default: 256)")
     parser.add_argument("--device", default="auto", help="device for the discriminator: auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--output", default=None, help="results file (default: RUN/anomaly.json)")
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
         results, differences = anomaly.evaluate(
             loaded.discriminator, clean, plan, severity=args.severity, seed=args.seed,
-            batch_size=args.batch_size, data_root=data_root, on_progress=advance)
+            batch_size=args.batch_size, data_root=data_root, download=args.download, on_progress=advance)
     output = Path(args.output) if args.output else run_dir / "anomaly.json"
     histogram = output.with_name(output.stem + "_histograms.png")
     if differences:
