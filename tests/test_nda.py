@@ -335,9 +335,9 @@ def test_beta_draws_match_theory(alpha):
     assert stats.kstest(gamma.numpy(), stats.beta(alpha, alpha).cdf).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("concentration", [0.05, 0.3, 1.0, 3.0])
+@pytest.mark.parametrize("concentration", [0.05, 0.3, 1.0, 3.0, 40.0])
 def test_gamma_draws_match_theory(concentration):
-    draws = sample_log_gamma(concentration, 40000, gen(1)).exp()
+    draws = sample_log_gamma(torch.full((40000,), concentration), gen(1)).exp()
     sd = math.sqrt(concentration / 40000)
     assert_close(draws.mean().item(), concentration, atol=6 * sd, rtol=0)
     assert_close(draws.var().item(), concentration, rtol=0.1, atol=0)
@@ -496,3 +496,10 @@ def test_check_compatible():
         nda.check_compatible("mixup", 32, batch_size=1)
     with pytest.raises(ValueError, match="spec"):
         nda.check_compatible(42, 32)
+
+
+def test_gamma_draws_per_element_concentrations():
+    concentration = torch.tensor([0.3, 5.0]).repeat_interleave(30000)
+    draws = sample_log_gamma(concentration, gen(2)).exp()
+    assert_close(draws[:30000].mean().item(), 0.3, atol=6 * math.sqrt(0.3 / 30000), rtol=0)
+    assert_close(draws[30000:].mean().item(), 5.0, atol=6 * math.sqrt(5.0 / 30000), rtol=0)

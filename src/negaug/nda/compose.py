@@ -66,7 +66,7 @@ class Mixture(NDATransform):
         for index, component in enumerate(self.components):
             local = (choice == index).nonzero().squeeze(1)
             if local.numel():
-                out[local] = _transform_rows(component, x, unprefix_params(str(index), params), local, rows)
+                out.index_copy_(0, local, _transform_rows(component, x, unprefix_params(str(index), params), local, rows))
         return out
 
 
@@ -96,7 +96,7 @@ class Positive(NDATransform):
         out = select_rows(x, rows).clone()
         local = params["apply"].nonzero().squeeze(1)
         if local.numel():
-            out[local] = _transform_rows(self.inner, x, unprefix_params("transform", params), local, rows)
+            out.index_copy_(0, local, _transform_rows(self.inner, x, unprefix_params("transform", params), local, rows))
         return out
 
 

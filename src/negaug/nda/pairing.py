@@ -10,7 +10,7 @@ import torch
 
 from negaug.nda.base import NDATransform, Params, register, select_rows
 from negaug.nda.sampling import derangement, sample_beta
-from negaug.nda.transforms import check_patch_size, patch_masks, sample_patch_boxes
+from negaug.nda.transforms import check_patch_size, patch_mask, sample_patch_boxes
 
 
 class PairingTransform(NDATransform):
@@ -50,15 +50,13 @@ class Stitch(PairingTransform):
         return {"split_rows": torch.rand(shape[0], generator=generator, device=generator.device) < 0.5}
 
     def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
-        half_h, half_w = own.shape[-2] // 2, own.shape[-1] // 2
-        partner, split_rows = params["partner"], params["split_rows"]
-        by_rows = split_rows.nonzero().squeeze(1)
-        by_cols = (~split_rows).nonzero().squeeze(1)
-        out = own.clone()
-        # Copy only the partner's half (slice first, then gather), not whole partner images.
-        out[by_rows, :, half_h:, :] = pool[:, :, half_h:, :].index_select(0, partner[by_rows])
-        out[by_cols, :, :, half_w:] = pool[:, :, :, half_w:].index_select(0, partner[by_cols])
-        return out
+        batch, _, height, width = own.shape
+        split_rows = params["split_rows"].to(own.dtype).view(batch, 1, 1, 1)
+        second_row_half = (torch.arange(height, device=own.device) >= height // 2).to(own.dtype).view(1, 1, height, 1)
+        second_col_half = (torch.arange(width, device=own.device) >= width // 2).to(own.dtype).view(1, 1, 1, width)
+        take_partner = split_rows * second_row_half + (1 - split_rows) * second_col_half  # (B, 1, H, W) of 0/1
+        # lerp is exact at weights 0 and 1: each pixel is exactly own or partner.
+        return torch.lerp(own, pool.index_select(0, params["partner"]), take_partner)
 
 
 @register("cutmix")
@@ -76,9 +74,8 @@ class CutMix(PairingTransform):
         return {"box": sample_patch_boxes(shape, generator)}
 
     def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
-        in_rows, in_cols = patch_masks(params["box"], *own.shape[-2:])
-        mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (B, 1, H, W)
-        return torch.where(mask, pool.index_select(0, params["partner"]), own)
+        mask = patch_mask(params["box"], *own.shape[-2:], own.dtype)  # (B, 1, H, W) of 0/1
+        return torch.lerp(own, pool.index_select(0, params["partner"]), mask)  # exact at 0 and 1
 
 
 @register("mixup")

@@ -5,8 +5,6 @@ touched, so the same generator state always gives the same draw.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 # Rejection loops below accept each candidate with probability >= 1/e (derangement) or >= 0.95
@@ -54,42 +52,42 @@ def randint_between(low: torch.Tensor, high: torch.Tensor, generator: torch.Gene
     return low + (u * span).floor().to(torch.int64).minimum(high - low)
 
 
-def sample_log_gamma(concentration: float, n: int, generator: torch.Generator) -> torch.Tensor:
-    """log of n draws from Gamma(concentration, 1), float64 (n,).
+def sample_log_gamma(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """log of one Gamma(concentration[i], 1) draw per element, float64 of concentration's shape.
 
     Marsaglia & Tsang (2000) with a vectorised rejection loop (only the rejected entries are
-    redrawn). For concentration < 1 the boost Gamma(a) = Gamma(a + 1) * U^(1/a) is applied in log
-    space, so tiny concentrations do not underflow to 0.
+    redrawn). For concentrations below 1 the boost Gamma(a) = Gamma(a + 1) * U^(1/a) is applied in
+    log space, so tiny concentrations do not underflow to 0.
     """
-    boost = concentration < 1.0
-    a = concentration + 1.0 if boost else concentration
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
     options = dict(generator=generator, device=generator.device, dtype=torch.float64)
-    out = torch.empty(n, device=generator.device, dtype=torch.float64)
-    pending = torch.arange(n, device=generator.device)
+    concentration = concentration.to(device=generator.device, dtype=torch.float64).flatten()
+    boosted = concentration < 1.0
+    d = torch.where(boosted, concentration + 1.0, concentration) - 1.0 / 3.0
+    c = (9.0 * d).rsqrt()
+    out = torch.empty_like(d)
+    pending = torch.arange(d.numel(), device=generator.device)
     for _ in range(MAX_REJECTION_ROUNDS):
         if pending.numel() == 0:
             break
         z = torch.randn(pending.numel(), **options)
         u = torch.rand(pending.numel(), **options)
-        v = (1.0 + c * z) ** 3
+        d_p = d[pending]
+        v = (1.0 + c[pending] * z) ** 3
         log_v = v.clamp_min(1e-300).log()
-        accept = (v > 0) & (u.log() < 0.5 * z * z + d - d * v + d * log_v)
-        out[pending[accept]] = math.log(d) + log_v[accept]
+        accept = (v > 0) & (u.log() < 0.5 * z * z + d_p - d_p * v + d_p * log_v)
+        out[pending[accept]] = (d_p.log() + log_v)[accept]
         pending = pending[~accept]
     assert pending.numel() == 0, "sample_log_gamma: rejection sampling did not terminate"
-    if boost:
-        u = 1.0 - torch.rand(n, **options)  # (0, 1]: log stays finite
-        out = out + u.log() / concentration
-    return out
+    u = 1.0 - torch.rand(d.numel(), **options)  # (0, 1]: the log stays finite
+    return torch.where(boosted, out + u.log() / concentration, out)
 
 
 def sample_beta(alpha: float, beta: float, n: int, generator: torch.Generator) -> torch.Tensor:
     """n draws from Beta(alpha, beta), float64 (n,) in [0, 1]: G1 / (G1 + G2) for independent
-    Gamma draws, computed as sigmoid(log G1 - log G2) to stay exact for small concentrations."""
+    Gamma draws (one rejection loop for both), computed as sigmoid(log G1 - log G2) to stay
+    exact for small concentrations."""
     if alpha <= 0 or beta <= 0:
         raise ValueError(f"Beta concentrations must be positive, got alpha={alpha}, beta={beta}")
-    log_g1 = sample_log_gamma(alpha, n, generator)
-    log_g2 = sample_log_gamma(beta, n, generator)
-    return torch.sigmoid(log_g1 - log_g2)
+    concentration = torch.tensor([float(alpha), float(beta)], dtype=torch.float64).repeat_interleave(n)
+    log_gamma = sample_log_gamma(concentration, generator)
+    return torch.sigmoid(log_gamma[:n] - log_gamma[n:])

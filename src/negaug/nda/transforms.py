@@ -4,6 +4,7 @@ its own. Pairing transforms (stitch, cutmix, mixup) live in `pairing.py`, `other
 """
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import torch
@@ -25,6 +26,12 @@ def draw_flags(batch: int, p: float, generator: torch.Generator) -> torch.Tensor
     return torch.rand(batch, generator=generator, device=generator.device) < p
 
 
+def _permutation_table(size: int, allow_identity: bool) -> torch.Tensor:
+    """int64 (size! or size! - 1, size): every permutation of range(size), the identity first unless excluded."""
+    perms = list(itertools.permutations(range(size)))
+    return torch.tensor(perms if allow_identity else perms[1:])
+
+
 @register("jigsaw")
 class Jigsaw(NDATransform):
     """Jigsaw-K: cut each image into K x K tiles of (H/K, W/K) and shuffle them with a permutation
@@ -40,6 +47,8 @@ class Jigsaw(NDATransform):
             raise ValueError(f"jigsaw k={k} must be an integer >= 2 (k=1 has only the identity permutation)")
         self.k = int(k)
         self.allow_identity = bool(allow_identity)
+        # k=2: index a table of the 23 (24) permutations, exactly uniform and one draw per image.
+        self._table = _permutation_table(4, allow_identity) if self.k == 2 else None
 
     def options(self) -> dict:
         return {"k": self.k, "allow_identity": self.allow_identity}
@@ -49,10 +58,14 @@ class Jigsaw(NDATransform):
             raise ValueError(f"jigsaw k={self.k} must divide the image size, got {height}x{width}; pick a k that divides both")
 
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+        if self._table is not None:
+            table = self._table.to(generator.device)
+            return {"perm": table[torch.randint(len(table), (shape[0],), generator=generator, device=generator.device)]}
         tiles = self.k * self.k
         perm = self._random_perms(shape[0], generator)
         if not self.allow_identity:
-            # Redraw only the identity rows: each row is then uniform over the non-identity perms.
+            # Redraw only the identity rows (probability 1/(K*K)!): each row is then uniform
+            # over the non-identity permutations.
             identity = torch.arange(tiles, device=generator.device)
             for _ in range(MAX_REJECTION_ROUNDS):
                 bad = (perm == identity).all(1).nonzero().squeeze(1)
@@ -102,11 +115,10 @@ class _Flip(NDATransform):
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
         own = select_rows(x, rows)
         flip = params["flip"]
-        if bool(flip.all()):  # the NDA case: one flip, no mask
+        if bool(flip.all()):  # the NDA case: one flip, no copy of the rest
             return own.flip(self.dim)
-        if not bool(flip.any()):
-            return own.clone()
-        return torch.where(flip.view(-1, 1, 1, 1), own.flip(self.dim), own)
+        flipped = flip.nonzero().squeeze(1)
+        return own.clone().index_copy_(0, flipped, own.index_select(0, flipped).flip(self.dim))
 
 
 @register("hflip")
@@ -146,19 +158,28 @@ class GaussianNoise(NDATransform):
         return own.add(params["noise"].to(own.dtype), alpha=self.std).clamp_(-1.0, 1.0)
 
 
-def _bilinear_resample_matrix(start: torch.Tensor, length: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
-    """(B, size, size) matrices M with (M @ signal) = the crop [start, start + length) (fractions of
-    the axis, (B,) each) resampled bilinearly to `size` pixels, half-pixel centres and border
-    clamping (the same sampling as grid_sample(align_corners=False, padding_mode="border"))."""
+def _bilinear_taps(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source taps to resample the span [start, start + length) (fractions of the axis, (B,) each)
+    to `size` pixels: lower and upper indices, int64 (B, size), and the upper weight, float32
+    (B, size). Half-pixel centres and border clamping, as grid_sample(align_corners=False,
+    padding_mode="border")."""
     centres = torch.arange(size, device=start.device, dtype=torch.float32).add_(0.5)
-    coord = start[:, None] * size + centres * length[:, None] - 0.5  # (B, size) source pixel coordinate
+    coord = start[:, None] * size + centres * length[:, None] - 0.5  # source pixel coordinate
     lower = coord.floor()
-    frac = coord - lower
-    lower_index = lower.long().clamp_(0, size - 1)
-    upper_index = (lower.long() + 1).clamp_(0, size - 1)
-    columns = torch.arange(size, device=start.device)
-    weights = (1 - frac)[..., None] * (columns == lower_index[..., None]) + frac[..., None] * (columns == upper_index[..., None])
-    return weights.to(dtype)
+    lower_index = lower.long()
+    return lower_index.clamp(0, size - 1), (lower_index + 1).clamp_(0, size - 1), coord - lower
+
+
+def _resample_rows(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of x (B, C, H, W) along H: each output row is the lerp of two source
+    rows, gathered as whole rows (contiguous chunks) with index_select."""
+    batch, channels, height, width = x.shape
+    lower, upper, weight = _bilinear_taps(start, length, height)
+    first_row = torch.arange(batch * channels, device=x.device).mul_(height).view(batch, channels, 1)
+    rows = x.reshape(batch * channels * height, width)  # copies when x is a transposed view
+    below = rows.index_select(0, (first_row + lower[:, None]).view(-1)).view(x.shape)
+    above = rows.index_select(0, (first_row + upper[:, None]).view(-1)).view(x.shape)
+    return torch.lerp(below, above, weight.to(x.dtype).view(batch, 1, height, 1))
 
 
 @register("random_crop")
@@ -168,8 +189,8 @@ class RandomCrop(NDATransform):
     The crop covers a fraction of the image area drawn uniformly from `scale` (default 0.25 to
     0.75, our choice: the paper does not state it), keeps the image's aspect ratio and lies fully
     inside the image. Parameters: `box` float32 (B, 4) = (top, left, height, width) as fractions
-    of H and W. Resampling is two batched matrix products (rows, then columns), which is exact
-    bilinear interpolation and differentiable.
+    of H and W. Resampling is bilinear with half-pixel centres (grid_sample's align_corners=False)
+    and differentiable.
     """
 
     def __init__(self, scale: Sequence[float] = (0.25, 0.75)):
@@ -191,11 +212,11 @@ class RandomCrop(NDATransform):
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
         own = select_rows(x, rows)
-        height, width = own.shape[-2:]
         top, left, box_h, box_w = params["box"].unbind(1)
-        row_matrix = _bilinear_resample_matrix(top, box_h, height, own.dtype)  # (B, H, H)
-        col_matrix = _bilinear_resample_matrix(left, box_w, width, own.dtype)  # (B, W, W)
-        return row_matrix[:, None] @ own @ col_matrix.transpose(1, 2)[:, None]
+        # Separable bilinear: columns (as rows of the transposed image), then rows. Two taps per
+        # pixel: about 3x faster than resampling matrices or grid_sample on the CPU.
+        by_cols = _resample_rows(own.transpose(-1, -2), left, box_w).transpose(-1, -2)
+        return _resample_rows(by_cols, top, box_h)
 
 
 def patch_bounds(size: int) -> tuple[int, int]:
@@ -224,14 +245,18 @@ def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.T
     return torch.stack([top, left, sides[0], sides[1]], 1)
 
 
-def patch_masks(box: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column membership of each box: bool (B, H) and (B, W); the patch is their outer AND."""
+def patch_mask(box: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, H, W) mask of each box, 1 inside and 0 outside, as floats of `dtype`.
+
+    Float masks are used with `torch.lerp`, which is exact at weights 0 and 1 and about ten times
+    faster than `torch.where` with a bool mask on the CPU.
+    """
     top, left, box_h, box_w = box.unbind(1)
     rows = torch.arange(height, device=box.device)
     cols = torch.arange(width, device=box.device)
-    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
-    return in_rows, in_cols
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])  # (B, H)
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])  # (B, W)
+    return in_rows.to(dtype)[:, None, :, None] * in_cols.to(dtype)[:, None, None, :]
 
 
 @register("cutout")
@@ -250,14 +275,8 @@ class Cutout(NDATransform):
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
         own = select_rows(x, rows)
         box = params["box"]
-        in_rows, in_cols = patch_masks(box, *own.shape[-2:])
-        # Patch sums as two contractions with the 0/1 row and column masks (no (B, C, H, W) temporary);
-        # half-precision inputs are summed in float32.
-        acc = own if own.dtype in (torch.float32, torch.float64) else own.float()
-        col_sums = acc @ in_cols.to(acc.dtype)[:, None, :, None]  # (B, C, H, 1)
-        sums = (col_sums.squeeze(-1) * in_rows.to(acc.dtype)[:, None, :]).sum(-1)  # (B, C)
-        area = (box[:, 2] * box[:, 3]).to(acc.dtype)
-        means = (sums / area[:, None]).to(own.dtype)[..., None, None]  # (B, C, 1, 1)
-        mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (B, 1, H, W)
-        return torch.where(mask, means, own)
-
+        # Sum in at least float32 (half-precision inputs), then fill with lerp: 0 keeps, 1 fills.
+        mask = patch_mask(box, *own.shape[-2:], torch.promote_types(own.dtype, torch.float32))
+        sums = (own * mask).sum((2, 3), keepdim=True)  # (B, C, 1, 1)
+        area = (box[:, 2] * box[:, 3]).to(sums.dtype).view(-1, 1, 1, 1)
+        return torch.lerp(own, (sums / area).to(own.dtype), mask.to(own.dtype))
