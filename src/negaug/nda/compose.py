@@ -8,8 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from negaug.nda.base import (NDATransform, Params, from_spec, prefix_params, register, select_rows,
-                             slice_params, unprefix_params)
+from negaug.nda.base import NDATransform, Params, from_spec, prefix_params, register, slice_params, unprefix_params
 from negaug.nda.transforms import _check_probability, draw_flags
 
 Spec = str | dict[str, Any] | NDATransform
@@ -23,6 +22,13 @@ def _transform_rows(component: NDATransform, x: torch.Tensor, params: Params, lo
     """component's output for the images `local` (indices into the rows being transformed)."""
     global_rows = local if rows is None else rows.index_select(0, local)
     return component.transform(x, slice_params(params, local), global_rows)
+
+
+def _assemble(pieces: list[torch.Tensor], locals_: list[torch.Tensor]) -> torch.Tensor:
+    """Put pieces[i] (the outputs for the rows locals_[i], a partition of the batch) back in batch
+    order: one concatenation and one row gather (index_copy_ per piece is ~3x slower on the CPU)."""
+    order = torch.cat(locals_)
+    return torch.cat(pieces).index_select(0, torch.argsort(order))
 
 
 @register("mixture")
@@ -62,12 +68,13 @@ class Mixture(NDATransform):
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
         choice = params["choice"]
-        out = x.new_empty((choice.shape[0],) + x.shape[1:])
+        pieces, locals_ = [], []
         for index, component in enumerate(self.components):
             local = (choice == index).nonzero().squeeze(1)
             if local.numel():
-                out.index_copy_(0, local, _transform_rows(component, x, unprefix_params(str(index), params), local, rows))
-        return out
+                pieces.append(_transform_rows(component, x, unprefix_params(str(index), params), local, rows))
+                locals_.append(local)
+        return _assemble(pieces, locals_)
 
 
 class Positive(NDATransform):
@@ -93,11 +100,13 @@ class Positive(NDATransform):
         return params
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        out = select_rows(x, rows).clone()
-        local = params["apply"].nonzero().squeeze(1)
-        if local.numel():
-            out.index_copy_(0, local, _transform_rows(self.inner, x, unprefix_params("transform", params), local, rows))
-        return out
+        applied = params["apply"]
+        kept, changed = (~applied).nonzero().squeeze(1), applied.nonzero().squeeze(1)
+        own_rows = kept if rows is None else rows.index_select(0, kept)
+        pieces = [x.index_select(0, own_rows)]
+        if changed.numel():
+            pieces.append(_transform_rows(self.inner, x, unprefix_params("transform", params), changed, rows))
+        return _assemble(pieces, [kept, changed][:len(pieces)])
 
 
 def positive(transform: Spec, p: float = 0.5) -> Positive:

@@ -235,14 +235,13 @@ def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.T
     `patch_bounds`, at a uniform position fully inside the image."""
     batch, _, height, width = shape
     device = generator.device
-    sides = []
-    for size in (height, width):
-        low, high = patch_bounds(size)
-        sides.append(randint_between(torch.full((batch,), low, device=device), torch.full((batch,), high, device=device), generator))
-    zeros = torch.zeros(batch, dtype=torch.int64, device=device)
-    top = randint_between(zeros, height - sides[0], generator)
-    left = randint_between(zeros, width - sides[1], generator)
-    return torch.stack([top, left, sides[0], sides[1]], 1)
+    (low_h, high_h), (low_w, high_w) = patch_bounds(height), patch_bounds(width)
+    low = torch.tensor([low_h, low_w], device=device).expand(batch, 2)
+    high = torch.tensor([high_h, high_w], device=device).expand(batch, 2)
+    sides = randint_between(low, high, generator)  # (B, 2): height, width
+    free = torch.tensor([height, width], device=device) - sides
+    starts = randint_between(torch.zeros_like(sides), free, generator)  # (B, 2): top, left
+    return torch.cat([starts, sides], 1)
 
 
 def patch_mask(box: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
