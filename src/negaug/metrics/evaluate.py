@@ -332,7 +332,11 @@ def evaluate_generator(generator: torch.nn.Module, reference: Any, metrics: list
     settings = make_settings(**options)  # fail on a typo before sampling
     num_classes = int(getattr(generator, "num_classes", 0)) if num_classes is None else num_classes
     fake, _ = generate_samples(generator, num_samples, seed, num_classes, settings.batch_size, settings.device)
-    results = evaluate_samples(fake, reference, metrics, seed, **options)
+    return record_sampling(evaluate_samples(fake, reference, metrics, seed, **options), num_classes)
+
+
+def record_sampling(results: dict[str, dict], num_classes: int) -> dict[str, dict]:
+    """Add how the generator's labels were drawn to every result's protocol (in place)."""
     labels = f"uniform over {num_classes} classes" if num_classes else "none (unconditional)"
     for result in results.values():
         result["protocol"]["generator_labels"] = labels

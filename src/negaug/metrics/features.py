@@ -47,7 +47,7 @@ class FeatureExtractor(nn.Module):
 
     name = "base"
     identifier = "base"
-    num_features = 0
+    num_features = 0  # 0: as many as the input has (raw)
     num_logits = 0  # 0: no class probabilities (no Inception Score)
 
     def protocol(self) -> dict[str, Any]:

@@ -31,10 +31,19 @@ def feature_statistics(features: Tensor, chunk_size: int = 8192) -> tuple[Tensor
     return mean, cov / (count - 1)
 
 
+def _clean_eigenvalues(eigenvalues: Tensor) -> Tensor:
+    """Eigenvalues at round-off level (below F * eps * the largest, as in numpy's matrix_rank)
+    set to 0. Rank-deficient covariances (N < F, e.g. 2048-d Inception features of a few hundred
+    images) have hundreds of them, and summing their square roots (sqrt(1e-15) ~ 3e-8 each)
+    would bias the trace term by ~1e-4 instead of ~1e-12."""
+    tolerance = eigenvalues.abs().max() * eigenvalues.numel() * torch.finfo(eigenvalues.dtype).eps
+    return torch.where(eigenvalues > tolerance, eigenvalues, torch.zeros_like(eigenvalues))
+
+
 def _psd_sqrt(matrix: Tensor) -> Tensor:
-    """Square root of a symmetric positive semi-definite matrix; round-off negatives clipped to 0."""
+    """Square root of a symmetric positive semi-definite matrix (round-off eigenvalues -> 0)."""
     eigenvalues, eigenvectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T
+    return (eigenvectors * _clean_eigenvalues(eigenvalues).sqrt()) @ eigenvectors.T
 
 
 def frechet_distance(stats_a: tuple[Tensor, Tensor], stats_b: tuple[Tensor, Tensor]) -> float:
@@ -49,7 +58,7 @@ def frechet_distance(stats_a: tuple[Tensor, Tensor], stats_b: tuple[Tensor, Tens
         raise ValueError(f"feature sizes differ: {tuple(mean_a.shape)} vs {tuple(mean_b.shape)}")
     root_a = _psd_sqrt(cov_a)
     middle = root_a @ cov_b @ root_a
-    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    trace_sqrt = _clean_eigenvalues(torch.linalg.eigvalsh((middle + middle.T) / 2)).sqrt().sum()
     distance = (mean_a - mean_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
     return float(distance)
 

@@ -1,0 +1,41 @@
+"""Figures of an evaluation, written next to eval.json by `negaug eval` (via ``negaug.viz``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from negaug.metrics.evaluate import is_toy, reference_tensor
+
+
+def save_evaluation_plots(folder: Path, stem: str, fake: Tensor, reference: Any, results: dict[str, dict],
+                          num_grid: int = 64) -> list[Path]:
+    """Sample grid (images) or scatter (2-D toys), plus a dot-count histogram when "dots" was
+    measured. Returns the paths written (``folder / f"{stem}_<kind>.png"``)."""
+    from negaug import viz
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if is_toy(reference):
+        real = reference_tensor(reference)
+        paths = [viz.save_scatter({"reference": real[:5000], "generated": fake[:5000]},
+                                  folder / f"{stem}_scatter.png", title="2-D samples")]
+    else:
+        grid = fake[:num_grid]
+        paths = [viz.save_grid(grid, folder / f"{stem}_samples.png", nrow=int(np.ceil(np.sqrt(grid.shape[0]))))]
+    dots = results.get("dots")
+    if dots is not None:
+        series = {name: _expand(histogram) for name, histogram in
+                  (("reference", dots["reference_histogram"]), ("generated", dots["histogram"]))}
+        top = max(max(h) for h in (dots["histogram"], dots["reference_histogram"]) if h) + 2
+        paths.append(viz.save_histogram(series, folder / f"{stem}_dot_counts.png", bins=np.arange(-0.5, top + 0.5),
+                                        xlabel="dots per image", title=f"trained count {dots['target_count']}"))
+    return paths
+
+
+def _expand(histogram: dict) -> Tensor:
+    """{count: frequency} -> the counts repeated, for a histogram plot."""
+    values = torch.tensor([int(k) for k in histogram], dtype=torch.float32)
+    return values.repeat_interleave(torch.tensor([int(v) for v in histogram.values()])) if histogram else values
