@@ -97,6 +97,19 @@ def test_sample_then_apply_replays_the_direct_call(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_memory_layout_does_not_change_the_output(name):
+    x = images(batch=6, height=8, width=12)
+    t = make(name, source=_source((4, 3, 8, 12))) if name == "other_data" else make(name)
+    params = t.sample(x.shape, gen(0))
+    expected = t.apply(x, params)
+    # Equal up to summation order (cutout's patch mean is reduced in layout order).
+    assert_close(t.apply(x.to(memory_format=torch.channels_last), params), expected, atol=1e-6, rtol=1e-6)
+    wide = images(batch=6, height=8, width=24)
+    wide[..., ::2] = x
+    assert_close(t.apply(wide[..., ::2], params), expected, atol=1e-6, rtol=1e-6)  # a strided view
+
+
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_matches_float32(name, dtype):
     x = images(dtype=dtype)
