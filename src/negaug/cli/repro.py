@@ -1,0 +1,52 @@
+"""`negaug repro NAME [--quick] [--seeds N] --out DIR`: reproduce one of the paper's claims."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality)"
+
+EPILOG = """examples:
+  negaug repro toy --quick --out results/toy            # smoke version, minutes
+  negaug repro numerosity --out results/numerosity      # full version, 3 seeds
+  negaug repro anomaly --out results/anomaly --runs-dir results/runs
+  negaug repro quality --out results/quality --runs-dir results/runs   # reuses anomaly's runs
+Trained runs are cached in --runs-dir (default OUT/runs) by config hash; a rerun reuses them."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from negaug.repro import names
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("name", choices=names(), help="the experiment")
+    parser.add_argument("--out", required=True, help="folder for results.json, report.md and the plots")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_const", const="quick", dest="size",
+                      help="the smoke version (at most 10 minutes on 2 CPU cores, 1 seed)")
+    size.add_argument("--tiny", action="store_const", const="tiny", dest="size", help=argparse.SUPPRESS)
+    parser.set_defaults(size="full")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds (0..N-1); default 3 for the full version, 1 for --quick")
+    parser.add_argument("--runs-dir", default=None, help="where trained runs are cached (default OUT/runs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def run(args) -> int:
+    import torch
+
+    from negaug import repro
+    from negaug.repro.common import default_seeds
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    seeds = default_seeds(args.size, args.seeds)
+    results = repro.run(args.name, args.out, size=args.size, seeds=seeds, runs_dir=args.runs_dir,
+                        on_progress=lambda message: print(f"[repro {args.name}] {message}", file=sys.stderr, flush=True))
+    print(f"{args.name}: wrote {args.out}/results.json and {args.out}/report.md")
+    met = results.get("targets", {})
+    for target, value in met.items():
+        print(f"  {target}: {'yes' if value else 'no'}")
+    return 0

@@ -1,0 +1,41 @@
+"""Reproductions of the paper's claims that fit a CPU: `negaug repro NAME`.
+
+    from negaug import repro
+    results = repro.run("numerosity", out_dir="results/numerosity", size="quick", seeds=[0])
+
+Experiments (`repro.names()`): numerosity (Appendix A), toy (Figure 3), anomaly (Table 5, small
+scale), quality (FID / precision / recall with and without NDA). Each trains a baseline arm and
+an NDA arm with the same preset, budget and seeds, evaluates both and writes `out_dir/results.json`
+(every number with its protocol and settings), `out_dir/report.md` (claim tables, mean ± std over
+seeds) and PNG plots. Sizes: "tiny" (CI smoke test, seconds), "quick" (minutes), "full" (the
+reported numbers, 3 seeds by default). Trained runs are cached under `runs_dir` (default
+`out_dir/runs`) by config hash: anomaly and quality share their two arms when given one runs folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from negaug.registry import Registry
+from negaug.repro import anomaly, numerosity, quality, toy
+from negaug.repro.common import SIZES, Context, default_seeds
+
+EXPERIMENTS = Registry("experiment")
+for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality}.items():
+    EXPERIMENTS.register(_name)(_module.run)
+
+
+def names() -> list[str]:
+    return EXPERIMENTS.names()
+
+
+def run(name: str, out_dir: str | Path, size: str = "quick", seeds: list[int] | None = None,
+        runs_dir: str | Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run experiment `name` and write its results; returns the results dict (as in results.json)."""
+    experiment = EXPERIMENTS.get(name)
+    ctx = Context(Path(out_dir), size, seeds if seeds is not None else default_seeds(size, None),
+                  runs_dir, on_progress)
+    return experiment(ctx)
+
+
+__all__ = ["EXPERIMENTS", "SIZES", "names", "run"]

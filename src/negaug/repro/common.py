@@ -1,0 +1,213 @@
+"""Shared machinery of the reproductions: sizes, seeds, trained arms (cached), statistics, reports.
+
+An experiment compares two *arms* trained with the same preset, budget and seeds; only the NDA
+settings differ. A trained arm is cached under `runs_dir` by a hash of its resolved config, so
+experiments that train the same models (anomaly and quality) share them when given the same
+runs folder, and an interrupted experiment picks up the arms it already finished.
+
+Seed-spread rule (used in every report): a difference of means between the arms is called
+*within the seed spread* when |mean_nda - mean_baseline| < max(std_baseline, std_nda) (sample
+std over seeds, ddof = 1). Welch's t-test p-value is reported alongside when both arms have at
+least two seeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+SIZES = ("tiny", "quick", "full")
+DONE_FILE = "repro_done.json"  # written into a run folder when its training finished
+BASELINE, NDA = "baseline", "nda"
+ARMS = (BASELINE, NDA)
+
+
+@dataclass
+class Arm:
+    """One side of a comparison: a preset plus overrides (everything else is shared)."""
+
+    name: str  # "baseline" or "nda"
+    preset: str
+    overrides: list[str]
+
+
+@dataclass
+class TrainedArm:
+    name: str
+    seed: int
+    run_dir: Path
+    config: dict[str, Any]  # the resolved config (every setting)
+    seconds: float  # training time (0 when it came from the cache of an earlier call)
+    cached: bool
+
+
+@dataclass
+class Context:
+    """Where an experiment writes and how big it is."""
+
+    out_dir: Path
+    size: str = "quick"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    runs_dir: Path | None = None  # None: out_dir / "runs"
+    on_progress: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"unknown size '{self.size}'; valid: {', '.join(SIZES)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        self.out_dir = Path(self.out_dir)
+        self.runs_dir = Path(self.runs_dir) if self.runs_dir is not None else self.out_dir / "runs"
+
+    def progress(self, message: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(message)
+
+
+def default_seeds(size: str, num_seeds: int | None) -> list[int]:
+    """Seeds 0..n-1; n defaults to 3 for full runs (the minimum for a spread), 1 otherwise."""
+    count = num_seeds if num_seeds is not None else (3 if size == "full" else 1)
+    if count < 1:
+        raise ValueError(f"--seeds must be at least 1, got {count}")
+    return list(range(count))
+
+
+# ---------------------------------------------------------------------------------------------
+# trained arms, cached by config hash
+
+
+def config_hash(config_dict: dict[str, Any]) -> str:
+    """SHA-256 of the settings that change the trained model (not where or how it is logged)."""
+    settings = json.loads(json.dumps(config_dict, sort_keys=True, default=str))
+    for key in ("name", "runs_dir", "progress", "tensorboard", "log_every", "sample_every",
+                "checkpoint_every", "keep_checkpoints"):
+        settings["train"].pop(key, None)
+    settings.pop("preset", None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def train_arm(ctx: Context, arm: Arm, seed: int, label: str) -> TrainedArm:
+    """Train `arm` with `seed` (or reuse the finished run of the same config) under ctx.runs_dir."""
+    from negaug.config import load_config
+    from negaug.train import load_run, train
+
+    overrides = [*arm.overrides, f"train.seed={seed}", "train.progress=false"]
+    config = load_config(arm.preset, overrides)
+    key = config_hash(config.to_dict())[:12]
+    run_dir = ctx.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
+    done = run_dir / DONE_FILE
+    if done.is_file():
+        ctx.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
+        return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
+    ctx.progress(f"{label} {arm.name} seed {seed}: training {config.train.steps} steps -> {run_dir}")
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.safetensors"))
+    start = time.perf_counter()
+    result = train(config, run_dir=run_dir, resume=resume)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    seconds = time.perf_counter() - start
+    done.write_text(json.dumps({"step": result.step, "seconds": seconds, "config_hash": key}))
+    load_run(run_dir)  # fail here, not in the middle of an evaluation, if the checkpoint is unusable
+    return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
+
+
+@torch.no_grad()
+def generate(generator: torch.nn.Module, num_samples: int, seed: int, batch_size: int = 500) -> torch.Tensor:
+    """`num_samples` samples of an (eval-mode) generator from seeded latents -> (N, ...) float32 CPU."""
+    latent_gen = torch.Generator().manual_seed(seed)
+    z = generator.sample_latent(num_samples, generator=latent_gen)
+    return torch.cat([generator(chunk).float() for chunk in z.split(batch_size)])
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics over seeds
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample std (ddof = 1; 0 for one value) of per-seed values."""
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "n": int(array.size), "values": array.tolist()}
+
+
+def compare(baseline: Sequence[float], nda: Sequence[float]) -> dict[str, Any]:
+    """Difference of means (nda - baseline) with the seed-spread rule and Welch's t-test."""
+    a, b = spread(baseline), spread(nda)
+    diff = b["mean"] - a["mean"]
+    p_value = None
+    if a["n"] >= 2 and b["n"] >= 2 and (a["std"] > 0 or b["std"] > 0):
+        from scipy import stats
+
+        p_value = float(stats.ttest_ind(b["values"], a["values"], equal_var=False).pvalue)
+    return {"baseline": a, "nda": b, "difference": diff,
+            "within_seed_spread": bool(abs(diff) < max(a["std"], b["std"])), "welch_p": p_value}
+
+
+SPREAD_RULE = ("a difference is within the seed spread when |mean_nda - mean_baseline| < "
+               "max(std_baseline, std_nda) (sample std over seeds); Welch's t-test p-value when "
+               "both arms have >= 2 seeds")
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+
+
+def fmt(stats: dict[str, Any], digits: int = 3) -> str:
+    """'0.812 ± 0.031' (mean ± std over seeds); the bare mean for a single seed."""
+    if stats["n"] == 1:
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def verdict(comparison: dict[str, Any]) -> str:
+    """'+0.120 (p=0.01)' or '+0.010 (within spread)' for a report cell."""
+    text = f"{comparison['difference']:+.3f}"
+    notes = []
+    if comparison["within_seed_spread"]:
+        notes.append("within seed spread")
+    if comparison["welch_p"] is not None:
+        notes.append(f"p={comparison['welch_p']:.2g}")
+    return f"{text} ({', '.join(notes)})" if notes else text
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_records(trained: Sequence[TrainedArm]) -> list[dict[str, Any]]:
+    return [{"arm": t.name, "seed": t.seed, "run_dir": str(t.run_dir), "train_seconds": round(t.seconds, 1),
+             "cached": t.cached, "config": t.config} for t in trained]
+
+
+def environment() -> dict[str, Any]:
+    from negaug.metrics.protocol import library_versions
+
+    return {"versions": library_versions(), "torch_threads": torch.get_num_threads(),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_outputs(out_dir: Path, results: dict[str, Any], report_lines: list[str]) -> None:
+    """results.json (every number with its protocol) and report.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(_finite(results), indent=1) + "\n")
+    (out_dir / "report.md").write_text("\n".join(report_lines) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so results.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,149 @@
+"""negaug repro: the shared statistics and cache, and every experiment end to end at its tiny size.
+
+The tiny experiments train a few steps at tiny widths, so their numbers say nothing about the
+claims; the tests check that the numbers are real (histograms sum to the sample count, shares in
+[0, 1], per-seed values match the summary) and that results.json, report.md and the PNGs exist.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from negaug import repro
+from negaug.cli import main
+from negaug.repro import common
+
+
+@pytest.fixture(autouse=True)
+def _small(monkeypatch, tmp_path):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("NEGAUG_CACHE", str(tmp_path / "cache"))  # the tiny classifier stays in the test
+
+
+# --- statistics and reports -----------------------------------------------------------------------
+
+def test_spread_hand_checked():
+    s = common.spread([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["n"] == 3
+    assert s["std"] == pytest.approx(1.0, rel=1e-12)  # ddof = 1: sqrt((1 + 0 + 1) / 2)
+    assert common.spread([5.0])["std"] == 0.0
+
+
+def test_compare_spread_rule_and_welch():
+    apart = common.compare([0.0, 0.1, 0.2], [1.0, 1.1, 1.2])
+    assert apart["difference"] == pytest.approx(1.0)
+    assert not apart["within_seed_spread"] and apart["welch_p"] < 0.001
+    close = common.compare([0.0, 0.1, 0.2], [0.05, 0.15, 0.25])
+    assert close["within_seed_spread"] and close["welch_p"] > 0.3  # 0.05 < std 0.1
+    assert common.compare([0.3], [0.5])["welch_p"] is None  # one seed: no test
+    assert not common.compare([0.3], [0.5])["within_seed_spread"]  # no spread to be within
+
+
+def test_fmt_and_table():
+    assert common.fmt(common.spread([1.0, 3.0]), 2) == "2.00 ± 1.41"
+    assert common.fmt(common.spread([0.25]), 2) == "0.25"
+    assert common.markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def test_config_hash_ignores_logging_but_not_training():
+    from negaug.config import load_config
+
+    base = load_config("default").to_dict()
+    renamed = load_config("default", ["train.name=x", "train.log_every=7", "train.progress=false"]).to_dict()
+    assert common.config_hash(base) == common.config_hash(renamed)
+    assert common.config_hash(base) != common.config_hash(load_config("default", ["nda.lam=0.5"]).to_dict())
+    assert common.config_hash(base) != common.config_hash(load_config("default", ["train.seed=1"]).to_dict())
+
+
+def test_default_seeds():
+    assert common.default_seeds("full", None) == [0, 1, 2]
+    assert common.default_seeds("quick", None) == [0]
+    assert common.default_seeds("quick", 2) == [0, 1]
+    with pytest.raises(ValueError):
+        common.default_seeds("full", 0)
+
+
+def test_unknown_experiment_and_size(tmp_path):
+    with pytest.raises(ValueError, match="numerosity"):
+        repro.run("numerosty", tmp_path)
+    with pytest.raises(ValueError, match="tiny, quick, full"):
+        repro.run("toy", tmp_path, size="huge")
+
+
+def test_arms_differ_only_in_nda():
+    from negaug.config import load_config
+    from negaug.repro import mnist, numerosity, toy
+
+    for arms in (numerosity.arms("full"), toy.arms("full"), mnist.arms("full")):
+        base, nda = (load_config(a.preset, a.overrides).to_dict() for a in arms)
+        assert base["nda"]["transform"] == "none" and nda["nda"]["transform"] != "none"
+        base.pop("nda"), nda.pop("nda")
+        assert base == nda
+
+
+# --- experiments at the tiny size ---------------------------------------------------------------
+
+def _outputs(out, pngs):
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    for name in pngs:
+        assert (out / name).stat().st_size > 1000, name
+    assert "## Claim table" in report or "## AUROC" in report
+    assert "|---|" in report and "baseline" in report
+    return results, report
+
+
+def test_numerosity_tiny(tmp_path):
+    out = tmp_path / "numerosity"
+    assert main(["repro", "numerosity", "--tiny", "--out", str(out)]) == 0
+    results, report = _outputs(out, ["count_histogram.png", "samples.png"])
+    assert results["protocol"]["counter_check_on_real_test_images"]["accuracy"] == 1.0
+    for arm in ("baseline", "nda"):
+        (entry,) = results["per_seed"][arm]
+        assert sum(entry["histogram"].values()) == entry["num_samples"] == 64
+        at_six = entry["histogram"].get("6", 0) / 64
+        assert entry["fraction_at_target"] == pytest.approx(at_six)
+        assert results["comparisons"]["fraction_at_target"][arm]["values"] == [entry["fraction_at_target"]]
+    assert "| share of samples with 6 dots |" in report
+    assert {r["arm"] for r in results["runs"]} == {"baseline", "nda"}
+
+
+def test_toy_tiny_and_cache(tmp_path):
+    out = tmp_path / "toy"
+    results = repro.run("toy", out, size="tiny", seeds=[0, 1])
+    _outputs(out, ["scatter.png"])
+    assert len(results["per_seed"]["nda"]) == 2
+    for entries in results["per_seed"].values():
+        for e in entries:
+            assert 0.0 <= e["negative_fraction"] <= 1.0 and 0 <= e["modes_covered"] <= 8
+            assert sum(e["mode_counts"]) <= e["num_samples"]
+            assert e["negative_fraction"] >= max(e["negative_fraction_between"], e["negative_fraction_center"]) - 1e-9
+    assert not any(r["cached"] for r in results["runs"])
+    again = repro.run("toy", out, size="tiny", seeds=[0, 1])  # same configs: reused, same numbers
+    assert all(r["cached"] for r in again["runs"])
+    assert again["per_seed"] == json.loads(json.dumps(results["per_seed"]))
+
+
+def test_anomaly_then_quality_share_runs(tmp_path):
+    runs = tmp_path / "runs"
+    anomaly = repro.run("anomaly", tmp_path / "anomaly", size="tiny", runs_dir=runs)
+    _outputs(tmp_path / "anomaly", ["auroc.png", "difference_histograms.png"])
+    sets = anomaly["ood_sets"]
+    assert "nda/jigsaw" in sets and "noise/uniform" in sets
+    for arm in ("baseline", "nda"):
+        entry = anomaly["per_seed"][arm][0]
+        assert all(0.0 <= entry["ood"][s]["auroc"] <= 1.0 for s in sets)
+        mean = sum(entry["ood"][s]["auroc"] for s in sets) / len(sets)
+        assert anomaly["auroc"]["mean (all)"][arm]["mean"] == pytest.approx(mean)
+    quality = repro.run("quality", tmp_path / "quality", size="tiny", runs_dir=runs)
+    _outputs(tmp_path / "quality", ["precision_recall.png", "samples.png"])
+    assert all(r["cached"] for r in quality["runs"])  # trained once, by the anomaly experiment
+    for arm in ("baseline", "nda"):
+        entry = quality["per_seed"][arm][0]
+        assert math.isfinite(entry["fid"]) and entry["fid"] > 0
+        assert 0.0 <= entry["precision"] <= 1.0 and 0.0 <= entry["recall"] <= 1.0
+        assert entry["protocol"]["fid"]["num_generated"] == 128
+    assert quality["floor"]["fid"] < max(quality["per_seed"][a][0]["fid"] for a in ("baseline", "nda"))
