@@ -135,6 +135,8 @@ def test_is_a_module_and_module_apply_still_works(name):
     visited = []
     assert t.apply(lambda module: visited.append(module)) is t  # nn.Module.apply(fn)
     assert visited[-1] is t
+    with pytest.raises(ValueError, match="needs the params"):
+        t.apply(images())
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -168,6 +170,8 @@ def test_invalid_option_values(name, options):
 def test_rejects_non_image_batches(name):
     with pytest.raises(ValueError):
         make(name)(torch.zeros(4, 8, 8), generator=gen(0))
+    with pytest.raises(ValueError, match="float tensor"):
+        make(name)(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), generator=gen(0))
 
 
 @settings(max_examples=25, deadline=None)

@@ -73,6 +73,8 @@ class NDATransform(nn.Module):
         if params is None and callable(x):
             # nn.Module.apply(fn) (e.g. weight init over a model holding this transform) still works.
             return super().apply(x)
+        if params is None:
+            raise ValueError(f"{self.name}.apply(x, params) needs the params drawn by {self.name}.sample(x.shape, generator)")
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise ValueError(f"{self.name} expects a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
         self.check_shape(x.shape)
@@ -91,10 +93,8 @@ class NDATransform(nn.Module):
             raise ValueError(f"{self.name} expects a batch of images (B, C, H, W), got shape {tuple(shape)}")
         batch, channels, height, width = shape
         if batch < self.min_batch_size:
-            raise ValueError(
-                f"{self.name} pairs each image with a different one: it needs a batch of at least "
-                f"{self.min_batch_size} images, got {batch}"
-            )
+            why = "pairs each image with a different one: it " if self.min_batch_size > 1 else ""
+            raise ValueError(f"{self.name} {why}needs a batch of at least {self.min_batch_size} images, got {batch}")
         self.check_image_size(height, width, channels)
 
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from negaug.nda.base import NDATransform, Params, from_spec, prefix_params, register, slice_params, unprefix_params
-from negaug.nda.transforms import _check_probability, draw_flags
+from negaug.nda.transforms import check_probability, draw_flags
 
 Spec = str | dict[str, Any] | NDATransform
 
@@ -85,7 +85,7 @@ class Positive(NDATransform):
     def __init__(self, transform: Spec, p: float = 0.5):
         super().__init__()
         self.inner = from_spec(transform)
-        self.p = _check_probability("p", p)
+        self.p = check_probability("p", p)
         self.min_batch_size = self.inner.min_batch_size
 
     def options(self) -> dict:

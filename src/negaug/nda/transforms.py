@@ -13,7 +13,7 @@ from negaug.nda.base import NDATransform, Params, register, select_rows
 from negaug.nda.sampling import MAX_REJECTION_ROUNDS, randint_between
 
 
-def _check_probability(name: str, value: float) -> float:
+def check_probability(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name}={value} is outside [0, 1]")
     return float(value)
@@ -104,7 +104,7 @@ class _Flip(NDATransform):
 
     def __init__(self, p: float = 1.0):
         super().__init__()
-        self.p = _check_probability("p", p)
+        self.p = check_probability("p", p)
 
     def options(self) -> dict:
         return {"p": self.p}
