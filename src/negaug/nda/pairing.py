@@ -54,9 +54,10 @@ class Stitch(PairingTransform):
         split_rows = params["split_rows"].to(own.dtype).view(batch, 1, 1, 1)
         second_row_half = (torch.arange(height, device=own.device) >= height // 2).to(own.dtype).view(1, 1, height, 1)
         second_col_half = (torch.arange(width, device=own.device) >= width // 2).to(own.dtype).view(1, 1, 1, width)
-        take_partner = split_rows * second_row_half + (1 - split_rows) * second_col_half  # (B, 1, H, W) of 0/1
-        # lerp is exact at weights 0 and 1: each pixel is exactly own or partner.
-        return torch.lerp(own, pool.index_select(0, params["partner"]), take_partner)
+        keep_own = split_rows * (1 - second_row_half) + (1 - split_rows) * (1 - second_col_half)  # (B, 1, H, W) of 0/1
+        # lerp is exact at weights 0 and 1: each pixel is exactly own or partner. In place on the
+        # gathered partners, which saves allocating a second batch.
+        return pool.index_select(0, params["partner"]).lerp_(own, keep_own)
 
 
 @register("cutmix")
@@ -75,7 +76,7 @@ class CutMix(PairingTransform):
 
     def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
         mask = patch_mask(params["box"], *own.shape[-2:], own.dtype)  # (B, 1, H, W) of 0/1
-        return torch.lerp(own, pool.index_select(0, params["partner"]), mask)  # exact at 0 and 1
+        return pool.index_select(0, params["partner"]).lerp_(own, 1 - mask)  # exact at weights 0 and 1
 
 
 @register("mixup")
@@ -106,4 +107,4 @@ class Mixup(PairingTransform):
     def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
         gamma = params["gamma"].to(own.dtype).view(-1, 1, 1, 1)
         # lerp(partner, own, gamma) = gamma * own + (1 - gamma) * partner, in one kernel.
-        return torch.lerp(pool.index_select(0, params["partner"]), own, gamma)
+        return pool.index_select(0, params["partner"]).lerp_(own, gamma)
