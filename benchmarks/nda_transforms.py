@@ -1,10 +1,11 @@
 """Images per second of every NDA transform on the CPU, next to a per-image Python loop of the same
 transform, kornia's equivalent (where it has one) and x.clone(), all measured in the same run.
 
-    /work/venv/bin/python benchmarks/nda_transforms.py [--repeats 15] [--threads 2]
+    /work/venv/bin/python benchmarks/nda_transforms.py [--repeats 15] [--threads 2] [--stat median|min]
 
-Methods are timed round-robin (one call of each, repeated), so load from other processes hits them
-alike; each number is the median over repeats of one call (sampling included) after a warm-up.
+Methods are timed round-robin (a ~5 ms block of calls of each, repeated), so load from other
+processes hits them alike; each number is the median (or min) over repeats of the time of one call
+(sampling included) after a warm-up.
 Targets: ours >= 3x the loop and >= kornia; jigsaw, stitch and the flips within 4x of x.clone().
 """
 from __future__ import annotations
@@ -160,11 +161,13 @@ def kornia_equivalents(height: int, width: int) -> dict[str, Callable[[torch.Ten
     }
 
 
-def median_seconds(methods: dict[str, Callable[[], object]], repeats: int, block_s: float = 0.005) -> dict[str, float]:
-    """Median wall time of one call of each method. Each sample times a block of consecutive
-    calls lasting about `block_s` (so a method is not always measured cold, right after another
-    one evicted its data), and blocks are taken round-robin so that load from other processes
-    affects every method alike."""
+def seconds_per_call(methods: dict[str, Callable[[], object]], repeats: int, stat: Callable[[list[float]], float],
+                     block_s: float = 0.005) -> dict[str, float]:
+    """`stat` (median or min) over repeats of the wall time of one call of each method.
+
+    Each sample times a block of consecutive calls lasting about `block_s` (so a method is not
+    always measured cold, right after another one evicted its data), and blocks are taken
+    round-robin so that load from other processes affects every method alike."""
     calls = {}
     for name, fn in methods.items():
         start = time.perf_counter()
@@ -178,10 +181,10 @@ def median_seconds(methods: dict[str, Callable[[], object]], repeats: int, block
             for _ in range(calls[name]):
                 fn()
             times[name].append((time.perf_counter() - start) / calls[name])
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: stat(values) for name, values in times.items()}
 
 
-def measure(name: str, x: torch.Tensor, repeats: int) -> dict[str, float]:
+def measure(name: str, x: torch.Tensor, repeats: int, stat: Callable[[list[float]], float]) -> dict[str, float]:
     """Images per second of ours (full call, and apply only), the loop, kornia and x.clone()."""
     batch, channels, height, width = x.shape
     source = torch.rand(1000, channels, height, width) * 2 - 1
@@ -199,7 +202,7 @@ def measure(name: str, x: torch.Tensor, repeats: int) -> dict[str, float]:
     kornia_op = kornia_equivalents(height, width).get(name)
     if kornia_op is not None:
         methods["kornia"] = lambda: kornia_op(x)
-    return {key: batch / seconds for key, seconds in median_seconds(methods, repeats).items()}
+    return {key: batch / seconds for key, seconds in seconds_per_call(methods, repeats, stat).items()}
 
 
 def format_row(name: str, shape: tuple[int, ...], r: dict[str, float]) -> str:
@@ -226,20 +229,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="statistic over repeats; min approximates the uncontended time on a shared machine")
     parser.add_argument("--no-malloc-pinning", action="store_true", help="leave glibc's malloc thresholds alone")
     args = parser.parse_args()
     if not args.no_malloc_pinning:
         pin_malloc_thresholds()
     torch.set_num_threads(args.threads)
     shapes = [(256, 3, 32, 32), (64, 3, 64, 64)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} round-robin repeats; images/s\n")
+    stat = statistics.median if args.stat == "median" else min
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.stat} of {args.repeats} round-robin repeats; images/s\n")
     print("| transform | batch | ours | apply only | per-image loop | kornia | x.clone() | ours / loop | ours / kornia | clone / ours |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     missed = []
     for name in nda.names():
         for shape in shapes:
             x = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
-            r = measure(name, x, args.repeats)
+            r = measure(name, x, args.repeats, stat)
             print(format_row(name, shape, r))
             kornia = r.get("kornia")
             if r["ours"] < 3 * r["loop"]:
