@@ -1,5 +1,5 @@
 """Transforms built from other transforms: `mixture` (a per-image random choice among several,
-the paper's "mixture of augmentation policy") and `positive` (apply a transform to a random
+a mixture of augmentation policies) and `positive` (apply a transform to a random
 fraction of a real batch: positive data augmentation, PDA, Table 1)."""
 from __future__ import annotations
 
