@@ -201,21 +201,27 @@ def save_samples(c: Components, state: _State, run_dir: Path) -> Path | None:
 
 def _evaluate(config: Config, c: Components, state: _State, run_dir: Path, log, board) -> None:
     """Evaluate the EMA generator; keep the best checkpoint by eval.best_metric."""
-    from negaug.metrics import evaluate_run_generator
+    from negaug.metrics import evaluate_run_generator, find_result
 
     sampler = c.ema.module if c.ema is not None else c.generator
+    was_training = sampler.training
     sampler.eval()
     results = evaluate_run_generator(config, sampler, c.dataset, num_classes=c.num_classes, device=c.device)
-    sampler.train()
-    record = {"step": state.step, "eval": results}
+    sampler.train(was_training)
     if log is not None:
-        log.write(record)
+        log.write({"step": state.step, "eval": results})
+    if board is not None:
+        for key, result in results.items():
+            if isinstance(result.get("value"), (int, float)):
+                board.add_scalar(f"eval/{key}", result["value"], state.step)
     metric = config.eval.best_metric
-    if metric and metric in results:
-        value = float(results[metric]["value"])
-        lower_is_better = not any(key in metric for key in ("is", "precision", "recall", "accuracy", "auroc"))
-        better = state.best is None or (value < state.best["value"] if lower_is_better else value > state.best["value"])
-        if better:
+    result = find_result(results, metric) if metric else None
+    if metric and result is None:
+        raise ValueError(f"eval.best_metric='{metric}' is not among the evaluated metrics ({', '.join(results)})")
+    if result is not None:
+        value, higher = float(result["value"]), bool(result.get("higher_is_better", False))
+        best = state.best
+        if best is None or (value > best["value"] if higher else value < best["value"]):
             state.best = {"metric": metric, "value": value, "step": state.step}
             save_checkpoint(config, c, state, run_dir, folder=run_dir / "checkpoints" / "best", keep=1)
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from negaug.config import Config
+from negaug.registry import closest
 
 VALID_MODES = ("weighted", "mixture")
 VALID_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -198,11 +199,25 @@ def build_loss(config: Config):
     return loss, gp, clip
 
 
+def check_eval(config: Config) -> None:
+    """Metric names and the extractor choice of in-training evaluation."""
+    from negaug import metrics
+
+    ev = config.eval
+    for name in [*ev.metrics, *([ev.best_metric] if ev.best_metric else [])]:
+        if name not in metrics.names():
+            raise ValueError(f"eval: unknown metric '{name}'{closest(name, metrics.names())}; "
+                             f"valid: {', '.join(metrics.names())}")
+    if ev.feature_extractor not in ("auto", "inception", "classifier", "raw"):
+        raise ValueError(f"eval.feature_extractor='{ev.feature_extractor}' is not one of auto, inception, classifier, raw")
+
+
 def build(config: Config) -> Components:
     """All components of a run, seeded by `train.seed`; raises before any training work."""
     from negaug import models
 
     check_scalars(config)
+    check_eval(config)
     device = resolve_device(config.train.device)
     if config.train.precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")
