@@ -223,6 +223,9 @@ def test_classifier_training_is_seeded_and_leaves_global_rng_alone(tmp_path):
     assert torch.equal(torch.get_rng_state(), state)
     assert a["weights_sha256"] == b["weights_sha256"]
     assert a["task"] == "rotation"  # a single class teaches nothing: rotation prediction instead
+    capped = clf.load_or_train_classifier(images, torch.zeros(64, dtype=torch.int64), 0, "x",
+                                          clf.ClassifierSettings(epochs=1, max_images=40), tmp_path / "a")[1]
+    assert capped["num_train"] == 36 and a["num_train"] == 58 and capped["key"] != a["key"]
 
 
 def test_rotate_batch_turns_each_image_by_its_own_count():
@@ -304,6 +307,20 @@ def test_torch_fidelity_network_loads_local_weights_without_download(tmp_path, m
     features, logits = extractor(torch.zeros(1, 1, 8, 8))
     assert features.shape == (1, 2048) and logits.shape == (1, 1008)
     assert torch.isfinite(features).all()
+
+
+class NotATensor:
+    pass
+
+
+def test_inception_weights_that_are_not_plain_tensors_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"x": NotATensor()}, path)
+    with pytest.raises(ValueError, match="not a plain TF-Inception state dict"):
+        feats.build("inception", weights=path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a plain TF-Inception state dict"):
+        feats.build("inception", weights=path)
 
 
 def test_importing_metrics_does_not_import_torch_fidelity():

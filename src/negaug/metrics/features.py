@@ -159,11 +159,19 @@ class InceptionFeatures(FeatureExtractor):
 def load_tf_inception(path: str | Path) -> nn.Module:
     """torch-fidelity's TF-Inception port with local weights: uint8 (B, 3, H, W) ->
     (pool3 (B, 2048), unbiased logits (B, 1008)). Imported here, not at module import, so that
-    torch-fidelity (which installs a top-level ``tests`` package) loads only when used."""
+    torch-fidelity (which installs a top-level ``tests`` package) loads only when used.
+
+    torch-fidelity unpickles the file (``weights_only=False``); it is first opened with
+    ``weights_only=True``, so a file holding anything but tensors is refused, not executed."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as err:
         raise ValueError("the inception feature extractor needs torch-fidelity: pip install torch-fidelity") from err
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (not a torch file), ...
+        raise ValueError(f"{path} is not a plain TF-Inception state dict ({type(err).__name__}); "
+                         f"use {INCEPTION_FILENAMES[0]} from torch-fidelity's releases") from None
     return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                        feature_extractor_weights_path=str(path))
 
