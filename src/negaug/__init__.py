@@ -1,2 +1,19 @@
-"""negaug: Negative Data Augmentation for generative models and representation learners."""
+"""negaug: Negative Data Augmentation for generative models and representation learners.
+
+Submodules load on first use (`negaug.nda`, `negaug.losses`, ...), so `import negaug` stays light.
+"""
+import importlib
+
 __version__ = "0.1.0"
+
+_SUBMODULES = ("anomaly", "config", "data", "losses", "metrics", "models", "nda", "registry", "repro", "train", "viz")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"negaug.{name}")
+    raise AttributeError(f"module 'negaug' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted([*globals(), *_SUBMODULES])

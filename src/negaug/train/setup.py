@@ -5,6 +5,7 @@ failure is a `ValueError` / `FileNotFoundError` whose one line names the config 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +220,11 @@ def build(config: Config) -> Components:
     check_scalars(config)
     check_eval(config)
     device = resolve_device(config.train.device)
+    if config.train.deterministic:  # exact resume needs deterministic kernels (a no-op for most CPU ops)
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     if config.train.precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")
     dataset = build_dataset(config)
