@@ -1,6 +1,6 @@
 """Offline-feature FID: negaug vs torchmetrics' FrechetInceptionDistance with the same network.
 
-    python benchmarks/fid_offline.py [--num 10000] [--rounds 3] [--batch-size 500]
+    python benchmarks/fid_offline.py [--num 10000] [--rounds 3] [--batch-size 500] [--threads N]
 
 Real and generated sets: `--num` 32 px mnist5k images each (the 5,000 images repeated, with
 independent seeded noise; the "generated" set also shifted by one pixel). Features: the offline
@@ -70,7 +70,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--cache-dir", default=None, help="classifier cache (default: a fresh temporary folder)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="negaug-bench-")
     train, test = data.build("mnist5k", split="train"), data.build("mnist5k", split="test")
     start = time.perf_counter()

@@ -71,7 +71,8 @@ class ClassifierFeatures(FeatureExtractor):
     Args:
         data: the training images: a dataset with ``images``, ``labels``, ``num_classes``
             (e.g. ``TensorImageDataset``), or a tensor (N, C, S, S) in [-1, 1] (unlabeled).
-        data_name: names the cache file and the feature space ("classifier:<data_name>-<key8>").
+        data_name: names the cache file and the feature space ("classifier:<data_name>-<weights8>",
+            the first 8 hex digits of the weights' SHA-256).
         cache_dir: None: $NEGAUG_CACHE or ~/.cache/negaug.
         progress: tqdm bar (stderr) while training.
         epochs, seed: training settings (part of the cache key).
@@ -87,7 +88,9 @@ class ClassifierFeatures(FeatureExtractor):
         settings = clf.ClassifierSettings(epochs=epochs, seed=seed)
         self.network, self.meta = clf.load_or_train_classifier(
             images, labels, num_classes, data_name, settings, cache_dir, progress)
-        self.identifier = f"classifier:{data_name}-{self.meta['key'][:8]}"
+        # named after the weights, not the cache key: retraining elsewhere (other thread count,
+        # other CPU) can give slightly different weights, hence a different feature space
+        self.identifier = f"classifier:{data_name}-{self.meta['weights_sha256'][:8]}"
         self.num_features = settings.feature_dim
         # classifier IS only makes sense for class labels, not for the rotation task
         self.num_logits = self.meta["num_outputs"] if self.meta["task"] == "labels" else 0
