@@ -481,6 +481,12 @@ def test_count_histogram_and_fraction():
 
 # --- toys ----------------------------------------------------------------------------------------
 
+def test_auto_features_of_2d_points_are_raw_even_with_inception_weights(fake_weights):
+    ring = data.build("ring", split="test", num_samples=300)
+    results = evaluate_samples(ring.points[:100], ring, ["fid"], inception_weights=fake_weights)
+    assert list(results) == ["fid[raw]"]
+
+
 def test_toy_quality_hand_values():
     mask = torch.tensor([True, False, False, False, False, False])
     assignment = torch.tensor([-1, 0, 0, 2, 2, 2])

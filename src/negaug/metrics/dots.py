@@ -24,10 +24,12 @@ def background_colour(images: Tensor) -> Tensor:
     return images.flatten(2).median(dim=2).values[:, :, None, None]
 
 
-def dot_mask(images: Tensor, background: Tensor | None = None, threshold: float = 0.5) -> Tensor:
+def dot_mask(images: Tensor, background: Tensor | None = None, threshold: float = 1.0) -> Tensor:
     """Pixels whose colour is more than ``threshold`` (Euclidean, in [-1, 1] units) from the
     background: images (N, C, H, W) in [-1, 1] -> (N, H, W) bool. ``background``: (C,) or
-    (N, C, 1, 1); None estimates it per image."""
+    (N, C, 1, 1); None estimates it per image. The default 1 is halfway to the nearest dot
+    colour of the dots set (saturated hues on black are at distance >= 2), so blurry edges of
+    generated dots do not bridge the 2 px gaps."""
     if background is None:
         background = background_colour(images)
     background = torch.as_tensor(background, dtype=images.dtype, device=images.device)
@@ -51,7 +53,7 @@ def count_components(mask: Tensor, min_area: int = 1) -> Tensor:
 
 
 def count_dots(
-    images: Tensor, background: Tensor | None = None, threshold: float = 0.5, min_area: int = 2
+    images: Tensor, background: Tensor | None = None, threshold: float = 1.0, min_area: int = 2
 ) -> Tensor:
     """Number of dots in each image (N, C, H, W) in [-1, 1] -> (N,) int64."""
     return count_components(dot_mask(images, background, threshold), min_area)

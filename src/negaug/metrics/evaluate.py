@@ -38,7 +38,7 @@ FEATURE_METRICS = ("fid", "kid", "is", "pr")
 class EvalSettings:
     """Everything an evaluation depends on besides the samples, the reference and the seed."""
 
-    feature_extractor: str = "auto"  # "auto" (inception when its weights are found, else classifier), or a features name
+    feature_extractor: str = "auto"  # auto: inception if its weights are found, else classifier (2-D toys: raw)
     inception_weights: str | None = None  # TF-Inception weights file; None: $NEGAUG_INCEPTION_WEIGHTS / torch hub cache
     batch_size: int = 250  # images per generator / feature-extractor call (results do not depend on it)
     device: Any = "cpu"
@@ -158,9 +158,11 @@ class EvalContext:
 def build_extractor(settings: EvalSettings, reference: Any, data_name: str) -> feats.FeatureExtractor:
     """The feature extractor named by ``settings.feature_extractor`` ("auto" resolved here)."""
     name = settings.feature_extractor
-    if name == "auto":
+    if name == "auto" and is_toy(reference):
+        name = "raw"  # 2-D points: no image network applies
+    elif name == "auto":
         found = settings.inception_weights or feats.find_inception_weights()
-        name = "inception" if found else ("raw" if is_toy(reference) else "classifier")
+        name = "inception" if found else "classifier"
     if name == "inception":
         return feats.build("inception", weights=settings.inception_weights)
     if name == "classifier":
