@@ -682,3 +682,16 @@ def test_cli_names_match_the_registries():
     assert list(eval_cli.METRIC_NAMES) == names()
     assert list(eval_cli.FEATURE_NAMES) == feats.names()
     assert eval_cli.INCEPTION_FILENAME == feats.INCEPTION_FILENAMES[0]
+
+
+def test_evaluate_run_generator_uses_the_run_config():
+    from negaug.metrics import evaluate_run_generator
+
+    config = SimpleNamespace(
+        data=SimpleNamespace(name="ring", root=None, download=False, image_size=None, split="train",
+                             options={"num_samples": 300}),
+        eval=SimpleNamespace(metrics=[], num_samples=150, feature_extractor="auto", inception_weights=None, seed=3))
+    results = evaluate_run_generator(config, _PointGenerator(), data.build("ring", num_samples=300))
+    assert set(results) == {"toy_negative_fraction", "toy_high_quality", "toy_modes_covered", "kde"}
+    protocol = results["kde"]["protocol"]
+    assert protocol["reference"] == "ring/test" and protocol["num_generated"] == 150 and protocol["seed"] == 3

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     results = record_sampling(evaluate_samples(fake, reference, metrics, args.seed, **settings), loaded.num_classes)
     stem = f"step_{int(loaded.step):07d}"
     plots = [] if args.no_plots else save_evaluation_plots(run_dir / "eval", stem, fake, reference, results)
-    entry = {"step": int(loaded.step), "checkpoint": str(loaded.checkpoint_path),
+    entry = {"step": int(loaded.step), "checkpoint": str(loaded.checkpoint_path), "checkpoint_choice": args.checkpoint,
              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results,
              "plots": [str(p.relative_to(run_dir)) for p in plots]}
     append_evaluation(run_dir / "eval.json", entry)

@@ -109,7 +109,7 @@ class ClassifierFeatures(FeatureExtractor):
         return {**super().protocol(), **{k: self.meta.get(k) for k in keep}}
 
 
-MAX_LAZY_TRAIN = 20000  # images decoded from a lazy (on-disk) dataset to train the classifier
+MAX_LAZY_TRAIN = clf.ClassifierSettings.max_images  # images decoded from a lazy (on-disk) dataset
 
 
 def _training_tensors(data: Any) -> tuple[Tensor, Tensor, int]:
