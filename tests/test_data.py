@@ -462,11 +462,13 @@ def test_dots_options_and_limits():
         data.build("dots", count=0)
 
 
-def test_count_dots_matches_scipy():
+def test_metrics_dot_counter_matches_scipy_on_rendered_dots():
+    from negaug.metrics import count_dots
+
     dataset = data.build("dots", count=[2, 7], num_samples=30)
     expected = [reference_components(image).max() for image in dataset.images]
-    assert data.count_dots(dataset.images).tolist() == expected == dataset.labels.tolist()
-    assert data.count_dots(torch.full((2, 3, 8, 8), -1.0)).tolist() == [0, 0]
+    assert count_dots(dataset.images).tolist() == expected == dataset.labels.tolist()
+    assert count_dots(torch.full((2, 3, 8, 8), -1.0)).tolist() == [0, 0]
 
 
 # --- 2-D toys -----------------------------------------------------------------------------------

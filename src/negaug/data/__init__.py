@@ -23,7 +23,6 @@ from negaug.data.base import (
     to_unit_range,
 )
 from negaug.data import dots as _dots, files as _files, folders as _folders, offline as _offline, toys as _toys
-from negaug.data.dots import count_dots
 from negaug.data.files import default_root
 from negaug.data.toys import ToyDataset, toy_mode_assignment, toy_negative_region_mask, toy_negatives
 
@@ -78,6 +77,6 @@ def build(
 
 __all__ = [
     "DATASETS", "OFFLINE", "TOYS", "ImageDataset", "LazyImageDataset", "TensorImageDataset", "ToyDataset",
-    "build", "count_dots", "default_root", "names", "options", "resize_images", "stratified_split", "to_uint8",
+    "build", "default_root", "names", "options", "resize_images", "stratified_split", "to_uint8",
     "to_unit_range", "toy_mode_assignment", "toy_negative_region_mask", "toy_negatives",
 ]

@@ -135,24 +135,6 @@ def generate_dots(
     return torch.cat(images), torch.cat(labels)
 
 
-def count_dots(images: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    """Number of 8-connected components of pixels with `max over channels > threshold`, per image.
-
-    images: `(N, C, H, W)` in [-1, 1]; returns `(N,)` int64. One labelling pass for the whole batch
-    (the structuring element never links two images)."""
-    from scipy import ndimage
-
-    foreground = (images.amax(dim=1) > threshold).cpu().numpy()  # (N, H, W)
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = True  # 8-connectivity inside an image, none across the batch axis
-    labelled, num_components = ndimage.label(foreground, structure=structure)
-    if num_components == 0:
-        return torch.zeros(images.shape[0], dtype=torch.int64)
-    _, first = np.unique(labelled.reshape(-1), return_index=True)
-    image_of_component = first[1:] // (foreground.shape[1] * foreground.shape[2])  # skip label 0
-    return torch.from_numpy(np.bincount(image_of_component, minlength=images.shape[0]).astype(np.int64))
-
-
 def dots(
     *, root=None, split: str = "train", download: bool = False, image_size: int | None = None,
     count: int | Sequence[int] = 6, radius: float | None = None, gap: int | None = None, channels: int = 3,
