@@ -96,7 +96,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     w, ch = args.width, args.channels
     runners = {
         "minimal hand-written loop": minimal_runner(w, ch),
