@@ -78,10 +78,11 @@ def test_arms_differ_only_in_nda():
     from negaug.repro import mnist, numerosity, toy
 
     for arms in (numerosity.arms("full"), toy.arms("full"), mnist.arms("full")):
-        base, nda = (load_config(a.preset, a.overrides).to_dict() for a in arms)
-        assert base["nda"]["transform"] == "none" and nda["nda"]["transform"] != "none"
-        base.pop("nda"), nda.pop("nda")
-        assert base == nda
+        base, *variants = (load_config(a.preset, a.overrides).to_dict() for a in arms)
+        assert base["nda"]["transform"] == "none" and base.pop("nda")
+        for nda in variants:
+            assert nda.pop("nda")["transform"] != "none"
+            assert base == nda
 
 
 # --- experiments at the tiny size ---------------------------------------------------------------
@@ -101,14 +102,16 @@ def test_numerosity_tiny(tmp_path):
     assert main(["repro", "numerosity", "--tiny", "--out", str(out)]) == 0
     results, report = _outputs(out, ["count_histogram.png", "samples.png"])
     assert results["protocol"]["counter_check_on_real_test_images"]["accuracy"] == 1.0
-    for arm in ("baseline", "nda"):
+    for arm in ("baseline", "nda", "nda_wide"):
         (entry,) = results["per_seed"][arm]
         assert sum(entry["histogram"].values()) == entry["num_samples"] == 64
         at_six = entry["histogram"].get("6", 0) / 64
         assert entry["fraction_at_target"] == pytest.approx(at_six)
-        assert results["comparisons"]["fraction_at_target"][arm]["values"] == [entry["fraction_at_target"]]
+        side = "baseline" if arm == "baseline" else "nda"
+        variant = "nda" if arm == "baseline" else arm
+        assert results["comparisons"][variant]["fraction_at_target"][side]["values"] == [entry["fraction_at_target"]]
     assert "| share of samples with 6 dots |" in report
-    assert {r["arm"] for r in results["runs"]} == {"baseline", "nda"}
+    assert {r["arm"] for r in results["runs"]} == {"baseline", "nda", "nda_wide"}
 
 
 def test_toy_tiny_and_cache(tmp_path):
@@ -143,7 +146,8 @@ def test_anomaly_then_quality_share_runs(tmp_path):
     assert all(r["cached"] for r in quality["runs"])  # trained once, by the anomaly experiment
     for arm in ("baseline", "nda"):
         entry = quality["per_seed"][arm][0]
-        assert math.isfinite(entry["fid"]) and entry["fid"] > 0
-        assert 0.0 <= entry["precision"] <= 1.0 and 0.0 <= entry["recall"] <= 1.0
-        assert entry["protocol"]["fid"]["num_generated"] == 128
-    assert quality["floor"]["fid"] < max(quality["per_seed"][a][0]["fid"] for a in ("baseline", "nda"))
+        for which in ("ema", "raw"):
+            assert math.isfinite(entry[f"{which}_fid"]) and entry[f"{which}_fid"] > 0
+            assert 0.0 <= entry[f"{which}_precision"] <= 1.0 and 0.0 <= entry[f"{which}_recall"] <= 1.0
+            assert entry["protocol"][which]["fid"]["num_generated"] == 128
+    assert quality["floor"]["raw_fid"] < max(quality["per_seed"][a][0]["raw_fid"] for a in ("baseline", "nda"))

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(size="full")
     parser.add_argument("--seeds", type=int, default=None,
                         help="number of seeds (0..N-1); default 3 for the full version, 1 for --quick")
+    parser.add_argument("--seed-list", default=None, metavar="S1,S2,...",
+                        help="explicit seeds instead of --seeds (e.g. to train seeds in parallel processes "
+                             "that share --runs-dir; a final run with all seeds then reuses them)")
     parser.add_argument("--runs-dir", default=None, help="where trained runs are cached (default OUT/runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
@@ -42,7 +45,7 @@ def run(args) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    seeds = default_seeds(args.size, args.seeds)
+    seeds = parse_seed_list(args.seed_list) if args.seed_list else default_seeds(args.size, args.seeds)
     results = repro.run(args.name, args.out, size=args.size, seeds=seeds, runs_dir=args.runs_dir,
                         on_progress=lambda message: print(f"[repro {args.name}] {message}", file=sys.stderr, flush=True))
     print(f"{args.name}: wrote {args.out}/results.json and {args.out}/report.md")
@@ -50,3 +53,13 @@ def run(args) -> int:
     for target, value in met.items():
         print(f"  {target}: {'yes' if value else 'no'}")
     return 0
+
+
+def parse_seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ValueError(f"--seed-list must be integers separated by commas (e.g. 0,1,2), got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seed-list needs distinct seeds, got '{text}'")
+    return seeds

@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-ARM_COLOURS = {"baseline": "tab:gray", "nda": "tab:red"}
+ARM_COLOURS = {"baseline": "tab:gray", "nda": "tab:red", "nda_wide": "tab:purple"}
 
 
 def _figure(width: float, height: float):

@@ -20,8 +20,12 @@ NUM_SAMPLES = {"tiny": 128, "quick": 1000, "full": 1000}  # MNIST-5k's test spli
 CLASSIFIER = {"tiny": {"num_train": 256, "epochs": 1}, "quick": {"num_train": None, "epochs": 5},
               "full": {"num_train": None, "epochs": 5}}  # None: the whole training split
 CLAIM = "Jigsaw NDA improves sample quality at the same number of steps (lower FID)"
-ROWS = (("FID (classifier features)", "fid", 2), ("KID x 1000", "kid_x1000", 2),
+KEYS = (("FID (classifier features)", "fid", 2), ("KID x 1000", "kid_x1000", 2),
         ("precision", "precision", 3), ("recall", "recall", 3))
+# both generators of each run: the EMA (what the preset samples from) and the trained G itself,
+# since an EMA of a batch-norm generator trained for only a few thousand steps can lag behind
+GENERATORS = ("ema", "raw")
+ROWS = tuple((f"{label}, {which} G", f"{which}_{key}", digits) for which in GENERATORS for label, key, digits in KEYS)
 
 
 def evaluation_options(ctx: Context) -> dict[str, Any]:
@@ -60,12 +64,18 @@ def run(ctx: Context) -> dict[str, Any]:
         for arm in mnist.arms(ctx.size):
             t = common.train_arm(ctx, arm, seed, mnist.LABEL)
             trained.append(t)
-            generator = load_run(t.run_dir).generator
-            results = evaluate_generator(generator, reference, METRICS, num_samples=num, seed=10_000 + seed, **options)
-            per_seed[arm.name].append({"seed": seed, **flatten(results)})
-            samples.setdefault(arm.name, common.generate(generator, 16, seed=0))
+            loaded = load_run(t.run_dir)
+            entry: dict[str, Any] = {"seed": seed, "protocol": {}}
+            for which, generator in (("ema", loaded.generator), ("raw", loaded.raw_generator.eval())):
+                results = evaluate_generator(generator, reference, METRICS, num_samples=num, seed=10_000 + seed, **options)
+                values = flatten(results)
+                entry["protocol"][which] = values.pop("protocol")
+                entry.update({f"{which}_{key}": value for key, value in values.items()})
+                samples.setdefault(f"{arm.name} ({which} G)", common.generate(generator, 16, seed=0))
+            per_seed[arm.name].append(entry)
     floor_images = data.build("mnist5k", split="train").images[:num]
-    floor = flatten(evaluate_samples(floor_images, reference, METRICS, seed=0, **options))
+    floor_values = flatten(evaluate_samples(floor_images, reference, METRICS, seed=0, **options))
+    floor = {f"{which}_{key}": floor_values[key] for which in GENERATORS for _, key, _ in KEYS}
     summary = summarize(ctx, per_seed, trained, floor, num)
     plots.sample_rows(samples, ctx.out_dir / "samples.png")
     write_plot(ctx, summary)
@@ -81,21 +91,21 @@ def summarize(ctx: Context, per_seed, trained, floor, num: int) -> dict[str, Any
         "size": ctx.size, "seeds": ctx.seeds,
         "settings": {"preset": mnist.PRESET, **mnist.SIZES[ctx.size], "num_samples": num,
                      "classifier": CLASSIFIER[ctx.size], "arms": {a.name: a.overrides for a in mnist.arms(ctx.size)}},
-        "protocol": {"generator": "EMA generator of the last checkpoint", "latent_seed": "10000 + seed",
+        "protocol": {"generator": "last checkpoint: the EMA generator (ema) and the trained G (raw), eval mode", "latent_seed": "10000 + seed",
                      "reference": f"the last {num} images of the MNIST-5k test split",
                      "features": "offline classifier trained on the MNIST-5k training split (negaug.metrics)",
                      "floor": f"the first {num} real training images scored like a generator",
                      "spread_rule": common.SPREAD_RULE},
         "per_seed": per_seed, "floor": floor, "comparisons": comparisons,
-        "targets": {"nda_fid_lower": comparisons["fid"]["difference"] < 0},
+        "targets": {f"nda_fid_lower_{which}_g": comparisons[f"{which}_fid"]["difference"] < 0 for which in GENERATORS},
         "runs": common.run_records(trained), "environment": common.environment(),
     }
 
 
 def write_plot(ctx: Context, summary) -> None:
     c = summary["comparisons"]
-    bars = {arm: {label: (c[key][arm]["mean"], c[key][arm]["std"]) for label, key, _ in ROWS[2:]}
-            for arm in (BASELINE, NDA)}
+    bars = {arm: {label: (c[key][arm]["mean"], c[key][arm]["std"]) for label, key, _ in ROWS if "precision" in key
+                  or "recall" in key} for arm in (BASELINE, NDA)}
     plots.grouped_bars(bars, ctx.out_dir / "precision_recall.png", ylabel="mean ± std over seeds",
                        title="precision / recall (classifier features)", ylim=(0, 1))
 
@@ -104,7 +114,7 @@ def report(summary: dict[str, Any]) -> list[str]:
     c, floor, s = summary["comparisons"], summary["floor"], summary["settings"]
     rows = [[label, common.fmt(c[key][BASELINE], d), common.fmt(c[key][NDA], d), common.verdict(c[key]),
              f"{floor[key]:.{d}f}"] for label, key, d in ROWS]
-    accuracy = summary["per_seed"][BASELINE][0]["protocol"]["fid"]["features"].get("reference_accuracy")
+    accuracy = summary["per_seed"][BASELINE][0]["protocol"]["ema"]["fid"]["features"].get("reference_accuracy")
     return [
         "# Sample quality with and without Jigsaw NDA (MNIST-5k, DCGAN)", "",
         f"Claim: {CLAIM}. Paper: CIFAR-10 BigGAN FID 18.64 -> 12.61 with Jigsaw (lambda 0.25).", "",
