@@ -3,10 +3,17 @@
 Epoch `e` is shuffled by a generator seeded with (seed, e), so the stream's whole state is two
 integers (epoch, position) that a checkpoint stores; a resumed run sees exactly the batches an
 uninterrupted run would. The last incomplete batch of an epoch is dropped.
+
+In-memory datasets are batched by indexing (`get_batch`). Datasets decoded from disk per item
+(`LazyImageDataset`) are read by a DataLoader with `num_workers` processes that follows the same
+index sequence, so workers change the speed, never the batches.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
+from torch.utils.data import DataLoader
 
 
 class BatchStream:
@@ -18,26 +25,42 @@ class BatchStream:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.device, self.num_workers = device, num_workers
         self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-        self._fast = hasattr(dataset, "get_batch")
+        self._loader: Iterator | None = None  # worker-backed iterator, built lazily from the state
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.dataset), generator=gen)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images (B, ...) on the device, labels (B,) int64)."""
+    def _indices_from(self, epoch: int, position: int) -> Iterator[list[int]]:
+        """Index batches from (epoch, position) on, forever."""
+        while True:
+            order = self._permutation(epoch)
+            while position + self.batch_size <= len(order):
+                yield order[position:position + self.batch_size].tolist()
+                position += self.batch_size
+            epoch, position = epoch + 1, 0
+
+    def _advance(self) -> list[int]:
+        """The next index batch; moves the (epoch, position) state past it."""
         if self.position + self.batch_size > len(self.dataset):
             self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            self._order, self._order_epoch = self._permutation(self.epoch), self.epoch
         index = self._order[self.position:self.position + self.batch_size]
         self.position += self.batch_size
-        if self._fast:
-            x, y = self.dataset.get_batch(index)
-        else:  # datasets read from disk: one item at a time, as a DataLoader would
-            items = [self.dataset[int(i)] for i in index]
-            x = torch.stack([torch.as_tensor(item[0]) for item in items])
-            y = torch.as_tensor([int(item[1]) for item in items])
+        return index
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (B, ...) on the device, labels (B,) int64)."""
+        if self.num_workers > 0 and not hasattr(self.dataset, "images"):
+            if self._loader is None:
+                self._loader = iter(DataLoader(self.dataset, batch_sampler=self._indices_from(self.epoch, self.position),
+                                               num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                                               persistent_workers=True))
+            self._advance()  # keep the state in step with the loader
+            x, y = next(self._loader)
+        else:
+            x, y = self.dataset.get_batch(self._advance())
         return x.to(self.device, non_blocking=True), y.to(self.device, dtype=torch.long)
 
     def state_dict(self) -> dict:
@@ -45,4 +68,4 @@ class BatchStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self._loader = None
