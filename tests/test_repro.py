@@ -151,3 +151,17 @@ def test_anomaly_then_quality_share_runs(tmp_path):
             assert 0.0 <= entry[f"{which}_precision"] <= 1.0 and 0.0 <= entry[f"{which}_recall"] <= 1.0
             assert entry["protocol"][which]["fid"]["num_generated"] == 128
     assert quality["floor"]["raw_fid"] < max(quality["per_seed"][a][0]["raw_fid"] for a in ("baseline", "nda"))
+
+
+def test_seed_list_parsing():
+    from negaug.cli.repro import parse_seed_list
+
+    assert parse_seed_list("0,2") == [0, 2]
+    for bad in ("0,0", "a", ","):
+        with pytest.raises(ValueError):
+            parse_seed_list(bad)
+
+
+def test_cli_user_error_is_one_line(tmp_path, capsys):
+    assert main(["repro", "toy", "--tiny", "--seed-list", "1,1", "--out", str(tmp_path)]) == 2
+    assert "distinct seeds" in capsys.readouterr().err
