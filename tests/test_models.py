@@ -322,3 +322,24 @@ def test_default_sizes_match_the_papers():
     assert len(G.blocks) == 3 and len(D.blocks) == 4  # Miyato et al. Table 4: 3 up blocks; 4 D blocks
     G, D = M.build("dcgan", image_size=64, channels=3)
     assert G.stem.out_channels == 512 and D.num_features == 512 * 16  # Radford et al.: 1024 at 64 px with z 100
+
+
+def test_standing_stats_are_the_average_over_generated_batches():
+    """After recompute_batch_norm_stats, a BN layer's running mean is the mean of its inputs over
+    all generated batches (cumulative average), and the generator's mode is restored."""
+    from negaug.models import recompute_batch_norm_stats
+
+    torch.manual_seed(0)
+    G, _ = M.build("dcgan", image_size=8, channels=1, width=4)
+    G.eval()
+    norm = next(m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    inputs = []
+    handle = norm.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach()))
+    recompute_batch_norm_stats(G, num_batches=3, batch_size=5, seed=1)
+    handle.remove()
+    assert not G.training and len(inputs) == 3 and norm.momentum == 0.1
+    stacked = torch.cat(inputs)  # (15, C, H, W)
+    torch.testing.assert_close(norm.running_mean, stacked.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    before = norm.running_mean.clone()
+    recompute_batch_norm_stats(G, num_batches=3, batch_size=5, seed=1)
+    assert torch.equal(norm.running_mean, before)  # seeded: the same statistics again

@@ -43,3 +43,42 @@ class EMA:
 
     def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         self.module.load_state_dict(state_dict)
+
+    def refresh_batch_norm_stats(self, num_classes: int = 0, seed: int = 0, **options) -> nn.Module:
+        """Standing statistics for the averaged module (see `recompute_batch_norm_stats`); call
+        before sampling in eval mode. Returns the module."""
+        recompute_batch_norm_stats(self.module, num_classes=num_classes, seed=seed, **options)
+        return self.module
+
+
+@torch.no_grad()
+def recompute_batch_norm_stats(G: nn.Module, num_batches: int = 16, batch_size: int = 64, num_classes: int = 0,
+                               seed: int = 0) -> None:
+    """"Standing statistics" (BigGAN): set every batch-norm layer's running mean and variance to
+    their average over `num_batches` batches of G's own samples (latents from a generator seeded
+    with `seed`), so eval-mode sampling from averaged weights uses statistics that match them.
+
+    Why: the EMA copies G's running statistics, which belong to G's current weights, not to the
+    averaged ones; eval-mode samples from the EMA then show speckle noise. G's mode is restored;
+    the global RNG is not used. A G without batch norm is left as it is.
+    """
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = G.training
+    G.train()
+    gen = torch.Generator().manual_seed(seed)
+    device = next(G.parameters()).device
+    try:
+        for _ in range(num_batches):
+            z = G.sample_latent(batch_size, generator=gen, device=device)
+            y = torch.randint(num_classes, (batch_size,), generator=gen).to(device) if num_classes else None
+            G(z, y)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        G.train(was_training)

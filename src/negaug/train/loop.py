@@ -178,6 +178,13 @@ def _tensorboard(run_dir: Path):
 # samples, evaluation, report
 
 
+def _sampler(c: Components) -> torch.nn.Module:
+    """The network to sample from: the EMA with standing batch-norm statistics, else G."""
+    if c.ema is None:
+        return c.generator
+    return c.ema.refresh_batch_norm_stats(num_classes=c.num_classes)
+
+
 @torch.no_grad()
 def save_samples(c: Components, state: _State, run_dir: Path) -> Path | None:
     """A grid (images) or a scatter plot (2-D data) of the fixed latent batch, from the EMA."""
@@ -185,7 +192,7 @@ def save_samples(c: Components, state: _State, run_dir: Path) -> Path | None:
         return None
     from negaug import viz
 
-    sampler = c.ema.module if c.ema is not None else c.generator
+    sampler = _sampler(c)
     was_training = sampler.training
     sampler.eval()
     z, labels = state.fixed_latent
@@ -203,7 +210,7 @@ def _evaluate(config: Config, c: Components, state: _State, run_dir: Path, log, 
     """Evaluate the EMA generator; keep the best checkpoint by eval.best_metric."""
     from negaug.metrics import evaluate_run_generator, find_result
 
-    sampler = c.ema.module if c.ema is not None else c.generator
+    sampler = _sampler(c)
     was_training = sampler.training
     sampler.eval()
     results = evaluate_run_generator(config, sampler, c.dataset, num_classes=c.num_classes, device=c.device)

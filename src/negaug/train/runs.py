@@ -162,7 +162,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
     if ema_state:
         ema = models.EMA(generator, decay=config.train.ema_decay, start_step=config.train.ema_start)
         ema.load_state_dict(_ema_state(ema_state, found.meta))
-        sampler = ema.module
+        sampler = ema.refresh_batch_norm_stats(num_classes=num_classes)  # standing stats for eval mode
     for module in (generator, discriminator, sampler):
         module.to(device).eval()
     return LoadedRun(run_dir, config, found.step, sampler, discriminator, generator, found.path, num_classes)
