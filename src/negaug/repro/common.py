@@ -143,9 +143,13 @@ def compare(baseline: Sequence[float], nda: Sequence[float]) -> dict[str, Any]:
     diff = b["mean"] - a["mean"]
     p_value = None
     if a["n"] >= 2 and b["n"] >= 2 and (a["std"] > 0 or b["std"] > 0):
+        import warnings
+
         from scipy import stats
 
-        p_value = float(stats.ttest_ind(b["values"], a["values"], equal_var=False).pvalue)
+        with warnings.catch_warnings():  # near-identical values (e.g. all 0.999): p is still defined
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p_value = float(stats.ttest_ind(b["values"], a["values"], equal_var=False).pvalue)
     return {"baseline": a, "nda": b, "difference": diff,
             "within_seed_spread": bool(abs(diff) < max(a["std"], b["std"])), "welch_p": p_value}
 
