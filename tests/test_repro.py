@@ -165,3 +165,42 @@ def test_seed_list_parsing():
 def test_cli_user_error_is_one_line(tmp_path, capsys):
     assert main(["repro", "toy", "--tiny", "--seed-list", "1,1", "--out", str(tmp_path)]) == 2
     assert "distinct seeds" in capsys.readouterr().err
+
+
+def test_training_lock_waits_for_a_live_holder(tmp_path, monkeypatch):
+    """A run locked by a live process is waited for and then reused, never trained twice."""
+    from negaug.repro import toy
+
+    monkeypatch.setattr(common, "LOCK_POLL_SECONDS", 0.01)
+    ctx = common.Context(tmp_path, "tiny", [0])
+    arm = toy.arms("tiny")[0]
+    first = common.train_arm(ctx, arm, 0, "toy")
+    done = first.run_dir / common.DONE_FILE
+    saved = done.read_text()
+    done.unlink()
+    (first.run_dir / common.LOCK_FILE).write_text(str(1))  # PID 1 is alive: someone else trains it
+    polls = []
+
+    def finish_after_two_polls(seconds):
+        polls.append(seconds)
+        if len(polls) == 2:
+            done.write_text(saved)
+            (first.run_dir / common.LOCK_FILE).unlink()
+
+    monkeypatch.setattr(common.time, "sleep", finish_after_two_polls)
+    again = common.train_arm(ctx, arm, 0, "toy")
+    assert again.cached and len(polls) == 2
+    assert not (first.run_dir / common.LOCK_FILE).exists()
+
+
+def test_training_lock_of_a_dead_process_is_taken_over(tmp_path):
+    from negaug.repro import toy
+
+    ctx = common.Context(tmp_path, "tiny", [0])
+    arm = toy.arms("tiny")[0]
+    first = common.train_arm(ctx, arm, 0, "toy")
+    (first.run_dir / common.DONE_FILE).unlink()
+    (first.run_dir / common.LOCK_FILE).write_text("999999999")  # no such process
+    again = common.train_arm(ctx, arm, 0, "toy")
+    assert not again.cached  # resumed and finished by us
+    assert (first.run_dir / common.DONE_FILE).is_file() and not (first.run_dir / common.LOCK_FILE).exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import torch
 
 SIZES = ("tiny", "quick", "full")
 DONE_FILE = "repro_done.json"  # written into a run folder when its training finished
+LOCK_FILE = "repro_training.lock"  # holds the PID of the process training the run
+LOCK_POLL_SECONDS = 30.0
 BASELINE, NDA = "baseline", "nda"
 ARMS = (BASELINE, NDA)
 
@@ -94,28 +97,84 @@ def config_hash(config_dict: dict[str, Any]) -> str:
 
 
 def train_arm(ctx: Context, arm: Arm, seed: int, label: str) -> TrainedArm:
-    """Train `arm` with `seed` (or reuse the finished run of the same config) under ctx.runs_dir."""
+    """Train `arm` with `seed` (or reuse the finished run of the same config) under ctx.runs_dir.
+
+    Processes may share a runs folder (e.g. one per seed): a run that another live process is
+    training is waited for, not trained twice."""
     from negaug.config import load_config
-    from negaug.train import load_run, train
 
     overrides = [*arm.overrides, f"train.seed={seed}", "train.progress=false"]
     config = load_config(arm.preset, overrides)
     key = config_hash(config.to_dict())[:12]
     run_dir = ctx.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
     done = run_dir / DONE_FILE
-    if done.is_file():
-        ctx.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
-        return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
-    ctx.progress(f"{label} {arm.name} seed {seed}: training {config.train.steps} steps -> {run_dir}")
-    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.safetensors"))
+    if not done.is_file():
+        _acquire(ctx, run_dir)  # waits while another live process trains this run
+        try:
+            if not done.is_file():
+                seconds = _train(ctx, config, run_dir, f"{label} {arm.name} seed {seed}")
+                done.write_text(json.dumps({"seconds": seconds, "config_hash": key}))
+                return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
+        finally:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    ctx.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
+    return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
+
+
+def _train(ctx: Context, config, run_dir: Path, what: str) -> float:
+    """Train (resuming an interrupted run of the same config); returns the seconds it took."""
+    from negaug.train import load_run, train
+
+    ctx.progress(f"{what}: training {config.train.steps} steps -> {run_dir}")
+    resume = any((run_dir / "checkpoints").glob("*.safetensors"))
     start = time.perf_counter()
     result = train(config, run_dir=run_dir, resume=resume)
     if result.interrupted:
         raise KeyboardInterrupt
-    seconds = time.perf_counter() - start
-    done.write_text(json.dumps({"step": result.step, "seconds": seconds, "config_hash": key}))
     load_run(run_dir)  # fail here, not in the middle of an evaluation, if the checkpoint is unusable
-    return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
+    return time.perf_counter() - start
+
+
+def _acquire(ctx: Context, run_dir: Path) -> None:
+    """Take the run's training lock, waiting while a live process holds it; returns when we hold
+    it or the run is done (a dead holder's lock is taken over: the run then resumes)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK_FILE
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None and _alive(holder):
+                ctx.progress(f"waiting for process {holder}, which is training {run_dir.name}")
+                time.sleep(LOCK_POLL_SECONDS)
+                continue
+            if (run_dir / DONE_FILE).is_file():
+                return
+            lock.unlink(missing_ok=True)  # a dead holder: train (resume) it ourselves
+            continue
+        with os.fdopen(handle, "w") as out:
+            out.write(str(os.getpid()))
+        return
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own stale lock (an earlier call that was interrupted)
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @torch.no_grad()
