@@ -1,7 +1,7 @@
 """Images per second of every NDA transform on the CPU, next to a per-image Python loop of the same
 transform, kornia's equivalent (where it has one) and x.clone(), all measured in the same run.
 
-    /work/venv/bin/python benchmarks/nda_transforms.py [--repeats 15] [--threads 2] [--stat median|min]
+    python benchmarks/nda_transforms.py [--repeats 15] [--threads 2] [--stat median|min]
 
 Methods are timed round-robin (a ~5 ms block of calls of each, repeated), so load from other
 processes hits them alike; each number is the median (or min) over repeats of the time of one call
