@@ -231,3 +231,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "checkpoint saved" in err and "--resume" in err
     steps = ckpt.list_steps(tmp_path / "term" / "checkpoints")
     assert len(steps) == 1 and 0 < steps[0] < 100000
+
+
+def test_tensorboard_logs_when_asked(tmp_path):
+    pytest.importorskip("tensorboard")
+    train(tiny(tmp_path, "train.name=tb", "train.tensorboard=true", "train.steps=2"))
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
