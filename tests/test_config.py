@@ -71,3 +71,10 @@ def test_yaml_file_with_base_and_round_trip(tmp_path):
     assert cfg.nda.lam == 0.5 and cfg.train.seed == 3 and cfg.data.name == "mnist5k"
     again = config_from_dict(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
+
+
+def test_exponent_floats_without_a_dot_are_floats():
+    """YAML 1.1 would read `1e-4` as a string; people type it that way."""
+    cfg = load_config("default", ["optim.lr_g=1e-4", "optim.lr_d=2E-3"])
+    assert cfg.optim.lr_g == 1e-4 and cfg.optim.lr_d == 2e-3
+    assert parse_override("a.b=e5") == {"a": {"b": "e5"}}

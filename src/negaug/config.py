@@ -9,6 +9,7 @@ that need the registries (dataset present, jigsaw K divides the image size, ...)
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,22 @@ from typing import Any
 import yaml
 
 from negaug.registry import closest
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` as a string (it wants `1.0e-4`); people type `1e-4`, so floats
+    without a dot are floats here too."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass
@@ -200,7 +217,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text) or {}
+        data = _yaml_load(text) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -240,7 +257,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if len(parts) < 2 or not all(parts):
         raise ValueError(f"override '{text}': the key must be section.key (e.g. train.steps=100)")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = _yaml_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
         value = value_text
     out: dict[str, Any] = {}
