@@ -34,7 +34,8 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml_load(text: str):
+def yaml_load(text: str):
+    """yaml.safe_load, except that `1e-4` is a float."""
     return yaml.load(text, Loader=_Loader)
 
 
@@ -217,7 +218,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        data = _yaml_load(text) or {}
+        data = yaml_load(text) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -257,7 +258,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if len(parts) < 2 or not all(parts):
         raise ValueError(f"override '{text}': the key must be section.key (e.g. train.steps=100)")
     try:
-        value = _yaml_load(value_text) if value_text.strip() else None
+        value = yaml_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
         value = value_text
     out: dict[str, Any] = {}

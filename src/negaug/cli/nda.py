@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import yaml
 
+from negaug.config import yaml_load  # yaml.safe_load that reads 1e-4 as a float
+
 HELP = "negative data augmentations: `nda show` draws them on real images (the paper's Figure 2)"
 PAPER_ORDER = ("jigsaw", "stitch", "cutout", "cutmix", "mixup")  # Figure 2 / Appendix B order
 NOT_SHOWN_BY_DEFAULT = ("other_data", "mixture")
@@ -60,7 +62,7 @@ def parse_option(text: str, what: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ValueError(f"{what} option '{text}' is not key=value")
     try:
-        return key.strip(), yaml.safe_load(value)
+        return key.strip(), yaml_load(value)
     except yaml.YAMLError:
         raise ValueError(f"{what} option '{text}': cannot read the value {value!r}") from None
 
