@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from negaug.repro import common, mnist, plots
 from negaug.repro.common import BASELINE, NDA, Context
 
@@ -20,7 +22,7 @@ NUM_SAMPLES = {"tiny": 128, "quick": 1000, "full": 1000}  # MNIST-5k's test spli
 CLASSIFIER = {"tiny": {"num_train": 256, "epochs": 1}, "quick": {"num_train": None, "epochs": 5},
               "full": {"num_train": None, "epochs": 5}}  # None: the whole training split
 CLAIM = "Jigsaw NDA improves sample quality at the same number of steps (lower FID)"
-KEYS = (("FID (classifier features)", "fid", 2), ("KID x 1000", "kid_x1000", 2),
+KEYS = (("FID (classifier features)", "fid", 2), ("KID (classifier features)", "kid", 3),
         ("precision", "precision", 3), ("recall", "recall", 3))
 # both generators of each run: the EMA (what the preset samples from) and the trained G itself,
 # since an EMA of a batch-norm generator trained for only a few thousand steps can lag behind
@@ -41,11 +43,11 @@ def evaluation_options(ctx: Context) -> dict[str, Any]:
 
 
 def flatten(results: dict[str, dict]) -> dict[str, Any]:
-    """{"fid", "kid_x1000", "precision", "recall", "protocol"} from `evaluate_*` results."""
+    """{"fid", "kid", "precision", "recall", "protocol"} from `evaluate_*` results."""
     from negaug.metrics import find_result
 
     fid, kid, pr = (find_result(results, name) for name in METRICS)
-    return {"fid": fid["value"], "kid_x1000": 1000 * kid["value"], "precision": pr["precision"],
+    return {"fid": fid["value"], "kid": kid["value"], "precision": pr["precision"],
             "recall": pr["recall"], "protocol": {"fid": fid["protocol"], "kid": kid["protocol"], "pr": pr["protocol"]}}
 
 
@@ -73,7 +75,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 entry.update({f"{which}_{key}": value for key, value in values.items()})
                 samples.setdefault(f"{arm.name} ({which} G)", common.generate(generator, 16, seed=0))
             per_seed[arm.name].append(entry)
-    floor_images = data.build("mnist5k", split="train").images[:num]
+    train_images = data.build("mnist5k", split="train").images  # stored sorted by class: draw at random
+    floor_images = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:num]]
     floor_values = flatten(evaluate_samples(floor_images, reference, METRICS, seed=0, **options))
     floor = {f"{which}_{key}": floor_values[key] for which in GENERATORS for _, key, _ in KEYS}
     summary = summarize(ctx, per_seed, trained, floor, num)
@@ -94,7 +97,7 @@ def summarize(ctx: Context, per_seed, trained, floor, num: int) -> dict[str, Any
         "protocol": {"generator": "last checkpoint: the EMA generator (ema) and the trained G (raw), eval mode", "latent_seed": "10000 + seed",
                      "reference": f"the last {num} images of the MNIST-5k test split",
                      "features": "offline classifier trained on the MNIST-5k training split (negaug.metrics)",
-                     "floor": f"the first {num} real training images scored like a generator",
+                     "floor": f"{num} real training images (seeded random draw) scored like a generator",
                      "spread_rule": common.SPREAD_RULE},
         "per_seed": per_seed, "floor": floor, "comparisons": comparisons,
         "targets": {f"nda_fid_lower_{which}_g": comparisons[f"{which}_fid"]["difference"] < 0 for which in GENERATORS},
