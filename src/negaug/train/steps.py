@@ -3,7 +3,8 @@
 NDA enters training in exactly one place, `discriminator_step`, whatever the loss and the
 architecture (eq. 3 of the paper: the discriminator's fake side is lam * G + (1 - lam) * NDA):
 - weighted mode (the authors' code): a batch of B generated samples and a batch of B negatives,
-  their loss terms weighted lam and 1 - lam;
+  their loss terms weighted lam and 1 - lam; both go through D in one call (one larger batch is
+  faster than two; with batch norm in D they share the statistics of the fake side);
 - mixture mode: one fake batch of B samples, round(lam * B) generated and the rest negatives, so
   the discriminator does no extra work.
 The generator step never sees negatives. Conditional runs give each negative the label of the real
@@ -100,10 +101,13 @@ def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labe
     real, fake = _channels_last(real, ctx), _channels_last(fake, ctx)
     with ctx.autocast(c.device):
         d_real = c.discriminator(real, real_labels).float()
-        d_fake = c.discriminator(fake, fake_labels).float()
         d_neg = None
-        if negatives is not None:
-            d_neg = c.discriminator(_channels_last(negatives, ctx), real_labels).float()
+        if negatives is None:
+            d_fake = c.discriminator(fake, fake_labels).float()
+        else:  # weighted: generated and negatives, the two parts of the fake side, in one call
+            both = _channels_last(torch.cat([fake.to(negatives.dtype), negatives]), ctx)
+            both_labels = None if fake_labels is None else torch.cat([fake_labels, real_labels])
+            d_fake, d_neg = c.discriminator(both, both_labels).float().split([fake.shape[0], batch])
     lam = ctx.lam if d_neg is not None else 1.0
     loss, terms = c.loss.d_loss(d_real, d_fake, d_neg, lam=lam)
     loss = loss + _penalties(c, ctx, real, real_labels, fake, negatives, lam, stats)
