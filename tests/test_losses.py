@@ -17,16 +17,6 @@ D_REAL = [2.0, 0.5]
 D_FAKE = [-3.0, 0.5]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (a 2-thread step of a width-4 ResNet
-    was 30x slower than a 1-thread one on a loaded 2-core machine). Restored after this module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def t(values, dtype=torch.float64) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype)
 

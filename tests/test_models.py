@@ -26,16 +26,6 @@ CASES = {
 LOSSES_PER_MODEL = ["hinge", "nonsaturating", "wgan-gp", "fgan-kl"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (a 2-thread step of a width-4 ResNet
-    was 30x slower than a 1-thread one on a loaded 2-core machine). Restored after this module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def build(case: str, num_classes: int = 0, seed: int = 0):
     options = dict(CASES[case])
     name = options.pop("_name", case)
