@@ -38,17 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from negaug import anomaly
     from negaug.train.runs import load_run
+    from negaug.train.setup import resolve_device
 
     if args.num_images < 2:
         raise ValueError(f"--num-images must be at least 2, got {args.num_images}")
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     loaded = load_run(run_dir, checkpoint=args.checkpoint, device=device,
                       warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     reference = loaded.reference_dataset(split=args.split)

@@ -126,7 +126,7 @@ class LoadedRun:
 def find_checkpoint(run_dir: Path, which: str = "latest", warn=None) -> ckpt.Checkpoint:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist; train one with `negaug train`")
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
     folder = run_dir / "checkpoints"
     if which == "latest":
         found = ckpt.load_latest(folder, warn=warn)

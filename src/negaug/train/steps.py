@@ -13,7 +13,6 @@ image it was made from.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -173,7 +172,3 @@ def generator_step(c: Components, ctx: StepContext, batch: int, step: int, stats
     finally:
         c.discriminator.requires_grad_(True)
     stats.report("loss/g", loss)
-
-
-def iterations_per_second(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else math.nan
