@@ -412,12 +412,18 @@ def test_random_crop_matches_grid_sample():
     assert_close(t.apply(x, params), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_gaussian_noise_adds_std_times_the_drawn_noise():
+def test_gaussian_noise_adds_std_times_the_keyed_noise():
+    from negaug.nda.native import normal_noise
+
     x = images() * 0.5
     t = nda.build("gaussian_noise", std=0.05)
     params = t.sample(x.shape, gen(0))
-    assert_close(t.apply(x, params), x + 0.05 * params["noise"], atol=1e-6, rtol=0)
-    assert_close(params["noise"].std().item(), 1.0, atol=0.1, rtol=0)
+    assert params["key"].dtype == torch.int64 and params["key"].shape == (x.shape[0],)
+    noise = normal_noise(params["key"], x[0].numel()).view(x.shape)
+    assert_close(t.apply(x, params), x + 0.05 * noise, atol=1e-6, rtol=0)
+    # each image's noise depends on its own key only: applying to a subset gives the same rows
+    rows = torch.tensor([5, 1])
+    assert torch.equal(t.transform(x, {"key": params["key"][rows]}, rows), t.apply(x, params)[rows])
     assert float(nda.build("gaussian_noise", std=5.0)(x, gen(0)).abs().max()) == 1.0  # clamped
 
 

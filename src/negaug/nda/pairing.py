@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from negaug.nda.base import NDATransform, Params, register, select_rows
+from negaug.nda.native import stitch_halves
 from negaug.nda.sampling import derangement, sample_beta
 from negaug.nda.transforms import check_patch_size, patch_mask, sample_patch_boxes
 
@@ -50,14 +51,7 @@ class Stitch(PairingTransform):
         return {"split_rows": torch.rand(shape[0], generator=generator, device=generator.device) < 0.5}
 
     def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
-        batch, _, height, width = own.shape
-        split_rows = params["split_rows"].to(own.dtype).view(batch, 1, 1, 1)
-        second_row_half = (torch.arange(height, device=own.device) >= height // 2).to(own.dtype).view(1, 1, height, 1)
-        second_col_half = (torch.arange(width, device=own.device) >= width // 2).to(own.dtype).view(1, 1, 1, width)
-        keep_own = split_rows * (1 - second_row_half) + (1 - split_rows) * (1 - second_col_half)  # (B, 1, H, W) of 0/1
-        # lerp is exact at weights 0 and 1: each pixel is exactly own or partner. In place on the
-        # gathered partners, which saves allocating a second batch.
-        return pool.index_select(0, params["partner"]).lerp_(own, keep_own)
+        return stitch_halves(own, pool, params["partner"], params["split_rows"])
 
 
 @register("cutmix")

@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from negaug.nda.base import NDATransform, Params, register, select_rows
+from negaug.nda.native import jigsaw_tiles, normal_noise
 from negaug.nda.sampling import MAX_REJECTION_ROUNDS, randint_between
 
 
@@ -81,19 +82,7 @@ class Jigsaw(NDATransform):
         return keys.argsort(1)
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        own = select_rows(x, rows)
-        batch, channels, height, width = own.shape
-        k, tile_h, tile_w = self.k, height // self.k, width // self.k
-        # View the batch as (B*C*H*K) chunks of tile_w contiguous pixels: chunk (b, c, y, j) is image
-        # row y inside tile column j. One index_select of whole chunks does the permutation; it is
-        # several times faster than gathering tiles and permuting dimensions back.
-        perm = params["perm"]
-        src_tile_row, src_tile_col = perm.div(k, rounding_mode="floor"), perm.remainder(k)
-        tile_offset = (src_tile_row * (tile_h * k) + src_tile_col).view(batch, 1, k, 1, k)
-        row_offset = torch.arange(tile_h, device=own.device).mul_(k).view(1, 1, 1, tile_h, 1)
-        image_offset = torch.arange(batch * channels, device=own.device).mul_(height * k).view(batch, channels, 1, 1, 1)
-        index = (tile_offset + row_offset).add(image_offset).view(-1)  # (B*C*K*h*K,) in output order
-        return own.reshape(-1, tile_w).index_select(0, index).view(batch, channels, height, width)
+        return jigsaw_tiles(select_rows(x, rows), params["perm"], self.k)
 
 
 class _Flip(NDATransform):
@@ -138,7 +127,10 @@ class GaussianNoise(NDATransform):
     """Add N(0, std^2) noise per pixel, then clamp to [-1, 1] (the image range).
 
     `std` is in image units ([-1, 1] range); the paper does not state its value, 0.1 is our choice.
-    Parameters: `noise` float32 (B, C, H, W), standard normal.
+    Parameters: `key` int64 (B,): image b's noise is `negaug.nda.native.normal_noise(key[b])`, a
+    counter-based stream (SplitMix64 bits, Box-Muller; float32, |z| <= 5.77). Drawing one key per
+    image instead of every pixel from the generator makes the transform 2-4x faster on the CPU
+    (torch's Mersenne Twister dominated), and the bits are the same on every device.
     """
 
     def __init__(self, std: float = 0.1):
@@ -151,11 +143,13 @@ class GaussianNoise(NDATransform):
         return {"std": self.std}
 
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
-        return {"noise": torch.randn(shape, generator=generator, device=generator.device)}
+        keys = torch.randint(-(1 << 63), (1 << 63) - 1, (shape[0],), generator=generator, device=generator.device)
+        return {"key": keys}
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
         own = select_rows(x, rows)
-        return own.add(params["noise"].to(own.dtype), alpha=self.std).clamp_(-1.0, 1.0)
+        noise = normal_noise(params["key"], own[0].numel()).view(own.shape)
+        return own.add(noise.to(own.dtype), alpha=self.std).clamp_(-1.0, 1.0)
 
 
 def _bilinear_taps(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

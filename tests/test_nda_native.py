@@ -1,0 +1,134 @@
+"""The optional C kernels (negaug._native) against their pure-torch fallbacks, and the counter-based
+noise against a pure-Python SplitMix64 and the normal distribution."""
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import scipy.stats
+import torch
+
+from negaug import nda
+from negaug.nda import native
+
+U64 = (1 << 64) - 1
+needs_native = pytest.mark.skipif(native._native is None, reason="negaug._native was not built (no C compiler at install)")
+
+
+def mix64_reference(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & U64
+    return z ^ (z >> 31)
+
+
+def both_paths(monkeypatch, fn):
+    """fn() with the C kernels, then with NEGAUG_NATIVE=0 (the torch fallback)."""
+    with_native = fn()
+    monkeypatch.setenv("NEGAUG_NATIVE", "0")
+    assert not native.native_enabled()
+    without = fn()
+    monkeypatch.delenv("NEGAUG_NATIVE")
+    return with_native, without
+
+
+def test_native_module_is_built_where_a_compiler_exists():
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the install uses the torch fallbacks")
+    assert native._native is not None, "a C compiler exists but negaug._native was not built: reinstall with pip install -e ."
+    assert native.native_enabled()
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_uniform_pairs_match_a_python_splitmix64(monkeypatch, use_native):
+    if not use_native:
+        monkeypatch.setenv("NEGAUG_NATIVE", "0")
+    keys = torch.tensor([0, -1, -(1 << 63), 123456789, (1 << 63) - 1], dtype=torch.int64)
+    u1, u2 = native.uniform_pairs(keys, 9)
+    for b, key in enumerate(keys.tolist()):
+        for i in (0, 4, 8):
+            z = mix64_reference((key + (i + 1) * 0x9E3779B97F4A7C15) & U64)
+            assert u1[b, i].item() == ((z >> 40) + 1) / 2 ** 24
+            assert u2[b, i].item() == ((z >> 16) & 0xFFFFFF) / 2 ** 24
+
+
+@needs_native
+def test_uniform_pairs_native_equals_fallback(monkeypatch):
+    keys = torch.randint(-(1 << 63), (1 << 63) - 1, (37,), generator=torch.Generator().manual_seed(0))
+    (a1, a2), (b1, b2) = both_paths(monkeypatch, lambda: native.uniform_pairs(keys, 1001))
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert 0 < float(a1.min()) and float(a1.max()) <= 1 and 0 <= float(a2.min()) and float(a2.max()) < 1
+
+
+def test_normal_noise_is_standard_normal():
+    keys = torch.randint(-(1 << 63), (1 << 63) - 1, (64,), generator=torch.Generator().manual_seed(1))
+    z = native.normal_noise(keys, 3 * 32 * 32).double()
+    flat = z.flatten()
+    assert abs(flat.mean().item()) < 0.005  # 196k draws: the mean's std is 0.0023
+    assert abs(flat.std().item() - 1) < 0.005
+    assert abs(scipy.stats.kurtosis(flat.numpy(), fisher=False) - 3) < 0.05
+    assert scipy.stats.kstest(flat.numpy(), "norm").pvalue > 1e-3
+    assert float(flat.abs().max()) <= math.sqrt(2 * 24 * math.log(2)) + 1e-5
+    # rows are independent streams: correlations between rows and between halves are ~0
+    corr = torch.corrcoef(z[:8])
+    assert float((corr - torch.eye(8, dtype=corr.dtype)).abs().max()) < 0.06  # 3072 pairs: std 0.018
+    assert abs(torch.corrcoef(torch.stack([z[0, :1536], z[0, 1536:]]))[0, 1].item()) < 0.06
+
+
+def test_normal_noise_rows_depend_on_their_key_only_and_odd_sizes_work():
+    keys = torch.tensor([7, 8, 9])
+    full = native.normal_noise(keys, 11)
+    assert full.shape == (3, 11)
+    assert torch.equal(native.normal_noise(keys[1:2], 11), full[1:2])
+    assert torch.equal(native.normal_noise(keys, 12)[:, :6], full[:, :6])  # cosines come first
+    assert not torch.equal(full[0], full[1])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("k,size", [(2, (8, 8)), (2, (6, 10)), (3, (9, 12)), (4, (16, 8))])
+def test_jigsaw_native_equals_fallback(monkeypatch, dtype, k, size):
+    x = torch.randn(5, 3, *size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    t = nda.build("jigsaw", k=k)
+    params = t.sample(x.shape, torch.Generator().manual_seed(1))
+    a, b = both_paths(monkeypatch, lambda: t.apply(x, params))
+    assert a.dtype == dtype and torch.equal(a, b)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 2), (5, 12)])
+def test_stitch_native_equals_fallback(monkeypatch, dtype, size):
+    x = torch.randn(6, 2, *size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    t = nda.build("stitch")
+    params = t.sample(x.shape, torch.Generator().manual_seed(1))
+    a, b = both_paths(monkeypatch, lambda: t.apply(x, params))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_out_of_range_parameters_are_refused_not_read(monkeypatch, use_native):
+    if not use_native:
+        monkeypatch.setenv("NEGAUG_NATIVE", "0")
+    x = torch.rand(4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"perm .*\[0, 4\)"):
+        nda.build("jigsaw").apply(x, {"perm": torch.tensor([[0, 1, 2, 4]] * 4)})
+    with pytest.raises(ValueError, match=r"partner .*\[0, 4\)"):
+        nda.build("stitch").apply(x, {"partner": torch.tensor([1, 2, 3, 4]), "split_rows": torch.ones(4, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"partner .*\[0, 4\)"):
+        nda.build("stitch").apply(x, {"partner": torch.tensor([1, 2, 3, -1]), "split_rows": torch.zeros(4, dtype=torch.bool)})
+
+
+def test_layouts_and_autograd_take_the_torch_path_with_the_same_result():
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for name in ("jigsaw", "stitch"):
+        t = nda.build(name)
+        params = t.sample(x.shape, torch.Generator().manual_seed(1))
+        expected = t.apply(x, params)
+        assert torch.equal(t.apply(x.to(memory_format=torch.channels_last), params), expected)
+        leaf = x.clone().requires_grad_(True)
+        out = t.apply(leaf, params)
+        assert torch.equal(out.detach(), expected)
+        out.sum().backward()
+        assert_grad = leaf.grad
+        assert assert_grad is not None and float(assert_grad.sum()) == pytest.approx(x.numel())
