@@ -165,8 +165,9 @@ def seconds_per_call(methods: dict[str, Callable[[], object]], repeats: int, sta
                      block_s: float = 0.005) -> dict[str, float]:
     """`stat` (median or min) over repeats of the wall time of one call of each method.
 
-    Each sample times a block of consecutive calls lasting about `block_s` (so a method is not
-    always measured cold, right after another one evicted its data), and blocks are taken
+    Each sample times a block of consecutive calls lasting about `block_s`, after one untimed call:
+    without it the method measured right after kornia's (which allocates many temporaries) paid up
+    to 2x for the cold caches and heap it left behind, whichever method that was. Blocks are taken
     round-robin so that load from other processes affects every method alike."""
     calls = {}
     for name, fn in methods.items():
@@ -177,6 +178,7 @@ def seconds_per_call(methods: dict[str, Callable[[], object]], repeats: int, sta
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
+            fn()  # untimed: the first call after another method pays for the caches and heap it left
             start = time.perf_counter()
             for _ in range(calls[name]):
                 fn()

@@ -106,6 +106,50 @@ def test_stitch_native_equals_fallback(monkeypatch, dtype, size):
     assert torch.equal(a, b)
 
 
+def _every_transform():
+    source = torch.rand(5, 3, 8, 8) * 2 - 1
+    built = {name: nda.build(name, source=source) if name == "other_data" else nda.build(name) for name in nda.names()}
+    built["mixture_all"] = nda.build("mixture", transforms=[n for n in nda.names() if n not in ("mixture", "other_data")])
+    built["positive"] = nda.positive("cutmix", p=0.5)
+    return built
+
+
+@needs_native
+@pytest.mark.parametrize("name", sorted(_every_transform()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_transform_gives_the_same_bits_with_and_without_the_kernels(monkeypatch, name, dtype):
+    t = _every_transform()[name]
+    x = (torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dtype)
+    params = t.sample(x.shape, torch.Generator().manual_seed(1))
+    a, b = both_paths(monkeypatch, lambda: t.apply(x, params))
+    assert torch.equal(a, b)
+    # a subset of rows, written into a larger output at other rows (what mixture does)
+    rows, out_rows = torch.tensor([3, 0, 7]), torch.tensor([5, 1, 2])
+    sub = {key: value[rows] for key, value in params.items()}
+
+    def into():
+        out = torch.zeros(6, 3, 8, 8, dtype=dtype)
+        t.transform_into(out, x, sub, rows, out_rows)
+        return out
+
+    c, d = both_paths(monkeypatch, into)
+    assert torch.equal(c, d) and torch.equal(c[out_rows], t.transform(x, sub, rows))
+    assert torch.equal(c[[0, 3, 4]], torch.zeros(3, 3, 8, 8, dtype=dtype))
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_out_of_range_rows_are_refused(monkeypatch, use_native):
+    if not use_native:
+        monkeypatch.setenv("NEGAUG_NATIVE", "0")
+    x, out = torch.rand(4, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="output rows"):
+        native.scatter_rows(out, torch.tensor([0, 2]), x, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="input rows"):
+        native.scatter_rows(out, torch.tensor([0, 1]), x, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="box"):
+        native.cutmix_boxes(x, torch.tensor([1, 0, 3, 2]), torch.tensor([[0, 0, 4, 4], [5, 0, 4, 4], [0, 0, 1, 1], [0, 0, 1, 1]]))
+
+
 @pytest.mark.parametrize("use_native", [True, False])
 def test_out_of_range_parameters_are_refused_not_read(monkeypatch, use_native):
     if not use_native:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from negaug.registry import Registry
+from negaug.nda.native import scatter_rows
 from negaug.nda.sampling import resolve_generator
 
 TRANSFORMS = Registry("NDA transform")
@@ -111,6 +112,12 @@ class NDATransform(nn.Module):
         that pairing transforms can take partners from it.
         """
         raise NotImplementedError
+
+    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
+                       out_rows: torch.Tensor | None = None) -> None:
+        """Write `transform(x, params, rows)` into out[out_rows] (out[:R] when None). Transforms
+        with a C kernel override this to write in place; the default transforms, then copies."""
+        scatter_rows(out, out_rows, self.transform(x, params, rows))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.options().items())

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from negaug.nda.base import NDATransform, Params, register, select_rows
-from negaug.nda.native import stitch_halves
+from negaug.nda.native import cutmix_boxes, stitch_halves
 from negaug.nda.sampling import derangement, sample_beta
-from negaug.nda.transforms import check_patch_size, patch_mask, sample_patch_boxes
+from negaug.nda.transforms import check_patch_size, sample_patch_boxes
 
 
 class PairingTransform(NDATransform):
@@ -50,8 +50,12 @@ class Stitch(PairingTransform):
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"split_rows": torch.rand(shape[0], generator=generator, device=generator.device) < 0.5}
 
-    def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
-        return stitch_halves(own, pool, params["partner"], params["split_rows"])
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return stitch_halves(x, params["partner"], params["split_rows"], rows)
+
+    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
+                       out_rows: torch.Tensor | None = None) -> None:
+        stitch_halves(x, params["partner"], params["split_rows"], rows, out, out_rows)
 
 
 @register("cutmix")
@@ -68,9 +72,12 @@ class CutMix(PairingTransform):
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"box": sample_patch_boxes(shape, generator)}
 
-    def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
-        mask = patch_mask(params["box"], *own.shape[-2:], own.dtype)  # (B, 1, H, W) of 0/1
-        return pool.index_select(0, params["partner"]).lerp_(own, 1 - mask)  # exact at weights 0 and 1
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return cutmix_boxes(x, params["partner"], params["box"], rows)
+
+    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
+                       out_rows: torch.Tensor | None = None) -> None:
+        cutmix_boxes(x, params["partner"], params["box"], rows, out, out_rows)
 
 
 @register("mixup")
