@@ -341,6 +341,15 @@ def test_cutout_and_cutmix_reject_images_too_small_for_a_patch():
             nda.check_compatible(name, (1, 8))
 
 
+@pytest.mark.parametrize("alpha,beta", [(0.5, 3.0), (2.0, 5.0), (7.0, 1.0)])
+def test_asymmetric_beta_draws_match_theory(alpha, beta):
+    from scipy import stats
+
+    draws = nda.sample_beta(alpha, beta, 20000, gen(3)).numpy()
+    assert abs(draws.mean() - alpha / (alpha + beta)) < 6 * stats.beta(alpha, beta).std() / math.sqrt(20000)
+    assert stats.kstest(draws, stats.beta(alpha, beta).cdf).pvalue > 1e-3
+
+
 @pytest.mark.parametrize("alpha", [0.5, 2.0, 25.0])
 def test_beta_draws_match_theory(alpha):
     from scipy import stats
@@ -471,6 +480,15 @@ def test_mixture_gives_each_image_its_chosen_component_output():
         chosen = params["choice"] == index
         assert torch.equal(out[chosen], component.apply(x, component_params)[chosen])
     assert t.components[2].alpha == 10
+
+
+def test_mixture_pairing_components_share_one_derangement():
+    t = nda.build("mixture", transforms=["stitch", "jigsaw", "mixup", "cutmix"])
+    params = t.sample((9, 3, 8, 8), gen(4))
+    partner = params["0.partner"]
+    assert torch.equal(params["2.partner"], partner) and torch.equal(params["3.partner"], partner)
+    assert not bool((partner == torch.arange(9)).any())
+    assert "1.partner" not in params
 
 
 def test_mixture_follows_the_weights():

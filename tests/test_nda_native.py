@@ -116,7 +116,7 @@ def _every_transform():
 
 @needs_native
 @pytest.mark.parametrize("name", sorted(_every_transform()))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_every_transform_gives_the_same_bits_with_and_without_the_kernels(monkeypatch, name, dtype):
     t = _every_transform()[name]
     x = (torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dtype)
@@ -146,6 +146,8 @@ def test_out_of_range_rows_are_refused(monkeypatch, use_native):
         native.scatter_rows(out, torch.tensor([0, 2]), x, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="input rows"):
         native.scatter_rows(out, torch.tensor([0, 1]), x, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="box"):
+        native.cutout_boxes(x, torch.tensor([[0, 0, 4, 4], [0, 6, 4, 4], [0, 0, 1, 1], [0, 0, 1, 1]]))
     with pytest.raises(ValueError, match="box"):
         native.cutmix_boxes(x, torch.tensor([1, 0, 3, 2]), torch.tensor([[0, 0, 4, 4], [5, 0, 4, 4], [0, 0, 1, 1], [0, 0, 1, 1]]))
 

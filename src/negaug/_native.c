@@ -206,6 +206,18 @@ static PyObject *stitch(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static int check_boxes(const Batch *b, const char *what) {
+    for (long long r = 0; r < b->R; r++) {
+        const int64_t *x = b->box + 4 * r;
+        if (x[0] < 0 || x[1] < 0 || x[2] < 0 || x[3] < 0 || x[0] + x[2] > b->H || x[1] + x[3] > b->W) {
+            PyErr_Format(PyExc_ValueError, "%s: box (%lld, %lld, %lld, %lld) does not fit a %lldx%lld image", what,
+                         (long long)x[0], (long long)x[1], (long long)x[2], (long long)x[3], b->H, b->W);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void cutmix_range(const Batch *b, long long r0, long long r1) {
     for (long long r = r0; r < r1; r++) {
         const int64_t *x = b->box + 4 * r;
@@ -236,16 +248,67 @@ static PyObject *cutmix(PyObject *self, PyObject *args) {
     b.box = (const int64_t *)(uintptr_t)box_p;
     if (check_index(b.partner, b.R, b.N, "cutmix: partner"))
         return NULL;
-    for (long long r = 0; r < b.R; r++) {
-        const int64_t *x = b.box + 4 * r;
-        if (x[0] < 0 || x[1] < 0 || x[2] < 0 || x[3] < 0 || x[0] + x[2] > b.H || x[1] + x[3] > b.W) {
-            PyErr_Format(PyExc_ValueError, "cutmix: box (%lld, %lld, %lld, %lld) does not fit a %lldx%lld image",
-                         (long long)x[0], (long long)x[1], (long long)x[2], (long long)x[3], b.H, b.W);
-            return NULL;
-        }
-    }
+    if (check_boxes(&b, "cutmix"))
+        return NULL;
     Py_BEGIN_ALLOW_THREADS
     run_rows(&b, cutmix_range);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static void cutout_range(const Batch *b, long long r0, long long r1) {
+    for (long long r = r0; r < r1; r++) {
+        const int64_t *x = b->box + 4 * r;
+        char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
+        const char *o_image = b->src + ROW(b->src_rows, r) * b->image_bytes;
+        copy_bytes(d_image, o_image, b->image_bytes);
+        if (x[2] == 0 || x[3] == 0)
+            continue;
+        const double area = (double)(x[2] * x[3]);
+        for (long long c = 0; c < b->C; c++) {
+            const size_t plane = c * b->plane_bytes;
+            double sum = 0.0;
+            for (long long y = x[0]; y < x[0] + x[2]; y++) {
+                const char *row = o_image + plane + (size_t)y * b->row_bytes;
+                if (b->itemsize == 4)
+                    for (long long i = x[1]; i < x[1] + x[3]; i++) sum += ((const float *)row)[i];
+                else
+                    for (long long i = x[1]; i < x[1] + x[3]; i++) sum += ((const double *)row)[i];
+            }
+            const double mean = sum / area;
+            for (long long y = x[0]; y < x[0] + x[2]; y++) {
+                char *row = d_image + plane + (size_t)y * b->row_bytes;
+                if (b->itemsize == 4)
+                    for (long long i = x[1]; i < x[1] + x[3]; i++) ((float *)row)[i] = (float)mean;
+                else
+                    for (long long i = x[1]; i < x[1] + x[3]; i++) ((double *)row)[i] = mean;
+            }
+        }
+    }
+}
+
+/* cutout(<batch>, box): image r is src[src_rows[r]] with the box (top, left, height, width) =
+ * box[r] filled, per channel, with the box's mean: summed in float64, divided by the area in
+ * float64, rounded once to the element type. float32 and float64 images only (itemsize 4 or 8).
+ * The float64 sum of float32 values is exact (so independent of the order of summation, and
+ * equal to the torch fallback's) unless a box mixes values below ~2^-29 in magnitude with values
+ * near 1. */
+static PyObject *cutout(PyObject *self, PyObject *args) {
+    Batch b = {0};
+    addr_t dst, dst_rows, src, src_rows, box_p;
+    if (!PyArg_ParseTuple(args, BATCH_FORMAT "K", BATCH_ARGS(b, dst, dst_rows, src, src_rows), &box_p))
+        return NULL;
+    if (setup_batch(&b, dst, dst_rows, src, src_rows))
+        return NULL;
+    if (b.itemsize != 4 && b.itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "cutout kernel: float32 or float64 images only");
+        return NULL;
+    }
+    b.box = (const int64_t *)(uintptr_t)box_p;
+    if (check_boxes(&b, "cutout"))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    run_rows(&b, cutout_range);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -294,6 +357,7 @@ static PyMethodDef methods[] = {
     {"jigsaw", jigsaw, METH_VARARGS, "Tile permutation of contiguous (B, C, H, W) images."},
     {"stitch", stitch, METH_VARARGS, "Halves of two images, per image top/bottom or left/right."},
     {"cutmix", cutmix, METH_VARARGS, "A box of each image replaced by the same box of its partner."},
+    {"cutout", cutout, METH_VARARGS, "A box of each image filled with its per-channel mean."},
     {"uniform_pairs", uniform_pairs, METH_VARARGS, "Counter-based uniform pairs for Box-Muller."},
     {NULL, NULL, 0, NULL},
 };

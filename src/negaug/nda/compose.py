@@ -10,6 +10,8 @@ from torch import nn
 
 from negaug.nda.base import NDATransform, Params, from_spec, prefix_params, register, slice_params, unprefix_params
 from negaug.nda.native import scatter_rows
+from negaug.nda.pairing import PairingTransform
+from negaug.nda.sampling import derangement
 from negaug.nda.transforms import check_probability, draw_flags
 
 Spec = str | dict[str, Any] | NDATransform
@@ -38,8 +40,8 @@ class Mixture(NDATransform):
     chosen independently with probabilities proportional to `weights` (default: equal).
 
     Every component draws parameters for the whole batch (so pairing components pick partners
-    among all images), and is applied only to the images that chose it: a loop over components,
-    not images. Parameters: `choice` int64 (B,) and each component's under "<index>.<key>".
+    among all images; they share one derangement), and is applied only to the images that chose
+    it, writing into the output in place: a loop over components, not images. Parameters: `choice` int64 (B,) and each component's under "<index>.<key>".
     """
 
     def __init__(self, transforms: Sequence[Spec] = DEFAULT_MIXTURE, weights: Sequence[float] | None = None):
@@ -63,8 +65,11 @@ class Mixture(NDATransform):
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         weights = torch.tensor(self.weights, dtype=torch.float64, device=generator.device)
         params = {"choice": torch.multinomial(weights, shape[0], replacement=True, generator=generator)}
+        pairing = [isinstance(component, PairingTransform) for component in self.components]
+        partner = derangement(shape[0], generator) if any(pairing) else None  # one for all pairing components
         for index, component in enumerate(self.components):
-            params.update(prefix_params(str(index), component.make_params(shape, generator)))
+            drawn = component.make_params(shape, generator, partner) if pairing[index] else component.make_params(shape, generator)
+            params.update(prefix_params(str(index), drawn))
         return params
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:

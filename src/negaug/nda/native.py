@@ -170,17 +170,41 @@ def cutmix_boxes(x: torch.Tensor, partner: torch.Tensor, box: torch.Tensor, rows
     x[partner[r]] at the same place."""
     call = _Call(x, rows, out, out_rows)
     partner, box = _index(partner), _index(box)
-    height, width = x.shape[-2:]
     if call.native:
         _native.cutmix(*call.batch_args(), partner.data_ptr(), box.data_ptr())
         return call.out
     _check_range("cutmix: partner", partner, x.shape[0])
-    top, left, box_h, box_w = box.unbind(1)
-    if bool(((box < 0).any(1) | (top + box_h > height) | (left + box_w > width)).any()):
-        raise ValueError(f"cutmix: a box does not fit a {height}x{width} image")
+    _check_boxes("cutmix", box, *x.shape[-2:])
     own = call.own()
+    height, width = own.shape[-2:]
     mask = patch_mask(box, height, width, own.dtype)  # (R, 1, H, W) of 0/1
     return call.place(x.index_select(0, partner).lerp_(own, 1 - mask))  # exact at weights 0 and 1
+
+
+def _check_boxes(name: str, box: torch.Tensor, height: int, width: int) -> None:
+    top, left, box_h, box_w = box.unbind(1)
+    if bool(((box < 0).any(1) | (top + box_h > height) | (left + box_w > width)).any()):
+        raise ValueError(f"{name}: a box does not fit a {height}x{width} image")
+
+
+def cutout_boxes(x: torch.Tensor, box: torch.Tensor, rows: torch.Tensor | None = None,
+                 out: torch.Tensor | None = None, out_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """x[rows[r]] with the box (top, left, height, width) = box[r] filled, per channel, with the
+    box's mean: summed in float64 and rounded once to x's dtype. The float64 sum of float32 pixels
+    is exact, hence the same in any order (C kernel or torch), unless a box mixes values below
+    ~2^-29 in magnitude with values near 1."""
+    call = _Call(x, rows, out, out_rows)
+    box = _index(box)
+    if call.native and x.dtype in (torch.float32, torch.float64):
+        _native.cutout(*call.batch_args(), box.data_ptr())
+        return call.out
+    _check_boxes("cutout", box, *x.shape[-2:])
+    own = call.own()
+    mask = patch_mask(box, *own.shape[-2:], torch.float64)
+    sums = (own.double() * mask).sum((2, 3), keepdim=True)  # (R, C, 1, 1)
+    area = (box[:, 2] * box[:, 3]).clamp_min(1).to(torch.float64).view(-1, 1, 1, 1)
+    # lerp is exact at weights 0 and 1: 0 keeps the pixel, 1 takes the mean
+    return call.place(torch.lerp(own, (sums / area).to(own.dtype), mask.to(own.dtype)))
 
 
 def _mix64(z: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,10 @@ class PairingTransform(NDATransform):
 
     min_batch_size = 2
 
-    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
-        params = {"partner": derangement(shape[0], generator)}
+    def make_params(self, shape: torch.Size, generator: torch.Generator, partner: torch.Tensor | None = None) -> Params:
+        """`partner`: a derangement drawn by the caller (mixture draws one for all its pairing
+        components: each image uses only one component, so sharing it changes no distribution)."""
+        params = {"partner": derangement(shape[0], generator) if partner is None else partner}
         params.update(self.make_pair_params(shape, generator))
         return params
 

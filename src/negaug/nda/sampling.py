@@ -98,10 +98,18 @@ def _marsaglia_tsang_log(shape: torch.Tensor, generator: torch.Generator) -> tor
 
 def sample_beta(alpha: float, beta: float, n: int, generator: torch.Generator) -> torch.Tensor:
     """n draws from Beta(alpha, beta), float64 (n,) in [0, 1]: G1 / (G1 + G2) for independent
-    Gamma draws (one rejection loop for both), computed as sigmoid(log G1 - log G2) to stay
-    exact for small concentrations."""
+    Gamma draws. With both concentrations >= 1 (mixup's alpha = 25) the Gamma draws cannot
+    underflow and the ratio is computed directly (5 ops); below 1 it is sigmoid(log G1 - log G2)
+    from the log-space sampler, which stays exact for tiny concentrations."""
     if alpha <= 0 or beta <= 0:
         raise ValueError(f"Beta concentrations must be positive, got alpha={alpha}, beta={beta}")
+    device = generator.device
+    if min(alpha, beta) >= 1.0 and hasattr(torch, "_standard_gamma"):
+        concentration = torch.full((2, n), float(alpha), dtype=torch.float64, device=device)
+        if beta != alpha:
+            concentration[1] = float(beta)
+        first, second = torch._standard_gamma(concentration, generator=generator)
+        return first / (first + second)
     concentration = torch.tensor([float(alpha), float(beta)], dtype=torch.float64).repeat_interleave(n)
     log_gamma = sample_log_gamma(concentration, generator)
     return torch.sigmoid(log_gamma[:n] - log_gamma[n:])

@@ -4,13 +4,14 @@ its own. Pairing transforms (stitch, cutmix, mixup) live in `pairing.py`, `other
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Sequence
 
 import torch
 
 from negaug.nda.base import NDATransform, Params, register, select_rows
-from negaug.nda.native import jigsaw_tiles, normal_noise, patch_mask
+from negaug.nda.native import cutout_boxes, jigsaw_tiles, normal_noise
 from negaug.nda.sampling import MAX_REJECTION_ROUNDS, randint_between
 
 
@@ -228,19 +229,25 @@ def check_patch_size(name: str, height: int, width: int) -> None:
         raise ValueError(f"{name} needs images of at least 2x2 pixels for a patch of 1/3 to 1/2 of each side, got {height}x{width}")
 
 
+@functools.lru_cache(maxsize=64)
+def _patch_constants(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 (2,) each: lowest side, number of possible sides, and image size, per axis (H, W)."""
+    (low_h, high_h), (low_w, high_w) = patch_bounds(height), patch_bounds(width)
+    options = dict(dtype=torch.float64, device=device)
+    return (torch.tensor([low_h, low_w], **options), torch.tensor([high_h - low_h + 1, high_w - low_w + 1], **options),
+            torch.tensor([height, width], **options))
+
+
 def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     """int64 (B, 4) = (top, left, height, width): a patch per image with each side uniform in
     `patch_bounds`, at a uniform position fully inside the image. One float64 uniform per number,
     floored (as `randint_between`; bias below 2^-40), drawn in one call."""
     batch, _, height, width = shape
-    device = generator.device
-    (low_h, high_h), (low_w, high_w) = patch_bounds(height), patch_bounds(width)
-    u = torch.rand(batch, 4, generator=generator, device=device, dtype=torch.float64)
-    low = torch.tensor([low_h, low_w], device=device, dtype=torch.float64)
-    span = torch.tensor([high_h - low_h + 1, high_w - low_w + 1], device=device, dtype=torch.float64)
-    sides = u[:, :2].mul(span).floor_().minimum(span - 1).add_(low)  # (B, 2): height, width
-    free = torch.tensor([height, width], device=device, dtype=torch.float64) - sides  # start in [0, free]
-    starts = u[:, 2:].mul(free + 1).floor_().minimum(free)  # (B, 2): top, left
+    low, span, size = _patch_constants(height, width, generator.device)
+    u = torch.rand(batch, 4, generator=generator, device=generator.device, dtype=torch.float64)
+    sides = u[:, :2].mul(span).floor_().clamp_(max=span - 1).add_(low)  # (B, 2): height, width
+    free = size - sides  # start in [0, free]
+    starts = u[:, 2:].mul(free + 1).floor_().clamp_(max=free)  # (B, 2): top, left
     return torch.cat([starts, sides], 1).to(torch.int64)
 
 
@@ -248,7 +255,8 @@ def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.T
 class Cutout(NDATransform):
     """Replace a random patch of each image (height in [ceil(H/3), floor(H/2)], width likewise,
     uniform position fully inside) with that patch's own per-channel mean (the paper's variant;
-    DeVries & Taylor fill with zeros). Parameters: `box` int64 (B, 4) = (top, left, height, width).
+    DeVries & Taylor fill with zeros), summed in float64. Parameters: `box` int64 (B, 4) =
+    (top, left, height, width).
     """
 
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
@@ -258,10 +266,8 @@ class Cutout(NDATransform):
         return {"box": sample_patch_boxes(shape, generator)}
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        own = select_rows(x, rows)
-        box = params["box"]
-        # Sum in at least float32 (half-precision inputs), then fill with lerp: 0 keeps, 1 fills.
-        mask = patch_mask(box, *own.shape[-2:], torch.promote_types(own.dtype, torch.float32))
-        sums = (own * mask).sum((2, 3), keepdim=True)  # (B, C, 1, 1)
-        area = (box[:, 2] * box[:, 3]).to(sums.dtype).view(-1, 1, 1, 1)
-        return torch.lerp(own, (sums / area).to(own.dtype), mask.to(own.dtype))
+        return cutout_boxes(x, params["box"], rows)
+
+    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
+                       out_rows: torch.Tensor | None = None) -> None:
+        cutout_boxes(x, params["box"], rows, out, out_rows)
