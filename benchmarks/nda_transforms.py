@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import statistics
 import time
 import warnings
@@ -168,7 +169,22 @@ def seconds_per_call(methods: dict[str, Callable[[], object]], repeats: int, sta
     Each sample times a block of consecutive calls lasting about `block_s`, after one untimed call:
     without it the method measured right after kornia's (which allocates many temporaries) paid up
     to 2x for the cold caches and heap it left behind, whichever method that was. Blocks are taken
-    round-robin so that load from other processes affects every method alike."""
+    round-robin so that load from other processes affects every method alike. The garbage
+    collector is off while timing, as in `timeit`: with torch and kornia loaded, a collection
+    triggered by one method's allocations cost up to 100 us per call, which measured the size of
+    the Python heap rather than the transform."""
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as timeit does: a collection landing in one method's block is not that method's cost
+    try:
+        return _seconds_per_call(methods, repeats, stat, block_s)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _seconds_per_call(methods: dict[str, Callable[[], object]], repeats: int, stat: Callable[[list[float]], float],
+                      block_s: float) -> dict[str, float]:
     calls = {}
     for name, fn in methods.items():
         start = time.perf_counter()

@@ -20,6 +20,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -64,7 +65,7 @@ struct Batch {
     const int64_t *dst_rows;
     const char *src;
     const int64_t *src_rows;
-    long long M, N, R, C, H, W, itemsize;
+    long long M, N, R, C, H, W, itemsize, threads;
     size_t row_bytes, plane_bytes, image_bytes;
     /* per-kernel parameters */
     const int64_t *perm, *partner, *box;
@@ -93,13 +94,64 @@ static int setup_batch(Batch *b, addr_t dst, addr_t dst_rows, addr_t src, addr_t
     return 0;
 }
 
-#define BATCH_FORMAT "KKLKKLLLLLL"
+#define BATCH_FORMAT "KKLKKLLLLLLL"
 #define BATCH_ARGS(b, dst, dst_rows, src, src_rows) \
-    &dst, &dst_rows, &(b).M, &src, &src_rows, &(b).N, &(b).R, &(b).C, &(b).H, &(b).W, &(b).itemsize
+    &dst, &dst_rows, &(b).M, &src, &src_rows, &(b).N, &(b).R, &(b).C, &(b).H, &(b).W, &(b).itemsize, &(b).threads
 
-/* Single-threaded on purpose: a second pthread per call measured 2-5x slower here (thread start-up
- * and contention with torch's OpenMP threads, which spin for a while after each parallel op). */
-static void run_rows(Batch *b, RangeFn fn) { fn(b, 0, b->R); }
+/* Threads: the kernels run on torch's own OpenMP thread pool when torch uses GNU OpenMP (the
+ * libgomp that torch loaded, found by negaug/nda/native.py and handed over with use_openmp):
+ * the same threads torch's parallel ops use, so no extra threads compete for the cores. A private
+ * pthread per call measured 2-5x slower here (start-up, and contention with torch's OpenMP
+ * threads, which spin for a while after each parallel op). Without it the kernels run serially. */
+typedef void (*gomp_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*omp_int_t)(void);
+static gomp_parallel_t gomp_parallel = NULL;
+static omp_int_t omp_thread_num = NULL, omp_num_threads = NULL;
+
+static PyObject *use_openmp(PyObject *self, PyObject *args) {
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD); /* only a library already loaded by torch */
+    if (handle) {
+        gomp_parallel = (gomp_parallel_t)dlsym(handle, "GOMP_parallel");
+        omp_thread_num = (omp_int_t)dlsym(handle, "omp_get_thread_num");
+        omp_num_threads = (omp_int_t)dlsym(handle, "omp_get_num_threads");
+    }
+    if (!gomp_parallel || !omp_thread_num || !omp_num_threads)
+        gomp_parallel = NULL;
+    return PyBool_FromLong(gomp_parallel != NULL);
+}
+
+typedef struct {
+    const Batch *b;
+    RangeFn fn;
+} Task;
+
+static void run_task(void *data) {
+    const Task *task = (const Task *)data;
+    const long long t = omp_thread_num(), n = omp_num_threads(), R = task->b->R;
+    task->fn(task->b, R * t / n, R * (t + 1) / n);
+}
+
+/* Below this many bytes per thread a parallel region costs more than it saves. */
+#define MIN_BYTES_PER_THREAD (256 * 1024)
+
+/* Runs fn over the images [0, R), split into contiguous ranges over up to `threads` threads (the
+ * caller passes torch.get_num_threads()). Every image is written by exactly one thread, so the
+ * result does not depend on the number of threads. */
+static void run_rows(Batch *b, RangeFn fn) {
+    long long threads = b->threads;
+    const long long by_size = (long long)((size_t)b->R * b->image_bytes / MIN_BYTES_PER_THREAD);
+    if (threads > by_size) threads = by_size;
+    if (threads > b->R) threads = b->R;
+    if (threads < 2 || !gomp_parallel) {
+        fn(b, 0, b->R);
+        return;
+    }
+    Task task = {b, fn};
+    gomp_parallel(run_task, &task, (unsigned)threads, 0);
+}
 
 static void scatter_range(const Batch *b, long long r0, long long r1) {
     for (long long r = r0; r < r1; r++)
@@ -121,6 +173,22 @@ static PyObject *scatter_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Copies `count` rows of `bytes` bytes, `stride` apart in both src and dst. The sizes of a tile row
+ * of a 32, 64 or 128 pixel float32 image with k = 2 get their own loops, where the fixed-size copy
+ * compiles to a few vector moves with no size checks. */
+static inline void copy_rows(char *restrict d, const char *restrict s, size_t bytes, size_t stride, long long count) {
+#define FIXED(N) \
+    case N: \
+        for (long long y = 0; y < count; y++) __builtin_memcpy(d + (size_t)y * stride, s + (size_t)y * stride, N); \
+        return;
+    switch (bytes) {
+        FIXED(32) FIXED(64) FIXED(128) FIXED(256)
+    default:
+        for (long long y = 0; y < count; y++) copy_bytes(d + (size_t)y * stride, s + (size_t)y * stride, bytes);
+    }
+#undef FIXED
+}
+
 static void jigsaw_range(const Batch *b, long long r0, long long r1) {
     const long long k = b->k, tiles = k * k, th = b->H / k;
     const size_t tile_row_bytes = (size_t)(b->W / k * b->itemsize);
@@ -134,8 +202,7 @@ static void jigsaw_range(const Batch *b, long long r0, long long r1) {
             for (long long t = 0; t < tiles; t++) {
                 char *d = d_plane + (size_t)(t / k * th) * b->row_bytes + (size_t)(t % k) * tile_row_bytes;
                 const char *s = s_plane + (size_t)(p[t] / k * th) * b->row_bytes + (size_t)(p[t] % k) * tile_row_bytes;
-                for (long long y = 0; y < th; y++)
-                    copy_bytes(d + (size_t)y * b->row_bytes, s + (size_t)y * b->row_bytes, tile_row_bytes);
+                copy_rows(d, s, tile_row_bytes, b->row_bytes, th);
             }
         }
     }
@@ -176,11 +243,8 @@ static void stitch_range(const Batch *b, long long r0, long long r1) {
                 copy_bytes(d, o, top_bytes);
                 copy_bytes(d + top_bytes, q + top_bytes, b->plane_bytes - top_bytes);
             } else {
-                for (long long y = 0; y < b->H; y++) {
-                    const size_t row = (size_t)y * b->row_bytes;
-                    copy_bytes(d + row, o + row, left_bytes);
-                    copy_bytes(d + row + left_bytes, q + row + left_bytes, b->row_bytes - left_bytes);
-                }
+                copy_rows(d, o, left_bytes, b->row_bytes, b->H);
+                copy_rows(d + left_bytes, q + left_bytes, b->row_bytes - left_bytes, b->row_bytes, b->H);
             }
         }
     }
@@ -227,10 +291,8 @@ static void cutmix_range(const Batch *b, long long r0, long long r1) {
         const size_t offset = (size_t)x[1] * b->itemsize, span = (size_t)x[3] * b->itemsize;
         copy_bytes(d_image, o_image, b->image_bytes);
         for (long long c = 0; c < b->C; c++) {
-            for (long long y = x[0]; y < x[0] + x[2]; y++) {
-                const size_t at = c * b->plane_bytes + (size_t)y * b->row_bytes + offset;
-                copy_bytes(d_image + at, q_image + at, span);
-            }
+            const size_t at = c * b->plane_bytes + (size_t)x[0] * b->row_bytes + offset;
+            copy_rows(d_image + at, q_image + at, span, b->row_bytes, x[2]);
         }
     }
 }
@@ -267,14 +329,17 @@ static void cutout_range(const Batch *b, long long r0, long long r1) {
         const double area = (double)(x[2] * x[3]);
         for (long long c = 0; c < b->C; c++) {
             const size_t plane = c * b->plane_bytes;
-            double sum = 0.0;
+            /* 8 partial sums break the dependency chain of one accumulator (4 cycles per add); the
+             * float64 sum of these values is exact, so grouping does not change it. */
+            double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (long long y = x[0]; y < x[0] + x[2]; y++) {
                 const char *row = o_image + plane + (size_t)y * b->row_bytes;
                 if (b->itemsize == 4)
-                    for (long long i = x[1]; i < x[1] + x[3]; i++) sum += ((const float *)row)[i];
+                    for (long long i = x[1]; i < x[1] + x[3]; i++) part[i & 7] += ((const float *)row)[i];
                 else
-                    for (long long i = x[1]; i < x[1] + x[3]; i++) sum += ((const double *)row)[i];
+                    for (long long i = x[1]; i < x[1] + x[3]; i++) part[i & 7] += ((const double *)row)[i];
             }
+            const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
             const double mean = sum / area;
             for (long long y = x[0]; y < x[0] + x[2]; y++) {
                 char *row = d_image + plane + (size_t)y * b->row_bytes;
@@ -353,6 +418,7 @@ static PyObject *uniform_pairs(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"use_openmp", use_openmp, METH_VARARGS, "Run kernels on the GNU OpenMP pool of the already loaded library at this path."},
     {"scatter_rows", scatter_rows, METH_VARARGS, "dst[dst_rows] = src[src_rows], whole images."},
     {"jigsaw", jigsaw, METH_VARARGS, "Tile permutation of contiguous (B, C, H, W) images."},
     {"stitch", stitch, METH_VARARGS, "Halves of two images, per image top/bottom or left/right."},

@@ -54,8 +54,14 @@ class NDATransform(nn.Module):
     min_batch_size: int = 1  # pairing transforms need 2: an image is never paired with itself
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Negatives of x: `apply(x, sample(x.shape, generator, x.device))`."""
-        return self.apply(x, self.sample(x.shape, generator, x.device))
+        """Negatives of x: `apply(x, sample(x.shape, generator, x.device))`, with the checks done
+        once (this is the per-step hot path)."""
+        self._check_input(x)
+        generator = resolve_generator(generator)
+        params = self.make_params(x.shape, generator)
+        if generator.device != x.device:
+            params = {key: value.to(x.device) for key, value in params.items()}
+        return self.transform(x, params)
 
     def sample(self, shape: Sequence[int], generator: torch.Generator | None = None,
                device: torch.device | str | None = None) -> Params:
@@ -76,13 +82,20 @@ class NDATransform(nn.Module):
             return super().apply(x)
         if params is None:
             raise ValueError(f"{self.name}.apply(x, params) needs the params drawn by {self.name}.sample(x.shape, generator)")
+        return self.transform(x, self._checked(x, params))
+
+    def _check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise ValueError(f"{self.name} expects a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
         self.check_shape(x.shape)
+
+    def _checked(self, x: Any, params: Params) -> Params:
+        """params on x's device, after checking that x is a float batch they describe."""
+        self._check_input(x)
         for key, value in params.items():
             if value.shape[:1] != x.shape[:1]:
                 raise ValueError(f"{self.name}: parameter '{key}' describes {value.shape[0]} images, the batch has {x.shape[0]}")
-        return self.transform(x, {key: value.to(x.device) for key, value in params.items()})
+        return {key: value.to(x.device) for key, value in params.items()}
 
     @property
     def name(self) -> str:

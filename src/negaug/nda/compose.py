@@ -21,12 +21,13 @@ DEFAULT_MIXTURE = ("jigsaw", "stitch", "mixup", "cutout", "cutmix")
 
 
 def _transform_rows_into(component: NDATransform, out: torch.Tensor, x: torch.Tensor, params: Params,
-                         local: torch.Tensor, rows: torch.Tensor | None) -> None:
+                         local: torch.Tensor, rows: torch.Tensor | None, out_rows: torch.Tensor | None) -> None:
     """Write component's output for the images `local` (indices into the rows being transformed)
-    into out[local]: C kernels write in place, the others transform then scatter (one memcpy per
-    image; the concatenate-then-gather it replaces took two passes over the batch)."""
+    into out[out_rows[local]]: C kernels write in place, the others transform then scatter (one
+    memcpy per image; the concatenate-then-gather it replaces took two passes over the batch)."""
     global_rows = local if rows is None else rows.index_select(0, local)
-    component.transform_into(out, x, slice_params(params, local), global_rows, local)
+    target = local if out_rows is None else out_rows.index_select(0, local)
+    component.transform_into(out, x, slice_params(params, local), global_rows, target)
 
 
 def _empty_output(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
@@ -73,13 +74,17 @@ class Mixture(NDATransform):
         return params
 
     def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        choice = params["choice"]
         out = _empty_output(x, rows)
+        self.transform_into(out, x, params, rows)
+        return out
+
+    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
+                       out_rows: torch.Tensor | None = None) -> None:
+        choice = params["choice"]
         for index, component in enumerate(self.components):
             local = (choice == index).nonzero().squeeze(1)
             if local.numel():
-                _transform_rows_into(component, out, x, unprefix_params(str(index), params), local, rows)
-        return out
+                _transform_rows_into(component, out, x, unprefix_params(str(index), params), local, rows, out_rows)
 
 
 class Positive(NDATransform):
@@ -110,7 +115,7 @@ class Positive(NDATransform):
         out = _empty_output(x, rows)
         scatter_rows(out, kept, x, kept if rows is None else rows.index_select(0, kept))
         if changed.numel():
-            _transform_rows_into(self.inner, out, x, unprefix_params("transform", params), changed, rows)
+            _transform_rows_into(self.inner, out, x, unprefix_params("transform", params), changed, rows, None)
         return out
 
 

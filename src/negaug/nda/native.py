@@ -24,6 +24,23 @@ try:
 except ImportError:  # no C compiler at install time: the torch fallbacks below are used
     _native = None
 
+
+def _loaded_libgomp() -> str | None:
+    """Path of the GNU OpenMP runtime torch loaded (Linux builds of torch), or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(None, 1)[-1]
+                if "/libgomp" in path and os.sep + "torch" + os.sep in path:
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+# The kernels share torch's OpenMP threads when torch runs on GNU OpenMP; otherwise they are serial.
+OPENMP = bool(_native is not None and (path := _loaded_libgomp()) and _native.use_openmp(path))
+
 # SplitMix64 constants as signed int64 (torch has no full uint64 arithmetic): multiplication
 # wraps modulo 2^64 exactly as in the C kernel.
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)
@@ -78,7 +95,7 @@ class _Call:
             self.out = torch.empty((self.count, *self.x.shape[1:]), dtype=self.x.dtype)
         _, channels, height, width = self.x.shape
         return (self.out.data_ptr(), _address(self.out_rows), self.out.shape[0], self.x.data_ptr(), _address(self.rows),
-                self.x.shape[0], self.count, channels, height, width, self.x.element_size())
+                self.x.shape[0], self.count, channels, height, width, self.x.element_size(), torch.get_num_threads())
 
     def own(self) -> torch.Tensor:
         """The input images (torch fallback)."""

@@ -5,6 +5,8 @@ touched, so the same generator state always gives the same draw.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # Rejection loops below accept each candidate with probability >= 1/e (derangement) or >= 0.95
@@ -24,6 +26,12 @@ def resolve_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator
 
 
+@functools.lru_cache(maxsize=32)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """torch.arange(n) on device, cached (read only): derangement runs once per training step."""
+    return torch.arange(n, device=device)
+
+
 def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A uniformly random derangement of range(n): int64 (n,), `perm[i] != i` for every i.
 
@@ -34,7 +42,7 @@ def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     if n < 2:
         raise ValueError(f"a derangement needs at least 2 items (got {n}): pairing transforms need a batch of 2 or more images")
     generator = resolve_generator(generator)
-    identity = torch.arange(n, device=generator.device)
+    identity = _arange(n, generator.device)
     for _ in range(MAX_REJECTION_ROUNDS):
         perm = torch.randperm(n, generator=generator, device=generator.device)
         if not bool((perm == identity).any()):
