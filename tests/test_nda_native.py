@@ -178,3 +178,21 @@ def test_layouts_and_autograd_take_the_torch_path_with_the_same_result():
         out.sum().backward()
         assert_grad = leaf.grad
         assert assert_grad is not None and float(assert_grad.sum()) == pytest.approx(x.numel())
+
+
+@needs_native
+@pytest.mark.parametrize("n", [2, 3, 4, 17, 256, 4096])  # 4096: ~128 ties in the top 16 bits of the keys
+def test_keyed_derangement_native_equals_fallback(monkeypatch, n):
+    for key in (0, -1, 12345, -(1 << 63), (1 << 63) - 1):
+        a, b = both_paths(monkeypatch, lambda: native.keyed_derangement(key, n))
+        assert torch.equal(a, b)
+        assert sorted(a.tolist()) == list(range(n)) and not bool((a == torch.arange(n)).any())
+
+
+def test_keyed_derangement_is_uniform_without_the_kernels_too(monkeypatch):
+    monkeypatch.setenv("NEGAUG_NATIVE", "0")
+    counts: dict[tuple, int] = {}
+    for key in range(900):
+        perm = tuple(native.keyed_derangement(key * 7919, 4).tolist())
+        counts[perm] = counts.get(perm, 0) + 1
+    assert len(counts) == 9 and all(65 <= c <= 135 for c in counts.values()), counts  # 100 expected, sd ~9.4

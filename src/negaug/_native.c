@@ -22,6 +22,7 @@
 #include <Python.h>
 #include <dlfcn.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef unsigned long long addr_t;
@@ -417,6 +418,85 @@ static PyObject *uniform_pairs(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Sorts the indices 0..n-1 by `keys` (as signed int64) into `order`: two stable counting-sort
+ * passes on the top 16 bits (sign bit flipped, so unsigned order = signed order), then an
+ * insertion sort on the full keys, which only has to fix the rare ties in the top 16 bits. An
+ * exact sort; about 10x faster than qsort with a comparator for n = 256. `tmp_keys` and `tmp`
+ * are scratch space of n entries. */
+static void sort_by_keys(uint64_t *keys, int64_t *order, uint64_t *tmp_keys, int64_t *tmp, long long n) {
+    for (long long i = 0; i < n; i++) {
+        keys[i] ^= 0x8000000000000000ULL;
+        order[i] = i;
+    }
+    for (int shift = 48; shift < 64; shift += 8) {
+        size_t count[257] = {0};
+        for (long long i = 0; i < n; i++) count[((keys[i] >> shift) & 0xFF) + 1]++;
+        for (int d = 0; d < 256; d++) count[d + 1] += count[d];
+        for (long long i = 0; i < n; i++) {
+            const size_t at = count[(keys[i] >> shift) & 0xFF]++;
+            tmp_keys[at] = keys[i];
+            tmp[at] = order[i];
+        }
+        memcpy(keys, tmp_keys, (size_t)n * sizeof(uint64_t));
+        memcpy(order, tmp, (size_t)n * sizeof(int64_t));
+    }
+    for (long long i = 1; i < n; i++) {
+        const uint64_t key = keys[i];
+        const int64_t index = order[i];
+        long long j = i - 1;
+        for (; j >= 0 && keys[j] > key; j--) {
+            keys[j + 1] = keys[j];
+            order[j + 1] = order[j];
+        }
+        keys[j + 1] = key;
+        order[j + 1] = index;
+    }
+}
+
+/* derangement(out, n, key): a random derangement of range(n) into out (int64 (n,)); returns the
+ * number of tries. Try t is the permutation that sorts the keys mix64(key + (t*n + i + 1) * golden)
+ * (as signed int64; mix64 is a bijection, so the n keys are distinct and the order is total),
+ * accepted when it has no fixed point: uniform over derangements, about e = 2.72 tries. */
+static PyObject *derangement(PyObject *self, PyObject *args) {
+    addr_t out_p;
+    long long n, key, max_tries;
+    if (!PyArg_ParseTuple(args, "KLLL", &out_p, &n, &key, &max_tries))
+        return NULL;
+    if (n < 2) {
+        PyErr_SetString(PyExc_ValueError, "a derangement needs at least 2 items");
+        return NULL;
+    }
+    int64_t *out = (int64_t *)(uintptr_t)out_p;
+    uint64_t *keys = (uint64_t *)malloc((size_t)n * 2 * sizeof(uint64_t));
+    int64_t *tmp = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    if (!keys || !tmp) {
+        free(keys);
+        free(tmp);
+        return PyErr_NoMemory();
+    }
+    long long tries = 0;
+    int found = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; tries < max_tries && !found; tries++) {
+        for (long long i = 0; i < n; i++) {
+            const uint64_t counter = (uint64_t)tries * (uint64_t)n + (uint64_t)i + 1;
+            keys[i] = mix64((uint64_t)key + counter * 0x9e3779b97f4a7c15ULL);
+        }
+        sort_by_keys(keys, out, keys + n, tmp, n);
+        found = 1;
+        for (long long i = 0; i < n; i++)
+            if (out[i] == i) found = 0;
+    }
+    Py_END_ALLOW_THREADS
+    free(keys);
+    free(tmp);
+    if (!found) {
+        PyErr_SetString(PyExc_RuntimeError, "derangement: rejection sampling did not terminate");
+        return NULL;
+    }
+    return PyLong_FromLongLong(tries);
+}
+
 static PyMethodDef methods[] = {
     {"use_openmp", use_openmp, METH_VARARGS, "Run kernels on the GNU OpenMP pool of the already loaded library at this path."},
     {"scatter_rows", scatter_rows, METH_VARARGS, "dst[dst_rows] = src[src_rows], whole images."},
@@ -424,6 +504,7 @@ static PyMethodDef methods[] = {
     {"stitch", stitch, METH_VARARGS, "Halves of two images, per image top/bottom or left/right."},
     {"cutmix", cutmix, METH_VARARGS, "A box of each image replaced by the same box of its partner."},
     {"cutout", cutout, METH_VARARGS, "A box of each image filled with its per-channel mean."},
+    {"derangement", derangement, METH_VARARGS, "A random derangement from a 64-bit key (sorted hash keys, rejection)."},
     {"uniform_pairs", uniform_pairs, METH_VARARGS, "Counter-based uniform pairs for Box-Muller."},
     {NULL, NULL, 0, NULL},
 };

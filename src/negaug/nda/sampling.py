@@ -5,12 +5,12 @@ touched, so the same generator state always gives the same draw.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
-# Rejection loops below accept each candidate with probability >= 1/e (derangement) or >= 0.95
-# (Marsaglia-Tsang), so this bound is never reached in practice: (1 - 1/e)^200 < 1e-39.
+from negaug.nda.native import keyed_derangement
+
+# Rejection loops accept each candidate with probability >= 1/3 (derangements, n = 3) or >= 0.95
+# (Marsaglia-Tsang), so this bound is never reached in practice: (2/3)^200 < 1e-35.
 MAX_REJECTION_ROUNDS = 200
 
 
@@ -26,28 +26,21 @@ def resolve_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator
 
 
-@functools.lru_cache(maxsize=32)
-def _arange(n: int, device: torch.device) -> torch.Tensor:
-    """torch.arange(n) on device, cached (read only): derangement runs once per training step."""
-    return torch.arange(n, device=device)
-
-
 def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A uniformly random derangement of range(n): int64 (n,), `perm[i] != i` for every i.
+    """A uniformly random derangement of range(n): int64 (n,) on the generator's device,
+    `perm[i] != i` for every i.
 
-    Rejection sampling of uniform permutations until one has no fixed point (expected e ~ 2.72
-    tries), which keeps the result uniform over all derangements. Pairing transforms use it so
-    that no image is ever paired with itself (`randperm` leaves about one fixed point per batch).
+    One 64-bit key is drawn from `generator`; `negaug.nda.native.keyed_derangement` turns it into
+    the derangement (sorted hash keys with rejection of permutations with a fixed point: expected
+    e ~ 2.72 tries, uniform over all derangements) in one C call, or in torch where the C kernels
+    are not built (the same result). Pairing transforms use it so that no image is ever paired
+    with itself (`randperm` leaves about one fixed point per batch).
     """
     if n < 2:
         raise ValueError(f"a derangement needs at least 2 items (got {n}): pairing transforms need a batch of 2 or more images")
     generator = resolve_generator(generator)
-    identity = _arange(n, generator.device)
-    for _ in range(MAX_REJECTION_ROUNDS):
-        perm = torch.randperm(n, generator=generator, device=generator.device)
-        if not bool((perm == identity).any()):
-            return perm
-    raise AssertionError("derangement: rejection sampling did not terminate")
+    key = int(torch.randint(-(1 << 63), (1 << 63) - 1, (1,), generator=generator, device=generator.device))
+    return keyed_derangement(key, n, generator.device, MAX_REJECTION_ROUNDS)
 
 
 def randint_between(low: torch.Tensor, high: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
