@@ -5,4 +5,4 @@ fallbacks, which give bit-identical results (only slower). Everything else is in
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("negaug._native", ["src/negaug/_native.c"], extra_compile_args=["-O3"], optional=True)])
+setup(ext_modules=[Extension("negaug._native", ["src/negaug/_native.c"], extra_compile_args=["-O3", "-ffp-contract=off", "-fno-math-errno"], optional=True)])

@@ -39,25 +39,36 @@ def test_native_module_is_built_where_a_compiler_exists():
     assert native.native_enabled()
 
 
-@pytest.mark.parametrize("use_native", [True, False])
-def test_uniform_pairs_match_a_python_splitmix64(monkeypatch, use_native):
-    if not use_native:
-        monkeypatch.setenv("NEGAUG_NATIVE", "0")
+def test_uniform_bits_match_a_python_splitmix64():
     keys = torch.tensor([0, -1, -(1 << 63), 123456789, (1 << 63) - 1], dtype=torch.int64)
-    u1, u2 = native.uniform_pairs(keys, 9)
+    k1, k2 = native.uniform_bits(keys, 9)
     for b, key in enumerate(keys.tolist()):
         for i in (0, 4, 8):
             z = mix64_reference((key + (i + 1) * 0x9E3779B97F4A7C15) & U64)
-            assert u1[b, i].item() == ((z >> 40) + 1) / 2 ** 24
-            assert u2[b, i].item() == ((z >> 16) & 0xFFFFFF) / 2 ** 24
+            assert k1[b, i].item() == (z >> 40) + 1 and k2[b, i].item() == (z >> 16) & 0xFFFFFF
 
 
 @needs_native
-def test_uniform_pairs_native_equals_fallback(monkeypatch):
+@pytest.mark.parametrize("size", [1, 2, 3, 3072, 12289])
+def test_normal_noise_native_equals_fallback(monkeypatch, size):
     keys = torch.randint(-(1 << 63), (1 << 63) - 1, (37,), generator=torch.Generator().manual_seed(0))
-    (a1, a2), (b1, b2) = both_paths(monkeypatch, lambda: native.uniform_pairs(keys, 1001))
-    assert torch.equal(a1, b1) and torch.equal(a2, b2)
-    assert 0 < float(a1.min()) and float(a1.max()) <= 1 and 0 <= float(a2.min()) and float(a2.max()) < 1
+    keys[:3] = torch.tensor([0, -1, -(1 << 63)])
+    a, b = both_paths(monkeypatch, lambda: native.normal_noise(keys, size))
+    assert a.shape == (37, size) and torch.equal(a, b)
+
+
+def test_normal_noise_equals_box_muller_with_libm_functions():
+    keys = torch.randint(-(1 << 63), (1 << 63) - 1, (16,), generator=torch.Generator().manual_seed(2))
+    pairs = 1000
+    k1, k2 = native.uniform_bits(keys, pairs)
+    radius = torch.sqrt(-2 * torch.log(k1.double() / 2 ** 24))
+    angle = 2 * math.pi * k2.double() / 2 ** 24
+    expected = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
+    got = native.normal_noise(keys, 2 * pairs).double()
+    # our polynomials are within 1e-11 of libm; the rest is float32 rounding (|z| < 5.8)
+    assert float((got - expected).abs().max()) < 1e-6
+    # the extremes of the 24-bit uniforms: k1 = 1 gives the largest radius, k1 = 2^24 radius 0
+    assert float(got.abs().max()) <= math.sqrt(2 * 24 * math.log(2)) + 1e-5
 
 
 def test_normal_noise_is_standard_normal():
@@ -196,3 +207,19 @@ def test_keyed_derangement_is_uniform_without_the_kernels_too(monkeypatch):
         perm = tuple(native.keyed_derangement(key * 7919, 4).tolist())
         counts[perm] = counts.get(perm, 0) + 1
     assert len(counts) == 9 and all(65 <= c <= 135 for c in counts.values()), counts  # 100 expected, sd ~9.4
+
+
+def test_box_muller_at_the_edges_of_the_24_bit_grid():
+    k1 = torch.tensor([1, 2, 3, 1 << 23, (1 << 23) + 1, 11863283, 11863284, (1 << 24) - 1, 1 << 24])
+    k2 = torch.tensor([0, (1 << 21) - 1, 1 << 21, 1 << 22, 3 << 21, (1 << 24) - (1 << 21), (1 << 24) - (1 << 21) - 1,
+                       (1 << 24) - 1, 12345])
+    radius, cos, sin = native.box_muller(k1, k2)
+    angle = 2 * math.pi * k2.double() / 2 ** 24
+    assert_close_abs(radius, torch.sqrt(-2 * torch.log(k1.double() / 2 ** 24)), 1e-10)
+    assert_close_abs(cos, torch.cos(angle), 1e-10)
+    assert_close_abs(sin, torch.sin(angle), 1e-10)
+    assert float(radius[-1]) == 0.0  # k1 = 2^24: u1 = 1
+
+
+def assert_close_abs(a: torch.Tensor, b: torch.Tensor, tolerance: float) -> None:
+    assert float((a - b).abs().max()) < tolerance, (a - b).abs().max()

@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,34 +387,120 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* One row of uniform_pairs. Compiled for several instruction sets (GCC's function multiversioning
- * picks one at load time): with AVX-512 the loop runs 8 counters at a time, about 3x faster than
- * scalar code. Integer-exact, so every version gives the same bits. */
+/* Standard normal noise for gaussian_noise: Box-Muller on the counter-based SplitMix64 bits, with
+ * our own log, sin and cos (range reduction + polynomials, float64), written so that the torch
+ * fallback (negaug/nda/native.py: normal_noise) performs exactly the same IEEE operations in the
+ * same order and gets the same bits. The module is compiled with -ffp-contract=off so that no
+ * multiply-add is fused, and -fno-math-errno so that sqrt is the instruction.
+ *
+ * For pair i of row b: z = mix64(key_b + (i + 1) * golden); k1 = (z >> 40) + 1 in [1, 2^24],
+ * k2 = (z >> 16) mod 2^24. u1 = k1 / 2^24 in (0, 1], angle = 2 pi k2 / 2^24.
+ * radius = sqrt(-2 ln u1) with ln u1 = (e - 24) ln 2 + ln m, k1 = m 2^e, m in [sqrt(1/2), sqrt(2)),
+ * ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172, odd series to t^11 (error < 1e-11).
+ * The angle's top two bits (rounded) pick the quadrant q, the rest phi in [-pi/4, pi/4); sin and
+ * cos of phi by Taylor series to phi^11 / phi^12 (error < 1e-11), then rotated by q * 90 degrees.
+ * out[b, i] = radius cos(angle), out[b, pairs + i] = radius sin(angle) (when < size). */
+#define LN2 0.69314718055994530942
+#define SQRT2 1.41421356237309504880
+#define PI_OVER_2_23 (3.14159265358979323846 / 8388608.0)
+
+static inline double power_of_two(long long e) { /* 2^e for -1022 <= e <= 1023, exact */
+    union {
+        uint64_t bits;
+        double value;
+    } u = {(uint64_t)(1023 + e) << 52};
+    return u.value;
+}
+
+/* One row: branch-free so that the compiler vectorises it (8 pairs at a time with AVX-512); the
+ * clones give the same bits because no operation is fused or reordered (-ffp-contract=off). */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__linux__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
-static void uniform_row(float *restrict a, float *restrict c, uint64_t key, long long n) {
-    const float scale = 1.0f / 16777216.0f;
-    for (long long i = 0; i < n; i++) {
+static void normal_row(float *restrict cos_out, float *restrict sin_out, uint64_t key, long long pairs) {
+    for (long long i = 0; i < pairs; i++) {
         const uint64_t z = mix64(key + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ULL);
-        a[i] = (float)(int32_t)((z >> 40) + 1) * scale;
-        c[i] = (float)(int32_t)((z >> 16) & 0xFFFFFFULL) * scale;
+        const long long k1 = (long long)((z >> 40) + 1), k2 = (long long)((z >> 16) & 0xFFFFFFULL);
+        /* ln(k1 / 2^24) */
+        const long long e0 = 63 - __builtin_clzll((unsigned long long)k1);
+        const double m0 = (double)k1 * power_of_two(-e0); /* in [1, 2) */
+        const int high = m0 > SQRT2;
+        const double m = high ? m0 * 0.5 : m0;
+        const double e = (double)(e0 + high);
+        const double t = (m - 1.0) / (m + 1.0);
+        const double t2 = t * t;
+        double poly = t2 * (1.0 / 11.0) + (1.0 / 9.0);
+        poly = poly * t2 + (1.0 / 7.0);
+        poly = poly * t2 + (1.0 / 5.0);
+        poly = poly * t2 + (1.0 / 3.0);
+        poly = poly * t2 + 1.0;
+        const double log_u1 = (e - 24.0) * LN2 + (t * poly) * 2.0;
+        const double radius = __builtin_sqrt(log_u1 * -2.0);
+        /* angle = turn * pi/2 + phi */
+        const long long turn = (k2 + 0x200000LL) >> 22; /* nearest quarter turn, 0..4 */
+        const double phi = (double)(k2 - (turn << 22)) * PI_OVER_2_23;
+        const double p2 = phi * phi;
+        double sin_poly = p2 * (-1.0 / 39916800.0) + (1.0 / 362880.0);
+        sin_poly = sin_poly * p2 + (-1.0 / 5040.0);
+        sin_poly = sin_poly * p2 + (1.0 / 120.0);
+        sin_poly = sin_poly * p2 + (-1.0 / 6.0);
+        sin_poly = sin_poly * p2 + 1.0;
+        const double sin_phi = phi * sin_poly;
+        double cos_phi = p2 * (1.0 / 479001600.0) + (-1.0 / 3628800.0);
+        cos_phi = cos_phi * p2 + (1.0 / 40320.0);
+        cos_phi = cos_phi * p2 + (-1.0 / 720.0);
+        cos_phi = cos_phi * p2 + (1.0 / 24.0);
+        cos_phi = cos_phi * p2 + (-1.0 / 2.0);
+        cos_phi = cos_phi * p2 + 1.0;
+        const long long q = turn & 3;
+        const double c = q == 0 ? cos_phi : (q == 1 ? -sin_phi : (q == 2 ? -cos_phi : sin_phi));
+        const double s = q == 0 ? sin_phi : (q == 1 ? cos_phi : (q == 2 ? -sin_phi : -cos_phi));
+        cos_out[i] = (float)(radius * c);
+        sin_out[i] = (float)(radius * s);
     }
 }
 
-/* uniform_pairs(u1, u2, keys, B, n): for row b and i < n, z = mix64(keys[b] + (i + 1) * golden)
- * (SplitMix64's stream seeded with keys[b]); u1[b, i] = ((z >> 40) + 1) / 2^24 in (0, 1] and
- * u2[b, i] = ((z >> 16) & (2^24 - 1)) / 2^24 in [0, 1), float32 (B, n) each, contiguous. */
-static PyObject *uniform_pairs(PyObject *self, PyObject *args) {
-    addr_t u1_p, u2_p, keys_p;
-    long long B, n;
-    if (!PyArg_ParseTuple(args, "KKKLL", &u1_p, &u2_p, &keys_p, &B, &n))
+typedef struct {
+    float *out;
+    const uint64_t *keys;
+    long long rows, pairs, size;
+} NoiseTask;
+
+static void noise_rows(const NoiseTask *task, long long r0, long long r1) {
+    float last[2];
+    for (long long b = r0; b < r1; b++) {
+        float *row = task->out + b * task->size;
+        const long long full = task->size - task->pairs; /* sines that fit: pairs or pairs - 1 */
+        normal_row(row, row + task->pairs, task->keys[b], full);
+        if (full < task->pairs) { /* odd size: the last pair's sine does not fit */
+            /* rerun the last pair alone (counter pairs - 1) and keep its cosine */
+            normal_row(last, last + 1, task->keys[b] + (uint64_t)full * 0x9e3779b97f4a7c15ULL, 1);
+            row[full] = last[0];
+        }
+    }
+}
+
+static void run_noise_task(void *data) {
+    const NoiseTask *task = (const NoiseTask *)data;
+    const long long t = omp_thread_num(), n = omp_num_threads();
+    noise_rows(task, task->rows * t / n, task->rows * (t + 1) / n);
+}
+
+/* normal_rows(out, keys, B, size, threads): float32 (B, size) standard normal noise, row b from
+ * keys[b] alone (see above). */
+static PyObject *normal_rows(PyObject *self, PyObject *args) {
+    addr_t out_p, keys_p;
+    long long B, size, threads;
+    if (!PyArg_ParseTuple(args, "KKLLL", &out_p, &keys_p, &B, &size, &threads))
         return NULL;
-    float *u1 = (float *)(uintptr_t)u1_p, *u2 = (float *)(uintptr_t)u2_p;
-    const uint64_t *keys = (const uint64_t *)(uintptr_t)keys_p;
+    NoiseTask task = {(float *)(uintptr_t)out_p, (const uint64_t *)(uintptr_t)keys_p, B, (size + 1) / 2, size};
+    if (threads > B) threads = B;
+    if ((long long)((size_t)B * (size_t)size / 65536) < threads) threads = (long long)((size_t)B * (size_t)size / 65536);
     Py_BEGIN_ALLOW_THREADS
-    for (long long b = 0; b < B; b++)
-        uniform_row(u1 + b * n, u2 + b * n, keys[b], n);
+    if (threads >= 2 && gomp_parallel)
+        gomp_parallel(run_noise_task, &task, (unsigned)threads, 0);
+    else
+        noise_rows(&task, 0, B);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -505,7 +592,7 @@ static PyMethodDef methods[] = {
     {"cutmix", cutmix, METH_VARARGS, "A box of each image replaced by the same box of its partner."},
     {"cutout", cutout, METH_VARARGS, "A box of each image filled with its per-channel mean."},
     {"derangement", derangement, METH_VARARGS, "A random derangement from a 64-bit key (sorted hash keys, rejection)."},
-    {"uniform_pairs", uniform_pairs, METH_VARARGS, "Counter-based uniform pairs for Box-Muller."},
+    {"normal_rows", normal_rows, METH_VARARGS, "Counter-based standard normal noise, one row per key."},
     {NULL, NULL, 0, NULL},
 };
 

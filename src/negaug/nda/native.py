@@ -46,6 +46,10 @@ OPENMP = bool(_native is not None and (path := _loaded_libgomp()) and _native.us
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)
 MIX_1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 MIX_2 = 0x94D049BB133111EB - (1 << 64)
+# The float64 constants of the C kernel's normal noise (the same doubles).
+LN2 = 0.69314718055994530942
+SQRT2 = 1.41421356237309504880
+PI_OVER_2_23 = math.pi / 8388608.0
 
 
 def native_enabled() -> bool:
@@ -253,32 +257,65 @@ def keyed_derangement(key: int, n: int, device: torch.device | str = "cpu", max_
     raise RuntimeError("derangement: rejection sampling did not terminate")
 
 
-def uniform_pairs(keys: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two float32 (B, n) uniforms from SplitMix64 streams keyed per row: for row b and i < n,
-    z = mix64(keys[b] + (i + 1) * golden_gamma); u1 = ((z >> 40) + 1) / 2^24 in (0, 1] and
-    u2 = ((z >> 16) mod 2^24) / 2^24 in [0, 1). Counter-based, so any row can be regenerated from
-    its key alone, on any device, with the same bits."""
-    keys = keys.to(torch.int64).contiguous()
-    batch = keys.shape[0]
-    if _use_native(keys):
-        u1 = torch.empty(batch, n, dtype=torch.float32)
-        u2 = torch.empty(batch, n, dtype=torch.float32)
-        _native.uniform_pairs(u1.data_ptr(), u2.data_ptr(), keys.data_ptr(), batch, n)
-        return u1, u2
+def uniform_bits(keys: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integers behind `normal_noise`, int64 (B, n) each: for row b and i < n,
+    z = mix64(keys[b] + (i + 1) * golden_gamma) (SplitMix64's stream seeded with keys[b]);
+    k1 = (z >> 40) + 1 in [1, 2^24] and k2 = (z >> 16) mod 2^24."""
+    keys = keys.to(torch.int64)
     counter = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64).mul_(GOLDEN_GAMMA)
     z = _mix64(keys[:, None] + counter)
-    u1 = z.bitwise_right_shift(40).bitwise_and_((1 << 24) - 1).add_(1).float().mul_(2.0 ** -24)
-    u2 = z.bitwise_right_shift(16).bitwise_and_((1 << 24) - 1).float().mul_(2.0 ** -24)
-    return u1, u2
+    k1 = z.bitwise_right_shift(40).bitwise_and_((1 << 24) - 1).add_(1)
+    k2 = z.bitwise_right_shift(16).bitwise_and_((1 << 24) - 1)
+    return k1, k2
+
+
+def _horner(x: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+    """((c0 x + c1) x + c2) x + ... with one rounding per multiply and per add, as in the C kernel."""
+    result = x * coefficients[0] + coefficients[1]
+    for coefficient in coefficients[2:]:
+        result = result * x + coefficient
+    return result
+
+
+def box_muller(k1: torch.Tensor, k2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 radius sqrt(-2 ln(k1 / 2^24)) and cos, sin of the angle 2 pi k2 / 2^24, for int64
+    k1 in [1, 2^24] and k2 in [0, 2^24): the torch twin of the C kernel's arithmetic."""
+    # ln(k1 / 2^24): k1 = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m - 1) / (m + 1))
+    mantissa, exponent = torch.frexp(k1.double())  # k1 = mantissa 2^exponent, mantissa in [0.5, 1)
+    m, e = mantissa * 2.0, (exponent - 1).double()
+    high = m > SQRT2
+    m = torch.where(high, m * 0.5, m)
+    e = torch.where(high, e + 1.0, e)
+    t = (m - 1.0) / (m + 1.0)
+    poly = _horner(t * t, (1 / 11, 1 / 9, 1 / 7, 1 / 5, 1 / 3, 1.0))
+    log_u1 = (e - 24.0) * LN2 + (t * poly) * 2.0
+    radius = torch.sqrt(log_u1 * -2.0)
+    # angle = 2 pi k2 / 2^24 = turn * pi / 2 + phi, turn the nearest quarter turn
+    turn = (k2 + 0x200000).bitwise_right_shift(22)
+    phi = (k2 - turn * (1 << 22)).double() * PI_OVER_2_23
+    p2 = phi * phi
+    sin_phi = phi * _horner(p2, (-1 / 39916800, 1 / 362880, -1 / 5040, 1 / 120, -1 / 6, 1.0))
+    cos_phi = _horner(p2, (1 / 479001600, -1 / 3628800, 1 / 40320, -1 / 720, 1 / 24, -1 / 2, 1.0))
+    quadrant = turn.bitwise_and(3)
+    cos = torch.where(quadrant == 0, cos_phi, torch.where(quadrant == 1, -sin_phi, torch.where(quadrant == 2, -cos_phi, sin_phi)))
+    sin = torch.where(quadrant == 0, sin_phi, torch.where(quadrant == 1, cos_phi, torch.where(quadrant == 2, -sin_phi, -cos_phi)))
+    return radius, cos, sin
 
 
 def normal_noise(keys: torch.Tensor, size: int) -> torch.Tensor:
-    """Standard normal float32 (B, size), row b a function of keys[b] alone: Box-Muller on
-    `uniform_pairs` (the first half of a row takes the cosines, the second the sines). The uniforms
-    have 24 bits, so |z| <= sqrt(2 ln 2^24) = 5.77 (the tail beyond has probability 8e-9)."""
-    pairs = -(-size // 2)
-    u1, u2 = uniform_pairs(keys, pairs)
-    radius = u1.log_().mul_(-2.0).sqrt_()
-    angle = u2.mul_(2.0 * math.pi)
-    noise = torch.cat([angle.cos().mul_(radius), angle.sin_().mul_(radius)], 1)
-    return noise if 2 * pairs == size else noise[:, :size]
+    """Standard normal float32 (B, size), row b a function of keys[b] alone: Box-Muller on the
+    counter-based bits of `uniform_bits`; the first half of a row takes the cosines, the second
+    the sines. The logarithm, sine and cosine are our own (range reduction and polynomials in
+    float64, error < 1e-11), evaluated with the same IEEE operations in the same order by the C
+    kernel and by this torch code, so both give the same bits on every device. The uniforms have
+    24 bits, so |z| <= sqrt(2 ln 2^24) = 5.77 (the tail beyond has probability 8e-9)."""
+    keys = keys.to(torch.int64).contiguous()
+    batch, pairs = keys.shape[0], -(-size // 2)
+    if _use_native(keys):
+        out = torch.empty(batch, size, dtype=torch.float32)
+        _native.normal_rows(out.data_ptr(), keys.data_ptr(), batch, size, torch.get_num_threads())
+        return out
+    k1, k2 = uniform_bits(keys, pairs)
+    radius, cos, sin = box_muller(k1, k2)
+    noise = torch.cat([(radius * cos).float(), (radius * sin).float()], 1)
+    return noise if 2 * pairs == size else noise[:, :size].contiguous()
