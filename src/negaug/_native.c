@@ -60,7 +60,7 @@ static int check_index(const int64_t *values, long long count, long long limit, 
 }
 
 typedef struct Batch Batch;
-typedef void (*RangeFn)(const Batch *, long long, long long);
+typedef void (*RangeFn)(const Batch *, long long, long long, long long);
 
 struct Batch {
     char *dst;
@@ -73,6 +73,8 @@ struct Batch {
     const int64_t *perm, *partner, *box;
     const unsigned char *split_rows;
     long long k;
+    char *scratch; /* per-thread scratch space: thread t owns scratch + t * scratch_bytes */
+    size_t scratch_bytes;
 };
 
 static int setup_batch(Batch *b, addr_t dst, addr_t dst_rows, addr_t src, addr_t src_rows) {
@@ -133,7 +135,7 @@ typedef struct {
 static void run_task(void *data) {
     const Task *task = (const Task *)data;
     const long long t = omp_thread_num(), n = omp_num_threads(), R = task->b->R;
-    task->fn(task->b, R * t / n, R * (t + 1) / n);
+    task->fn(task->b, R * t / n, R * (t + 1) / n, t);
 }
 
 /* Below this many bytes per thread a parallel region costs more than it saves. */
@@ -148,14 +150,14 @@ static void run_rows(Batch *b, RangeFn fn) {
     if (threads > by_size) threads = by_size;
     if (threads > b->R) threads = b->R;
     if (threads < 2 || !gomp_parallel) {
-        fn(b, 0, b->R);
+        fn(b, 0, b->R, 0);
         return;
     }
     Task task = {b, fn};
     gomp_parallel(run_task, &task, (unsigned)threads, 0);
 }
 
-static void scatter_range(const Batch *b, long long r0, long long r1) {
+static void scatter_range(const Batch *b, long long r0, long long r1, long long thread) {
     for (long long r = r0; r < r1; r++)
         copy_bytes(b->dst + ROW(b->dst_rows, r) * b->image_bytes, b->src + ROW(b->src_rows, r) * b->image_bytes, b->image_bytes);
 }
@@ -191,7 +193,7 @@ static inline void copy_rows(char *restrict d, const char *restrict s, size_t by
 #undef FIXED
 }
 
-static void jigsaw_range(const Batch *b, long long r0, long long r1) {
+static void jigsaw_range(const Batch *b, long long r0, long long r1, long long thread) {
     const long long k = b->k, tiles = k * k, th = b->H / k;
     const size_t tile_row_bytes = (size_t)(b->W / k * b->itemsize);
     for (long long r = r0; r < r1; r++) {
@@ -232,7 +234,7 @@ static PyObject *jigsaw(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static void stitch_range(const Batch *b, long long r0, long long r1) {
+static void stitch_range(const Batch *b, long long r0, long long r1, long long thread) {
     const size_t top_bytes = (size_t)(b->H / 2) * b->row_bytes, left_bytes = (size_t)(b->W / 2 * b->itemsize);
     for (long long r = r0; r < r1; r++) {
         char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
@@ -284,7 +286,7 @@ static int check_boxes(const Batch *b, const char *what) {
     return 0;
 }
 
-static void cutmix_range(const Batch *b, long long r0, long long r1) {
+static void cutmix_range(const Batch *b, long long r0, long long r1, long long thread) {
     for (long long r = r0; r < r1; r++) {
         const int64_t *x = b->box + 4 * r;
         char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
@@ -320,7 +322,7 @@ static PyObject *cutmix(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static void cutout_range(const Batch *b, long long r0, long long r1) {
+static void cutout_range(const Batch *b, long long r0, long long r1, long long thread) {
     for (long long r = r0; r < r1; r++) {
         const int64_t *x = b->box + 4 * r;
         char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
@@ -377,6 +379,83 @@ static PyObject *cutout(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     run_rows(&b, cutout_range);
     Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* random_crop: bilinear resampling of the box (top, left, height, width), fractions of H and W
+ * (float32 (R, 4)), back to H x W; float32 images only. Separable, columns first, with the taps of
+ * negaug/nda/native.py's crop_resize: coord = (start * size + (i + 0.5) * length) - 0.5, lower =
+ * floor(coord) (clamped to the image), weight = coord - lower, and each pass computes
+ * below + (above - below) * weight in float32, the same operations as the torch fallback. */
+static void crop_taps(float start, float length, long long size, long long *lower, long long *upper, float *weight) {
+    for (long long i = 0; i < size; i++) {
+        const float centre = (float)i + 0.5f;
+        const float coord = (start * (float)size + centre * length) - 0.5f;
+        const float low = floorf(coord);
+        long long lo = (long long)low;
+        long long hi = lo + 1;
+        lo = lo < 0 ? 0 : (lo > size - 1 ? size - 1 : lo);
+        hi = hi < 0 ? 0 : (hi > size - 1 ? size - 1 : hi);
+        lower[i] = lo;
+        upper[i] = hi;
+        weight[i] = coord - low;
+    }
+}
+
+static void crop_range(const Batch *b, long long r0, long long r1, long long thread) {
+    const long long H = b->H, W = b->W;
+    char *scratch = b->scratch + (size_t)thread * b->scratch_bytes;
+    long long *lo_y = (long long *)scratch, *hi_y = lo_y + H, *lo_x = hi_y + H, *hi_x = lo_x + W;
+    float *w_y = (float *)(hi_x + W), *w_x = w_y + H, *tmp = w_x + W;
+    const float *box = (const float *)b->box;
+    for (long long r = r0; r < r1; r++) {
+        crop_taps(box[4 * r + 0], box[4 * r + 2], H, lo_y, hi_y, w_y);
+        crop_taps(box[4 * r + 1], box[4 * r + 3], W, lo_x, hi_x, w_x);
+        const long long first = lo_y[0], last = hi_y[H - 1]; /* the source rows the output needs */
+        float *d_image = (float *)(b->dst + ROW(b->dst_rows, r) * b->image_bytes);
+        const float *s_image = (const float *)(b->src + ROW(b->src_rows, r) * b->image_bytes);
+        for (long long c = 0; c < b->C; c++) {
+            const float *s = s_image + c * H * W;
+            float *d = d_image + c * H * W;
+            for (long long y = first; y <= last; y++) {
+                const float *row = s + y * W;
+                float *t = tmp + y * W;
+                for (long long x = 0; x < W; x++) {
+                    const float below = row[lo_x[x]], above = row[hi_x[x]];
+                    t[x] = below + (above - below) * w_x[x];
+                }
+            }
+            for (long long y = 0; y < H; y++) {
+                const float *below = tmp + lo_y[y] * W, *above = tmp + hi_y[y] * W;
+                const float w = w_y[y];
+                float *out = d + y * W;
+                for (long long x = 0; x < W; x++) out[x] = below[x] + (above[x] - below[x]) * w;
+            }
+        }
+    }
+}
+
+static PyObject *random_crop(PyObject *self, PyObject *args) {
+    Batch b = {0};
+    addr_t dst, dst_rows, src, src_rows, box_p;
+    if (!PyArg_ParseTuple(args, BATCH_FORMAT "K", BATCH_ARGS(b, dst, dst_rows, src, src_rows), &box_p))
+        return NULL;
+    if (setup_batch(&b, dst, dst_rows, src, src_rows))
+        return NULL;
+    if (b.itemsize != 4) {
+        PyErr_SetString(PyExc_ValueError, "random_crop kernel: float32 images only");
+        return NULL;
+    }
+    b.box = (const int64_t *)(uintptr_t)box_p; /* float32 (R, 4), read as floats */
+    /* taps (4 int64 and 2 float32 per pixel of a side) and one column-resampled plane, per thread */
+    b.scratch_bytes = (size_t)(2 * b.H + 2 * b.W) * sizeof(long long) + (size_t)(b.H + b.W + b.H * b.W) * sizeof(float);
+    b.scratch = (char *)malloc(b.scratch_bytes * (size_t)(b.threads > 1 ? b.threads : 1));
+    if (!b.scratch)
+        return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    run_rows(&b, crop_range);
+    Py_END_ALLOW_THREADS
+    free(b.scratch);
     Py_RETURN_NONE;
 }
 
@@ -590,12 +669,14 @@ static PyMethodDef methods[] = {
     {"jigsaw", jigsaw, METH_VARARGS, "Tile permutation of contiguous (B, C, H, W) images."},
     {"stitch", stitch, METH_VARARGS, "Halves of two images, per image top/bottom or left/right."},
     {"cutmix", cutmix, METH_VARARGS, "A box of each image replaced by the same box of its partner."},
+    {"random_crop", random_crop, METH_VARARGS, "Bilinear resampling of a box of each image back to full size."},
     {"cutout", cutout, METH_VARARGS, "A box of each image filled with its per-channel mean."},
     {"derangement", derangement, METH_VARARGS, "A random derangement from a 64-bit key (sorted hash keys, rejection)."},
     {"normal_rows", normal_rows, METH_VARARGS, "Counter-based standard normal noise, one row per key."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "Optional CPU kernels for negaug.nda.", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "Optional CPU kernels for negaug.nda.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

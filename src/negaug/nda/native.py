@@ -228,6 +228,46 @@ def cutout_boxes(x: torch.Tensor, box: torch.Tensor, rows: torch.Tensor | None =
     return call.place(torch.lerp(own, (sums / area).to(own.dtype), mask.to(own.dtype)))
 
 
+def _bilinear_taps(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source taps to resample the span [start, start + length) (fractions of the axis, float32
+    (B,) each) to `size` pixels: lower and upper indices, int64 (B, size), and the upper weight,
+    float32 (B, size). Half-pixel centres and border clamping, as grid_sample(align_corners=False,
+    padding_mode="border"). The C kernel computes the same float32 operations."""
+    centres = torch.arange(size, device=start.device, dtype=torch.float32).add_(0.5)
+    coord = start[:, None] * size + centres * length[:, None] - 0.5  # source pixel coordinate
+    lower = coord.floor()
+    lower_index = lower.long()
+    return lower_index.clamp(0, size - 1), (lower_index + 1).clamp_(0, size - 1), coord - lower
+
+
+def _resample_rows(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of x (B, C, H, W) along H: each output row is below + (above - below) *
+    weight of two source rows gathered as whole rows with index_select (three separate roundings,
+    as in the C kernel; torch.lerp fuses them differently on different paths)."""
+    batch, channels, height, width = x.shape
+    lower, upper, weight = _bilinear_taps(start, length, height)
+    first_row = torch.arange(batch * channels, device=x.device).mul_(height).view(batch, channels, 1)
+    rows = x.reshape(batch * channels * height, width)  # copies when x is a transposed view
+    below = rows.index_select(0, (first_row + lower[:, None]).view(-1)).view(x.shape)
+    above = rows.index_select(0, (first_row + upper[:, None]).view(-1)).view(x.shape)
+    return (above - below).mul_(weight.to(x.dtype).view(batch, 1, height, 1)).add_(below)
+
+
+def crop_resize(x: torch.Tensor, box: torch.Tensor, rows: torch.Tensor | None = None,
+                out: torch.Tensor | None = None, out_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """x[rows[r]] cropped to box[r] = (top, left, height, width) (fractions of H and W, float32
+    (R, 4)) and resized back to H x W, bilinear and separable (columns, then rows)."""
+    call = _Call(x, rows, out, out_rows)
+    box = box.to(torch.float32).contiguous()
+    if call.native and x.dtype == torch.float32:
+        _native.random_crop(*call.batch_args(), box.data_ptr())
+        return call.out
+    own = call.own()
+    top, left, box_h, box_w = box.unbind(1)
+    by_cols = _resample_rows(own.transpose(-1, -2), left, box_w).transpose(-1, -2)
+    return call.place(_resample_rows(by_cols, top, box_h))
+
+
 def _mix64(z: torch.Tensor) -> torch.Tensor:
     """SplitMix64's output function on int64 bit patterns, in place (logical shifts by masking)."""
     z.bitwise_xor_(z.bitwise_right_shift(30).bitwise_and_((1 << 34) - 1)).mul_(MIX_1)
