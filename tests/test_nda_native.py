@@ -66,8 +66,8 @@ def test_normal_noise_equals_box_muller_with_libm_functions():
     angle = 2 * math.pi * k2.double() / 2 ** 24
     expected = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
     got = native.normal_noise(keys, 2 * pairs).double()
-    # our polynomials are within 1e-11 of libm; the rest is float32 rounding (|z| < 5.8)
-    assert float((got - expected).abs().max()) < 1e-6
+    # our float32 polynomials: a few float32 ulps of |z| < 5.8
+    assert float((got - expected).abs().max()) < 3e-6
     # the extremes of the 24-bit uniforms: k1 = 1 gives the largest radius, k1 = 2^24 radius 0
     assert float(got.abs().max()) <= math.sqrt(2 * 24 * math.log(2)) + 1e-5
 
@@ -216,9 +216,9 @@ def test_box_muller_at_the_edges_of_the_24_bit_grid():
                        (1 << 24) - 1, 12345])
     radius, cos, sin = native.box_muller(k1, k2)
     angle = 2 * math.pi * k2.double() / 2 ** 24
-    assert_close_abs(radius, torch.sqrt(-2 * torch.log(k1.double() / 2 ** 24)), 1e-10)
-    assert_close_abs(cos, torch.cos(angle), 1e-10)
-    assert_close_abs(sin, torch.sin(angle), 1e-10)
+    assert_close_abs(radius.double(), torch.sqrt(-2 * torch.log(k1.double() / 2 ** 24)), 3e-6)
+    assert_close_abs(cos.double(), torch.cos(angle), 3e-7)
+    assert_close_abs(sin.double(), torch.sin(angle), 3e-7)
     assert float(radius[-1]) == 0.0  # k1 = 2^24: u1 = 1
 
 

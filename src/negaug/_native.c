@@ -467,31 +467,34 @@ static inline uint64_t mix64(uint64_t z) {
 }
 
 /* Standard normal noise for gaussian_noise: Box-Muller on the counter-based SplitMix64 bits, with
- * our own log, sin and cos (range reduction + polynomials, float64), written so that the torch
- * fallback (negaug/nda/native.py: normal_noise) performs exactly the same IEEE operations in the
+ * our own log, sin and cos (range reduction + polynomials, float32), written so that the torch
+ * fallback (negaug/nda/native.py: box_muller) performs exactly the same IEEE operations in the
  * same order and gets the same bits. The module is compiled with -ffp-contract=off so that no
- * multiply-add is fused, and -fno-math-errno so that sqrt is the instruction.
+ * multiply-add is fused, and -fno-math-errno so that sqrt is the instruction. Constants are
+ * double values rounded to float, as torch rounds a Python float scalar.
  *
  * For pair i of row b: z = mix64(key_b + (i + 1) * golden); k1 = (z >> 40) + 1 in [1, 2^24],
  * k2 = (z >> 16) mod 2^24. u1 = k1 / 2^24 in (0, 1], angle = 2 pi k2 / 2^24.
  * radius = sqrt(-2 ln u1) with ln u1 = (e - 24) ln 2 + ln m, k1 = m 2^e, m in [sqrt(1/2), sqrt(2)),
- * ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172, odd series to t^11 (error < 1e-11).
+ * ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172, odd series to t^9 (error < 4e-10).
  * The angle's top two bits (rounded) pick the quadrant q, the rest phi in [-pi/4, pi/4); sin and
- * cos of phi by Taylor series to phi^11 / phi^12 (error < 1e-11), then rotated by q * 90 degrees.
- * out[b, i] = radius cos(angle), out[b, pairs + i] = radius sin(angle) (when < size). */
+ * cos of phi by Taylor series to phi^9 / phi^10 (error < 2e-9), then rotated by q * 90 degrees.
+ * All in float32: results within a few float32 ulps of the exact values.
+ * out[b, i] = radius cos(angle), out[b, pairs + i] = radius sin(angle). */
+#define F(x) ((float)(x))
 #define LN2 0.69314718055994530942
 #define SQRT2 1.41421356237309504880
 #define PI_OVER_2_23 (3.14159265358979323846 / 8388608.0)
 
-static inline double power_of_two(long long e) { /* 2^e for -1022 <= e <= 1023, exact */
+static inline float power_of_two(long long e) { /* 2^e for -126 <= e <= 127, exact */
     union {
-        uint64_t bits;
-        double value;
-    } u = {(uint64_t)(1023 + e) << 52};
+        uint32_t bits;
+        float value;
+    } u = {(uint32_t)(127 + e) << 23};
     return u.value;
 }
 
-/* One row: branch-free so that the compiler vectorises it (8 pairs at a time with AVX-512); the
+/* One row: branch-free so that the compiler vectorises it (16 pairs at a time with AVX-512); the
  * clones give the same bits because no operation is fused or reordered (-ffp-contract=off). */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__linux__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -499,43 +502,40 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static void normal_row(float *restrict cos_out, float *restrict sin_out, uint64_t key, long long pairs) {
     for (long long i = 0; i < pairs; i++) {
         const uint64_t z = mix64(key + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ULL);
-        const long long k1 = (long long)((z >> 40) + 1), k2 = (long long)((z >> 16) & 0xFFFFFFULL);
+        const int32_t k1 = (int32_t)((z >> 40) + 1), k2 = (int32_t)((z >> 16) & 0xFFFFFFULL);
         /* ln(k1 / 2^24) */
-        const long long e0 = 63 - __builtin_clzll((unsigned long long)k1);
-        const double m0 = (double)k1 * power_of_two(-e0); /* in [1, 2) */
-        const int high = m0 > SQRT2;
-        const double m = high ? m0 * 0.5 : m0;
-        const double e = (double)(e0 + high);
-        const double t = (m - 1.0) / (m + 1.0);
-        const double t2 = t * t;
-        double poly = t2 * (1.0 / 11.0) + (1.0 / 9.0);
-        poly = poly * t2 + (1.0 / 7.0);
-        poly = poly * t2 + (1.0 / 5.0);
-        poly = poly * t2 + (1.0 / 3.0);
-        poly = poly * t2 + 1.0;
-        const double log_u1 = (e - 24.0) * LN2 + (t * poly) * 2.0;
-        const double radius = __builtin_sqrt(log_u1 * -2.0);
+        const int32_t e0 = 31 - __builtin_clz((unsigned)k1);
+        const float m0 = (float)k1 * power_of_two(-e0); /* in [1, 2) */
+        const int32_t high = m0 > F(SQRT2);
+        const float m = high ? m0 * 0.5f : m0;
+        const float e = (float)(e0 + high);
+        const float t = (m - 1.0f) / (m + 1.0f);
+        const float t2 = t * t;
+        float poly = t2 * F(1.0 / 9.0) + F(1.0 / 7.0);
+        poly = poly * t2 + F(1.0 / 5.0);
+        poly = poly * t2 + F(1.0 / 3.0);
+        poly = poly * t2 + 1.0f;
+        const float log_u1 = (e - 24.0f) * F(LN2) + (t * poly) * 2.0f;
+        const float radius = __builtin_sqrtf(log_u1 * -2.0f);
         /* angle = turn * pi/2 + phi */
-        const long long turn = (k2 + 0x200000LL) >> 22; /* nearest quarter turn, 0..4 */
-        const double phi = (double)(k2 - (turn << 22)) * PI_OVER_2_23;
-        const double p2 = phi * phi;
-        double sin_poly = p2 * (-1.0 / 39916800.0) + (1.0 / 362880.0);
-        sin_poly = sin_poly * p2 + (-1.0 / 5040.0);
-        sin_poly = sin_poly * p2 + (1.0 / 120.0);
-        sin_poly = sin_poly * p2 + (-1.0 / 6.0);
-        sin_poly = sin_poly * p2 + 1.0;
-        const double sin_phi = phi * sin_poly;
-        double cos_phi = p2 * (1.0 / 479001600.0) + (-1.0 / 3628800.0);
-        cos_phi = cos_phi * p2 + (1.0 / 40320.0);
-        cos_phi = cos_phi * p2 + (-1.0 / 720.0);
-        cos_phi = cos_phi * p2 + (1.0 / 24.0);
-        cos_phi = cos_phi * p2 + (-1.0 / 2.0);
-        cos_phi = cos_phi * p2 + 1.0;
-        const long long q = turn & 3;
-        const double c = q == 0 ? cos_phi : (q == 1 ? -sin_phi : (q == 2 ? -cos_phi : sin_phi));
-        const double s = q == 0 ? sin_phi : (q == 1 ? cos_phi : (q == 2 ? -sin_phi : -cos_phi));
-        cos_out[i] = (float)(radius * c);
-        sin_out[i] = (float)(radius * s);
+        const int32_t turn = (k2 + 0x200000) >> 22; /* nearest quarter turn, 0..4 */
+        const float phi = (float)(k2 - (turn << 22)) * F(PI_OVER_2_23);
+        const float p2 = phi * phi;
+        float sin_poly = p2 * F(1.0 / 362880.0) + F(-1.0 / 5040.0);
+        sin_poly = sin_poly * p2 + F(1.0 / 120.0);
+        sin_poly = sin_poly * p2 + F(-1.0 / 6.0);
+        sin_poly = sin_poly * p2 + 1.0f;
+        const float sin_phi = phi * sin_poly;
+        float cos_phi = p2 * F(-1.0 / 3628800.0) + F(1.0 / 40320.0);
+        cos_phi = cos_phi * p2 + F(-1.0 / 720.0);
+        cos_phi = cos_phi * p2 + F(1.0 / 24.0);
+        cos_phi = cos_phi * p2 + F(-1.0 / 2.0);
+        cos_phi = cos_phi * p2 + 1.0f;
+        const int32_t q = turn & 3;
+        const float c = q == 0 ? cos_phi : (q == 1 ? -sin_phi : (q == 2 ? -cos_phi : sin_phi));
+        const float s = q == 0 ? sin_phi : (q == 1 ? cos_phi : (q == 2 ? -sin_phi : -cos_phi));
+        cos_out[i] = radius * c;
+        sin_out[i] = radius * s;
     }
 }
 

@@ -46,7 +46,7 @@ OPENMP = bool(_native is not None and (path := _loaded_libgomp()) and _native.us
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)
 MIX_1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 MIX_2 = 0x94D049BB133111EB - (1 << 64)
-# The float64 constants of the C kernel's normal noise (the same doubles).
+# The constants of the C kernel's normal noise (doubles; both sides round them to float32).
 LN2 = 0.69314718055994530942
 SQRT2 = 1.41421356237309504880
 PI_OVER_2_23 = math.pi / 8388608.0
@@ -318,24 +318,28 @@ def _horner(x: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
 
 
 def box_muller(k1: torch.Tensor, k2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """float64 radius sqrt(-2 ln(k1 / 2^24)) and cos, sin of the angle 2 pi k2 / 2^24, for int64
-    k1 in [1, 2^24] and k2 in [0, 2^24): the torch twin of the C kernel's arithmetic."""
+    """float32 radius sqrt(-2 ln(k1 / 2^24)) and cos, sin of the angle 2 pi k2 / 2^24, for int64
+    k1 in [1, 2^24] and k2 in [0, 2^24): the torch twin of the C kernel's arithmetic (the same
+    float32 operations in the same order; Python float constants round to float32 as in C)."""
     # ln(k1 / 2^24): k1 = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m - 1) / (m + 1))
-    mantissa, exponent = torch.frexp(k1.double())  # k1 = mantissa 2^exponent, mantissa in [0.5, 1)
-    m, e = mantissa * 2.0, (exponent - 1).double()
+    mantissa, exponent = torch.frexp(k1.float())  # k1 = mantissa 2^exponent, mantissa in [0.5, 1)
+    m = mantissa * 2.0
     high = m > SQRT2
     m = torch.where(high, m * 0.5, m)
-    e = torch.where(high, e + 1.0, e)
+    e = (exponent - 1 + high.to(exponent.dtype)).float()
     t = (m - 1.0) / (m + 1.0)
-    poly = _horner(t * t, (1 / 11, 1 / 9, 1 / 7, 1 / 5, 1 / 3, 1.0))
+    poly = _horner(t * t, (1 / 9, 1 / 7, 1 / 5, 1 / 3, 1.0))
     log_u1 = (e - 24.0) * LN2 + (t * poly) * 2.0
-    radius = torch.sqrt(log_u1 * -2.0)
+    # torch.sqrt is not correctly rounded on the CPU (SLEEF, <= 1 ulp); the float64 square root
+    # rounded to float32 is (its error is far below the distance of sqrt of a float32 from a
+    # float32 rounding boundary), so it equals the C kernel's IEEE sqrtf.
+    radius = torch.sqrt((log_u1 * -2.0).double()).float()
     # angle = 2 pi k2 / 2^24 = turn * pi / 2 + phi, turn the nearest quarter turn
     turn = (k2 + 0x200000).bitwise_right_shift(22)
-    phi = (k2 - turn * (1 << 22)).double() * PI_OVER_2_23
+    phi = (k2 - turn * (1 << 22)).float() * PI_OVER_2_23
     p2 = phi * phi
-    sin_phi = phi * _horner(p2, (-1 / 39916800, 1 / 362880, -1 / 5040, 1 / 120, -1 / 6, 1.0))
-    cos_phi = _horner(p2, (1 / 479001600, -1 / 3628800, 1 / 40320, -1 / 720, 1 / 24, -1 / 2, 1.0))
+    sin_phi = phi * _horner(p2, (1 / 362880, -1 / 5040, 1 / 120, -1 / 6, 1.0))
+    cos_phi = _horner(p2, (-1 / 3628800, 1 / 40320, -1 / 720, 1 / 24, -1 / 2, 1.0))
     quadrant = turn.bitwise_and(3)
     cos = torch.where(quadrant == 0, cos_phi, torch.where(quadrant == 1, -sin_phi, torch.where(quadrant == 2, -cos_phi, sin_phi)))
     sin = torch.where(quadrant == 0, sin_phi, torch.where(quadrant == 1, cos_phi, torch.where(quadrant == 2, -sin_phi, -cos_phi)))
@@ -346,8 +350,8 @@ def normal_noise(keys: torch.Tensor, size: int) -> torch.Tensor:
     """Standard normal float32 (B, size), row b a function of keys[b] alone: Box-Muller on the
     counter-based bits of `uniform_bits`; the first half of a row takes the cosines, the second
     the sines. The logarithm, sine and cosine are our own (range reduction and polynomials in
-    float64, error < 1e-11), evaluated with the same IEEE operations in the same order by the C
-    kernel and by this torch code, so both give the same bits on every device. The uniforms have
+    float32, within a few ulps), evaluated with the same IEEE operations in the same order by the
+    C kernel and by this torch code, so both give the same bits on every device. The uniforms have
     24 bits, so |z| <= sqrt(2 ln 2^24) = 5.77 (the tail beyond has probability 8e-9)."""
     keys = keys.to(torch.int64).contiguous()
     batch, pairs = keys.shape[0], -(-size // 2)
@@ -357,5 +361,5 @@ def normal_noise(keys: torch.Tensor, size: int) -> torch.Tensor:
         return out
     k1, k2 = uniform_bits(keys, pairs)
     radius, cos, sin = box_muller(k1, k2)
-    noise = torch.cat([(radius * cos).float(), (radius * sin).float()], 1)
+    noise = torch.cat([radius * cos, radius * sin], 1)
     return noise if 2 * pairs == size else noise[:, :size].contiguous()
