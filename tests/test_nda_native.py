@@ -224,3 +224,16 @@ def test_box_muller_at_the_edges_of_the_24_bit_grid():
 
 def assert_close_abs(a: torch.Tensor, b: torch.Tensor, tolerance: float) -> None:
     assert float((a - b).abs().max()) < tolerance, (a - b).abs().max()
+
+
+@needs_native
+@pytest.mark.parametrize("height,width", [(2, 2), (3, 7), (8, 8), (32, 32), (64, 48), (101, 99)])
+def test_patch_boxes_native_equals_fallback_and_stay_in_bounds(monkeypatch, height, width):
+    u = torch.rand(500, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u[0], u[1] = 0.0, 1.0 - 2.0 ** -53  # the extremes of torch.rand
+    a, b = both_paths(monkeypatch, lambda: native.patch_boxes_from_uniforms(u, height, width))
+    assert torch.equal(a, b)
+    top, left, box_h, box_w = a.unbind(1)
+    assert int(box_h.min()) == -(-height // 3) and int(box_h.max()) == height // 2
+    assert int(box_w.min()) == -(-width // 3) and int(box_w.max()) == width // 2
+    assert bool((top >= 0).all() and (left >= 0).all() and (top + box_h <= height).all() and (left + box_w <= width).all())

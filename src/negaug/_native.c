@@ -663,6 +663,30 @@ static PyObject *derangement(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(tries);
 }
 
+/* patch_boxes(out, u, B, H, W): int64 (B, 4) boxes (top, left, height, width) from float64 (B, 4)
+ * uniforms in [0, 1): side = low + floor(u * count) with low = ceil(S/3), count = floor(S/2) -
+ * low + 1, then start = floor(u * (S - side + 1)). Floors of float64 products, as the torch
+ * fallback (negaug.nda.transforms.sample_patch_boxes) computes them. */
+static PyObject *patch_boxes(PyObject *self, PyObject *args) {
+    addr_t out_p, u_p;
+    long long B, H, W;
+    if (!PyArg_ParseTuple(args, "KKLLL", &out_p, &u_p, &B, &H, &W))
+        return NULL;
+    int64_t *out = (int64_t *)(uintptr_t)out_p;
+    const double *u = (const double *)(uintptr_t)u_p;
+    const double low_h = (double)((H + 2) / 3), low_w = (double)((W + 2) / 3);
+    const double count_h = (double)(H / 2) - low_h + 1.0, count_w = (double)(W / 2) - low_w + 1.0;
+    for (long long b = 0; b < B; b++) {
+        const double *v = u + 4 * b;
+        const double side_h = floor(v[0] * count_h) + low_h, side_w = floor(v[1] * count_w) + low_w;
+        out[4 * b + 0] = (int64_t)floor(v[2] * (((double)H - side_h) + 1.0));
+        out[4 * b + 1] = (int64_t)floor(v[3] * (((double)W - side_w) + 1.0));
+        out[4 * b + 2] = (int64_t)side_h;
+        out[4 * b + 3] = (int64_t)side_w;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"use_openmp", use_openmp, METH_VARARGS, "Run kernels on the GNU OpenMP pool of the already loaded library at this path."},
     {"scatter_rows", scatter_rows, METH_VARARGS, "dst[dst_rows] = src[src_rows], whole images."},
@@ -672,6 +696,7 @@ static PyMethodDef methods[] = {
     {"random_crop", random_crop, METH_VARARGS, "Bilinear resampling of a box of each image back to full size."},
     {"cutout", cutout, METH_VARARGS, "A box of each image filled with its per-channel mean."},
     {"derangement", derangement, METH_VARARGS, "A random derangement from a 64-bit key (sorted hash keys, rejection)."},
+    {"patch_boxes", patch_boxes, METH_VARARGS, "Cutout / cutmix boxes from uniforms."},
     {"normal_rows", normal_rows, METH_VARARGS, "Counter-based standard normal noise, one row per key."},
     {NULL, NULL, 0, NULL},
 };

@@ -202,6 +202,23 @@ def cutmix_boxes(x: torch.Tensor, partner: torch.Tensor, box: torch.Tensor, rows
     return call.place(x.index_select(0, partner).lerp_(own, 1 - mask))  # exact at weights 0 and 1
 
 
+def patch_boxes_from_uniforms(u: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """int64 (B, 4) boxes (top, left, height, width) from float64 (B, 4) uniforms in [0, 1): each
+    side low + floor(u * count) over its ceil(S/3)..floor(S/2) range, each start floor(u * (S -
+    side + 1)). Floors of float64 products, the same in C and in torch."""
+    u = u.to(torch.float64).contiguous()
+    if _use_native(u):
+        out = torch.empty(u.shape[0], 4, dtype=torch.int64)
+        _native.patch_boxes(out.data_ptr(), u.data_ptr(), u.shape[0], height, width)
+        return out
+    low = torch.tensor([-(-height // 3), -(-width // 3)], dtype=torch.float64, device=u.device)
+    count = torch.tensor([height // 2, width // 2], dtype=torch.float64, device=u.device) - low + 1.0
+    sides = (u[:, :2] * count).floor_().add_(low)
+    size = torch.tensor([height, width], dtype=torch.float64, device=u.device)
+    starts = (u[:, 2:] * ((size - sides) + 1.0)).floor_()
+    return torch.cat([starts, sides], 1).to(torch.int64)
+
+
 def _check_boxes(name: str, box: torch.Tensor, height: int, width: int) -> None:
     top, left, box_h, box_w = box.unbind(1)
     if bool(((box < 0).any(1) | (top + box_h > height) | (left + box_w > width)).any()):

@@ -4,14 +4,13 @@ its own. Pairing transforms (stitch, cutmix, mixup) live in `pairing.py`, `other
 """
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Sequence
 
 import torch
 
 from negaug.nda.base import NDATransform, Params, register, select_rows
-from negaug.nda.native import crop_resize, cutout_boxes, jigsaw_tiles, normal_noise
+from negaug.nda.native import crop_resize, cutout_boxes, jigsaw_tiles, normal_noise, patch_boxes_from_uniforms
 from negaug.nda.sampling import MAX_REJECTION_ROUNDS, randint_between
 
 
@@ -206,26 +205,15 @@ def check_patch_size(name: str, height: int, width: int) -> None:
         raise ValueError(f"{name} needs images of at least 2x2 pixels for a patch of 1/3 to 1/2 of each side, got {height}x{width}")
 
 
-@functools.lru_cache(maxsize=64)
-def _patch_constants(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """float64 (2,) each: lowest side, number of possible sides, and image size, per axis (H, W)."""
-    (low_h, high_h), (low_w, high_w) = patch_bounds(height), patch_bounds(width)
-    options = dict(dtype=torch.float64, device=device)
-    return (torch.tensor([low_h, low_w], **options), torch.tensor([high_h - low_h + 1, high_w - low_w + 1], **options),
-            torch.tensor([height, width], **options))
-
-
 def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     """int64 (B, 4) = (top, left, height, width): a patch per image with each side uniform in
-    `patch_bounds`, at a uniform position fully inside the image. One float64 uniform per number,
-    floored (as `randint_between`; bias below 2^-40), drawn in one call."""
+    `patch_bounds`, at a uniform position fully inside the image. One float64 uniform u per
+    number, floored: side = low + floor(u * count), start = floor(u * (size - side + 1)) (the
+    product of u < 1 never rounds up to the count, so no clamp is needed; bias below 2^-40). The
+    arithmetic runs in the C kernel where built, else in torch, with the same result."""
     batch, _, height, width = shape
-    low, span, size = _patch_constants(height, width, generator.device)
     u = torch.rand(batch, 4, generator=generator, device=generator.device, dtype=torch.float64)
-    sides = u[:, :2].mul(span).floor_().clamp_(max=span - 1).add_(low)  # (B, 2): height, width
-    free = size - sides  # start in [0, free]
-    starts = u[:, 2:].mul(free + 1).floor_().clamp_(max=free)  # (B, 2): top, left
-    return torch.cat([starts, sides], 1).to(torch.int64)
+    return patch_boxes_from_uniforms(u, height, width)
 
 
 @register("cutout")
