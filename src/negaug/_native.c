@@ -72,6 +72,7 @@ struct Batch {
     /* per-kernel parameters */
     const int64_t *perm, *partner, *box;
     const unsigned char *split_rows;
+    const float *gamma;
     long long k;
     char *scratch; /* per-thread scratch space: thread t owns scratch + t * scratch_bytes */
     size_t scratch_bytes;
@@ -459,6 +460,41 @@ static PyObject *random_crop(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static void mixup_range(const Batch *b, long long r0, long long r1, long long thread) {
+    const long long n = b->C * b->H * b->W;
+    for (long long r = r0; r < r1; r++) {
+        float *restrict d = (float *)(b->dst + ROW(b->dst_rows, r) * b->image_bytes);
+        const float *restrict o = (const float *)(b->src + ROW(b->src_rows, r) * b->image_bytes);
+        const float *restrict q = (const float *)(b->src + b->partner[r] * b->image_bytes);
+        const float gamma = b->gamma[r];
+        for (long long i = 0; i < n; i++) d[i] = q[i] + (o[i] - q[i]) * gamma;
+    }
+}
+
+/* mixup(<batch>, partner, gamma): image r is partner + (own - partner) * gamma[r] (float32, three
+ * roundings, the same operations as the torch fallback), own = src[src_rows[r]], partner =
+ * src[partner[r]]. float32 images only. */
+static PyObject *mixup(PyObject *self, PyObject *args) {
+    Batch b = {0};
+    addr_t dst, dst_rows, src, src_rows, partner_p, gamma_p;
+    if (!PyArg_ParseTuple(args, BATCH_FORMAT "KK", BATCH_ARGS(b, dst, dst_rows, src, src_rows), &partner_p, &gamma_p))
+        return NULL;
+    if (setup_batch(&b, dst, dst_rows, src, src_rows))
+        return NULL;
+    if (b.itemsize != 4) {
+        PyErr_SetString(PyExc_ValueError, "mixup kernel: float32 images only");
+        return NULL;
+    }
+    b.partner = (const int64_t *)(uintptr_t)partner_p;
+    b.gamma = (const float *)(uintptr_t)gamma_p;
+    if (check_index(b.partner, b.R, b.N, "mixup: partner"))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    run_rows(&b, mixup_range);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* SplitMix64's output function (Steele, Lea & Flood 2014): a bijective 64-bit mix. */
 static inline uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -694,6 +730,7 @@ static PyMethodDef methods[] = {
     {"stitch", stitch, METH_VARARGS, "Halves of two images, per image top/bottom or left/right."},
     {"cutmix", cutmix, METH_VARARGS, "A box of each image replaced by the same box of its partner."},
     {"random_crop", random_crop, METH_VARARGS, "Bilinear resampling of a box of each image back to full size."},
+    {"mixup", mixup, METH_VARARGS, "Each image blended with its partner: partner + (own - partner) * gamma."},
     {"cutout", cutout, METH_VARARGS, "A box of each image filled with its per-channel mean."},
     {"derangement", derangement, METH_VARARGS, "A random derangement from a 64-bit key (sorted hash keys, rejection)."},
     {"patch_boxes", patch_boxes, METH_VARARGS, "Cutout / cutmix boxes from uniforms."},

@@ -173,6 +173,23 @@ def stitch_halves(x: torch.Tensor, partner: torch.Tensor, split_rows: torch.Tens
     return call.place(x.index_select(0, partner).lerp_(own, keep_own))
 
 
+def mixup_blend(x: torch.Tensor, partner: torch.Tensor, gamma: torch.Tensor, rows: torch.Tensor | None = None,
+                out: torch.Tensor | None = None, out_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """partner + (own - partner) * gamma = gamma * own + (1 - gamma) * partner, with own = x[rows[r]],
+    partner = x[partner[r]], gamma float (R,): three roundings in x's dtype (not torch.lerp, whose
+    fused and unfused paths round differently), the same in the C kernel."""
+    call = _Call(x, rows, out, out_rows)
+    partner = _index(partner)
+    if call.native and x.dtype == torch.float32:
+        weight = gamma.to(torch.float32).contiguous()
+        _native.mixup(*call.batch_args(), partner.data_ptr(), weight.data_ptr())
+        return call.out
+    _check_range("mixup: partner", partner, x.shape[0])
+    own = call.own()
+    other = x.index_select(0, partner)
+    return call.place((own - other).mul_(gamma.to(own.dtype).view(-1, 1, 1, 1)).add_(other))
+
+
 def patch_mask(box: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
     """(B, 1, H, W) mask of each box (top, left, height, width), 1 inside and 0 outside, as floats
     of `dtype`. Float masks are used with `torch.lerp`, which is exact at weights 0 and 1 and about

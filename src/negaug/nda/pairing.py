@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from negaug.nda.base import NDATransform, Params, register, select_rows
-from negaug.nda.native import cutmix_boxes, stitch_halves
+from negaug.nda.base import NDATransform, Params, register
+from negaug.nda.native import cutmix_boxes, mixup_blend, stitch_halves
 from negaug.nda.sampling import derangement, sample_beta
 from negaug.nda.transforms import check_patch_size, sample_patch_boxes
 
@@ -28,13 +28,6 @@ class PairingTransform(NDATransform):
 
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {}
-
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return self.combine(select_rows(x, rows), x, params)
-
-    def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
-        """Combine own (R, C, H, W) with partners `pool[params["partner"]]` (pool: the whole batch)."""
-        raise NotImplementedError
 
 
 @register("stitch")
@@ -107,7 +100,9 @@ class Mixup(PairingTransform):
         gamma = sample_beta(self.alpha, self.alpha, shape[0], generator)
         return {"gamma": gamma.clamp(self.GAMMA_MARGIN, 1 - self.GAMMA_MARGIN).float()}
 
-    def combine(self, own: torch.Tensor, pool: torch.Tensor, params: Params) -> torch.Tensor:
-        gamma = params["gamma"].to(own.dtype).view(-1, 1, 1, 1)
-        # lerp(partner, own, gamma) = gamma * own + (1 - gamma) * partner, in one kernel.
-        return pool.index_select(0, params["partner"]).lerp_(own, gamma)
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return mixup_blend(x, params["partner"], params["gamma"], rows)
+
+    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
+                       out_rows: torch.Tensor | None = None) -> None:
+        mixup_blend(x, params["partner"], params["gamma"], rows, out, out_rows)
