@@ -158,9 +158,21 @@ static void run_rows(Batch *b, RangeFn fn) {
     gomp_parallel(run_task, &task, (unsigned)threads, 0);
 }
 
+/* run_rows with the GIL released; returns None for the caller to return. */
+static PyObject *run_released(Batch *b, RangeFn fn) {
+    Py_BEGIN_ALLOW_THREADS
+    run_rows(b, fn);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* The first byte of output image r and of input image r (after the row indices). */
+static inline char *dst_image(const Batch *b, long long r) { return b->dst + ROW(b->dst_rows, r) * b->image_bytes; }
+static inline const char *src_image(const Batch *b, long long r) { return b->src + ROW(b->src_rows, r) * b->image_bytes; }
+
 static void scatter_range(const Batch *b, long long r0, long long r1, long long thread) {
     for (long long r = r0; r < r1; r++)
-        copy_bytes(b->dst + ROW(b->dst_rows, r) * b->image_bytes, b->src + ROW(b->src_rows, r) * b->image_bytes, b->image_bytes);
+        copy_bytes(dst_image(b, r), src_image(b, r), b->image_bytes);
 }
 
 /* scatter_rows(dst, dst_rows, M, src, src_rows, N, R, C, H, W, itemsize):
@@ -172,10 +184,7 @@ static PyObject *scatter_rows(PyObject *self, PyObject *args) {
         return NULL;
     if (setup_batch(&b, dst, dst_rows, src, src_rows))
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    run_rows(&b, scatter_range);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
+    return run_released(&b, scatter_range);
 }
 
 /* Copies `count` rows of `bytes` bytes, `stride` apart in both src and dst. The sizes of a tile row
@@ -199,8 +208,8 @@ static void jigsaw_range(const Batch *b, long long r0, long long r1, long long t
     const size_t tile_row_bytes = (size_t)(b->W / k * b->itemsize);
     for (long long r = r0; r < r1; r++) {
         const int64_t *p = b->perm + r * tiles;
-        char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
-        const char *s_image = b->src + ROW(b->src_rows, r) * b->image_bytes;
+        char *d_image = dst_image(b, r);
+        const char *s_image = src_image(b, r);
         for (long long c = 0; c < b->C; c++) {
             char *d_plane = d_image + c * b->plane_bytes;
             const char *s_plane = s_image + c * b->plane_bytes;
@@ -229,17 +238,14 @@ static PyObject *jigsaw(PyObject *self, PyObject *args) {
     b.perm = (const int64_t *)(uintptr_t)perm_p;
     if (check_index(b.perm, b.R * b.k * b.k, b.k * b.k, "jigsaw: perm"))
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    run_rows(&b, jigsaw_range);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
+    return run_released(&b, jigsaw_range);
 }
 
 static void stitch_range(const Batch *b, long long r0, long long r1, long long thread) {
     const size_t top_bytes = (size_t)(b->H / 2) * b->row_bytes, left_bytes = (size_t)(b->W / 2 * b->itemsize);
     for (long long r = r0; r < r1; r++) {
-        char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
-        const char *o_image = b->src + ROW(b->src_rows, r) * b->image_bytes;
+        char *d_image = dst_image(b, r);
+        const char *o_image = src_image(b, r);
         const char *q_image = b->src + b->partner[r] * b->image_bytes;
         for (long long c = 0; c < b->C; c++) {
             char *d = d_image + c * b->plane_bytes;
@@ -269,10 +275,7 @@ static PyObject *stitch(PyObject *self, PyObject *args) {
     b.split_rows = (const unsigned char *)(uintptr_t)split_p;
     if (check_index(b.partner, b.R, b.N, "stitch: partner"))
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    run_rows(&b, stitch_range);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
+    return run_released(&b, stitch_range);
 }
 
 static int check_boxes(const Batch *b, const char *what) {
@@ -290,8 +293,8 @@ static int check_boxes(const Batch *b, const char *what) {
 static void cutmix_range(const Batch *b, long long r0, long long r1, long long thread) {
     for (long long r = r0; r < r1; r++) {
         const int64_t *x = b->box + 4 * r;
-        char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
-        const char *o_image = b->src + ROW(b->src_rows, r) * b->image_bytes;
+        char *d_image = dst_image(b, r);
+        const char *o_image = src_image(b, r);
         const char *q_image = b->src + b->partner[r] * b->image_bytes;
         const size_t offset = (size_t)x[1] * b->itemsize, span = (size_t)x[3] * b->itemsize;
         copy_bytes(d_image, o_image, b->image_bytes);
@@ -317,17 +320,14 @@ static PyObject *cutmix(PyObject *self, PyObject *args) {
         return NULL;
     if (check_boxes(&b, "cutmix"))
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    run_rows(&b, cutmix_range);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
+    return run_released(&b, cutmix_range);
 }
 
 static void cutout_range(const Batch *b, long long r0, long long r1, long long thread) {
     for (long long r = r0; r < r1; r++) {
         const int64_t *x = b->box + 4 * r;
-        char *d_image = b->dst + ROW(b->dst_rows, r) * b->image_bytes;
-        const char *o_image = b->src + ROW(b->src_rows, r) * b->image_bytes;
+        char *d_image = dst_image(b, r);
+        const char *o_image = src_image(b, r);
         copy_bytes(d_image, o_image, b->image_bytes);
         if (x[2] == 0 || x[3] == 0)
             continue;
@@ -377,10 +377,7 @@ static PyObject *cutout(PyObject *self, PyObject *args) {
     b.box = (const int64_t *)(uintptr_t)box_p;
     if (check_boxes(&b, "cutout"))
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    run_rows(&b, cutout_range);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
+    return run_released(&b, cutout_range);
 }
 
 /* random_crop: bilinear resampling of the box (top, left, height, width), fractions of H and W
@@ -413,8 +410,8 @@ static void crop_range(const Batch *b, long long r0, long long r1, long long thr
         crop_taps(box[4 * r + 0], box[4 * r + 2], H, lo_y, hi_y, w_y);
         crop_taps(box[4 * r + 1], box[4 * r + 3], W, lo_x, hi_x, w_x);
         const long long first = lo_y[0], last = hi_y[H - 1]; /* the source rows the output needs */
-        float *d_image = (float *)(b->dst + ROW(b->dst_rows, r) * b->image_bytes);
-        const float *s_image = (const float *)(b->src + ROW(b->src_rows, r) * b->image_bytes);
+        float *d_image = (float *)dst_image(b, r);
+        const float *s_image = (const float *)src_image(b, r);
         for (long long c = 0; c < b->C; c++) {
             const float *s = s_image + c * H * W;
             float *d = d_image + c * H * W;
@@ -453,18 +450,16 @@ static PyObject *random_crop(PyObject *self, PyObject *args) {
     b.scratch = (char *)malloc(b.scratch_bytes * (size_t)(b.threads > 1 ? b.threads : 1));
     if (!b.scratch)
         return PyErr_NoMemory();
-    Py_BEGIN_ALLOW_THREADS
-    run_rows(&b, crop_range);
-    Py_END_ALLOW_THREADS
+    PyObject *result = run_released(&b, crop_range);
     free(b.scratch);
-    Py_RETURN_NONE;
+    return result;
 }
 
 static void mixup_range(const Batch *b, long long r0, long long r1, long long thread) {
     const long long n = b->C * b->H * b->W;
     for (long long r = r0; r < r1; r++) {
-        float *restrict d = (float *)(b->dst + ROW(b->dst_rows, r) * b->image_bytes);
-        const float *restrict o = (const float *)(b->src + ROW(b->src_rows, r) * b->image_bytes);
+        float *restrict d = (float *)dst_image(b, r);
+        const float *restrict o = (const float *)src_image(b, r);
         const float *restrict q = (const float *)(b->src + b->partner[r] * b->image_bytes);
         const float gamma = b->gamma[r];
         for (long long i = 0; i < n; i++) d[i] = q[i] + (o[i] - q[i]) * gamma;
@@ -489,10 +484,7 @@ static PyObject *mixup(PyObject *self, PyObject *args) {
     b.gamma = (const float *)(uintptr_t)gamma_p;
     if (check_index(b.partner, b.R, b.N, "mixup: partner"))
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    run_rows(&b, mixup_range);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
+    return run_released(&b, mixup_range);
 }
 
 /* SplitMix64's output function (Steele, Lea & Flood 2014): a bijective 64-bit mix. */
