@@ -3,9 +3,9 @@ transform, kornia's equivalent (where it has one) and x.clone(), all measured in
 
     python benchmarks/nda_transforms.py [--repeats 15] [--threads 2] [--stat median|min]
 
-Methods are timed round-robin (a ~5 ms block of calls of each, repeated), so load from other
-processes hits them alike; each number is the median (or min) over repeats of the time of one call
-(sampling included) after a warm-up.
+Methods are timed round-robin (a ~5 ms block of calls of each, after one untimed call, repeated),
+so load from other processes hits them alike; each number is the median (or min) over repeats of
+the time of one call (sampling included). NEGAUG_NATIVE=0 measures the torch twins of the C kernels.
 Targets: ours >= 3x the loop and >= kornia; jigsaw, stitch and the flips within 4x of x.clone().
 """
 from __future__ import annotations
@@ -256,7 +256,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     shapes = [(256, 3, 32, 32), (64, 3, 64, 64)]
     stat = statistics.median if args.stat == "median" else min
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.stat} of {args.repeats} round-robin repeats; images/s\n")
+    from negaug.nda import native
+
+    kernels = f"C kernels {'on' if native.native_enabled() else 'off'}" + (", on torch's OpenMP threads" if native.OPENMP else "")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {kernels}, {args.stat} of {args.repeats} "
+          f"round-robin repeats; images/s\n")
     print("| transform | batch | ours | apply only | per-image loop | kornia | x.clone() | ours / loop | ours / kornia | clone / ours |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     missed = []

@@ -345,9 +345,10 @@ def uniform_bits(keys: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor
 
 def _horner(x: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
     """((c0 x + c1) x + c2) x + ... with one rounding per multiply and per add, as in the C kernel."""
-    result = x * coefficients[0] + coefficients[1]
+    result = x * coefficients[0]
+    result.add_(coefficients[1])
     for coefficient in coefficients[2:]:
-        result = result * x + coefficient
+        result.mul_(x).add_(coefficient)
     return result
 
 
@@ -355,28 +356,34 @@ def box_muller(k1: torch.Tensor, k2: torch.Tensor) -> tuple[torch.Tensor, torch.
     """float32 radius sqrt(-2 ln(k1 / 2^24)) and cos, sin of the angle 2 pi k2 / 2^24, for int64
     k1 in [1, 2^24] and k2 in [0, 2^24): the torch twin of the C kernel's arithmetic (the same
     float32 operations in the same order; Python float constants round to float32 as in C)."""
-    # ln(k1 / 2^24): k1 = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m - 1) / (m + 1))
-    mantissa, exponent = torch.frexp(k1.float())  # k1 = mantissa 2^exponent, mantissa in [0.5, 1)
-    m = mantissa * 2.0
+    # ln(k1 / 2^24): k1 = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m - 1) / (m + 1)).
+    # k1 < 2^25 is exact in float32: its exponent field is e + 127, and the mantissa with the
+    # exponent field set to 127 is k1 / 2^e in [1, 2).
+    bits = k1.to(torch.float32).view(torch.int32)
+    e = bits.bitwise_right_shift(23).sub_(127)
+    m = bits.bitwise_and_(0x007FFFFF).bitwise_or_(127 << 23).view(torch.float32)
     high = m > SQRT2
-    m = torch.where(high, m * 0.5, m)
-    e = (exponent - 1 + high.to(exponent.dtype)).float()
-    t = (m - 1.0) / (m + 1.0)
+    m = torch.lerp(m, m * 0.5, high.to(torch.float32))  # exact at weights 0 and 1
+    e = e.add_(high).to(torch.float32)
+    t = (m - 1.0).div_(m + 1.0)
     poly = _horner(t * t, (1 / 9, 1 / 7, 1 / 5, 1 / 3, 1.0))
-    log_u1 = (e - 24.0) * LN2 + (t * poly) * 2.0
+    log_u1 = e.sub_(24.0).mul_(LN2).add_(t.mul_(poly).mul_(2.0))
     # torch.sqrt is not correctly rounded on the CPU (SLEEF, <= 1 ulp); the float64 square root
     # rounded to float32 is (its error is far below the distance of sqrt of a float32 from a
     # float32 rounding boundary), so it equals the C kernel's IEEE sqrtf.
-    radius = torch.sqrt((log_u1 * -2.0).double()).float()
+    radius = torch.sqrt(log_u1.mul_(-2.0).double()).to(torch.float32)
     # angle = 2 pi k2 / 2^24 = turn * pi / 2 + phi, turn the nearest quarter turn
-    turn = (k2 + 0x200000).bitwise_right_shift(22)
-    phi = (k2 - turn * (1 << 22)).float() * PI_OVER_2_23
+    turn = (k2 + 0x200000).bitwise_right_shift_(22)
+    phi = (k2 - turn * (1 << 22)).to(torch.float32).mul_(PI_OVER_2_23)
     p2 = phi * phi
-    sin_phi = phi * _horner(p2, (1 / 362880, -1 / 5040, 1 / 120, -1 / 6, 1.0))
+    sin_phi = _horner(p2, (1 / 362880, -1 / 5040, 1 / 120, -1 / 6, 1.0)).mul_(phi)
     cos_phi = _horner(p2, (-1 / 3628800, 1 / 40320, -1 / 720, 1 / 24, -1 / 2, 1.0))
-    quadrant = turn.bitwise_and(3)
-    cos = torch.where(quadrant == 0, cos_phi, torch.where(quadrant == 1, -sin_phi, torch.where(quadrant == 2, -cos_phi, sin_phi)))
-    sin = torch.where(quadrant == 0, sin_phi, torch.where(quadrant == 1, cos_phi, torch.where(quadrant == 2, -sin_phi, -cos_phi)))
+    # rotate by turn quarter turns: odd turns swap cos and sin (lerp at weights 0/1 selects
+    # exactly), then signs: cos < 0 for quadrants 1 and 2, sin < 0 for 2 and 3
+    quadrant = turn.bitwise_and_(3)
+    swap = quadrant.bitwise_and(1).to(torch.float32)
+    cos = torch.lerp(cos_phi, sin_phi, swap).mul_((quadrant + 1).bitwise_right_shift_(1).bitwise_and_(1).mul_(-2).add_(1))
+    sin = torch.lerp(sin_phi, cos_phi, swap).mul_(quadrant.bitwise_right_shift(1).mul_(-2).add_(1))
     return radius, cos, sin
 
 
