@@ -10,6 +10,7 @@ import sysconfig
 import pytest
 import scipy.stats
 import torch
+from hypothesis import given, settings, strategies as st
 
 from negaug import nda
 from negaug.nda import native
@@ -239,3 +240,22 @@ def test_patch_boxes_native_equals_fallback_and_stay_in_bounds(monkeypatch, heig
     assert int(box_h.min()) == -(-height // 3) and int(box_h.max()) == height // 2
     assert int(box_w.min()) == -(-width // 3) and int(box_w.max()) == width // 2
     assert bool((top >= 0).all() and (left >= 0).all() and (top + box_h <= height).all() and (left + box_w <= width).all())
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([n for n in nda.names() if n != "other_data"]), st.integers(2, 9), st.integers(1, 4),
+       st.integers(2, 19), st.integers(2, 19), st.integers(0, 2**31))
+def test_kernels_equal_the_torch_twins_on_any_size(name, batch, channels, height, width, seed):
+    if name in ("jigsaw", "mixture"):  # jigsaw k=2 needs even sides; the other transforms take odd ones
+        height, width = height + height % 2, width + width % 2
+    t = nda.build(name)
+    x = torch.rand(batch, channels, height, width, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    params = t.sample(x.shape, torch.Generator().manual_seed(seed + 1))
+    with_kernels = t.apply(x, params)
+    os.environ["NEGAUG_NATIVE"] = "0"
+    try:
+        twins = t.apply(x, params)
+    finally:
+        del os.environ["NEGAUG_NATIVE"]
+    assert torch.equal(with_kernels, twins)
