@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from torch.testing import assert_close
 
 from negaug import nda
-from negaug.nda.sampling import randint_between, sample_log_gamma
+from negaug.nda.sampling import sample_log_gamma
 from negaug.nda.transforms import patch_bounds
 
 PAIRING = ("stitch", "cutmix", "mixup")
@@ -377,10 +377,17 @@ def test_mixup_gamma_is_beta_per_image(alpha):
     assert_close(gamma.var().item(), variance, rtol=0.03, atol=0)
 
 
-def test_randint_between_is_inclusive_and_uniform():
-    draws = randint_between(torch.full((6000,), 2), torch.full((6000,), 4), gen(0))
-    assert sorted(set(draws.tolist())) == [2, 3, 4]
-    assert all(1800 <= int((draws == v).sum()) <= 2200 for v in (2, 3, 4))
+def test_patch_sides_and_starts_are_inclusive_and_uniform():
+    from negaug.nda.native import patch_boxes_from_uniforms
+
+    u = torch.rand(6000, 4, generator=gen(0), dtype=torch.float64)
+    top, left, height, width = patch_boxes_from_uniforms(u, 6, 12).unbind(1)  # sides 2..3 and 4..6
+    assert sorted(set(height.tolist())) == [2, 3] and all(2700 <= int((height == v).sum()) <= 3300 for v in (2, 3))
+    assert sorted(set(width.tolist())) == [4, 5, 6] and all(1800 <= int((width == v).sum()) <= 2200 for v in (4, 5, 6))
+    narrow = width == 6  # left in 0..6: 7 equally likely starts
+    assert sorted(set(left[narrow].tolist())) == list(range(7))
+    assert all(abs(int((left[narrow] == v).sum()) - int(narrow.sum()) / 7) < 6 * math.sqrt(int(narrow.sum()) / 7) for v in range(7))
+    assert bool((top + height <= 6).all())
 
 
 # ----------------------------------------------------------------------------- single-image transforms

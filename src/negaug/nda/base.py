@@ -140,6 +140,24 @@ class NDATransform(nn.Module):
         return {}
 
 
+class RowWriter(NDATransform):
+    """A transform computed by one function that can write straight into an output (the fast
+    paths of `negaug.nda.native`): subclasses implement `write`, and `transform` and
+    `transform_into` both call it."""
+
+    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
+              out_rows: torch.Tensor | None) -> torch.Tensor:
+        """The images `rows` of x as a new tensor (out=None) or written into out[out_rows]."""
+        raise NotImplementedError
+
+    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self.write(x, params, rows, None, None)
+
+    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
+                       out_rows: torch.Tensor | None = None) -> None:
+        self.write(x, params, rows, out, out_rows)
+
+
 def register(name: str) -> Callable[[type], type]:
     """Register an NDATransform subclass under `name` (also kept as `cls.registered_name`)."""
     def decorator(cls: type) -> type:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from negaug.nda.base import NDATransform, Params, register
+from negaug.nda.base import Params, RowWriter, register
 from negaug.nda.native import cutmix_boxes, mixup_blend, stitch_halves
 from negaug.nda.sampling import derangement, sample_beta
 from negaug.nda.transforms import check_patch_size, sample_patch_boxes
 
 
-class PairingTransform(NDATransform):
+class PairingTransform(RowWriter):
     """Base of stitch, cutmix and mixup. Parameters: `partner` int64 (B,) plus `make_pair_params`."""
 
     min_batch_size = 2
@@ -45,12 +45,9 @@ class Stitch(PairingTransform):
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"split_rows": torch.rand(shape[0], generator=generator, device=generator.device) < 0.5}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return stitch_halves(x, params["partner"], params["split_rows"], rows)
-
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        stitch_halves(x, params["partner"], params["split_rows"], rows, out, out_rows)
+    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
+              out_rows: torch.Tensor | None) -> torch.Tensor:
+        return stitch_halves(x, params["partner"], params["split_rows"], rows, out, out_rows)
 
 
 @register("cutmix")
@@ -67,12 +64,9 @@ class CutMix(PairingTransform):
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"box": sample_patch_boxes(shape, generator)}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return cutmix_boxes(x, params["partner"], params["box"], rows)
-
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        cutmix_boxes(x, params["partner"], params["box"], rows, out, out_rows)
+    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
+              out_rows: torch.Tensor | None) -> torch.Tensor:
+        return cutmix_boxes(x, params["partner"], params["box"], rows, out, out_rows)
 
 
 @register("mixup")
@@ -100,9 +94,6 @@ class Mixup(PairingTransform):
         gamma = sample_beta(self.alpha, self.alpha, shape[0], generator)
         return {"gamma": gamma.clamp(self.GAMMA_MARGIN, 1 - self.GAMMA_MARGIN).float()}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return mixup_blend(x, params["partner"], params["gamma"], rows)
-
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        mixup_blend(x, params["partner"], params["gamma"], rows, out, out_rows)
+    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
+              out_rows: torch.Tensor | None) -> torch.Tensor:
+        return mixup_blend(x, params["partner"], params["gamma"], rows, out, out_rows)

@@ -9,8 +9,8 @@ import torch
 
 from negaug.nda.native import keyed_derangement
 
-# Rejection loops accept each candidate with probability >= 1/3 (derangements, n = 3) or >= 0.95
-# (Marsaglia-Tsang), so this bound is never reached in practice: (2/3)^200 < 1e-35.
+# Rejection loops (derangements, jigsaw's identity redraw) accept each candidate with probability
+# >= 1/3 (derangements of 3 items), so this bound is never reached in practice: (2/3)^200 < 1e-35.
 MAX_REJECTION_ROUNDS = 200
 
 
@@ -43,58 +43,22 @@ def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     return keyed_derangement(key, n, generator.device, MAX_REJECTION_ROUNDS)
 
 
-def randint_between(low: torch.Tensor, high: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Uniform integers in [low, high] (inclusive, elementwise; int64 tensors of one shape).
-
-    One float64 uniform per element, floored: the bias is below 2^-40 for any image size.
-    """
-    u = torch.rand(low.shape, generator=generator, device=generator.device, dtype=torch.float64)
-    span = (high - low + 1).to(torch.float64)
-    return low + (u * span).floor().to(torch.int64).minimum(high - low)
-
-
 def sample_log_gamma(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """log of one Gamma(concentration[i], 1) draw per element, float64 of concentration's shape.
 
     Concentrations below 1 are boosted in log space, log Gamma(a) = log Gamma(a + 1) + log(U) / a,
     so tiny concentrations do not underflow to 0. The Gamma(>= 1) draws come from torch's
-    Marsaglia-Tsang sampler (`torch._standard_gamma`, which takes a generator; one kernel instead
-    of a rejection loop of small ops: 7 us instead of 145 us for 128 draws), or from our own
-    vectorised Marsaglia-Tsang loop where that private function is missing.
+    Marsaglia-Tsang sampler (`torch._standard_gamma`, which takes a generator and exists in every
+    torch >= 2.1; one kernel instead of a rejection loop of small ops: 7 us instead of 145 us for
+    128 draws).
     """
     options = dict(generator=generator, device=generator.device, dtype=torch.float64)
     concentration = concentration.to(device=generator.device, dtype=torch.float64).flatten()
     boosted = concentration < 1.0
     shape = torch.where(boosted, concentration + 1.0, concentration)
-    if hasattr(torch, "_standard_gamma"):
-        log_draws = torch._standard_gamma(shape, generator=generator).log()
-    else:  # pragma: no cover - every torch this package supports has it
-        log_draws = _marsaglia_tsang_log(shape, generator)
+    log_draws = torch._standard_gamma(shape, generator=generator).log()
     u = 1.0 - torch.rand(shape.numel(), **options)  # (0, 1]: the log stays finite
     return torch.where(boosted, log_draws + u.log() / concentration, log_draws)
-
-
-def _marsaglia_tsang_log(shape: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """log Gamma(shape) for float64 shapes >= 1: Marsaglia & Tsang (2000), vectorised rejection
-    (only the rejected entries are redrawn)."""
-    options = dict(generator=generator, device=generator.device, dtype=torch.float64)
-    d = shape - 1.0 / 3.0
-    c = (9.0 * d).rsqrt()
-    out = torch.empty_like(d)
-    pending = torch.arange(d.numel(), device=generator.device)
-    for _ in range(MAX_REJECTION_ROUNDS):
-        if pending.numel() == 0:
-            break
-        z = torch.randn(pending.numel(), **options)
-        u = torch.rand(pending.numel(), **options)
-        d_p = d[pending]
-        v = (1.0 + c[pending] * z) ** 3
-        log_v = v.clamp_min(1e-300).log()
-        accept = (v > 0) & (u.log() < 0.5 * z * z + d_p - d_p * v + d_p * log_v)
-        out[pending[accept]] = (d_p.log() + log_v)[accept]
-        pending = pending[~accept]
-    assert pending.numel() == 0, "sample_log_gamma: rejection sampling did not terminate"
-    return out
 
 
 def sample_beta(alpha: float, beta: float, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -105,7 +69,7 @@ def sample_beta(alpha: float, beta: float, n: int, generator: torch.Generator) -
     if alpha <= 0 or beta <= 0:
         raise ValueError(f"Beta concentrations must be positive, got alpha={alpha}, beta={beta}")
     device = generator.device
-    if min(alpha, beta) >= 1.0 and hasattr(torch, "_standard_gamma"):
+    if min(alpha, beta) >= 1.0:
         concentration = torch.full((2, n), float(alpha), dtype=torch.float64, device=device)
         if beta != alpha:
             concentration[1] = float(beta)

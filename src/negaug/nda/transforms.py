@@ -9,9 +9,9 @@ from typing import Sequence
 
 import torch
 
-from negaug.nda.base import NDATransform, Params, register, select_rows
+from negaug.nda.base import NDATransform, Params, RowWriter, register, select_rows
 from negaug.nda.native import crop_resize, cutout_boxes, jigsaw_tiles, normal_noise, patch_boxes_from_uniforms
-from negaug.nda.sampling import MAX_REJECTION_ROUNDS, randint_between
+from negaug.nda.sampling import MAX_REJECTION_ROUNDS
 
 
 def check_probability(name: str, value: float) -> float:
@@ -34,7 +34,7 @@ def _permutation_table(size: int, allow_identity: bool) -> torch.Tensor:
 
 
 @register("jigsaw")
-class Jigsaw(NDATransform):
+class Jigsaw(RowWriter):
     """Jigsaw-K: cut each image into K x K tiles of (H/K, W/K) and shuffle them with a permutation
     drawn uniformly per image among the (K*K)! - 1 non-identity ones (all of them with
     `allow_identity=True`, the noisy variant of Appendix O). H and W must be divisible by K.
@@ -81,12 +81,9 @@ class Jigsaw(NDATransform):
         keys = torch.rand(n, self.k * self.k, generator=generator, device=generator.device, dtype=torch.float64)
         return keys.argsort(1)
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return jigsaw_tiles(x, params["perm"], self.k, rows)
-
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        jigsaw_tiles(x, params["perm"], self.k, rows, out, out_rows)
+    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
+              out_rows: torch.Tensor | None) -> torch.Tensor:
+        return jigsaw_tiles(x, params["perm"], self.k, rows, out, out_rows)
 
 
 class _Flip(NDATransform):
@@ -157,7 +154,7 @@ class GaussianNoise(NDATransform):
 
 
 @register("random_crop")
-class RandomCrop(NDATransform):
+class RandomCrop(RowWriter):
     """Crop a random region of each image and resize it back to H x W (bilinear).
 
     The crop covers a fraction of the image area drawn uniformly from `scale` (default 0.25 to
@@ -184,14 +181,11 @@ class RandomCrop(NDATransform):
         top, left = (1 - side) * u[:, 1], (1 - side) * u[:, 2]
         return {"box": torch.stack([top, left, side, side], 1).float()}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
+              out_rows: torch.Tensor | None) -> torch.Tensor:
         # Separable bilinear (columns, then rows), two taps per pixel: about 3x faster than
         # resampling matrices or grid_sample on the CPU in torch, and a C kernel where built.
-        return crop_resize(x, params["box"], rows)
-
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        crop_resize(x, params["box"], rows, out, out_rows)
+        return crop_resize(x, params["box"], rows, out, out_rows)
 
 
 def patch_bounds(size: int) -> tuple[int, int]:
@@ -217,7 +211,7 @@ def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.T
 
 
 @register("cutout")
-class Cutout(NDATransform):
+class Cutout(RowWriter):
     """Replace a random patch of each image (height in [ceil(H/3), floor(H/2)], width likewise,
     uniform position fully inside) with that patch's own per-channel mean (the paper's variant;
     DeVries & Taylor fill with zeros), summed in float64. Parameters: `box` int64 (B, 4) =
@@ -230,9 +224,6 @@ class Cutout(NDATransform):
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"box": sample_patch_boxes(shape, generator)}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return cutout_boxes(x, params["box"], rows)
-
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        cutout_boxes(x, params["box"], rows, out, out_rows)
+    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
+              out_rows: torch.Tensor | None) -> torch.Tensor:
+        return cutout_boxes(x, params["box"], rows, out, out_rows)
