@@ -1,7 +1,10 @@
 """The contract every generator and discriminator honours, and the model registry.
 
 Generator: ``G(z, y=None) -> x`` with ``z`` (B, latent_dim) and ``y`` (B,) int64 labels.
-Discriminator: ``D(x, y=None) -> (B,)`` raw scores, ``D(x, y) == D.head(D.features(x), y)``.
+Discriminator: ``D(x, y=None) -> (B,)`` raw scores, ``D(x, y) == D.head(D.features(x), y)``, and
+``D.batch_dependent``: whether, in train mode, one sample's score depends on the rest of the batch
+(batch norm does; spectral, layer, group and instance norm do not). The training loop reads it to
+decide how to call D (``negaug.train.steps.score``); a test checks every registered model's declaration.
 Conditional models (``num_classes > 0``) require ``y``; unconditional ones ignore it, so a loop
 can always pass the dataset's labels (0 for unlabeled data).
 """
@@ -58,10 +61,13 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Base discriminator: ``forward`` is ``head(features(x), y)``; subclasses define ``features``
-    and set ``self.projection`` (a ``layers.ProjectionHead``)."""
+    """Base discriminator: ``forward`` is ``head(features(x), y)``; subclasses define ``features``,
+    set ``self.projection`` (a ``layers.ProjectionHead``) and declare ``batch_dependent``."""
 
     projection: nn.Module
+    # True when, in train mode, the score of one sample depends on the other samples of the batch
+    # (batch statistics). Subclasses must set it; `has_batch_statistics` is the structural check.
+    batch_dependent: bool
 
     def features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -72,3 +78,9 @@ class Discriminator(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.head(self.features(x), y)
+
+
+def has_batch_statistics(module: nn.Module) -> bool:
+    """Whether ``module`` holds a layer that normalises with statistics of the batch in train
+    mode (any ``nn.BatchNorm*`` or ``nn.SyncBatchNorm``)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())

@@ -10,7 +10,8 @@ For 32 px, width w (default 64), channels C (shapes for one image):
 64 px adds one stage (G starts at 8w, D ends at 8w); any power of two >= 8 follows the pattern.
 Convolutions followed by batch norm have no bias (BN removes it). With ``spectral_norm=True`` the
 D's batch norms are dropped and every D weight is spectrally normalised (SN replaces BN, as in
-Miyato et al.); conditional models use class-conditional BN in G and a projection head in D.
+Miyato et al.); ``d_batch_norm=False`` drops them without SN. Conditional models use
+class-conditional BN in G and a projection head in D.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class DCGANDiscriminator(Discriminator):
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2))
         self.body = nn.Sequential(*layers)
+        self.batch_dependent = batch_norm and len(widths) > 1  # 8 px has no BN layer
         self.num_features = widths[-1] * 4 * 4
         self.projection = ProjectionHead(self.num_features, num_classes)
 
@@ -71,11 +73,14 @@ def dcgan(
     latent_dim: int = 100,
     spectral_norm: bool = False,
     g_spectral_norm: bool = False,
+    d_batch_norm: bool = True,
     init: str = "normal",
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """DCGAN G and D. ``width``: base channels (64 as Radford et al.); ``latent_dim``: 100 as
     Radford et al.; ``spectral_norm``: SN instead of BN in D; ``g_spectral_norm``: SN on G's
-    weights too (BN kept); ``init``: "normal" = N(0, 0.02) (Radford et al.)."""
+    weights too (BN kept); ``d_batch_norm``: BN in D when SN is off (false: no normalisation, a
+    per-sample critic for gradient penalties, as WGAN-GP); ``init``: "normal" = N(0, 0.02)."""
     G = DCGANGenerator(image_size, channels, num_classes, latent_dim, width)
-    D = DCGANDiscriminator(image_size, channels, num_classes, width, batch_norm=not spectral_norm)
+    batch_norm = bool(d_batch_norm) and not spectral_norm
+    D = DCGANDiscriminator(image_size, channels, num_classes, width, batch_norm=batch_norm)
     return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)

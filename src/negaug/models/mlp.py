@@ -45,6 +45,7 @@ class MLPDiscriminator(Discriminator):
             layers += [nn.Linear(c_in, width), nn.LeakyReLU(0.2)]
             c_in = width
         self.body = nn.Sequential(*layers)
+        self.batch_dependent = False  # linear layers and activations only
         self.num_features = c_in
         self.projection = ProjectionHead(c_in, num_classes)
 

@@ -98,6 +98,7 @@ class ResNetDiscriminator(Discriminator):
         blocks += [DownBlock(width, width, down=True) for _ in range(num_down - 1)]
         blocks += [DownBlock(width, width, down=False) for _ in range(2)]
         self.blocks = nn.Sequential(*blocks)
+        self.batch_dependent = False  # no normalisation layers: each score depends on its image only
         self.num_features = width
         self.projection = ProjectionHead(width, num_classes)
 

@@ -23,7 +23,8 @@ CLASSIFIER = {"tiny": {"num_train": 256, "epochs": 1}, "quick": {"num_train": No
               "full": {"num_train": None, "epochs": 5}}  # None: the whole training split
 CLAIM = "Jigsaw NDA improves sample quality at the same number of steps (lower FID)"
 KEYS = (("FID (classifier features)", "fid", 2), ("KID (classifier features)", "kid", 3),
-        ("precision", "precision", 3), ("recall", "recall", 3))
+        ("precision", "precision", 3), ("recall", "recall", 3), ("classes covered (of 10)", "classes", 1))
+MIN_CLASS_SHARE = 0.02  # a digit class is covered when it makes up >= 2% of the samples (uniform: 10%)
 # both generators of each run: the EMA (what the preset samples from) and the trained G itself,
 # since an EMA of a batch-norm generator trained for only a few thousand steps can lag behind
 GENERATORS = ("ema", "raw")
@@ -51,10 +52,44 @@ def flatten(results: dict[str, dict]) -> dict[str, Any]:
             "recall": pr["recall"], "protocol": {"fid": fid["protocol"], "kid": kid["protocol"], "pr": pr["protocol"]}}
 
 
+def classes_covered(images: torch.Tensor, options: dict[str, Any],
+                    min_share: float = MIN_CLASS_SHARE) -> tuple[int, list[int]]:
+    """How many digit classes make up at least ``min_share`` of ``images`` (N, C, H, W), by the
+    offline classifier of ``options`` (its argmax), and the per-class counts."""
+    from negaug.metrics import features
+
+    extractor = features.build("classifier", data=options["train_data"], data_name=options["data_name"],
+                               epochs=options["classifier_epochs"])
+    num = images.shape[0]
+    with torch.no_grad():
+        logits = torch.cat([extractor(chunk)[1] for chunk in images.split(500)])
+    counts = torch.bincount(logits.argmax(1), minlength=logits.shape[1])
+    return int((counts >= min_share * num).sum()), counts.tolist()
+
+
+def evaluate_run(run_dir, reference, options: dict[str, Any], num: int, seed: int):
+    """FID, KID, precision/recall and classes covered of a run's EMA and raw generators -> (entry
+    with `{ema,raw}_{metric}` keys and the protocols, {"ema"/"raw": 16 sample images})."""
+    from negaug.metrics import evaluate_generator
+    from negaug.train import load_run
+
+    loaded = load_run(run_dir)
+    entry: dict[str, Any] = {"seed": seed, "protocol": {}}
+    samples = {}
+    for which, generator in (("ema", loaded.generator), ("raw", loaded.raw_generator.eval())):
+        results = evaluate_generator(generator, reference, METRICS, num_samples=num, seed=10_000 + seed, **options)
+        values = flatten(results)
+        entry["protocol"][which] = values.pop("protocol")
+        images = common.generate(generator, num, seed=20_000 + seed)
+        values["classes"], entry[f"{which}_class_counts"] = classes_covered(images, options)
+        entry.update({f"{which}_{key}": value for key, value in values.items()})
+        samples[which] = common.generate(generator, 16, seed=0)
+    return entry, samples
+
+
 def run(ctx: Context) -> dict[str, Any]:
     from negaug import data
-    from negaug.metrics import evaluate_generator, evaluate_samples
-    from negaug.train import load_run
+    from negaug.metrics import evaluate_samples
 
     options = evaluation_options(ctx)
     reference = data.build("mnist5k", split="test")
@@ -66,18 +101,14 @@ def run(ctx: Context) -> dict[str, Any]:
         for arm in mnist.arms(ctx.size):
             t = common.train_arm(ctx, arm, seed, mnist.LABEL)
             trained.append(t)
-            loaded = load_run(t.run_dir)
-            entry: dict[str, Any] = {"seed": seed, "protocol": {}}
-            for which, generator in (("ema", loaded.generator), ("raw", loaded.raw_generator.eval())):
-                results = evaluate_generator(generator, reference, METRICS, num_samples=num, seed=10_000 + seed, **options)
-                values = flatten(results)
-                entry["protocol"][which] = values.pop("protocol")
-                entry.update({f"{which}_{key}": value for key, value in values.items()})
-                samples.setdefault(f"{arm.name} ({which} G)", common.generate(generator, 16, seed=0))
+            entry, arm_samples = evaluate_run(t.run_dir, reference, options, num, seed)
             per_seed[arm.name].append(entry)
+            for which, images in arm_samples.items():
+                samples.setdefault(f"{arm.name} ({which} G)", images)
     train_images = data.build("mnist5k", split="train").images  # stored sorted by class: draw at random
     floor_images = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:num]]
     floor_values = flatten(evaluate_samples(floor_images, reference, METRICS, seed=0, **options))
+    floor_values["classes"] = classes_covered(floor_images, options)[0]
     floor = {f"{which}_{key}": floor_values[key] for which in GENERATORS for _, key, _ in KEYS}
     summary = summarize(ctx, per_seed, trained, floor, num)
     plots.sample_rows(samples, ctx.out_dir / "samples.png")

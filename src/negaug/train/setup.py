@@ -200,6 +200,20 @@ def build_loss(config: Config):
     return loss, gp, clip
 
 
+def check_penalties(config: Config, discriminator: nn.Module, gp_weight: float, r1_weight: float) -> None:
+    """Gradient penalties are per-sample input gradients: meaningless for a D with batch norm."""
+    from negaug.train.steps import is_batch_dependent
+
+    if not is_batch_dependent(discriminator):
+        return
+    for key, weight in (("loss.gradient_penalty", gp_weight), ("loss.r1_penalty", r1_weight)):
+        if weight > 0:
+            raise ValueError(
+                f"{key}={weight:g} needs a discriminator whose scores do not depend on the batch, but the "
+                f"'{config.model.name}' D uses batch norm; set model.options.spectral_norm=true "
+                f"(or model.options.d_batch_norm=false), or {key}=0")
+
+
 def check_eval(config: Config) -> None:
     """Metric names and the extractor choice of in-training evaluation."""
     from negaug import metrics
@@ -234,6 +248,7 @@ def build(config: Config) -> Components:
     negative, positive = build_nda(config, dataset, config.train.seed)
     torch.manual_seed(config.train.seed)  # weight init is the one user of the global RNG
     generator, discriminator, num_classes = build_models(config, dataset)
+    check_penalties(config, discriminator, gp_weight, config.loss.r1_penalty)
     generator.to(device)
     discriminator.to(device)
     if config.train.precision == "bf16" and _is_image_dataset(dataset):

@@ -3,12 +3,16 @@
 NDA enters training in exactly one place, `discriminator_step`, whatever the loss and the
 architecture (eq. 3 of the paper: the discriminator's fake side is lam * G + (1 - lam) * NDA):
 - weighted mode (the authors' code): a batch of B generated samples and a batch of B negatives,
-  their loss terms weighted lam and 1 - lam; both go through D in one call (one larger batch is
-  faster than two; with batch norm in D they share the statistics of the fake side);
+  their loss terms weighted lam and 1 - lam;
 - mixture mode: one fake batch of B samples, round(lam * B) generated and the rest negatives, so
   the discriminator does no extra work.
 The generator step never sees negatives. Conditional runs give each negative the label of the real
 image it was made from.
+
+D is called in exactly one function, `score`, by the D step, the G step and the penalties. A
+per-sample D scores real, generated and negative samples in one call; a batch-dependent D (batch
+norm) scores each kind in its own call, so that the generated batch is normalised alone in both
+steps (`Discriminator.batch_dependent`).
 """
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from negaug.losses import clip_weights, gradient_penalty, r1_penalty
+from negaug.models.base import has_batch_statistics
 from negaug.train.setup import Components
 
 
@@ -79,6 +86,34 @@ def _labels(c: Components, labels: torch.Tensor) -> torch.Tensor | None:
     return labels if c.num_classes else None
 
 
+def is_batch_dependent(discriminator: nn.Module) -> bool:
+    """The discriminator's declaration (`Discriminator.batch_dependent`); for a user's own module
+    without one, whether it holds batch-norm layers."""
+    declared = getattr(discriminator, "batch_dependent", None)
+    return has_batch_statistics(discriminator) if declared is None else bool(declared)
+
+
+def score(c: Components, ctx: StepContext, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
+          autocast: bool = True) -> list[torch.Tensor]:
+    """Raw D scores, float32 (B_i,), of each part: the one function through which training calls D.
+
+    Each part holds one kind of sample (real, generated or negative) with its labels (or None).
+    A per-sample D scores all parts in one call (faster; the scores equal those of separate calls).
+    A batch-dependent D (batch norm) scores each part in its own call, so its batch statistics never
+    mix kinds of samples: the generated batch it normalises in the D step is made like the one it
+    normalises in the G step (mixing them let D tell the steps apart and G train on noise).
+    """
+    groups = [[part] for part in parts] if is_batch_dependent(c.discriminator) else [parts]
+    scores: list[torch.Tensor] = []
+    for group in groups:
+        x = torch.cat([images.to(group[0][0].dtype) for images, _ in group]) if len(group) > 1 else group[0][0]
+        labels = None if group[0][1] is None else torch.cat([y for _, y in group])
+        with ctx.autocast(c.device) if autocast else contextlib.nullcontext():
+            out = c.discriminator(_channels_last(x, ctx), labels).float()
+        scores += out.split([images.shape[0] for images, _ in group])
+    return scores
+
+
 def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labels: torch.Tensor,
                        step: int, stats) -> None:
     """One update of D on a real batch (B, ...) against lam * G + (1 - lam) * NDA."""
@@ -92,56 +127,50 @@ def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labe
     z, fake_labels = sample_generated(c, num_generated, ctx)
     with torch.no_grad(), ctx.autocast(c.device):
         fake = c.generator(z, fake_labels)
-    if mixture:  # one fake batch: generated first, then B - round(lam B) negatives
-        fake = torch.cat([fake.to(negatives.dtype), negatives[: batch - num_generated]])
-        if fake_labels is not None:
-            fake_labels = torch.cat([fake_labels, labels[: batch - num_generated]])
-        negatives = None
-    real, fake = _channels_last(real, ctx), _channels_last(fake, ctx)
-    with ctx.autocast(c.device):
-        d_real = c.discriminator(real, real_labels).float()
-        d_neg = None
-        if negatives is None:
-            d_fake = c.discriminator(fake, fake_labels).float()
-        else:  # weighted: generated and negatives, the two parts of the fake side, in one call
-            both = _channels_last(torch.cat([fake.to(negatives.dtype), negatives]), ctx)
-            both_labels = None if fake_labels is None else torch.cat([fake_labels, real_labels])
-            d_fake, d_neg = c.discriminator(both, both_labels).float().split([fake.shape[0], batch])
-    lam = ctx.lam if d_neg is not None else 1.0
-    loss, terms = c.loss.d_loss(d_real, d_fake, d_neg, lam=lam)
-    loss = loss + _penalties(c, ctx, real, real_labels, fake, negatives, lam, stats)
+    parts = [(real, real_labels), (fake, fake_labels)]
+    if negatives is not None:  # mixture mode: the fake batch is generated + B - round(lam B) negatives
+        num_negatives = batch - num_generated if mixture else batch
+        parts.append((negatives[:num_negatives], None if real_labels is None else real_labels[:num_negatives]))
+    d_real, d_generated, *rest = score(c, ctx, parts)
+    d_neg = rest[0] if rest else None
+    if mixture:
+        loss, terms = c.loss.d_loss(d_real, torch.cat([d_generated, d_neg]), None, lam=1.0)
+    else:
+        loss, terms = c.loss.d_loss(d_real, d_generated, d_neg, lam=ctx.lam if d_neg is not None else 1.0)
+    loss = loss + _penalties(c, ctx, real, real_labels, fake, None if mixture else negatives, stats)
     check_finite(step, loss, terms, "discriminator")
     _backward_and_step(loss, c.opt_d, ctx)
     if c.clip_value > 0:
-        from negaug.losses import clip_weights
-
         clip_weights(c.discriminator, c.clip_value)
     stats.report("loss/d", loss)
     for name, value in terms.items():
         stats.report(f"loss/{name}", value)
     stats.report("d_out/real", d_real)
-    stats.report("d_out/generated", d_fake[:num_generated])
-    if mixture:
-        stats.report("d_out/negative", d_fake[num_generated:])
-    elif d_neg is not None:
+    stats.report("d_out/generated", d_generated)
+    if d_neg is not None:
         stats.report("d_out/negative", d_neg)
 
 
-def _penalties(c, ctx, real, real_labels, fake, negatives, lam, stats) -> torch.Tensor | float:
-    """Gradient penalty (interpolating towards the whole fake mixture) and R1."""
-    from negaug.losses import gradient_penalty, r1_penalty
-
+def _penalties(c, ctx, real, real_labels, fake, negatives, stats) -> torch.Tensor | float:
+    """Gradient penalty (towards the generated batch and, in weighted mode, the negatives) and R1.
+    Both call D through `score`; `setup.build` refuses them for a batch-dependent D."""
     total: torch.Tensor | float = 0.0
+    if c.gp_weight == 0 and c.r1_weight == 0:
+        return total
+
+    def critic(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return score(c, ctx, [(x, y)], autocast=False)[0]
+
     if c.gp_weight > 0:
         gen = ctx.nda_gen if real.device.type == "cpu" else None  # CPU stream; GPUs use their own RNG
-        gp = gradient_penalty(c.discriminator, real.float(), fake.float(), real_labels, generator=gen)
+        gp = gradient_penalty(critic, real.float(), fake.float(), real_labels, generator=gen)
         if negatives is not None:  # weighted mode: the fake side is lam * G + (1 - lam) * NDA
-            gp_neg = gradient_penalty(c.discriminator, real.float(), negatives.float(), real_labels, generator=gen)
-            gp = lam * gp + (1 - lam) * gp_neg
+            gp_neg = gradient_penalty(critic, real.float(), negatives.float(), real_labels, generator=gen)
+            gp = ctx.lam * gp + (1 - ctx.lam) * gp_neg
         stats.report("loss/gradient_penalty", gp)
         total = total + c.gp_weight * gp
     if c.r1_weight > 0:
-        r1 = r1_penalty(c.discriminator, real.float(), real_labels)
+        r1 = r1_penalty(critic, real.float(), real_labels)
         stats.report("loss/r1", r1)
         total = total + c.r1_weight * r1
     return total
@@ -164,11 +193,12 @@ def generator_step(c: Components, ctx: StepContext, batch: int, step: int, stats
     c.discriminator.requires_grad_(False)  # no D weight gradients: saves a third of D's backward
     try:
         with ctx.autocast(c.device):
-            fake = _channels_last(c.generator(z, labels), ctx)
-            d_fake = c.discriminator(fake, labels).float()
+            fake = c.generator(z, labels)
+        (d_fake,) = score(c, ctx, [(fake, labels)])
         loss = c.loss.g_loss(d_fake)
         check_finite(step, loss, {"g": loss}, "generator")
         _backward_and_step(loss, c.opt_g, ctx)
     finally:
         c.discriminator.requires_grad_(True)
     stats.report("loss/g", loss)
+    stats.report("d_out/generated_g_step", d_fake.detach())  # compare with d_out/generated of the D step
