@@ -41,12 +41,15 @@ def ms_per_step(run_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--seed-list", default=None, metavar="S1,S2,...",
+                        help="explicit seeds (e.g. one process per seed sharing --runs-dir)")
     parser.add_argument("--steps", type=int, default=2000, help="generator steps of every arm (the preset: 2000)")
     parser.add_argument("--runs-dir", default="bench-runs", help="where the trained runs are cached")
     parser.add_argument("--out", default=None, help="also write every number to this JSON file")
     args = parser.parse_args()
-    ctx = Context(out_dir=Path(args.runs_dir), size="full", seeds=list(range(args.seeds)), runs_dir=Path(args.runs_dir),
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+    ctx = Context(out_dir=Path(args.runs_dir), size="full", seeds=seeds, runs_dir=Path(args.runs_dir),
                   on_progress=lambda message: print(f"[quality] {message}", flush=True))
     options = quality.evaluation_options(ctx)
     from negaug import data
@@ -68,7 +71,8 @@ def main() -> None:
 
 
 def print_table(rows: dict[str, list[dict]], args) -> None:
-    print(f"\nDefault preset, {args.steps} steps, seeds 0..{args.seeds - 1}; mean ± std over seeds; "
+    seeds = sorted({e["seed"] for entries in rows.values() for e in entries})
+    print(f"\nDefault preset, {args.steps} steps, seeds {seeds}; mean ± std over seeds; "
           f"ratio = arm / baseline; torch threads {torch.get_num_threads()}\n")
     print("| arm | " + " | ".join(label for _, label, _ in COLUMNS) + " | FID ratio (EMA) | FID ratio (raw) | time ratio |")
     print("|---" * (len(COLUMNS) + 4) + "|")

@@ -1,12 +1,15 @@
 """Training-step speed: NDA overhead, negaug vs a minimal hand-written loop, bf16 precision.
 
-    python benchmarks/train_step.py [--iters 30] [--width 64] [--channels 3]
+    python benchmarks/train_step.py [--iters 30] [--width 64] [--channels 3] [--d-norm spectral|batch]
 
 One iteration = one discriminator step + one generator step, DCGAN 32 px, batch 64, hinge loss,
 on the CPU. Every row is measured in the same run, interleaved in rounds (so a slow period of the
 machine hits all rows alike); the median of the rounds is reported with its ratio to the baseline.
 Targets (issue 3): mixture NDA <= 1.05x no NDA; weighted NDA <= 1.25x; negaug <= 1.05x the
 minimal loop; bf16 + channels_last >= 1.3x faster than fp32.
+`--d-norm spectral` (default, as the default preset) gives D spectral norm: a per-sample D that
+`negaug.train.steps.score` calls once per step on real, generated and negative samples together;
+`--d-norm batch` gives D batch norm: one call per kind of sample (the discriminator contract).
 """
 from __future__ import annotations
 
@@ -25,10 +28,13 @@ from negaug.train.steps import StepContext, discriminator_step, generator_step
 from negaug.train.stream import BatchStream
 
 
-def make_components(width: int, channels: int, transform: str | None, precision: str) -> Components:
+SPECTRAL_NORM = {"spectral": True, "batch": False}
+
+
+def make_components(width: int, channels: int, transform: str | None, precision: str, d_norm: str) -> Components:
     torch.manual_seed(0)
     data = TensorImageDataset(torch.rand(2048, channels, 32, 32) * 2 - 1, torch.zeros(2048, dtype=torch.long))
-    G, D = models.build("dcgan", image_size=32, channels=channels, width=width)
+    G, D = models.build("dcgan", image_size=32, channels=channels, width=width, spectral_norm=SPECTRAL_NORM[d_norm])
     if precision == "bf16":
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
@@ -38,8 +44,8 @@ def make_components(width: int, channels: int, transform: str | None, precision:
                       None, opt_g, opt_d, torch.device("cpu"), 0, 0.0, 0.0)
 
 
-def negaug_runner(width, channels, transform=None, mode="weighted", precision="fp32"):
-    c = make_components(width, channels, transform, precision)
+def negaug_runner(width, channels, d_norm, transform=None, mode="weighted", precision="fp32"):
+    c = make_components(width, channels, transform, precision, d_norm)
     ctx = StepContext(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2), 0.25 if transform else 1.0,
                       mode, 0.5, precision)
     stream, stats = BatchStream(c.dataset, 64, 0, c.device), Stats()
@@ -52,11 +58,11 @@ def negaug_runner(width, channels, transform=None, mode="weighted", precision="f
     return step
 
 
-def minimal_runner(width, channels):
+def minimal_runner(width, channels, d_norm):
     """The loop a user writes by hand: same models, same hinge loss, no NDA."""
     torch.manual_seed(0)
     images = torch.rand(2048, channels, 32, 32) * 2 - 1
-    G, D = models.build("dcgan", image_size=32, channels=channels, width=width)
+    G, D = models.build("dcgan", image_size=32, channels=channels, width=width, spectral_norm=SPECTRAL_NORM[d_norm])
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.0, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.999))
     gen = torch.Generator().manual_seed(0)
@@ -97,20 +103,22 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--d-norm", choices=sorted(SPECTRAL_NORM), default="spectral",
+                        help="D normalisation: spectral (the default preset) or batch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    w, ch = args.width, args.channels
+    w, ch, norm = args.width, args.channels, args.d_norm
     runners = {
-        "minimal hand-written loop": minimal_runner(w, ch),
-        "negaug, no NDA": negaug_runner(w, ch),
-        "negaug, jigsaw NDA, mixture": negaug_runner(w, ch, "jigsaw", "mixture"),
-        "negaug, jigsaw NDA, weighted": negaug_runner(w, ch, "jigsaw", "weighted"),
-        "negaug, no NDA, bf16 + channels_last": negaug_runner(w, ch, precision="bf16"),
+        "minimal hand-written loop": minimal_runner(w, ch, norm),
+        "negaug, no NDA": negaug_runner(w, ch, norm),
+        "negaug, jigsaw NDA, mixture": negaug_runner(w, ch, norm, "jigsaw", "mixture"),
+        "negaug, jigsaw NDA, weighted": negaug_runner(w, ch, norm, "jigsaw", "weighted"),
+        "negaug, no NDA, bf16 + channels_last": negaug_runner(w, ch, norm, precision="bf16"),
     }
     ms = measure(runners, args.iters, args.rounds)
     base, plain = ms["minimal hand-written loop"], ms["negaug, no NDA"]
-    print(f"DCGAN {ch}x32x32, width {w}, batch 64, 1 D + 1 G step, torch {torch.__version__}, "
+    print(f"DCGAN {ch}x32x32, width {w}, {norm} norm in D, batch 64, 1 D + 1 G step, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.iters} iterations")
     print(f"| configuration | ms / iteration | vs minimal loop | vs negaug no NDA | target |")
     print("|---|---|---|---|---|")

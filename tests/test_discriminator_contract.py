@@ -107,10 +107,11 @@ def test_penalties_on_a_batch_dependent_d_are_refused_before_any_work(tmp_path, 
     assert not any(tmp_path.iterdir())
 
 
-def test_penalties_run_on_a_per_sample_d(tmp_path):
+@pytest.mark.parametrize("mode", ["weighted", "mixture"])
+def test_penalties_run_on_a_per_sample_d(tmp_path, mode):
     config = load_config("default", ["data.options.classes=[0, 1]", "model.options.width=4", "train.device=cpu",
                                      "model.options.d_batch_norm=false", "loss.name=wgan-gp", "data.batch_size=8",
                                      "train.steps=2", "train.progress=false", f"train.runs_dir={tmp_path}",
-                                     "train.name=r"])
+                                     "train.name=r", f"nda.mode={mode}", "loss.r1_penalty=1"])
     result = train(config)
-    assert result.step == 2 and result.last_log["loss/gradient_penalty"] > 0
+    assert result.step == 2 and result.last_log["loss/gradient_penalty"] > 0 and result.last_log["loss/r1"] > 0

@@ -23,7 +23,15 @@ TARGET = 6
 # NDA arms: the paper's negatives (4, 5, 7) and a wider set around the target (our addition: with
 # 4, 5, 7 alone the generator can escape to 8 or more dots, which nothing marks as negative)
 VARIANTS = {NDA: (4, 5, 7), "nda_wide": (3, 4, 5, 7, 8, 9)}
-COUNT_THRESHOLD, COUNT_MIN_AREA = 1.0, 10  # dot pixel: > 1.0 from the background; a dot has >= 10 px (half a real one)
+COUNT_THRESHOLD = 1.0  # a dot pixel lies > 1.0 from the background
+
+
+def count_min_area(image_size: int) -> int:
+    """Smallest dot the counter accepts: half the pixels of a real dot at this size (10 at 32 px,
+    where a dot has 21 pixels; 2 at 16 px, where it has 5)."""
+    from negaug.data.dots import disc_offsets
+
+    return max(1, disc_offsets(2.5 * image_size / 32).shape[0] // 2)
 SIZES: dict[str, dict[str, Any]] = {
     # tiny: CI smoke test (seconds); quick: a few minutes; full: the reported numbers
     "tiny": {"steps": 3, "width": 8, "batch_size": 16, "num_train": 256, "num_samples": 64},
@@ -50,7 +58,7 @@ def count(images: torch.Tensor) -> torch.Tensor:
     """Dots per image (N, C, H, W) in [-1, 1] -> (N,) int64, with this experiment's fixed settings."""
     from negaug.metrics.dots import count_dots
 
-    return count_dots(images, threshold=COUNT_THRESHOLD, min_area=COUNT_MIN_AREA)
+    return count_dots(images, threshold=COUNT_THRESHOLD, min_area=count_min_area(images.shape[-1]))
 
 
 def count_real(num_samples: int) -> dict[str, Any]:
@@ -59,8 +67,9 @@ def count_real(num_samples: int) -> dict[str, Any]:
     from negaug.config import load_config
     from negaug.metrics.dots import count_histogram
 
-    options = dict(load_config(PRESET).data.options, count=TARGET, num_samples=num_samples)
-    real = data.build("dots", split="test", **options)
+    config = load_config(PRESET)
+    options = dict(config.data.options, count=TARGET, num_samples=num_samples)
+    real = data.build("dots", split="test", image_size=config.data.image_size, **options)
     counts = count(real.images)
     return {"num_images": num_samples, "accuracy": float((counts == TARGET).float().mean()),
             "histogram": count_histogram(counts)}
@@ -124,7 +133,7 @@ def summarize(ctx: Context, per_seed, trained, counter_check) -> dict[str, Any]:
         "negative_counts": {variant: list(counts) for variant, counts in VARIANTS.items()},
         "settings": {"preset": PRESET, **SIZES[ctx.size], "arms": {a.name: a.overrides for a in arms(ctx.size)}},
         "protocol": {"counter": f"negaug.metrics.dots.count_dots(threshold={COUNT_THRESHOLD}, "
-                                f"min_area={COUNT_MIN_AREA}): pixels farther than the threshold from the "
+                                "min_area=half a real dot's pixels): pixels farther than the threshold from the "
                                 "per-image median colour, 8-connected components of at least min_area pixels",
                      "generator": "last checkpoint (the preset trains without EMA)", "latent_seed": "10000 + seed",
                      "counter_check_on_real_test_images": counter_check, "spread_rule": common.SPREAD_RULE},

@@ -137,7 +137,11 @@ def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labe
         loss, terms = c.loss.d_loss(d_real, torch.cat([d_generated, d_neg]), None, lam=1.0)
     else:
         loss, terms = c.loss.d_loss(d_real, d_generated, d_neg, lam=ctx.lam if d_neg is not None else 1.0)
-    loss = loss + _penalties(c, ctx, real, real_labels, fake, None if mixture else negatives, stats)
+    if mixture:  # the penalty interpolates towards the whole fake batch: generated + negatives
+        fake_side, penalty_negatives = torch.cat([fake.to(real.dtype), parts[2][0].to(real.dtype)]), None
+    else:
+        fake_side, penalty_negatives = fake, negatives
+    loss = loss + _penalties(c, ctx, real, real_labels, fake_side, penalty_negatives, stats)
     check_finite(step, loss, terms, "discriminator")
     _backward_and_step(loss, c.opt_d, ctx)
     if c.clip_value > 0:
