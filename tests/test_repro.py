@@ -102,7 +102,7 @@ def test_numerosity_tiny(tmp_path):
     assert main(["repro", "numerosity", "--tiny", "--out", str(out)]) == 0
     results, report = _outputs(out, ["count_histogram.png", "samples.png"])
     assert results["protocol"]["counter_check_on_real_test_images"]["accuracy"] == 1.0
-    for arm in ("baseline", "nda", "nda_wide"):
+    for arm in ("baseline", "nda"):
         (entry,) = results["per_seed"][arm]
         assert sum(entry["histogram"].values()) == entry["num_samples"] == 64
         at_six = entry["histogram"].get("6", 0) / 64
@@ -111,7 +111,9 @@ def test_numerosity_tiny(tmp_path):
         variant = "nda" if arm == "baseline" else arm
         assert results["comparisons"][variant]["fraction_at_target"][side]["values"] == [entry["fraction_at_target"]]
     assert "| share of samples with 6 dots |" in report
-    assert {r["arm"] for r in results["runs"]} == {"baseline", "nda", "nda_wide"}
+    assert {r["arm"] for r in results["runs"]} == {"baseline", "nda"}
+    assert results["runs"][0]["config"]["loss"]["name"] == "wgan-gp"  # the authors' setting
+    assert results["runs"][0]["config"]["optim"]["num_d_steps"] == 5
 
 
 def test_toy_tiny_and_cache(tmp_path):

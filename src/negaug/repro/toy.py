@@ -22,8 +22,8 @@ from negaug.repro.common import BASELINE, NDA, Arm, Context
 PRESET = "repro_toy"
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 5, "width": 16, "batch_size": 64, "num_samples": 512},
-    "quick": {"steps": 2000, "width": 128, "batch_size": 256, "num_samples": 5000},
-    "full": {"steps": 3000, "width": 128, "batch_size": 256, "num_samples": 10000},
+    "quick": {"steps": 3000, "width": 128, "batch_size": 256, "num_samples": 5000},
+    "full": {"steps": 8000, "width": 128, "batch_size": 256, "num_samples": 10000},
 }
 CLAIM = "NDA cuts the generated mass in the empty regions (between modes, centre) at least 3-fold"
 

@@ -133,13 +133,11 @@ def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labe
         parts.append((negatives[:num_negatives], None if real_labels is None else real_labels[:num_negatives]))
     d_real, d_generated, *rest = score(c, ctx, parts)
     d_neg = rest[0] if rest else None
-    if mixture:
+    if mixture:  # one fake batch, generated + negatives; a gradient penalty interpolates towards all of it
         loss, terms = c.loss.d_loss(d_real, torch.cat([d_generated, d_neg]), None, lam=1.0)
-    else:
-        loss, terms = c.loss.d_loss(d_real, d_generated, d_neg, lam=ctx.lam if d_neg is not None else 1.0)
-    if mixture:  # the penalty interpolates towards the whole fake batch: generated + negatives
         fake_side, penalty_negatives = torch.cat([fake.to(real.dtype), parts[2][0].to(real.dtype)]), None
     else:
+        loss, terms = c.loss.d_loss(d_real, d_generated, d_neg, lam=ctx.lam if d_neg is not None else 1.0)
         fake_side, penalty_negatives = fake, negatives
     loss = loss + _penalties(c, ctx, real, real_labels, fake_side, penalty_negatives, stats)
     check_finite(step, loss, terms, "discriminator")
