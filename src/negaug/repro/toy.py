@@ -101,7 +101,9 @@ def summarize(ctx: Context, per_seed, trained) -> dict[str, Any]:
                      "spread_rule": common.SPREAD_RULE},
         "per_seed": per_seed, "comparisons": comparisons,
         "negative_mass_reduction": reduction,  # baseline / NDA mean share in the empty regions
-        "targets": {"nda_cuts_negative_mass_3_fold": reduction >= 3.0},
+        "targets": {"nda_cuts_negative_mass_3_fold": reduction >= 3.0,
+                    "baseline_covers_7_of_8_modes": comparisons["modes_covered"]["baseline"]["mean"] >= 7,
+                    "nda_covers_7_of_8_modes": comparisons["modes_covered"]["nda"]["mean"] >= 7},
         "runs": common.run_records(trained), "environment": common.environment(),
     }
 
