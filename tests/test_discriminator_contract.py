@@ -6,10 +6,10 @@ from torch.nn.utils import parametrize
 
 from negaug import models
 from negaug.config import load_config
-from negaug.models.base import has_batch_statistics
+from negaug.models.base import has_batch_statistics, is_batch_dependent
 from negaug.train import train
 from negaug.train.setup import build as build_components
-from negaug.train.steps import StepContext, is_batch_dependent, score
+from negaug.train.steps import StepContext, score
 
 # (model name, options, image size, channels) for every registered model, at a tiny width;
 # a model added to the registry without an entry here fails `test_every_model_is_covered`.

@@ -206,3 +206,17 @@ def test_training_lock_of_a_dead_process_is_taken_over(tmp_path):
     again = common.train_arm(ctx, arm, 0, "toy")
     assert not again.cached  # resumed and finished by us
     assert (first.run_dir / common.DONE_FILE).is_file() and not (first.run_dir / common.LOCK_FILE).exists()
+
+
+def test_classes_covered_counts_argmax_classes_above_the_share():
+    """Hand-checked: 100 images whose 'logits' put 60 in class 0, 38 in class 2, 2 in class 5."""
+    from negaug.repro.quality import classes_covered
+
+    labels = torch.tensor([0] * 60 + [2] * 38 + [5] * 2)
+    images = labels.float().view(-1, 1, 1, 1)  # the stub extractor reads the class from the pixel
+
+    def extractor(x):
+        return x.flatten(1), torch.nn.functional.one_hot(x.flatten().long(), 10).float()
+
+    assert classes_covered(images, extractor, min_share=0.02) == (3, [60, 0, 38, 0, 0, 2, 0, 0, 0, 0])
+    assert classes_covered(images, extractor, min_share=0.03)[0] == 2  # 2 of 100 < 3%

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from negaug.models import dcgan, mlp, sngan_resnet  # noqa: F401  (registers the models)
-from negaug.models.base import MODELS, Discriminator, Generator
+from negaug.models.base import MODELS, Discriminator, Generator, is_batch_dependent
 from negaug.models.ema import EMA, recompute_batch_norm_stats
 
 
@@ -38,4 +38,4 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["EMA", "recompute_batch_norm_stats", "Generator", "Discriminator", "build", "names", "count_parameters"]
+__all__ = ["EMA", "recompute_batch_norm_stats", "Generator", "Discriminator", "is_batch_dependent", "build", "names", "count_parameters"]

@@ -84,3 +84,10 @@ def has_batch_statistics(module: nn.Module) -> bool:
     """Whether ``module`` holds a layer that normalises with statistics of the batch in train
     mode (any ``nn.BatchNorm*`` or ``nn.SyncBatchNorm``)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def is_batch_dependent(discriminator: nn.Module) -> bool:
+    """The discriminator's declaration (`Discriminator.batch_dependent`); for a user's own module
+    without one, whether it holds batch-norm layers."""
+    declared = getattr(discriminator, "batch_dependent", None)
+    return has_batch_statistics(discriminator) if declared is None else bool(declared)

@@ -52,14 +52,17 @@ def flatten(results: dict[str, dict]) -> dict[str, Any]:
             "recall": pr["recall"], "protocol": {"fid": fid["protocol"], "kid": kid["protocol"], "pr": pr["protocol"]}}
 
 
-def classes_covered(images: torch.Tensor, options: dict[str, Any],
-                    min_share: float = MIN_CLASS_SHARE) -> tuple[int, list[int]]:
-    """How many digit classes make up at least ``min_share`` of ``images`` (N, C, H, W), by the
-    offline classifier of ``options`` (its argmax), and the per-class counts."""
+def class_extractor(options: dict[str, Any]):
+    """The offline classifier of the evaluation options (loaded from its cache after the first build)."""
     from negaug.metrics import features
 
-    extractor = features.build("classifier", data=options["train_data"], data_name=options["data_name"],
-                               epochs=options["classifier_epochs"])
+    return features.build("classifier", data=options["train_data"], data_name=options["data_name"],
+                          epochs=options["classifier_epochs"])
+
+
+def classes_covered(images: torch.Tensor, extractor, min_share: float = MIN_CLASS_SHARE) -> tuple[int, list[int]]:
+    """How many classes make up at least ``min_share`` of ``images`` (N, C, H, W) by the argmax of
+    ``extractor``'s logits (``extractor(x) -> (features, logits)``), and the per-class counts."""
     num = images.shape[0]
     with torch.no_grad():
         logits = torch.cat([extractor(chunk)[1] for chunk in images.split(500)])
@@ -74,6 +77,7 @@ def evaluate_run(run_dir, reference, options: dict[str, Any], num: int, seed: in
     from negaug.train import load_run
 
     loaded = load_run(run_dir)
+    extractor = class_extractor(options)
     entry: dict[str, Any] = {"seed": seed, "protocol": {}}
     samples = {}
     for which, generator in (("ema", loaded.generator), ("raw", loaded.raw_generator.eval())):
@@ -81,7 +85,7 @@ def evaluate_run(run_dir, reference, options: dict[str, Any], num: int, seed: in
         values = flatten(results)
         entry["protocol"][which] = values.pop("protocol")
         images = common.generate(generator, num, seed=20_000 + seed)
-        values["classes"], entry[f"{which}_class_counts"] = classes_covered(images, options)
+        values["classes"], entry[f"{which}_class_counts"] = classes_covered(images, extractor)
         entry.update({f"{which}_{key}": value for key, value in values.items()})
         samples[which] = common.generate(generator, 16, seed=0)
     return entry, samples
@@ -108,7 +112,7 @@ def run(ctx: Context) -> dict[str, Any]:
     train_images = data.build("mnist5k", split="train").images  # stored sorted by class: draw at random
     floor_images = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:num]]
     floor_values = flatten(evaluate_samples(floor_images, reference, METRICS, seed=0, **options))
-    floor_values["classes"] = classes_covered(floor_images, options)[0]
+    floor_values["classes"] = classes_covered(floor_images, class_extractor(options))[0]
     floor = {f"{which}_{key}": floor_values[key] for which in GENERATORS for _, key, _ in KEYS}
     summary = summarize(ctx, per_seed, trained, floor, num)
     plots.sample_rows(samples, ctx.out_dir / "samples.png")

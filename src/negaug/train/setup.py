@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from negaug.config import Config
+from negaug.models.base import is_batch_dependent
 from negaug.registry import closest
 
 VALID_MODES = ("weighted", "mixture")
@@ -202,8 +203,6 @@ def build_loss(config: Config):
 
 def check_penalties(config: Config, discriminator: nn.Module, gp_weight: float, r1_weight: float) -> None:
     """Gradient penalties are per-sample input gradients: meaningless for a D with batch norm."""
-    from negaug.train.steps import is_batch_dependent
-
     if not is_batch_dependent(discriminator):
         return
     for key, weight in (("loss.gradient_penalty", gp_weight), ("loss.r1_penalty", r1_weight)):

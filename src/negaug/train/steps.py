@@ -20,10 +20,9 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from negaug.losses import clip_weights, gradient_penalty, r1_penalty
-from negaug.models.base import has_batch_statistics
+from negaug.models.base import is_batch_dependent
 from negaug.train.setup import Components
 
 
@@ -84,13 +83,6 @@ def check_finite(step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], 
 
 def _labels(c: Components, labels: torch.Tensor) -> torch.Tensor | None:
     return labels if c.num_classes else None
-
-
-def is_batch_dependent(discriminator: nn.Module) -> bool:
-    """The discriminator's declaration (`Discriminator.batch_dependent`); for a user's own module
-    without one, whether it holds batch-norm layers."""
-    declared = getattr(discriminator, "batch_dependent", None)
-    return has_batch_statistics(discriminator) if declared is None else bool(declared)
 
 
 def score(c: Components, ctx: StepContext, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
