@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from negaug.repro import common, mnist, quality
-from negaug.repro.common import Arm, Context
+from negaug.repro.common import Arm, Study
 
 ARMS = {"baseline": ["nda.transform=none"], "nda": [], "nda-mixture": ["nda.mode=mixture"]}
 COLUMNS = (("ema_fid", "FID (EMA G)", 2), ("raw_fid", "FID (raw G)", 2), ("ema_precision", "precision", 3),
@@ -49,17 +49,17 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write every number to this JSON file")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
-    ctx = Context(out_dir=Path(args.runs_dir), size="full", seeds=seeds, runs_dir=Path(args.runs_dir),
+    study = Study(out_dir=Path(args.runs_dir), size="full", seeds=seeds, runs_dir=Path(args.runs_dir),
                   on_progress=lambda message: print(f"[quality] {message}", flush=True))
-    options = quality.evaluation_options(ctx)
+    options = quality.evaluation_options(study)
     from negaug import data
 
     reference = data.build("mnist5k", split="test")
     steps = [] if args.steps == mnist.SIZES["full"]["steps"] else [f"train.steps={args.steps}"]
     rows: dict[str, list[dict]] = {}
-    for seed in ctx.seeds:
+    for seed in study.seeds:
         for name, overrides in ARMS.items():
-            trained = common.train_arm(ctx, Arm(name, mnist.PRESET, [*overrides, *steps]), seed, mnist.LABEL)
+            trained = common.train_arm(study, Arm(name, mnist.PRESET, [*overrides, *steps]), seed, mnist.LABEL)
             entry, _ = quality.evaluate_run(trained.run_dir, reference, options, len(reference), seed)
             entry["ms_per_step"] = ms_per_step(trained.run_dir)
             entry["run_dir"] = str(trained.run_dir)
@@ -67,7 +67,7 @@ def main() -> None:
             print(f"[quality] {name} seed {seed}: " + ", ".join(f"{label} {entry[key]:.{d}f}" for key, label, d in COLUMNS), flush=True)
     print_table(rows, args)
     if args.out:
-        Path(args.out).write_text(json.dumps({"steps": args.steps, "seeds": ctx.seeds, "per_seed": rows}, indent=1, default=str))
+        Path(args.out).write_text(json.dumps({"steps": args.steps, "seeds": study.seeds, "per_seed": rows}, indent=1, default=str))
 
 
 def print_table(rows: dict[str, list[dict]], args) -> None:

@@ -8,7 +8,7 @@ machine hits all rows alike); the median of the rounds is reported with its rati
 Targets (issue 3): mixture NDA <= 1.05x no NDA; weighted NDA <= 1.25x; negaug <= 1.05x the
 minimal loop; bf16 + channels_last >= 1.3x faster than fp32.
 `--d-norm spectral` (default, as the default preset) gives D spectral norm: a per-sample D that
-`negaug.train.steps.score` calls once per step on real, generated and negative samples together;
+`negaug.experiment.steps.score` calls once per step on real, generated and negative samples together;
 `--d-norm batch` gives D batch norm: one call per kind of sample (the discriminator contract).
 """
 from __future__ import annotations
@@ -20,40 +20,43 @@ import time
 import torch
 
 from negaug import losses, models, nda
-from negaug.config import load_config
 from negaug.data import TensorImageDataset
-from negaug.train.setup import Components
-from negaug.train.stats import Stats
-from negaug.train.steps import StepContext, discriminator_step, generator_step
-from negaug.train.stream import BatchStream
+from negaug.experiment.build import Recipe
+from negaug.experiment.state import TrainState
+from negaug.experiment.stats import Stats
+from negaug.experiment.steps import discriminator_step, generator_step
+from negaug.experiment.stream import BatchStream
 
 
 SPECTRAL_NORM = {"spectral": True, "batch": False}
 
 
-def make_components(width: int, channels: int, transform: str | None, precision: str, d_norm: str) -> Components:
+def make_run(width: int, channels: int, transform: str | None, mode: str, precision: str,
+             d_norm: str) -> tuple[Recipe, TrainState]:
     torch.manual_seed(0)
     data = TensorImageDataset(torch.rand(2048, channels, 32, 32) * 2 - 1, torch.zeros(2048, dtype=torch.long))
     G, D = models.build("dcgan", image_size=32, channels=channels, width=width, spectral_norm=SPECTRAL_NORM[d_norm])
     if precision == "bf16":
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
-    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.0, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.999))
-    return Components(data, G, D, None, losses.build("hinge"), nda.build(transform) if transform else None,
-                      None, opt_g, opt_d, torch.device("cpu"), 0, 0.0, 0.0)
+    device = torch.device("cpu")
+    recipe = Recipe(data, losses.build("hinge"), nda.build(transform) if transform else None, None,
+                    lam=0.25 if transform else 1.0, mode=mode, positive_prob=0.5, batch_size=64, num_d_steps=1,
+                    num_classes=0, gp_weight=0.0, r1_weight=0.0, clip_value=0.0, precision=precision, device=device)
+    state = TrainState(G, D, None, torch.optim.Adam(G.parameters(), 2e-4, betas=(0.0, 0.999)),
+                       torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.999)), None,
+                       BatchStream(data, 64, 0, device), torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+    return recipe, state
 
 
 def negaug_runner(width, channels, d_norm, transform=None, mode="weighted", precision="fp32"):
-    c = make_components(width, channels, transform, precision, d_norm)
-    ctx = StepContext(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2), 0.25 if transform else 1.0,
-                      mode, 0.5, precision)
-    stream, stats = BatchStream(c.dataset, 64, 0, c.device), Stats()
+    recipe, state = make_run(width, channels, transform, mode, precision, d_norm)
+    stats = Stats()
 
     def step(i):
-        real, labels = stream.next()
-        discriminator_step(c, ctx, real, labels, i, stats)
-        generator_step(c, ctx, 64, i, stats)
+        real, labels = state.batches.next()
+        discriminator_step(recipe, state, real, labels, i, stats)
+        generator_step(recipe, state, i, stats)
 
     return step
 

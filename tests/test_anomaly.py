@@ -515,9 +515,9 @@ def test_histogram_png(tmp_path):
 
 @pytest.fixture()
 def fake_run(monkeypatch, tmp_path, photos):
-    """`negaug.train.runs.load_run` replaced by a tiny run: an untrained conv D, 6 test images."""
+    """`load_run` replaced by a tiny run: an untrained conv D, 6 test images."""
     import negaug.data
-    import negaug.train.runs
+    import negaug.experiment.anomaly
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -532,7 +532,7 @@ def fake_run(monkeypatch, tmp_path, photos):
             reference_dataset=lambda split="test": negaug.data.TensorImageDataset(images),
         )
 
-    monkeypatch.setattr(negaug.train.runs, "load_run", load_run)
+    monkeypatch.setattr(negaug.experiment.anomaly, "load_run", load_run)
     return run_dir, calls
 
 

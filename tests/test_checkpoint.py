@@ -5,20 +5,42 @@ import pickle
 import pytest
 import torch
 
-from negaug.train import checkpoint as ckpt
+from negaug.experiment import checkpoint as ckpt
 
 
 def _tensors(value=1.0):
-    return {"G.w": torch.full((3, 2), value), "rng.latent": torch.Generator().manual_seed(1).get_state()}
+    return {"generator": {"w": torch.full((3, 2), value)}, "rng": {"latent": torch.Generator().manual_seed(1).get_state()}}
 
 
 def test_round_trip_is_exact(tmp_path):
-    tensors = _tensors(2.5)
-    ckpt.save(tmp_path, 12, tensors, {"config": {"a": 1}})
+    state = _tensors(2.5)
+    ckpt.save(tmp_path, 12, state, {"config": {"a": 1}})
     loaded = ckpt.load_latest(tmp_path)
-    assert loaded.step == 12 and loaded.meta["config"] == {"a": 1}
-    for key, value in tensors.items():
-        assert torch.equal(loaded.tensors[key], value)
+    assert loaded.step == 12 and loaded.record["config"] == {"a": 1}
+    assert torch.equal(loaded.state["generator"]["w"], state["generator"]["w"])
+    assert torch.equal(loaded.state["rng"]["latent"], state["rng"]["latent"])
+
+
+def test_nested_state_keeps_int_keys_tuples_and_plain_values(tmp_path):
+    """An optimizer's state dict has int keys and tuples (betas): both come back as they were."""
+    state = {"opt": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.arange(3.0)}},
+                     "param_groups": [{"lr": 0.1, "betas": (0.0, 0.99), "params": [0]}]},
+             "step": 7, "best": None, "name": "x", "flags": [True, 1.5]}
+    ckpt.save(tmp_path, 1, state, {})
+    loaded = ckpt.load_latest(tmp_path).state
+    assert list(loaded["opt"]["state"]) == [0] and loaded["opt"]["param_groups"][0]["betas"] == (0.0, 0.99)
+    assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], torch.arange(3.0))
+    assert {k: loaded[k] for k in ("step", "best", "name", "flags")} == {"step": 7, "best": None, "name": "x",
+                                                                         "flags": [True, 1.5]}
+    tensor_names = set(json.loads((tmp_path / "step_0000001.json").read_text())["state"]["opt"]["state"]
+                       ["__items__"][0][1].values().__iter__().__next__().values())
+    assert tensor_names == {"opt.state.0.step"}  # tensors are named by their path
+
+
+def test_unsavable_values_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="cannot save object at 'x.y'"):
+        ckpt.save(tmp_path, 1, {"x": {"y": object()}}, {})
+    assert ckpt.list_steps(tmp_path) == []
 
 
 def test_latest_and_prune(tmp_path):
@@ -37,7 +59,7 @@ def test_truncated_checkpoint_falls_back_and_is_named(tmp_path):
     bad.write_bytes(bad.read_bytes()[:-7])
     messages = []
     loaded = ckpt.load_latest(tmp_path, warn=messages.append)
-    assert loaded.step == 1 and torch.equal(loaded.tensors["G.w"], torch.full((3, 2), 1.0))
+    assert loaded.step == 1 and torch.equal(loaded.state["generator"]["w"], torch.full((3, 2), 1.0))
     assert len(messages) == 1 and "step_0000002.safetensors" in messages[0] and "truncated or corrupted" in messages[0]
     with pytest.raises(ckpt.CheckpointError, match="step_0000002"):
         ckpt.load_file(tmp_path / "step_0000002.json")
@@ -91,14 +113,43 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
     assert loaded.step == 1  # step 2 has no record, so it is not a checkpoint
 
 
-def test_optimizer_state_round_trip():
+def test_adam_state_round_trip_continues_identically(tmp_path):
     param = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([param], lr=0.1, betas=(0.0, 0.99))
     param.grad = torch.tensor([1.0, -2.0, 3.0])
     opt.step()
-    tensors, meta = ckpt.optimizer_to_flat("opt", opt)
-    meta = json.loads(json.dumps(meta))
-    other = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.5)
-    other.load_state_dict(ckpt.optimizer_from_flat("opt", tensors, meta))
-    assert other.param_groups[0]["lr"] == 0.1 and other.param_groups[0]["betas"] == [0.0, 0.99]
-    assert torch.equal(other.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    ckpt.save(tmp_path, 1, {"opt": opt.state_dict(), "param": param.detach()}, {})
+    loaded = ckpt.load_latest(tmp_path).state
+    other_param = torch.nn.Parameter(loaded["param"].clone())
+    other = torch.optim.Adam([other_param], lr=0.5)
+    other.load_state_dict(loaded["opt"])
+    assert other.param_groups[0]["lr"] == 0.1 and other.param_groups[0]["betas"] == (0.0, 0.99)
+    for p, o in ((param, opt), (other_param, other)):
+        p.grad = torch.tensor([0.5, 0.5, -1.0])
+        o.step()
+    assert torch.equal(param, other_param)
+
+
+def test_format_1_checkpoints_are_still_read(tmp_path):
+    """Checkpoints of negaug <= 0.1.0 (flat tensor names, optimizer scalars in the JSON) load as a state dict."""
+    from safetensors.torch import save as save_bytes
+    import hashlib
+
+    tensors = {"G.w": torch.ones(2), "D.w": torch.zeros(2), "EMA.w": torch.full((2,), 0.5),
+               "opt_g.state.0.exp_avg": torch.arange(2.0), "opt_g.state.0.step": torch.tensor(4.0),
+               "opt_d.state.0.exp_avg": torch.arange(2.0), "opt_d.state.0.step": torch.tensor(4.0),
+               "rng.latent": torch.Generator().get_state(), "rng.nda": torch.Generator().get_state(),
+               "rng.torch": torch.get_rng_state()}
+    blob = save_bytes(tensors)
+    groups = [{"lr": 0.1, "betas": [0.0, 0.99], "params": [0]}]
+    record = {"step": 9, "format_version": 1, "tensor_file": "step_0000009.safetensors", "tensor_bytes": len(blob),
+              "tensor_sha256": hashlib.sha256(blob).hexdigest(), "config": {}, "stream": {"epoch": 1, "position": 64},
+              "best": None, "ema_extra": {"__nested__": []},
+              "opt_g": {"param_groups": groups, "scalars": {}}, "opt_d": {"param_groups": groups, "scalars": {}}}
+    (tmp_path / "step_0000009.safetensors").write_bytes(blob)
+    (tmp_path / "step_0000009.json").write_text(json.dumps(record))
+    state = ckpt.load_latest(tmp_path).state
+    assert state["step"] == 9 and state["batches"] == {"epoch": 1, "position": 64}
+    assert torch.equal(state["generator"]["w"], torch.ones(2)) and torch.equal(state["ema"]["w"], torch.full((2,), 0.5))
+    assert torch.equal(state["opt_g"]["state"][0]["exp_avg"], torch.arange(2.0))
+    assert set(state["rng"]) == {"latent", "nda", "torch"} and "scaler" not in state

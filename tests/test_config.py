@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from negaug.config import Config, config_from_dict, load_config, parse_override, preset_names
+from negaug.experiment.config import Config, config_from_dict, load_config, parse_override, preset_names
 
 
 def test_default_preset_is_the_cpu_recipe():

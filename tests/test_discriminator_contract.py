@@ -1,15 +1,15 @@
 """The discriminator contract: every registered D declares whether its scores depend on the batch,
-and training calls D in one function (`negaug.train.steps.score`) that honours the declaration."""
+and training calls D in one function (`negaug.experiment.steps.score`) that honours the declaration."""
 import pytest
 import torch
 from torch.nn.utils import parametrize
 
 from negaug import models
-from negaug.config import load_config
+from negaug.experiment.config import load_config
 from negaug.models.base import has_batch_statistics, is_batch_dependent
-from negaug.train import train
-from negaug.train.setup import build as build_components
-from negaug.train.steps import StepContext, score
+from negaug.experiment import train
+from negaug.experiment.build import build
+from negaug.experiment.steps import score
 
 # (model name, options, image size, channels) for every registered model, at a tiny width;
 # a model added to the registry without an entry here fails `test_every_model_is_covered`.
@@ -72,15 +72,14 @@ class Recorder(torch.nn.Module):
 def test_score_calls_a_batch_dependent_d_once_per_kind(tmp_path, declared):
     config = load_config("default", ["data.options.classes=[0, 1]", "model.options.width=4", "train.device=cpu",
                                      "model.options.spectral_norm=false"])
-    c = build_components(config)
-    c.discriminator = Recorder(c.discriminator, declared)
-    ctx = StepContext(torch.Generator(), torch.Generator(), lam=0.25, mode="weighted", positive_prob=0.0, precision="fp32")
+    recipe, state = build(config)
+    discriminator = Recorder(state.discriminator, declared)
     real, fake, neg = (torch.rand(n, 1, 32, 32) * 2 - 1 for n in (4, 3, 2))
-    scores = score(c, ctx, [(real, None), (fake, None), (neg, None)])
+    scores = score(recipe, discriminator, [(real, None), (fake, None), (neg, None)])
     assert [s.shape[0] for s in scores] == [4, 3, 2]
     expected_dependent = True if declared is None else declared  # None: found by its batch norm
-    assert is_batch_dependent(c.discriminator) == expected_dependent
-    assert c.discriminator.calls == ([4, 3, 2] if expected_dependent else [9])
+    assert is_batch_dependent(discriminator) == expected_dependent
+    assert discriminator.calls == ([4, 3, 2] if expected_dependent else [9])
 
 
 @pytest.mark.parametrize("mode", ["weighted", "mixture"])

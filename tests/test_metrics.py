@@ -637,10 +637,10 @@ def run_cli(argv, capsys):
 
 
 def test_cli_eval_appends_to_eval_json_and_plots(tmp_path, monkeypatch, capsys, fake_weights):
-    import negaug.train.runs
+    import negaug.experiment.evaluate
 
     monkeypatch.setenv("NEGAUG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(negaug.train.runs, "load_run", lambda run_dir, checkpoint="latest", device="cpu", warn=None:
+    monkeypatch.setattr(negaug.experiment.evaluate, "load_run", lambda run_dir, checkpoint="latest", device="cpu", warn=None:
                         fake_run(tmp_path, options={"count": 3}))
     argv = ["eval", str(tmp_path), "--num-samples", "30", "--metrics", "fid", "dots", "--quiet"]
     code, out = run_cli(argv, capsys)
@@ -657,9 +657,9 @@ def test_cli_eval_appends_to_eval_json_and_plots(tmp_path, monkeypatch, capsys, 
 
 
 def test_cli_eval_toy_defaults(tmp_path, monkeypatch, capsys):
-    import negaug.train.runs
+    import negaug.experiment.evaluate
 
-    monkeypatch.setattr(negaug.train.runs, "load_run", lambda *a, **k: fake_run(tmp_path, name="ring"))
+    monkeypatch.setattr(negaug.experiment.evaluate, "load_run", lambda *a, **k: fake_run(tmp_path, name="ring"))
     code, out = run_cli(["eval", str(tmp_path), "--num-samples", "200", "--quiet"], capsys)
     assert code == 0, out.err
     results = json.loads((tmp_path / "eval.json").read_text())["evaluations"][0]["results"]
@@ -684,14 +684,14 @@ def test_cli_names_match_the_registries():
     assert eval_cli.INCEPTION_FILENAME == feats.INCEPTION_FILENAMES[0]
 
 
-def test_evaluate_run_generator_uses_the_run_config():
-    from negaug.metrics import evaluate_run_generator
+def test_evaluate_generator_of_run_uses_the_run_config():
+    from negaug.experiment.evaluate import evaluate_generator_of_run
 
     config = SimpleNamespace(
         data=SimpleNamespace(name="ring", root=None, download=False, image_size=None, split="train",
                              options={"num_samples": 300}),
         eval=SimpleNamespace(metrics=[], num_samples=150, feature_extractor="auto", inception_weights=None, seed=3))
-    results = evaluate_run_generator(config, _PointGenerator(), data.build("ring", num_samples=300))
+    results = evaluate_generator_of_run(config, _PointGenerator(), data.build("ring", num_samples=300))
     assert set(results) == {"toy_negative_fraction", "toy_high_quality", "toy_modes_covered", "kde"}
     protocol = results["kde"]["protocol"]
     assert protocol["reference"] == "ring/test" and protocol["num_generated"] == 150 and protocol["seed"] == 3

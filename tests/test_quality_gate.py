@@ -21,10 +21,10 @@ import torch
 from negaug import data
 from negaug import nda as nda_lib
 from negaug.anomaly.scoring import detection_metrics
-from negaug.config import load_config
+from negaug.experiment.config import load_config
 from negaug.metrics.fid import fid_from_features
 from negaug.models import build as build_models
-from negaug.train import load_run, train
+from negaug.experiment import load_run, train
 
 STEPS = 300
 GATE = ["data.name=digits", "data.image_size=16", "data.batch_size=64", "model.options.width=16",

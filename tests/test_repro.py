@@ -49,13 +49,13 @@ def test_fmt_and_table():
 
 
 def test_config_hash_ignores_logging_but_not_training():
-    from negaug.config import load_config
+    from negaug.experiment.config import load_config
 
-    base = load_config("default").to_dict()
-    renamed = load_config("default", ["train.name=x", "train.log_every=7", "train.progress=false"]).to_dict()
+    base = load_config("default")
+    renamed = load_config("default", ["train.name=x", "train.log_every=7", "train.progress=false"])
     assert common.config_hash(base) == common.config_hash(renamed)
-    assert common.config_hash(base) != common.config_hash(load_config("default", ["nda.lam=0.5"]).to_dict())
-    assert common.config_hash(base) != common.config_hash(load_config("default", ["train.seed=1"]).to_dict())
+    assert common.config_hash(base) != common.config_hash(load_config("default", ["nda.lam=0.5"]))
+    assert common.config_hash(base) != common.config_hash(load_config("default", ["train.seed=1"]))
 
 
 def test_default_seeds():
@@ -74,7 +74,7 @@ def test_unknown_experiment_and_size(tmp_path):
 
 
 def test_arms_differ_only_in_nda():
-    from negaug.config import load_config
+    from negaug.experiment.config import load_config
     from negaug.repro import mnist, numerosity, toy
 
     for arms in (numerosity.arms("full"), toy.arms("full"), mnist.arms("full")):
@@ -174,9 +174,9 @@ def test_training_lock_waits_for_a_live_holder(tmp_path, monkeypatch):
     from negaug.repro import toy
 
     monkeypatch.setattr(common, "LOCK_POLL_SECONDS", 0.01)
-    ctx = common.Context(tmp_path, "tiny", [0])
+    study = common.Study(tmp_path, "tiny", [0])
     arm = toy.arms("tiny")[0]
-    first = common.train_arm(ctx, arm, 0, "toy")
+    first = common.train_arm(study, arm, 0, "toy")
     done = first.run_dir / common.DONE_FILE
     saved = done.read_text()
     done.unlink()
@@ -190,7 +190,7 @@ def test_training_lock_waits_for_a_live_holder(tmp_path, monkeypatch):
             (first.run_dir / common.LOCK_FILE).unlink()
 
     monkeypatch.setattr(common.time, "sleep", finish_after_two_polls)
-    again = common.train_arm(ctx, arm, 0, "toy")
+    again = common.train_arm(study, arm, 0, "toy")
     assert again.cached and len(polls) == 2
     assert not (first.run_dir / common.LOCK_FILE).exists()
 
@@ -198,12 +198,12 @@ def test_training_lock_waits_for_a_live_holder(tmp_path, monkeypatch):
 def test_training_lock_of_a_dead_process_is_taken_over(tmp_path):
     from negaug.repro import toy
 
-    ctx = common.Context(tmp_path, "tiny", [0])
+    study = common.Study(tmp_path, "tiny", [0])
     arm = toy.arms("tiny")[0]
-    first = common.train_arm(ctx, arm, 0, "toy")
+    first = common.train_arm(study, arm, 0, "toy")
     (first.run_dir / common.DONE_FILE).unlink()
     (first.run_dir / common.LOCK_FILE).write_text("999999999")  # no such process
-    again = common.train_arm(ctx, arm, 0, "toy")
+    again = common.train_arm(study, arm, 0, "toy")
     assert not again.cached  # resumed and finished by us
     assert (first.run_dir / common.DONE_FILE).is_file() and not (first.run_dir / common.LOCK_FILE).exists()
 
@@ -220,3 +220,10 @@ def test_classes_covered_counts_argmax_classes_above_the_share():
 
     assert classes_covered(images, extractor, min_share=0.02) == (3, [60, 0, 38, 0, 0, 2, 0, 0, 0, 0])
     assert classes_covered(images, extractor, min_share=0.03)[0] == 2  # 2 of 100 < 3%
+
+
+def test_cli_experiment_names_match_the_registry():
+    from negaug import repro
+    from negaug.cli import repro as repro_cli
+
+    assert list(repro_cli.EXPERIMENT_NAMES) == repro.names()

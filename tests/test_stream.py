@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from negaug import data
-from negaug.train.stream import BatchStream
+from negaug.experiment.stream import BatchStream
 
 
 def _folder_dataset(tmp_path, count=10):

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from negaug.cli import main
-from negaug.config import load_config
-from negaug.train import NonFiniteLossError, load_run, resume_config, train
-from negaug.train import checkpoint as ckpt
+from negaug.experiment import NonFiniteLossError, load_config, load_run, resume_config, train
+from negaug.experiment import checkpoint as ckpt
 
 TINY = ["data.batch_size=8", "data.options.classes=[0, 1]", "model.options.width=4", "train.steps=4",
         "optim.num_d_steps=2", "train.progress=false", "train.log_every=1", "train.sample_every=0",
@@ -25,12 +24,23 @@ def tiny(tmp_path, *extra):
     return load_config("default", [*TINY, f"train.runs_dir={tmp_path}", *extra])
 
 
+def tensors_by_path(tree, path=""):
+    """{"discriminator.net.0.weight": tensor, ...}: every tensor of a nested state dict by its path."""
+    if isinstance(tree, torch.Tensor):
+        return {path: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else []
+    found = {}
+    for key, value in items:
+        found.update(tensors_by_path(value, f"{path}.{key}" if path else str(key)))
+    return found
+
+
 def weights(run_dir):
     found = ckpt.load_latest(Path(run_dir) / "checkpoints")
-    return found.step, found.tensors
+    return found.step, tensors_by_path(found.state)
 
 
-def flat(run_dir, prefix="D."):
+def flat(run_dir, prefix="discriminator."):
     """All float tensors of one network in a checkpoint, concatenated."""
     tensors = weights(run_dir)[1]
     return torch.cat([v.flatten() for k, v in sorted(tensors.items()) if k.startswith(prefix) and v.is_floating_point()])
@@ -76,7 +86,7 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path):
     train(tiny(tmp_path, "train.name=b"))
     train(tiny(tmp_path, "train.name=c", "train.seed=1"))
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
-    assert not torch.equal(flat(tmp_path / "a", "G."), flat(tmp_path / "c", "G."))
+    assert not torch.equal(flat(tmp_path / "a", "generator."), flat(tmp_path / "c", "generator."))
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -6,7 +6,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("anomaly", "config", "data", "losses", "metrics", "models", "nda", "registry", "repro", "train", "viz")
+_SUBMODULES = ("anomaly", "data", "experiment", "losses", "metrics", "models", "nda", "registry", "repro", "viz")
 
 
 def __getattr__(name: str):

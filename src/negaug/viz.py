@@ -19,6 +19,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 from negaug.data.base import to_uint8
 
@@ -59,8 +62,6 @@ def make_grid(
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:
     """uint8 `(H, W, 3)` -> PNG file (parent folders created)."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
@@ -73,8 +74,6 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, **grid_opti
 
 
 def _font():
-    from PIL import ImageFont
-
     return ImageFont.load_default()
 
 
@@ -91,8 +90,6 @@ def labelled_rows(
 
     Layout: a white label column `label_column_width(labels)` wide, then `make_grid` of all rows with
     nrow = max n (shorter rows end in blank tiles). Returns uint8 `(H, W, 3)`."""
-    from PIL import Image, ImageDraw
-
     if not rows:
         raise ValueError("labelled_rows needs at least one row")
     shapes = {tuple(images.shape[1:]) for _, images in rows}
@@ -118,9 +115,6 @@ def save_labelled_rows(rows: Sequence[tuple[str, torch.Tensor]], path: str | Pat
 # --- plots -----------------------------------------------------------------------------------------
 
 def _figure(figsize: tuple[float, float]):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(figure)
     return figure

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from negaug import __version__
 from negaug.anomaly.ood import OODPlan, build_ood, is_paired, plan_ood
 from negaug.anomaly.scoring import detection_metrics, score
 
@@ -159,6 +160,4 @@ def _progress(callback: Callable[[str], None] | None, name: str) -> None:
 
 
 def _negaug_version() -> str:
-    from negaug import __version__
-
     return __version__

@@ -14,14 +14,12 @@ for what an "all" had to leave out.
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from types import ModuleType
-
 import inspect
+from dataclasses import dataclass, field
 
 import torch
 
+from negaug import data, nda
 from negaug.anomaly import corruptions
 from negaug.anomaly.corruptions._ops import luminance
 from negaug.registry import closest
@@ -36,30 +34,14 @@ _NOT_IN_DATASET_ALL = {  # left out of dataset/all, available by name
 }
 
 
-def _registry_module(module_name: str) -> ModuleType | None:
-    """negaug.nda / negaug.data, or None while that component is not installed."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        return None
-    return module if callable(getattr(module, "names", None)) else None
-
-
 def _image_dataset_names() -> list[str]:
-    data = _registry_module("negaug.data")
-    if data is None:
-        return []
-    toys = set(getattr(data, "TOYS", ()))
-    return [name for name in data.names() if name not in toys]
+    return [name for name in data.names() if name not in set(data.TOYS)]
 
 
 def ood_names() -> list[str]:
     """Every OOD set name that `build_ood` accepts (NDA and dataset names from their registries)."""
-    nda = _registry_module("negaug.nda")
     names = [f"corruption/{name}" for name in corruptions.names()]
-    names += [f"nda/{name}" for name in (nda.names() if nda else [])]
+    names += [f"nda/{name}" for name in nda.names()]
     names += [f"noise/{name}" for name in NOISES]
     names += [f"dataset/{name}" for name in _image_dataset_names()]
     return names
@@ -116,8 +98,6 @@ def _expand_all(kind: str, num_channels: int, exclude_dataset: str | None, plan:
         elif name not in plan.names:
             plan.names.append(name)
             plan.optional.add(name)
-    if kind in ("nda", "dataset") and not members:
-        plan.skipped[f"{kind}/all"] = f"negaug.{'nda' if kind == 'nda' else 'data'} is not available"
 
 
 def _check_name(name: str, num_channels: int) -> None:
@@ -138,7 +118,7 @@ def _check_name(name: str, num_channels: int) -> None:
 
 def _required_options(nda_name: str) -> list[str]:
     """Options NDA transform `nda_name` cannot be built without (other_data: its source images)."""
-    options = _registry_module("negaug.nda").TRANSFORMS.options(nda_name)
+    options = nda.TRANSFORMS.options(nda_name)
     return [key for key, default in options.items() if default is inspect.Parameter.empty]
 
 
@@ -159,7 +139,7 @@ def build_ood(name: str, clean_images: torch.Tensor, severity: int = 5, seed: in
         corruptions.check_severity(severity)
         chunks = [corruptions.corrupt(part, member, severity, generator) for part in clean.split(CHUNK)]
     elif kind == "nda":
-        transform = _registry_module("negaug.nda").build(member)
+        transform = nda.build(member)
         with torch.no_grad():
             chunks = [transform(part, generator=generator).clamp(-1, 1) for part in clean.split(CHUNK)]
     elif kind == "noise":
@@ -194,7 +174,6 @@ def dataset_images(name: str, shape: torch.Size, data_root: str | None, download
     the channels (grey <-> colour by repetition / ITU-R 601 luminance) and size of `shape`.
 
     FileNotFoundError (one line, from negaug.data) when the files are not there."""
-    data = _registry_module("negaug.data")
     num, channels, size = shape[0], shape[1], shape[-1]
     images = last_images(data.build(name, root=data_root, split="test", download=download, image_size=size), num)
     if images.shape[-1] != size:

@@ -1,20 +1,15 @@
-"""`negaug anomaly RUN`: the discriminator of a trained run as an anomaly detector.
-
-Writes RUN/anomaly.json (AUROC, AUPR, FPR@95TPR per OOD set, with the protocol) and
-RUN/anomaly_histograms.png (D(clean) - D(ood) per paired set), and prints a summary table.
-"""
+"""`negaug anomaly RUN`: the discriminator of a trained run as an anomaly detector
+(`negaug.experiment.detect_anomalies`: RUN/anomaly.json and RUN/anomaly_histograms.png),
+printed as a table."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
 HELP = "anomaly detection with a run's discriminator: AUROC / AUPR / FPR@95TPR on OOD sets"
-DEFAULT_OOD = "corruption/all,noise/all"
+DEFAULT_OOD = "corruption/all,noise/all"  # as negaug.experiment.anomaly.DEFAULT_OOD (no torch import here)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,58 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from negaug import anomaly
-    from negaug.train.runs import load_run
-    from negaug.train.setup import resolve_device
+    from negaug.experiment.anomaly import detect_anomalies
 
-    if args.num_images < 2:
-        raise ValueError(f"--num-images must be at least 2, got {args.num_images}")
-    run_dir = Path(args.run)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
-    device = resolve_device(args.device)
-    loaded = load_run(run_dir, checkpoint=args.checkpoint, device=device,
-                      warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
-    reference = loaded.reference_dataset(split=args.split)
-    clean = anomaly.ood.last_images(reference, args.num_images)
-    data = getattr(loaded.config, "data", None)
-    plan = anomaly.plan_ood(args.ood, clean.shape[1], exclude_dataset=getattr(data, "name", None))
-    data_root = args.data_root if args.data_root is not None else getattr(data, "root", None)
-    with tqdm(total=len(plan.names) + 1, desc="anomaly", unit="set", file=sys.stderr) as bar:
-        def advance(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
+    bars: list[tqdm] = []  # made once the sets are known, so an early error prints only itself
 
-        results, differences = anomaly.evaluate(
-            loaded.discriminator, clean, plan, severity=args.severity, seed=args.seed,
-            batch_size=args.batch_size, data_root=data_root, download=args.download, on_progress=advance)
-    output = Path(args.output) if args.output else run_dir / "anomaly.json"
-    histogram = output.with_name(output.stem + "_histograms.png")
-    if differences:
-        label = _run_label(loaded)
-        title = f"D(clean) - D(ood), {label}" + (f", severity {args.severity}" if any(
-            name.startswith("corruption/") for name in differences) else "")
-        anomaly.plot_difference_histograms({label: differences}, histogram, title=title)
-    results["protocol"].update({
-        "run_dir": str(run_dir), "checkpoint": args.checkpoint, "checkpoint_path": str(getattr(loaded, "checkpoint_path", "")),
-        "checkpoint_step": int(loaded.step), "reference_dataset": getattr(data, "name", None),
-        "reference_split": args.split, "data_root": data_root,
-    })
-    results["histograms"] = histogram.name if differences else None
-    _write_json(output, results)
-    print(anomaly.format_results(results))
-    for name, why in results["skipped"].items():
+    def advance(name: str) -> None:
+        bars[0].set_postfix_str(name)
+        bars[0].update(1)
+
+    try:
+        report = detect_anomalies(
+            args.run, ood=args.ood, severity=args.severity, num_images=args.num_images, seed=args.seed,
+            checkpoint=args.checkpoint, split=args.split, data_root=args.data_root, download=args.download,
+            batch_size=args.batch_size, device=args.device, output=args.output,
+            on_plan=lambda total: bars.append(tqdm(total=total, desc="anomaly", unit="set", file=sys.stderr)),
+            on_progress=advance, warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+    finally:
+        for bar in bars:
+            bar.close()
+    print(anomaly.format_results(report.results))
+    for name, why in report.results["skipped"].items():
         print(f"skipped {name}: {why}")
-    print(f"wrote {output}" + (f" and {histogram}" if differences else ""))
+    print(f"wrote {report.output}" + (f" and {report.histograms}" if report.histograms else ""))
     return 0
-
-
-def _run_label(loaded) -> str:
-    return f"{Path(loaded.run_dir).name} (step {loaded.step})"
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a killed run never leaves a half-written anomaly.json."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
 import yaml
 
-from negaug.config import yaml_load  # yaml.safe_load that reads 1e-4 as a float
+from negaug.presets import yaml_load  # yaml.safe_load that reads 1e-4 as a float
 
 HELP = "negative data augmentations: `nda show` draws them on real images (the paper's Figure 2)"
 PAPER_ORDER = ("jigsaw", "stitch", "cutout", "cutmix", "mixup")  # Figure 2 / Appendix B order
@@ -104,8 +103,10 @@ def build_transform(name: str, options: dict[str, Any], args: argparse.Namespace
         raise ValueError(f"transform '{name}': {err}") from None
 
 
-def figure_rows(args: argparse.Namespace) -> list[tuple[str, torch.Tensor]]:
+def figure_rows(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """[("original", images), (spec, negatives), ...], every row from the same seeded images."""
+    import torch
+
     from negaug import data
 
     if args.num_images < 1:

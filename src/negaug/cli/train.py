@@ -17,7 +17,7 @@ presets: {presets}"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from negaug.config import preset_names
+    from negaug.presets import preset_names
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG.format(presets=", ".join(preset_names()))
@@ -51,9 +51,7 @@ class _StopFlag:
 
 
 def run(args) -> int:
-    from negaug.config import load_config
-    from negaug.train import CheckpointWriteError, NonFiniteLossError, resume_config, train
-    from negaug.train.setup import build
+    from negaug.experiment import CheckpointWriteError, NonFiniteLossError, build, load_config, resume_config, train
 
     source, overrides = _split_source(args)
     if args.resume:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from negaug.data.base import LazyImageDataset, center_crop, check_image_size, check_split, resize_images, to_unit_range
 from negaug.data.files import IMAGE_EXTENSIONS, default_root, fetch, missing
@@ -27,8 +28,6 @@ class ImageFiles:
         self.files, self.mode = files, mode
 
     def __call__(self, i: int) -> torch.Tensor:
-        from PIL import Image
-
         with Image.open(self.files[i]) as image:
             array = np.asarray(image.convert(self.mode), dtype=np.uint8)
         return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)

@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 import torch
+from skimage.data import lfw_subset
 
 from negaug.data.base import TensorImageDataset, check_image_size, pad_to, resize_images, select_split
 
@@ -79,8 +80,6 @@ def digits(*, root=None, split: str = "train", download: bool = False, image_siz
 def lfw(*, root=None, split: str = "train", download: bool = False, image_size: int | None = None) -> TensorImageDataset:
     """scikit-image's LFW subset: (1, 32, 32) by default (25 px resized; image_size=25 keeps it raw),
     2 classes (1 = face, 0 = non-face), 160 / 40 split."""
-    from skimage.data import lfw_subset
-
     pixels = lfw_subset()  # (200, 25, 25); first 100 faces, then 100 non-faces
     scale = 255.0 if np.issubdtype(pixels.dtype, np.integer) else 1.0
     images = torch.from_numpy(pixels[:, None].astype(np.float32) / scale) * 2 - 1

@@ -2,7 +2,7 @@
 
 - ``evaluate_generator(G, reference, metrics, num_samples, seed, **options)`` and
   ``evaluate_samples(fake, reference, ...)``: {result key: {"metric", "value", "higher_is_better",
-  ..., "protocol"}}; ``evaluate_run_generator(config, G, train_set, ...)`` for the training loop.
+  ..., "protocol"}} (a run's generator with its config's settings: ``negaug.experiment.evaluate``).
 - ``negaug.metrics.features``: feature-extractor registry ("inception", "classifier", "raw").
 - Values: ``fid_from_features``, ``kernel_distance``, ``inception_score``, ``precision_recall``,
   ``kde_log_likelihood``, ``count_dots``, ``toy_quality``.
@@ -17,7 +17,6 @@ from negaug.metrics.evaluate import (
     EvalSettings,
     default_metrics,
     evaluate_generator,
-    evaluate_run_generator,
     evaluate_samples,
     find_result,
     generate_samples,
@@ -38,7 +37,7 @@ def names() -> list[str]:
 
 __all__ = [
     "METRICS", "EvalSettings", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
-    "evaluate_run_generator", "evaluate_samples", "feature_statistics", "features", "fid_from_features",
+    "evaluate_samples", "feature_statistics", "features", "fid_from_features",
     "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
     "kde_log_likelihood", "kernel_distance", "names", "parzen_log_likelihood", "precision_recall", "record_sampling",
     "toy_quality",

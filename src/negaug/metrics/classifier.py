@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from negaug.metrics.protocol import library_versions, tensor_sha256
 
@@ -116,8 +117,6 @@ def train_classifier(
     start_time = time.perf_counter()
     steps = _epoch_batches(train, settings, generator)
     if progress:
-        from tqdm.auto import tqdm
-
         steps = tqdm(steps, desc="training feature classifier", unit="batch")
     model.train()
     for batch in steps:

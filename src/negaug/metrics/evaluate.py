@@ -14,11 +14,12 @@ finds a metric by its base name.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from negaug.data import toy_mode_assignment, toy_negative_region_mask
 from negaug.metrics import dots as dots_metrics
 from negaug.metrics import features as feats
 from negaug.metrics.fid import fid_from_features
@@ -100,7 +101,7 @@ def find_result(results: dict[str, dict], metric: str) -> dict | None:
     return matches[0] if len(matches) == 1 else None
 
 
-class EvalContext:
+class Evaluation:
     """One evaluation: samples, reference, settings; features are extracted once, on first use."""
 
     def __init__(self, fake: Tensor, reference: Any, seed: int, settings: EvalSettings):
@@ -175,73 +176,73 @@ def build_extractor(settings: EvalSettings, reference: Any, data_name: str) -> f
 # --- metrics: each takes the context and returns {result key: result} ----------------------------
 
 @METRICS.register("fid")
-def _fid(ctx: EvalContext) -> dict[str, dict]:
-    f = ctx.features()
+def _fid(evaluation: Evaluation) -> dict[str, dict]:
+    f = evaluation.features()
     value = fid_from_features(f["real"][0], f["fake"][0])
-    return {ctx.key("fid"): ctx.result("fid", value, False, ctx.protocol())}
+    return {evaluation.key("fid"): evaluation.result("fid", value, False, evaluation.protocol())}
 
 
 @METRICS.register("kid")
-def _kid(ctx: EvalContext) -> dict[str, dict]:
-    f, s = ctx.features(), ctx.settings
-    generator = torch.Generator().manual_seed(ctx.seed)
+def _kid(evaluation: Evaluation) -> dict[str, dict]:
+    f, s = evaluation.features(), evaluation.settings
+    generator = torch.Generator().manual_seed(evaluation.seed)
     mean, std = kernel_distance(f["real"][0], f["fake"][0], s.kid_subsets, s.kid_subset_size, generator)
     size = min(s.kid_subset_size, f["real"][0].shape[0], f["fake"][0].shape[0])
-    protocol = ctx.protocol(kid_subsets=s.kid_subsets, kid_subset_size=size, kernel="(x.y/F + 1)^3")
-    return {ctx.key("kid"): ctx.result("kid", mean, False, protocol, std=std)}
+    protocol = evaluation.protocol(kid_subsets=s.kid_subsets, kid_subset_size=size, kernel="(x.y/F + 1)^3")
+    return {evaluation.key("kid"): evaluation.result("kid", mean, False, protocol, std=std)}
 
 
 @METRICS.register("is")
-def _is(ctx: EvalContext) -> dict[str, dict]:
-    logits = ctx.features()["fake"][1]
+def _is(evaluation: Evaluation) -> dict[str, dict]:
+    logits = evaluation.features()["fake"][1]
     if logits is None:
-        raise ValueError(f"metric 'is' needs class probabilities, which the '{ctx.extractor().identifier}' "
+        raise ValueError(f"metric 'is' needs class probabilities, which the '{evaluation.extractor().identifier}' "
                          "features lack (raw features, or a classifier trained on unlabeled data)")
-    mean, std = inception_score(logits.double().softmax(dim=1), ctx.settings.is_splits)
-    protocol = ctx.protocol(is_splits=ctx.settings.is_splits, num_classes=int(logits.shape[1]))
-    return {ctx.key("is"): ctx.result("is", mean, True, protocol, std=std)}
+    mean, std = inception_score(logits.double().softmax(dim=1), evaluation.settings.is_splits)
+    protocol = evaluation.protocol(is_splits=evaluation.settings.is_splits, num_classes=int(logits.shape[1]))
+    return {evaluation.key("is"): evaluation.result("is", mean, True, protocol, std=std)}
 
 
 @METRICS.register("pr")
-def _pr(ctx: EvalContext) -> dict[str, dict]:
-    f, k = ctx.features(), ctx.settings.pr_neighbours
+def _pr(evaluation: Evaluation) -> dict[str, dict]:
+    f, k = evaluation.features(), evaluation.settings.pr_neighbours
     precision, recall = precision_recall(f["real"][0], f["fake"][0], k)
     f_score = 2 * precision * recall / max(precision + recall, 1e-12)
-    result = ctx.result("pr", f_score, True, ctx.protocol(k=k), precision=precision, recall=recall)
-    return {ctx.key("pr"): result}
+    result = evaluation.result("pr", f_score, True, evaluation.protocol(k=k), precision=precision, recall=recall)
+    return {evaluation.key("pr"): result}
 
 
 @METRICS.register("kde")
-def _kde(ctx: EvalContext) -> dict[str, dict]:
+def _kde(evaluation: Evaluation) -> dict[str, dict]:
     """Parzen log-likelihood of the reference under the samples; the reference is split in two
     halves (seeded): bandwidth chosen on one, value reported on the other."""
-    real, fake, toy = reference_tensor(ctx.reference), ctx.fake.float(), is_toy(ctx.reference)
+    real, fake, toy = reference_tensor(evaluation.reference), evaluation.fake.float(), is_toy(evaluation.reference)
     if not toy:  # pixels in [0, 1], the scale of the published MNIST / TFD Parzen numbers
         real, fake = (real + 1) / 2, (fake + 1) / 2
-    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(ctx.seed))
+    order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(evaluation.seed))
     half = real.shape[0] // 2
     kde = kde_log_likelihood(fake.flatten(1), real[order[:half]].flatten(1), real[order[half:]].flatten(1))
     space = "points" if toy else "pixels in [0, 1], flattened"
-    protocol = ctx.protocol(False, space=space, num_validation=half, num_test=real.shape[0] - half,
+    protocol = evaluation.protocol(False, space=space, num_validation=half, num_test=real.shape[0] - half,
                             kernel="gaussian", bandwidth_grid="0.01..2 x sample std, 25 log-spaced")
     value = kde.pop("value")
-    return {"kde": ctx.result("kde", value, True, protocol, **kde)}
+    return {"kde": evaluation.result("kde", value, True, protocol, **kde)}
 
 
 @METRICS.register("dots")
-def _dots(ctx: EvalContext) -> dict[str, dict]:
+def _dots(evaluation: Evaluation) -> dict[str, dict]:
     """Share of generated images with exactly the trained number of dots, and the histograms."""
-    s = ctx.settings
+    s = evaluation.settings
 
     def count(images: Tensor) -> Tensor:
         return dots_metrics.count_dots(images, threshold=s.dots_threshold, min_area=s.dots_min_area)
 
-    fake_counts, real_counts = count(ctx.fake), count(reference_tensor(ctx.reference))
+    fake_counts, real_counts = count(evaluation.fake), count(reference_tensor(evaluation.reference))
     target = s.dots_count if s.dots_count is not None else int(real_counts.mode().values)
-    protocol = ctx.protocol(False, target_count=target, threshold=s.dots_threshold, min_area=s.dots_min_area,
+    protocol = evaluation.protocol(False, target_count=target, threshold=s.dots_threshold, min_area=s.dots_min_area,
                             background="per-image median colour", connectivity=8)
     value = dots_metrics.fraction_with_count(fake_counts, target)
-    return {"dots": ctx.result(
+    return {"dots": evaluation.result(
         "dots", value, True, protocol, histogram=dots_metrics.count_histogram(fake_counts),
         mean_count=float(fake_counts.float().mean()), target_count=target,
         reference_fraction=dots_metrics.fraction_with_count(real_counts, target),
@@ -249,22 +250,20 @@ def _dots(ctx: EvalContext) -> dict[str, dict]:
 
 
 @METRICS.register("toy")
-def _toy(ctx: EvalContext) -> dict[str, dict]:
+def _toy(evaluation: Evaluation) -> dict[str, dict]:
     """Negative-region share, high-quality share and covered modes of 2-D toy samples."""
-    from negaug.data import toy_mode_assignment, toy_negative_region_mask
-
-    if not hasattr(ctx.reference, "centers"):
+    if not hasattr(evaluation.reference, "centers"):
         raise ValueError("metric 'toy' needs a ring or grid toy dataset as the reference")
-    s, points = ctx.settings, ctx.fake.float()
-    quality = toy_quality(toy_negative_region_mask(ctx.reference, points, s.toy_negative_kind),
-                          toy_mode_assignment(ctx.reference, points, s.toy_num_std),
-                          ctx.reference.num_classes, s.toy_min_share)
-    protocol = ctx.protocol(False, negative_kind=s.toy_negative_kind, num_std=s.toy_num_std,
+    s, points = evaluation.settings, evaluation.fake.float()
+    quality = toy_quality(toy_negative_region_mask(evaluation.reference, points, s.toy_negative_kind),
+                          toy_mode_assignment(evaluation.reference, points, s.toy_num_std),
+                          evaluation.reference.num_classes, s.toy_min_share)
+    protocol = evaluation.protocol(False, negative_kind=s.toy_negative_kind, num_std=s.toy_num_std,
                             min_share=s.toy_min_share)
     return {
-        "toy_negative_fraction": ctx.result("toy_negative_fraction", quality["negative_fraction"], False, protocol),
-        "toy_high_quality": ctx.result("toy_high_quality", quality["high_quality_fraction"], True, protocol),
-        "toy_modes_covered": ctx.result("toy_modes_covered", quality["modes_covered"], True, protocol,
+        "toy_negative_fraction": evaluation.result("toy_negative_fraction", quality["negative_fraction"], False, protocol),
+        "toy_high_quality": evaluation.result("toy_high_quality", quality["high_quality_fraction"], True, protocol),
+        "toy_modes_covered": evaluation.result("toy_modes_covered", quality["modes_covered"], True, protocol,
                                         num_modes=quality["num_modes"], mode_counts=quality["mode_counts"]),
     }
 
@@ -288,17 +287,17 @@ def evaluate_samples(fake: Tensor, reference: Any, metrics: list[str] | None = N
     reference (tensor or dataset). ``options``: fields of ``EvalSettings``. Returns
     {result key: {"metric", "value", "higher_is_better", extras..., "protocol"}}."""
     settings = make_settings(**options)
-    ctx = EvalContext(fake, reference, seed, settings)
+    evaluation = Evaluation(fake, reference, seed, settings)
     sample_shape = _sample_shape(reference)
     if tuple(fake.shape[1:]) != sample_shape:
         raise ValueError(f"generated samples have shape {tuple(fake.shape[1:])} but the reference {sample_shape}")
-    requested = list(metrics) if metrics else default_metrics(reference, ctx.data_name)
+    requested = list(metrics) if metrics else default_metrics(reference, evaluation.data_name)
     functions = [(name, METRICS.get(name)) for name in requested]  # unknown names fail before any work
     results: dict[str, dict] = {}
     for name, function in functions:
-        if name == "is" and not metrics and ctx.extractor().num_logits == 0:
+        if name == "is" and not metrics and evaluation.extractor().num_logits == 0:
             continue  # a default, not asked for: skip where the features have no classes
-        results.update(function(ctx))
+        results.update(function(evaluation))
     return results
 
 
@@ -343,22 +342,3 @@ def record_sampling(results: dict[str, dict], num_classes: int) -> dict[str, dic
     for result in results.values():
         result["protocol"]["generator_labels"] = labels
     return results
-
-
-def evaluate_run_generator(config: Any, generator: torch.nn.Module, dataset: Any, num_classes: int = 0,
-                           device: Any = "cpu", progress: bool = False, **options: Any) -> dict[str, dict]:
-    """``evaluate_generator`` with the settings of a run's ``config.eval`` and ``config.data``:
-    the reference is the data's test split (the training split where there is none) and the
-    offline classifier trains on ``dataset`` (the training set)."""
-    from negaug.train.setup import build_dataset
-
-    try:
-        reference, split = build_dataset(config, split="test"), "test"
-    except ValueError:  # a dataset without a test split (image folders)
-        reference, split = dataset, config.data.split
-    ev, count = config.eval, config.data.options.get("count")
-    settings = dict(feature_extractor=ev.feature_extractor, inception_weights=ev.inception_weights, device=device,
-                    progress=progress, data_name=config.data.name, reference_split=split, train_data=dataset,
-                    dots_count=count if isinstance(count, int) else None)
-    return evaluate_generator(generator, reference, ev.metrics or None, ev.num_samples, ev.seed, num_classes,
-                              **{**settings, **options})

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from negaug.metrics import classifier as clf
 from negaug.metrics.protocol import file_sha256
@@ -231,8 +232,6 @@ def extract_features(
     extractor = extractor.to(device).eval()
     batches = iterate_batches(images, batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
         total = -(-len(images) // batch_size)
         batches = tqdm(batches, total=total, desc=description, unit="batch")  # tqdm writes to stderr
     features, logits = [], []

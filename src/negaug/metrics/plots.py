@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from negaug import viz
 from negaug.metrics.evaluate import is_toy, reference_tensor
 
 
@@ -15,8 +16,6 @@ def save_evaluation_plots(folder: Path, stem: str, fake: Tensor, reference: Any,
                           num_grid: int = 64) -> list[Path]:
     """Sample grid (images) or scatter (2-D toys), plus a dot-count histogram when "dots" was
     measured. Returns the paths written (``folder / f"{stem}_<kind>.png"``)."""
-    from negaug import viz
-
     folder.mkdir(parents=True, exist_ok=True)
     if is_toy(reference):
         real = reference_tensor(reference)

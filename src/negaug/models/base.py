@@ -4,7 +4,7 @@ Generator: ``G(z, y=None) -> x`` with ``z`` (B, latent_dim) and ``y`` (B,) int64
 Discriminator: ``D(x, y=None) -> (B,)`` raw scores, ``D(x, y) == D.head(D.features(x), y)``, and
 ``D.batch_dependent``: whether, in train mode, one sample's score depends on the rest of the batch
 (batch norm does; spectral, layer, group and instance norm do not). The training loop reads it to
-decide how to call D (``negaug.train.steps.score``); a test checks every registered model's declaration.
+decide how to call D (``negaug.experiment.steps.score``); a test checks every registered model's declaration.
 Conditional models (``num_classes > 0``) require ``y``; unconditional ones ignore it, so a loop
 can always pass the dataset's labels (0 for unlabeled data).
 """

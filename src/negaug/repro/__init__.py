@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from negaug.registry import Registry
 from negaug.repro import anomaly, numerosity, quality, toy
-from negaug.repro.common import SIZES, Context, default_seeds
+from negaug.repro.common import SIZES, Study, default_seeds
 
 EXPERIMENTS = Registry("experiment")
 for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality}.items():
@@ -33,9 +33,9 @@ def run(name: str, out_dir: str | Path, size: str = "quick", seeds: list[int] | 
         runs_dir: str | Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run experiment `name` and write its results; returns the results dict (as in results.json)."""
     experiment = EXPERIMENTS.get(name)
-    ctx = Context(Path(out_dir), size, seeds if seeds is not None else default_seeds(size, None),
+    study = Study(Path(out_dir), size, seeds if seeds is not None else default_seeds(size, None),
                   runs_dir, on_progress)
-    return experiment(ctx)
+    return experiment(study)
 
 
 __all__ = ["EXPERIMENTS", "SIZES", "names", "run"]

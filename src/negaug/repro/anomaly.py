@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from negaug import anomaly
+from negaug.experiment import load_run
 from negaug.repro import common, mnist, plots
-from negaug.repro.common import BASELINE, NDA, Context
+from negaug.repro.common import BASELINE, NDA, Study
 
 OOD = {"tiny": "corruption/gaussian_noise,corruption/fog,nda/jigsaw,noise/uniform",
        "quick": "corruption/all,nda/all,noise/all", "full": "corruption/all,nda/all,noise/all"}
@@ -25,29 +27,26 @@ CLAIM = "Jigsaw NDA raises the discriminator's AUROC against OOD images (paper: 
 
 
 def evaluate_arm(run_dir, ood: str, num_in: int, seed: int) -> tuple[dict[str, Any], dict]:
-    from negaug import anomaly
-    from negaug.train import load_run
-
     run = load_run(run_dir)
     clean = run.reference_dataset("test").images[-num_in:]
     return anomaly.evaluate(run.discriminator, clean, ood, severity=SEVERITY, seed=seed)
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def run(study: Study) -> dict[str, Any]:
     per_seed: dict[str, list[dict[str, Any]]] = {BASELINE: [], NDA: []}
     differences: dict[str, dict] = {}
     trained = []
-    for seed in ctx.seeds:
-        for arm in mnist.arms(ctx.size):
-            t = common.train_arm(ctx, arm, seed, mnist.LABEL)
+    for seed in study.seeds:
+        for arm in mnist.arms(study.size):
+            t = common.train_arm(study, arm, seed, mnist.LABEL)
             trained.append(t)
-            results, diffs = evaluate_arm(t.run_dir, OOD[ctx.size], NUM_IN[ctx.size], seed)
+            results, diffs = evaluate_arm(t.run_dir, OOD[study.size], NUM_IN[study.size], seed)
             per_seed[arm.name].append({"seed": seed, **results})
-            if seed == ctx.seeds[0]:
+            if seed == study.seeds[0]:
                 differences[arm.name] = diffs
-    summary = summarize(ctx, per_seed, trained)
-    write_plots(ctx, summary, differences)
-    common.write_outputs(ctx.out_dir, summary, report(summary))
+    summary = summarize(study, per_seed, trained)
+    write_plots(study, summary, differences)
+    common.write_outputs(study.out_dir, summary, report(summary))
     return summary
 
 
@@ -65,16 +64,16 @@ def _auroc_table(per_seed) -> tuple[list[str], dict[str, dict[str, Any]]]:
     return sets, table
 
 
-def summarize(ctx: Context, per_seed, trained) -> dict[str, Any]:
+def summarize(study: Study, per_seed, trained) -> dict[str, Any]:
     sets, table = _auroc_table(per_seed)
     overall = table["mean (all)"]
     wins = sum(table[name]["difference"] > 0 for name in sets)
     return {
         "experiment": "anomaly", "paper": "Table 5 (small scale: MNIST-5k, DCGAN)", "claim": CLAIM,
-        "size": ctx.size, "seeds": ctx.seeds,
-        "settings": {"preset": mnist.PRESET, **mnist.SIZES[ctx.size], "ood": OOD[ctx.size],
-                     "num_in": NUM_IN[ctx.size], "severity": SEVERITY,
-                     "arms": {a.name: a.overrides for a in mnist.arms(ctx.size)}},
+        "size": study.size, "seeds": study.seeds,
+        "settings": {"preset": mnist.PRESET, **mnist.SIZES[study.size], "ood": OOD[study.size],
+                     "num_in": NUM_IN[study.size], "severity": SEVERITY,
+                     "arms": {a.name: a.overrides for a in mnist.arms(study.size)}},
         "protocol": {"evaluation": per_seed[BASELINE][0]["protocol"], "discriminator": "last checkpoint",
                      "in_distribution": "the last num_in images of the MNIST-5k test split",
                      "spread_rule": common.SPREAD_RULE},
@@ -85,15 +84,13 @@ def summarize(ctx: Context, per_seed, trained) -> dict[str, Any]:
     }
 
 
-def write_plots(ctx: Context, summary, differences) -> None:
-    from negaug import anomaly
-
+def write_plots(study: Study, summary, differences) -> None:
     bars = {arm: {name: (summary["auroc"][name][arm]["mean"], summary["auroc"][name][arm]["std"])
                   for name in summary["auroc"]} for arm in (BASELINE, NDA)}
-    plots.grouped_bars(bars, ctx.out_dir / "auroc.png", ylabel="AUROC (mean ± std over seeds)",
+    plots.grouped_bars(bars, study.out_dir / "auroc.png", ylabel="AUROC (mean ± std over seeds)",
                        title="D as anomaly detector: MNIST-5k test vs OOD", ylim=(0, 1))
     if differences.get(BASELINE):
-        anomaly.plot_difference_histograms(differences, ctx.out_dir / "difference_histograms.png",
+        anomaly.plot_difference_histograms(differences, study.out_dir / "difference_histograms.png",
                                            title="D(clean) - D(ood), first seed")
 
 

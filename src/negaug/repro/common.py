@@ -17,12 +17,18 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from scipy import stats
+
+from negaug.experiment import load_run, train
+from negaug.experiment.config import Config, learning_settings, load_config
+from negaug.metrics.protocol import library_versions
 
 SIZES = ("tiny", "quick", "full")
 DONE_FILE = "repro_done.json"  # written into a run folder when its training finished
@@ -52,8 +58,8 @@ class TrainedArm:
 
 
 @dataclass
-class Context:
-    """Where an experiment writes and how big it is."""
+class Study:
+    """One reproduction: where it writes, how big it is and which seeds it trains."""
 
     out_dir: Path
     size: str = "quick"
@@ -86,46 +92,38 @@ def default_seeds(size: str, num_seeds: int | None) -> list[int]:
 # trained arms, cached by config hash
 
 
-def config_hash(config_dict: dict[str, Any]) -> str:
-    """SHA-256 of the settings that change the trained model (not where or how it is logged)."""
-    settings = json.loads(json.dumps(config_dict, sort_keys=True, default=str))
-    for key in ("name", "runs_dir", "progress", "tensorboard", "log_every", "sample_every",
-                "checkpoint_every", "keep_checkpoints"):
-        settings["train"].pop(key, None)
-    settings.pop("preset", None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+def config_hash(config: Config) -> str:
+    """SHA-256 of the settings that change the trained model (`config.learning_settings`: not
+    where or how the run is recorded)."""
+    return hashlib.sha256(json.dumps(learning_settings(config), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def train_arm(ctx: Context, arm: Arm, seed: int, label: str) -> TrainedArm:
-    """Train `arm` with `seed` (or reuse the finished run of the same config) under ctx.runs_dir.
+def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
+    """Train `arm` with `seed` (or reuse the finished run of the same config) under study.runs_dir.
 
     Processes may share a runs folder (e.g. one per seed): a run that another live process is
     training is waited for, not trained twice."""
-    from negaug.config import load_config
-
     overrides = [*arm.overrides, f"train.seed={seed}", "train.progress=false"]
     config = load_config(arm.preset, overrides)
-    key = config_hash(config.to_dict())[:12]
-    run_dir = ctx.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
+    key = config_hash(config)[:12]
+    run_dir = study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
     done = run_dir / DONE_FILE
     if not done.is_file():
-        _acquire(ctx, run_dir)  # waits while another live process trains this run
+        _acquire(study, run_dir)  # waits while another live process trains this run
         try:
             if not done.is_file():
-                seconds = _train(ctx, config, run_dir, f"{label} {arm.name} seed {seed}")
+                seconds = _train(study, config, run_dir, f"{label} {arm.name} seed {seed}")
                 done.write_text(json.dumps({"seconds": seconds, "config_hash": key}))
                 return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
         finally:
             (run_dir / LOCK_FILE).unlink(missing_ok=True)
-    ctx.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
+    study.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
     return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
 
 
-def _train(ctx: Context, config, run_dir: Path, what: str) -> float:
+def _train(study: Study, config, run_dir: Path, what: str) -> float:
     """Train (resuming an interrupted run of the same config); returns the seconds it took."""
-    from negaug.train import load_run, train
-
-    ctx.progress(f"{what}: training {config.train.steps} steps -> {run_dir}")
+    study.progress(f"{what}: training {config.train.steps} steps -> {run_dir}")
     resume = any((run_dir / "checkpoints").glob("*.safetensors"))
     start = time.perf_counter()
     result = train(config, run_dir=run_dir, resume=resume)
@@ -135,7 +133,7 @@ def _train(ctx: Context, config, run_dir: Path, what: str) -> float:
     return time.perf_counter() - start
 
 
-def _acquire(ctx: Context, run_dir: Path) -> None:
+def _acquire(study: Study, run_dir: Path) -> None:
     """Take the run's training lock, waiting while a live process holds it; returns when we hold
     it or the run is done (a dead holder's lock is taken over: the run then resumes)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +144,7 @@ def _acquire(ctx: Context, run_dir: Path) -> None:
         except FileExistsError:
             holder = _lock_holder(lock)
             if holder is not None and _alive(holder):
-                ctx.progress(f"waiting for process {holder}, which is training {run_dir.name}")
+                study.progress(f"waiting for process {holder}, which is training {run_dir.name}")
                 time.sleep(LOCK_POLL_SECONDS)
                 continue
             if (run_dir / DONE_FILE).is_file():
@@ -202,10 +200,6 @@ def compare(baseline: Sequence[float], nda: Sequence[float]) -> dict[str, Any]:
     diff = b["mean"] - a["mean"]
     p_value = None
     if a["n"] >= 2 and b["n"] >= 2 and (a["std"] > 0 or b["std"] > 0):
-        import warnings
-
-        from scipy import stats
-
         with warnings.catch_warnings():  # near-identical values (e.g. all 0.999): p is still defined
             warnings.simplefilter("ignore", RuntimeWarning)
             p_value = float(stats.ttest_ind(b["values"], a["values"], equal_var=False).pvalue)
@@ -252,8 +246,6 @@ def run_records(trained: Sequence[TrainedArm]) -> list[dict[str, Any]]:
 
 
 def environment() -> dict[str, Any]:
-    from negaug.metrics.protocol import library_versions
-
     return {"versions": library_versions(), "torch_threads": torch.get_num_threads(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

@@ -15,8 +15,13 @@ from typing import Any
 
 import torch
 
+from negaug import data
+from negaug.data.dots import disc_offsets
+from negaug.experiment import load_run
+from negaug.experiment.config import load_config
+from negaug.metrics.dots import count_dots, count_histogram
 from negaug.repro import common, plots
-from negaug.repro.common import BASELINE, NDA, Arm, Context
+from negaug.repro.common import BASELINE, NDA, Arm, Study
 
 PRESET = "repro_numerosity"
 TARGET = 6
@@ -29,8 +34,6 @@ COUNT_THRESHOLD = 1.0  # a dot pixel lies > 1.0 from the background
 def count_min_area(image_size: int) -> int:
     """Smallest dot the counter accepts: half the pixels of a real dot at this size (10 at 32 px,
     where a dot has 21 pixels; 2 at 16 px, where it has 5)."""
-    from negaug.data.dots import disc_offsets
-
     return max(1, disc_offsets(2.5 * image_size / 32).shape[0] // 2)
 SIZES: dict[str, dict[str, Any]] = {
     # tiny: CI smoke test (seconds); quick: a few minutes; full: the reported numbers
@@ -56,17 +59,11 @@ def arms(size: str) -> list[Arm]:
 
 def count(images: torch.Tensor) -> torch.Tensor:
     """Dots per image (N, C, H, W) in [-1, 1] -> (N,) int64, with this experiment's fixed settings."""
-    from negaug.metrics.dots import count_dots
-
     return count_dots(images, threshold=COUNT_THRESHOLD, min_area=count_min_area(images.shape[-1]))
 
 
 def count_real(num_samples: int) -> dict[str, Any]:
     """The counter's accuracy on real test images of the trained count (should be 1.0)."""
-    from negaug import data
-    from negaug.config import load_config
-    from negaug.metrics.dots import count_histogram
-
     config = load_config(PRESET)
     options = dict(config.data.options, count=TARGET, num_samples=num_samples)
     real = data.build("dots", split="test", image_size=config.data.image_size, **options)
@@ -77,9 +74,6 @@ def count_real(num_samples: int) -> dict[str, Any]:
 
 def evaluate_arm(run_dir, num_samples: int, seed: int) -> dict[str, Any]:
     """Dot counts of `num_samples` generated images: histogram, share at the target, mean count."""
-    from negaug.metrics.dots import count_histogram
-    from negaug.train import load_run
-
     run = load_run(run_dir)
     images = common.generate(run.generator, num_samples, seed=10_000 + seed)
     counts = count(images)
@@ -94,23 +88,23 @@ def evaluate_arm(run_dir, num_samples: int, seed: int) -> dict[str, Any]:
     }
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    s = SIZES[ctx.size]
-    all_arms = arms(ctx.size)
+def run(study: Study) -> dict[str, Any]:
+    s = SIZES[study.size]
+    all_arms = arms(study.size)
     per_seed: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in all_arms}
     trained = []
-    for seed in ctx.seeds:
+    for seed in study.seeds:
         for arm in all_arms:
-            t = common.train_arm(ctx, arm, seed, "numerosity")
+            t = common.train_arm(study, arm, seed, "numerosity")
             trained.append(t)
             per_seed[arm.name].append({"seed": seed, **evaluate_arm(t.run_dir, s["num_samples"], seed)})
     samples = {name: entries[0]["_images"] for name, entries in per_seed.items()}
     for entries in per_seed.values():
         for entry in entries:
             entry.pop("_images")
-    results = summarize(ctx, per_seed, trained, count_real(min(s["num_samples"], 1000)))
-    write_plots(ctx, per_seed, samples)
-    common.write_outputs(ctx.out_dir, results, report(results))
+    results = summarize(study, per_seed, trained, count_real(min(s["num_samples"], 1000)))
+    write_plots(study, per_seed, samples)
+    common.write_outputs(study.out_dir, results, report(results))
     return results
 
 
@@ -118,20 +112,20 @@ METRICS = (("share of samples with 6 dots", "fraction_at_target"), ("share with 
            ("mean dot count", "mean_count"), ("distinct counts seen", "num_distinct_counts"))
 
 
-def summarize(ctx: Context, per_seed, trained, counter_check) -> dict[str, Any]:
+def summarize(study: Study, per_seed, trained, counter_check) -> dict[str, Any]:
     """comparisons[variant][metric]: baseline vs that NDA arm over seeds; targets on each arm."""
     comparisons = {variant: {m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[variant]])
                              for _, m in METRICS} for variant in VARIANTS}
     targets = {}
     for variant in VARIANTS:
-        c = comparisons[variant]["fraction_at_target"]
-        targets[f"{variant}_at_least_90_percent_at_target"] = c["nda"]["mean"] >= 0.9
-        targets[f"{variant}_clearly_above_baseline"] = c["difference"] > 0 and not c["within_seed_spread"]
+        at_target = comparisons[variant]["fraction_at_target"]
+        targets[f"{variant}_at_least_90_percent_at_target"] = at_target["nda"]["mean"] >= 0.9
+        targets[f"{variant}_clearly_above_baseline"] = at_target["difference"] > 0 and not at_target["within_seed_spread"]
     return {
         "experiment": "numerosity", "paper": "Appendix A, Figure 6 (left)", "claim": CLAIM,
-        "size": ctx.size, "seeds": ctx.seeds, "target_count": TARGET,
+        "size": study.size, "seeds": study.seeds, "target_count": TARGET,
         "negative_counts": {variant: list(counts) for variant, counts in VARIANTS.items()},
-        "settings": {"preset": PRESET, **SIZES[ctx.size], "arms": {a.name: a.overrides for a in arms(ctx.size)}},
+        "settings": {"preset": PRESET, **SIZES[study.size], "arms": {a.name: a.overrides for a in arms(study.size)}},
         "protocol": {"counter": f"negaug.metrics.dots.count_dots(threshold={COUNT_THRESHOLD}, "
                                 "min_area=half a real dot's pixels): pixels farther than the threshold from the "
                                 "per-image median colour, 8-connected components of at least min_area pixels",
@@ -152,11 +146,11 @@ def pooled_histogram(entries: list[dict[str, Any]]) -> dict[int, float]:
     return dict(sorted(pooled.items()))
 
 
-def write_plots(ctx: Context, per_seed, samples: dict[str, torch.Tensor]) -> None:
+def write_plots(study: Study, per_seed, samples: dict[str, torch.Tensor]) -> None:
     shares = {name: pooled_histogram(entries) for name, entries in per_seed.items()}
-    plots.count_histograms(shares, TARGET, ctx.out_dir / "count_histogram.png",
+    plots.count_histograms(shares, TARGET, study.out_dir / "count_histogram.png",
                            title=f"dot counts of generated images (trained on {TARGET})")
-    plots.sample_rows(samples, ctx.out_dir / "samples.png")
+    plots.sample_rows(samples, study.out_dir / "samples.png")
 
 
 def _arm_label(name: str) -> str:
@@ -168,9 +162,9 @@ def report(results: dict[str, Any]) -> list[str]:
     headers = ["metric", "baseline", *[_arm_label(v) for v in variants], *[f"change ({v})" for v in variants]]
     rows = []
     for label, m in METRICS:
-        c = {v: results["comparisons"][v][m] for v in variants}
-        rows.append([label, common.fmt(c[variants[0]]["baseline"]), *[common.fmt(c[v]["nda"]) for v in variants],
-                     *[common.verdict(c[v]) for v in variants]])
+        comparisons = {v: results["comparisons"][v][m] for v in variants}
+        rows.append([label, common.fmt(comparisons[variants[0]]["baseline"]), *[common.fmt(comparisons[v]["nda"]) for v in variants],
+                     *[common.verdict(comparisons[v]) for v in variants]])
     check = results["protocol"]["counter_check_on_real_test_images"]
     first = results["per_seed"][BASELINE][0]
     return [

@@ -6,14 +6,15 @@ from typing import Mapping
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from negaug import viz
 
 ARM_COLOURS = {"baseline": "tab:gray", "nda": "tab:red", "nda_wide": "tab:purple"}
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     return figure
@@ -47,8 +48,6 @@ def count_histograms(shares: Mapping[str, Mapping[int, float]], target: int, pat
 
 def sample_rows(samples: Mapping[str, torch.Tensor], path: Path, per_row: int = 16) -> Path:
     """One labelled row of images (N, C, H, W) in [-1, 1] per arm."""
-    from negaug import viz
-
     rows = [(name, images[:per_row]) for name, images in samples.items()]
     return viz.save_labelled_rows(rows, path)
 

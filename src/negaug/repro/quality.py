@@ -14,8 +14,11 @@ from typing import Any
 
 import torch
 
+from negaug import data
+from negaug.experiment import load_run
+from negaug.metrics import evaluate_generator, evaluate_samples, features, find_result
 from negaug.repro import common, mnist, plots
-from negaug.repro.common import BASELINE, NDA, Context
+from negaug.repro.common import BASELINE, NDA, Study
 
 METRICS = ["fid", "kid", "pr"]
 NUM_SAMPLES = {"tiny": 128, "quick": 1000, "full": 1000}  # MNIST-5k's test split holds 1000 images
@@ -31,22 +34,18 @@ GENERATORS = ("ema", "raw")
 ROWS = tuple((f"{label}, {which} G", f"{which}_{key}", digits) for which in GENERATORS for label, key, digits in KEYS)
 
 
-def evaluation_options(ctx: Context) -> dict[str, Any]:
-    from negaug import data
-
-    c = CLASSIFIER[ctx.size]
+def evaluation_options(study: Study) -> dict[str, Any]:
+    classifier = CLASSIFIER[study.size]
     train = data.build("mnist5k", split="train")
-    if c["num_train"] is not None:
-        train = train.subset(range(c["num_train"]))
-    return {"feature_extractor": "classifier", "train_data": train, "classifier_epochs": c["epochs"],
-            "data_name": "mnist5k" if c["num_train"] is None else f"mnist5k-first{c['num_train']}",
+    if classifier["num_train"] is not None:
+        train = train.subset(range(classifier["num_train"]))
+    return {"feature_extractor": "classifier", "train_data": train, "classifier_epochs": classifier["epochs"],
+            "data_name": "mnist5k" if classifier["num_train"] is None else f"mnist5k-first{classifier['num_train']}",
             "reference_split": "test"}
 
 
 def flatten(results: dict[str, dict]) -> dict[str, Any]:
     """{"fid", "kid", "precision", "recall", "protocol"} from `evaluate_*` results."""
-    from negaug.metrics import find_result
-
     fid, kid, pr = (find_result(results, name) for name in METRICS)
     return {"fid": fid["value"], "kid": kid["value"], "precision": pr["precision"],
             "recall": pr["recall"], "protocol": {"fid": fid["protocol"], "kid": kid["protocol"], "pr": pr["protocol"]}}
@@ -54,8 +53,6 @@ def flatten(results: dict[str, dict]) -> dict[str, Any]:
 
 def class_extractor(options: dict[str, Any]):
     """The offline classifier of the evaluation options (loaded from its cache after the first build)."""
-    from negaug.metrics import features
-
     return features.build("classifier", data=options["train_data"], data_name=options["data_name"],
                           epochs=options["classifier_epochs"])
 
@@ -73,9 +70,6 @@ def classes_covered(images: torch.Tensor, extractor, min_share: float = MIN_CLAS
 def evaluate_run(run_dir, reference, options: dict[str, Any], num: int, seed: int):
     """FID, KID, precision/recall and classes covered of a run's EMA and raw generators -> (entry
     with `{ema,raw}_{metric}` keys and the protocols, {"ema"/"raw": 16 sample images})."""
-    from negaug.metrics import evaluate_generator
-    from negaug.train import load_run
-
     loaded = load_run(run_dir)
     extractor = class_extractor(options)
     entry: dict[str, Any] = {"seed": seed, "protocol": {}}
@@ -91,19 +85,16 @@ def evaluate_run(run_dir, reference, options: dict[str, Any], num: int, seed: in
     return entry, samples
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    from negaug import data
-    from negaug.metrics import evaluate_samples
-
-    options = evaluation_options(ctx)
+def run(study: Study) -> dict[str, Any]:
+    options = evaluation_options(study)
     reference = data.build("mnist5k", split="test")
-    num = min(NUM_SAMPLES[ctx.size], len(reference))
+    num = min(NUM_SAMPLES[study.size], len(reference))
     reference = reference.subset(range(len(reference) - num, len(reference)))
     per_seed: dict[str, list[dict[str, Any]]] = {BASELINE: [], NDA: []}
     trained, samples = [], {}
-    for seed in ctx.seeds:
-        for arm in mnist.arms(ctx.size):
-            t = common.train_arm(ctx, arm, seed, mnist.LABEL)
+    for seed in study.seeds:
+        for arm in mnist.arms(study.size):
+            t = common.train_arm(study, arm, seed, mnist.LABEL)
             trained.append(t)
             entry, arm_samples = evaluate_run(t.run_dir, reference, options, num, seed)
             per_seed[arm.name].append(entry)
@@ -114,21 +105,21 @@ def run(ctx: Context) -> dict[str, Any]:
     floor_values = flatten(evaluate_samples(floor_images, reference, METRICS, seed=0, **options))
     floor_values["classes"] = classes_covered(floor_images, class_extractor(options))[0]
     floor = {f"{which}_{key}": floor_values[key] for which in GENERATORS for _, key, _ in KEYS}
-    summary = summarize(ctx, per_seed, trained, floor, num)
-    plots.sample_rows(samples, ctx.out_dir / "samples.png")
-    write_plot(ctx, summary)
-    common.write_outputs(ctx.out_dir, summary, report(summary))
+    summary = summarize(study, per_seed, trained, floor, num)
+    plots.sample_rows(samples, study.out_dir / "samples.png")
+    write_plot(study, summary)
+    common.write_outputs(study.out_dir, summary, report(summary))
     return summary
 
 
-def summarize(ctx: Context, per_seed, trained, floor, num: int) -> dict[str, Any]:
+def summarize(study: Study, per_seed, trained, floor, num: int) -> dict[str, Any]:
     comparisons = {key: common.compare([e[key] for e in per_seed[BASELINE]], [e[key] for e in per_seed[NDA]])
                    for _, key, _ in ROWS}
     return {
         "experiment": "quality", "paper": "Tables 2-3 (FID with and without NDA), small scale", "claim": CLAIM,
-        "size": ctx.size, "seeds": ctx.seeds,
-        "settings": {"preset": mnist.PRESET, **mnist.SIZES[ctx.size], "num_samples": num,
-                     "classifier": CLASSIFIER[ctx.size], "arms": {a.name: a.overrides for a in mnist.arms(ctx.size)}},
+        "size": study.size, "seeds": study.seeds,
+        "settings": {"preset": mnist.PRESET, **mnist.SIZES[study.size], "num_samples": num,
+                     "classifier": CLASSIFIER[study.size], "arms": {a.name: a.overrides for a in mnist.arms(study.size)}},
         "protocol": {"generator": "last checkpoint: the EMA generator (ema) and the trained G (raw), eval mode", "latent_seed": "10000 + seed",
                      "reference": f"the last {num} images of the MNIST-5k test split",
                      "features": "offline classifier trained on the MNIST-5k training split (negaug.metrics)",
@@ -140,17 +131,17 @@ def summarize(ctx: Context, per_seed, trained, floor, num: int) -> dict[str, Any
     }
 
 
-def write_plot(ctx: Context, summary) -> None:
-    c = summary["comparisons"]
-    bars = {arm: {label: (c[key][arm]["mean"], c[key][arm]["std"]) for label, key, _ in ROWS if "precision" in key
+def write_plot(study: Study, summary) -> None:
+    comparisons = summary["comparisons"]
+    bars = {arm: {label: (comparisons[key][arm]["mean"], comparisons[key][arm]["std"]) for label, key, _ in ROWS if "precision" in key
                   or "recall" in key} for arm in (BASELINE, NDA)}
-    plots.grouped_bars(bars, ctx.out_dir / "precision_recall.png", ylabel="mean ± std over seeds",
+    plots.grouped_bars(bars, study.out_dir / "precision_recall.png", ylabel="mean ± std over seeds",
                        title="precision / recall (classifier features)", ylim=(0, 1))
 
 
 def report(summary: dict[str, Any]) -> list[str]:
-    c, floor, s = summary["comparisons"], summary["floor"], summary["settings"]
-    rows = [[label, common.fmt(c[key][BASELINE], d), common.fmt(c[key][NDA], d), common.verdict(c[key]),
+    comparisons, floor, s = summary["comparisons"], summary["floor"], summary["settings"]
+    rows = [[label, common.fmt(comparisons[key][BASELINE], d), common.fmt(comparisons[key][NDA], d), common.verdict(comparisons[key]),
              f"{floor[key]:.{d}f}"] for label, key, d in ROWS]
     accuracy = summary["per_seed"][BASELINE][0]["protocol"]["ema"]["fid"]["features"].get("reference_accuracy")
     return [

@@ -16,8 +16,11 @@ from typing import Any
 
 import torch
 
+from negaug import data
+from negaug.experiment import load_run
+from negaug.metrics.toy import toy_quality
 from negaug.repro import common, plots
-from negaug.repro.common import BASELINE, NDA, Arm, Context
+from negaug.repro.common import BASELINE, NDA, Arm, Study
 
 PRESET = "repro_toy"
 SIZES: dict[str, dict[str, Any]] = {
@@ -37,10 +40,6 @@ def arms(size: str) -> list[Arm]:
 
 
 def evaluate_arm(run_dir, num_samples: int, seed: int) -> dict[str, Any]:
-    from negaug import data
-    from negaug.metrics.toy import toy_quality
-    from negaug.train import load_run
-
     run = load_run(run_dir)
     dataset = run.reference_dataset("test")
     points = common.generate(run.generator, num_samples, seed=10_000 + seed)
@@ -52,13 +51,13 @@ def evaluate_arm(run_dir, num_samples: int, seed: int) -> dict[str, Any]:
             "negative_fraction_center": by_kind["center"], "_points": points, "_dataset": dataset}
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    s = SIZES[ctx.size]
+def run(study: Study) -> dict[str, Any]:
+    s = SIZES[study.size]
     per_seed: dict[str, list[dict[str, Any]]] = {BASELINE: [], NDA: []}
     trained = []
-    for seed in ctx.seeds:
-        for arm in arms(ctx.size):
-            t = common.train_arm(ctx, arm, seed, "toy")
+    for seed in study.seeds:
+        for arm in arms(study.size):
+            t = common.train_arm(study, arm, seed, "toy")
             trained.append(t)
             per_seed[arm.name].append({"seed": seed, **evaluate_arm(t.run_dir, s["num_samples"], seed)})
     points = {name: per_seed[name][0]["_points"] for name in per_seed}
@@ -67,23 +66,21 @@ def run(ctx: Context) -> dict[str, Any]:
         for entry in entries:
             entry.pop("_points")
             entry.pop("_dataset")
-    write_plot(ctx, dataset, points)
-    results = summarize(ctx, per_seed, trained)
-    common.write_outputs(ctx.out_dir, results, report(results))
+    write_plot(study, dataset, points)
+    results = summarize(study, per_seed, trained)
+    common.write_outputs(study.out_dir, results, report(results))
     return results
 
 
-def write_plot(ctx: Context, dataset, points: dict[str, torch.Tensor]) -> None:
-    from negaug import data
-
+def write_plot(study: Study, dataset, points: dict[str, torch.Tensor]) -> None:
     shown = 2000
     negatives = data.toy_negatives(dataset, shown, generator=torch.Generator().manual_seed(0), kind="both")
     real, _ = dataset.sample(shown, generator=torch.Generator().manual_seed(1))
     plots.toy_scatters(real, negatives, {k: v[:shown] for k, v in points.items()},
-                       ctx.out_dir / "scatter.png", limit=1.5 * dataset.geometry)
+                       study.out_dir / "scatter.png", limit=1.5 * dataset.geometry)
 
 
-def summarize(ctx: Context, per_seed, trained) -> dict[str, Any]:
+def summarize(study: Study, per_seed, trained) -> dict[str, Any]:
     metrics = ("negative_fraction", "negative_fraction_between", "negative_fraction_center",
                "high_quality_fraction", "modes_covered")
     comparisons = {m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[NDA]])
@@ -92,8 +89,8 @@ def summarize(ctx: Context, per_seed, trained) -> dict[str, Any]:
     nda = comparisons["negative_fraction"]["nda"]["mean"]
     reduction = base / nda if nda > 0 else float("inf")
     return {
-        "experiment": "toy", "paper": "Figure 3", "claim": CLAIM, "size": ctx.size, "seeds": ctx.seeds,
-        "settings": {"preset": PRESET, **SIZES[ctx.size], "arms": {a.name: a.overrides for a in arms(ctx.size)}},
+        "experiment": "toy", "paper": "Figure 3", "claim": CLAIM, "size": study.size, "seeds": study.seeds,
+        "settings": {"preset": PRESET, **SIZES[study.size], "arms": {a.name: a.overrides for a in arms(study.size)}},
         "protocol": {"regions": "negaug.data.toy_negative_region_mask (ring: 'between' = middle half of each "
                                 "gap, radius within R/8 of R; 'center' = disc of radius R/2)",
                      "modes": "negaug.metrics.toy.toy_quality: within 3 std of a mode; covered at >= 1% of samples",
@@ -109,8 +106,8 @@ def summarize(ctx: Context, per_seed, trained) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> list[str]:
-    c = results["comparisons"]
-    rows = [[label, common.fmt(c[m]["baseline"], 4), common.fmt(c[m]["nda"], 4), common.verdict(c[m])]
+    comparisons = results["comparisons"]
+    rows = [[label, common.fmt(comparisons[m]["baseline"], 4), common.fmt(comparisons[m]["nda"], 4), common.verdict(comparisons[m])]
             for label, m in (("share in empty regions (both)", "negative_fraction"),
                              ("  between modes", "negative_fraction_between"),
                              ("  centre", "negative_fraction_center"),
@@ -135,9 +132,9 @@ def report(results: dict[str, Any]) -> list[str]:
 
 
 def _ratio(results: dict[str, Any]) -> str:
-    c = results["comparisons"]["negative_fraction"]
-    if c["nda"]["mean"] == 0:
-        return "unbounded (no NDA sample in the empty regions)" if c["baseline"]["mean"] > 0 else "no mass in either arm"
+    negative = results["comparisons"]["negative_fraction"]
+    if negative["nda"]["mean"] == 0:
+        return "unbounded (no NDA sample in the empty regions)" if negative["baseline"]["mean"] > 0 else "no mass in either arm"
     return f"{results['negative_mass_reduction']:.2f}x"
 
 

@@ -13,34 +13,10 @@ not ship, so it is left out (see `SKIPPED`). Grey images (C = 1) work with every
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
-from negaug.registry import Registry
-
-SEVERITIES = (1, 2, 3, 4, 5)
-CORRUPTIONS = Registry("corruption")
-SKIPPED = {"frost": "needs the benchmark's frost photographs, which negaug does not ship"}
-
-CorruptionFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Corruption:
-    name: str
-    fn: CorruptionFn  # (x in [0, 1] (N, C, H, W), severity 1..5, generator) -> same shape in [0, 1]
-    needs_colour: bool = False
-
-
-def register(name: str, needs_colour: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
-    def decorator(fn: CorruptionFn) -> CorruptionFn:
-        entry = Corruption(name, fn, needs_colour)
-        CORRUPTIONS.register(name)(lambda: entry)
-        return fn
-
-    return decorator
+from negaug.anomaly.corruptions import blur, digital, noise, weather  # noqa: F401  (register the corruptions)
+from negaug.anomaly.corruptions.base import CORRUPTIONS, SEVERITIES, SKIPPED, Corruption, register  # noqa: F401
 
 
 def names() -> list[str]:
@@ -80,6 +56,3 @@ def corrupt(images: torch.Tensor, name: str, severity: int = 5,
     out = torch.round(out * 255) / 255  # 8-bit levels, as the stored benchmark images
     assert out.shape == images.shape, f"{name} changed the shape"
     return (out * 2 - 1).to(device=images.device, dtype=images.dtype)
-
-
-from negaug.anomaly.corruptions import blur, digital, noise, weather  # noqa: E402,F401  (registers)

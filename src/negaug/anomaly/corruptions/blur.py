@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from negaug.anomaly.corruptions import _ops, register
+from negaug.anomaly.corruptions import _ops
+from negaug.anomaly.corruptions.base import register
 
 
 @register("gaussian_blur")

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from negaug.anomaly.corruptions import _ops, register
+from negaug.anomaly.corruptions import _ops
+from negaug.anomaly.corruptions.base import register
 
 
 @register("brightness")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from negaug.anomaly.corruptions import register
+from negaug.anomaly.corruptions.base import register
 
 
 @register("gaussian_noise")

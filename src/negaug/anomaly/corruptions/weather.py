@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from negaug.anomaly.corruptions import _ops, register
+from negaug.anomaly.corruptions import _ops
+from negaug.anomaly.corruptions.base import register
 
 WATER_RGB = (175, 238, 238)  # pale turquoise, the benchmark's spatter colour at severities 1-3
 MUD_RGB = (63, 42, 20)  # mud brown, severities 4-5

@@ -1,9 +1,11 @@
-"""Checkpoints that survive kills and never unpickle.
+"""Checkpoint files that survive kills and never unpickle: atomic, verified I/O of a state dict.
 
-A checkpoint is two files in `checkpoints/`:
-- `step_0001000.safetensors`: every tensor (G, D, EMA, optimizer moments, RNG states), and
-- `step_0001000.json`: everything else (step, config, optimizer hyper-parameters, data-stream
-  position) plus the SHA-256 and size of the tensor file.
+What a checkpoint holds is defined by `TrainState.state_dict()` (`negaug.experiment.state`); this
+module only writes and reads it. A checkpoint is two files in `checkpoints/`:
+- `step_0001000.safetensors`: every tensor of the nested state dict, named by its path
+  (`opt_g.state.0.exp_avg`), and
+- `step_0001000.json`: the rest of the state (the tree, with each tensor replaced by its name),
+  the caller's record (config, versions) and the SHA-256 and size of the tensor file.
 
 Both are written to a temporary name, flushed to disk and renamed; the JSON goes last and is the
 commit marker. A checkpoint whose JSON is missing, unreadable or whose tensor file does not match
@@ -25,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the flat layout of negaug <= 0.1.0 train/loop.py, still read
 _NAME = re.compile(r"^step_(\d{7,})\.json$")
 
 
@@ -36,8 +38,8 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     step: int
-    tensors: dict[str, torch.Tensor]
-    meta: dict[str, Any]
+    state: dict[str, Any]  # the nested state dict that was saved
+    record: dict[str, Any]  # what the caller recorded next to it (config, versions, time)
     path: Path  # the JSON file
 
 
@@ -65,15 +67,17 @@ def stem(step: int) -> str:
     return f"step_{step:07d}"
 
 
-def save(folder: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write one checkpoint atomically; returns the JSON path. On failure (full disk) the
+def save(folder: Path, step: int, state: dict[str, Any], record: dict[str, Any]) -> Path:
+    """Write the nested `state` (tensors, dicts, lists, numbers, strings) and the JSON-able
+    `record` as checkpoint `step`, atomically; returns the JSON path. On failure (full disk) the
     temporary files are removed and earlier checkpoints are untouched."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    blob = save_safetensors_bytes(tensors)
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode(state, "", tensors)
+    blob = save_safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
     tensor_path = folder / f"{stem(step)}.safetensors"
     json_path = folder / f"{stem(step)}.json"
-    record = dict(meta, step=step, format_version=FORMAT_VERSION,
+    record = dict(record, step=step, state=tree, format_version=FORMAT_VERSION,
                   tensor_file=tensor_path.name, tensor_bytes=len(blob),
                   tensor_sha256=hashlib.sha256(blob).hexdigest())
     try:
@@ -123,7 +127,11 @@ def load_file(json_path: Path) -> Checkpoint:
     except (SafetensorError, ValueError, RuntimeError) as err:
         # e.g. a pickle payload put in place of the file: never unpickled, refused here
         raise CheckpointError(f"checkpoint tensors {tensor_path} are not a safetensors file ({err})") from None
-    return Checkpoint(step=int(meta["step"]), tensors=tensors, meta=meta, path=json_path)
+    try:
+        state = _state_from_v1(tensors, meta) if meta.get("format_version") == 1 else _decode(meta.pop("state"), tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"checkpoint record {json_path} does not describe its tensors ({err!r})") from None
+    return Checkpoint(step=int(meta["step"]), state=state, record=meta, path=json_path)
 
 
 def load_latest(folder: Path, warn=None) -> Checkpoint | None:
@@ -149,39 +157,61 @@ def prune(folder: Path, keep: int, protect: set[int] = frozenset()) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# flattening module / optimizer / generator state into tensors + JSON
+# a nested state dict <-> (a JSON tree, named tensors)
 
 
-def optimizer_to_flat(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state as named tensors plus JSON-able param groups and per-param scalars."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.state.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """The JSON tree of `value`; its tensors go to `tensors` under their path. Dicts whose keys are
+    not all strings (an optimizer's per-parameter state) and tuples keep their types."""
+    if isinstance(value, torch.Tensor):
+        if path in tensors:
+            raise ValueError(f"two tensors of the state would be saved as '{path}'")
+        tensors[path] = value
+        return {"__tensor__": path}
+    if isinstance(value, dict):
+        if all(isinstance(key, str) for key in value):
+            return {key: _encode(item, f"{path}.{key}" if path else key, tensors) for key, item in value.items()}
+        return {"__items__": [[key, _encode(item, f"{path}.{key}", tensors)] for key, item in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(item, f"{path}.{i}", tensors) for i, item in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(item, f"{path}.{i}", tensors) for i, item in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot save {type(value).__name__} at '{path}' in a checkpoint")
 
 
-def optimizer_from_flat(prefix: str, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    head = f"{prefix}.state."
-    for name, value in tensors.items():
-        if name.startswith(head):
-            index, key = name[len(head):].split(".", 1)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+def _decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, list):
+        return [_decode(item, tensors) for item in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if "__tensor__" in tree:
+        return tensors[tree["__tensor__"]]
+    if "__items__" in tree:
+        return {key: _decode(item, tensors) for key, item in tree["__items__"]}
+    if "__tuple__" in tree:
+        return tuple(_decode(item, tensors) for item in tree["__tuple__"])
+    return {key: _decode(item, tensors) for key, item in tree.items()}
 
 
-def prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state_dict.items()}
+def _state_from_v1(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The state dict of a format-1 checkpoint (tensors named G.*, D.*, EMA.*, opt_*.state.*, rng.*)."""
+    def prefixed(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
+    def optimizer(name: str) -> dict[str, Any]:
+        per_param: dict[int, dict[str, Any]] = {}
+        for key, value in [*prefixed(f"{name}.state").items(), *meta[name]["scalars"].items()]:
+            index, field = key.split(".", 1)
+            per_param.setdefault(int(index), {})[field] = value
+        return {"state": per_param, "param_groups": meta[name]["param_groups"]}
 
-def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    head = f"{prefix}."
-    return {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+    state = {"step": int(meta["step"]), "generator": prefixed("G"), "discriminator": prefixed("D"),
+             "opt_g": optimizer("opt_g"), "opt_d": optimizer("opt_d"), "batches": meta["stream"],
+             "best": meta.get("best"), "rng": {key: tensors[f"rng.{key}"] for key in ("latent", "nda", "torch")}}
+    if prefixed("EMA"):
+        state["ema"] = prefixed("EMA")
+    if "scaler" in meta:
+        state["scaler"] = meta["scaler"]
+    return state

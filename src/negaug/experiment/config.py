@@ -3,13 +3,16 @@
     cfg = load_config("default", ["nda.lam=0.5", "train.steps=200"])
 
 Every field has a commented default. An unknown key or a wrong type raises ``ValueError`` that
-names the key and the nearest valid one; `validate` (in `negaug.train.setup`) checks the values
-that need the registries (dataset present, jigsaw K divides the image size, ...).
+names the key and the nearest valid one; `negaug.experiment.build` checks the values that need the
+registries (dataset present, jigsaw K divides the image size, ...).
+
+`RECORDING_KEYS` are the settings that change how a run is recorded, never what it learns: they
+may change when a run is resumed, and they are left out of the hash that names a cached
+reproduction run (`negaug.repro`). `check_resumable(key)` is the one rule for resumed runs.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,24 +22,8 @@ from typing import Any
 
 import yaml
 
+from negaug.presets import preset_names, yaml_load
 from negaug.registry import closest
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `1e-4` as a string (it wants `1.0e-4`); people type `1e-4`, so floats
-    without a dot are floats here too."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
-    list("-+0123456789"),
-)
-
-
-def yaml_load(text: str):
-    """yaml.safe_load, except that `1e-4` is a float."""
-    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass
@@ -137,6 +124,32 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+# Settings that change how a run is recorded, not what it learns.
+RECORDING_KEYS = ("train.name", "train.runs_dir", "train.progress", "train.tensorboard", "train.log_every",
+                  "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints")
+# What a resumed run may change: train longer, evaluate differently, move to another device, record
+# differently (but not under another name: the folder is the run).
+RESUMABLE_KEYS = ("train.steps", "train.device", "eval.",
+                  *(key for key in RECORDING_KEYS if key not in ("train.name", "train.runs_dir")))
+
+
+def check_resumable(key: str) -> None:
+    """ValueError unless the config key `key` may change when a run is resumed."""
+    if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in RESUMABLE_KEYS):
+        raise ValueError(f"{key} cannot change when resuming (it would not continue the same run); "
+                         f"start a new run, or change only train.steps, train.device, train.*_every, eval.*")
+
+
+def learning_settings(config: "Config") -> dict[str, Any]:
+    """The config as a dict without `preset` and the RECORDING_KEYS: what decides the trained model."""
+    settings = config.to_dict()
+    settings.pop("preset", None)
+    for key in RECORDING_KEYS:
+        section, name = key.split(".")
+        settings[section].pop(name, None)
+    return settings
+
+
 # ---------------------------------------------------------------------------------------------
 # type checking
 
@@ -209,11 +222,6 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # presets, files and overrides
-
-
-def preset_names() -> list[str]:
-    files = resources.files("negaug.presets").iterdir()
-    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
 
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:

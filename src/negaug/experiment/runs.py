@@ -18,8 +18,9 @@ from typing import Any
 import torch
 import yaml
 
-from negaug.config import Config, config_from_dict
-from negaug.train import checkpoint as ckpt
+from negaug.experiment.build import build_dataset, build_models, new_state
+from negaug.experiment.checkpoint import Checkpoint, list_steps, load_file, load_latest
+from negaug.experiment.config import Config, check_resumable, config_from_dict, merge, parse_override
 
 
 def is_main_process() -> bool:
@@ -37,7 +38,7 @@ def create_run_dir(config: Config) -> Path:
     """A new run folder; refuses to overwrite one that already holds checkpoints."""
     name = config.train.name or default_run_name(config)
     run_dir = Path(config.train.runs_dir) / name
-    if ckpt.list_steps(run_dir / "checkpoints"):
+    if list_steps(run_dir / "checkpoints"):
         raise ValueError(f"run folder {run_dir} already has checkpoints; continue it with "
                          f"--resume {run_dir} or choose another train.name")
     for sub in ("samples", "checkpoints"):
@@ -101,6 +102,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config of an existing run, with the overrides a resumed run may change
+    (`config.check_resumable`)."""
+    raw = read_config(Path(run_dir)).to_dict()
+    for text in overrides:
+        check_resumable(text.split("=", 1)[0].strip())
+        raw = merge(raw, parse_override(text))
+    return config_from_dict(raw)
+
+
 # ---------------------------------------------------------------------------------------------
 # loading a trained run for evaluation
 
@@ -118,25 +129,23 @@ class LoadedRun:
 
     def reference_dataset(self, split: str = "test"):
         """The dataset the run was trained on, in the given split, preprocessed as in training."""
-        from negaug.train.setup import build_dataset
-
         return build_dataset(self.config, split=split)
 
 
-def find_checkpoint(run_dir: Path, which: str = "latest", warn=None) -> ckpt.Checkpoint:
+def find_checkpoint(run_dir: Path, which: str = "latest", warn=None) -> Checkpoint:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
     folder = run_dir / "checkpoints"
     if which == "latest":
-        found = ckpt.load_latest(folder, warn=warn)
+        found = load_latest(folder, warn=warn)
     elif which == "best":
-        found = ckpt.load_latest(folder / "best", warn=warn)
+        found = load_latest(folder / "best", warn=warn)
         if found is None:
             raise FileNotFoundError(f"{run_dir} has no best checkpoint (set eval.every and eval.best_metric "
                                     f"when training); use --checkpoint latest")
     else:
-        found = ckpt.load_file(Path(which))
+        found = load_file(Path(which))
     if found is None:
         raise FileNotFoundError(f"{run_dir} has no usable checkpoint in {folder}; train it first "
                                 f"(or resume it with `negaug train --resume {run_dir}`)")
@@ -145,62 +154,18 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None) -> ckpt.Che
 
 def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",
              warn=None) -> LoadedRun:
-    """Rebuild G (EMA if any) and D of a run from a checkpoint, without unpickling anything."""
-    from negaug import models
-    from negaug.train.setup import build_dataset, build_models
-
+    """G (the EMA if any), D and the config of a run at a checkpoint ("latest", "best" or a path),
+    restored by the training state's own `load_state_dict`, without unpickling anything and
+    without touching the caller's random generators."""
     run_dir = Path(run_dir)
     found = find_checkpoint(run_dir, checkpoint, warn=warn)
-    config = config_from_dict(found.meta["config"])
+    config = config_from_dict(found.record["config"])
     dataset = build_dataset(config)
-    torch.manual_seed(config.train.seed)
     generator, discriminator, num_classes = build_models(config, dataset)
-    generator.load_state_dict(ckpt.unprefixed("G", found.tensors))
-    discriminator.load_state_dict(ckpt.unprefixed("D", found.tensors))
-    sampler = generator
-    ema_state = ckpt.unprefixed("EMA", found.tensors)
-    if ema_state:
-        ema = models.EMA(generator, decay=config.train.ema_decay, start_step=config.train.ema_start)
-        ema.load_state_dict(_ema_state(ema_state, found.meta))
-        sampler = ema.refresh_batch_norm_stats(num_classes=num_classes)  # standing stats for eval mode
+    with torch.random.fork_rng(devices=[]):
+        state = new_state(config, dataset, generator, discriminator, torch.device(device))
+        state.load_state_dict(found.state)
+        sampler = state.sampler()  # the EMA with standing batch-norm statistics for eval mode
     for module in (generator, discriminator, sampler):
-        module.to(device).eval()
+        module.eval()
     return LoadedRun(run_dir, config, found.step, sampler, discriminator, generator, found.path, num_classes)
-
-
-def _ema_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[str, Any] = dict(meta.get("ema_extra", {}))
-    state.update(tensors)
-    return _unflatten(state)
-
-
-def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    """{'module.w': t, 'step': 3} -> {'module': {'w': t}, 'step': 3} for keys listed as nested."""
-    nested_keys = flat.pop("__nested__", [])
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        head = key.split(".", 1)[0]
-        if head in nested_keys and "." in key:
-            out.setdefault(head, {})[key.split(".", 1)[1]] = value
-        else:
-            out[key] = value
-    return out
-
-
-def flatten_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split a (one-level nested) state dict into tensors and JSON-able extras."""
-    tensors: dict[str, torch.Tensor] = {}
-    extra: dict[str, Any] = {"__nested__": []}
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor):
-            tensors[key] = value
-        elif isinstance(value, dict):
-            extra["__nested__"].append(key)
-            for sub, sub_value in value.items():
-                if isinstance(sub_value, torch.Tensor):
-                    tensors[f"{key}.{sub}"] = sub_value
-                else:
-                    extra[f"{key}.{sub}"] = sub_value
-        else:
-            extra[key] = value
-    return tensors, extra

@@ -17,58 +17,41 @@ steps (`Discriminator.batch_dependent`).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import torch
 
+from negaug.experiment.build import Recipe
+from negaug.experiment.state import TrainState
+from negaug.experiment.stats import Stats
 from negaug.losses import clip_weights, gradient_penalty, r1_penalty
-from negaug.models.base import is_batch_dependent
-from negaug.train.setup import Components
+from negaug.models import is_batch_dependent
+
+Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the loss term."""
 
 
-@dataclass
-class StepContext:
-    """What the steps need besides the components: RNG streams and numeric settings."""
-
-    latent_gen: torch.Generator  # latents and the labels of generated samples
-    nda_gen: torch.Generator  # NDA and PDA draws
-    lam: float
-    mode: str
-    positive_prob: float
-    precision: str
-    scaler: torch.amp.GradScaler | None = None
-
-    def autocast(self, device: torch.device):
-        if self.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        if self.precision == "fp16":
-            return torch.autocast(device.type, dtype=torch.float16)
-        return contextlib.nullcontext()
-
-
-def _channels_last(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-    if ctx.precision != "fp32" and x.dim() == 4:
+def _channels_last(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    if recipe.precision != "fp32" and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
 
-def sample_generated(c: Components, n: int, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sample_generated(recipe: Recipe, state: TrainState, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Latents (n, latent_dim) and, for conditional runs, uniformly drawn labels (n,)."""
-    z = c.generator.sample_latent(n, generator=ctx.latent_gen, device=c.device)
+    z = state.generator.sample_latent(n, generator=state.latent_rng, device=recipe.device)
     labels = None
-    if c.num_classes:
-        labels = torch.randint(c.num_classes, (n,), generator=ctx.latent_gen).to(c.device)
+    if recipe.num_classes:
+        labels = torch.randint(recipe.num_classes, (n,), generator=state.latent_rng).to(recipe.device)
     return z, labels
 
 
-def apply_positive(c: Components, real: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+def apply_positive(recipe: Recipe, state: TrainState, real: torch.Tensor) -> torch.Tensor:
     """PDA: replace a `positive_prob` fraction of the real images by their augmented version."""
-    augmented = c.pda(real, generator=ctx.nda_gen)
-    keep = torch.rand(real.shape[0], generator=ctx.nda_gen).to(real.device) >= ctx.positive_prob
+    augmented = recipe.positive(real, generator=state.nda_rng)
+    keep = torch.rand(real.shape[0], generator=state.nda_rng).to(real.device) >= recipe.positive_prob
     return torch.where(keep.view(-1, *[1] * (real.dim() - 1)), real, augmented)
 
 
@@ -81,12 +64,7 @@ def check_finite(step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], 
                              f"lower the learning rate or try another loss")
 
 
-def _labels(c: Components, labels: torch.Tensor) -> torch.Tensor | None:
-    return labels if c.num_classes else None
-
-
-def score(c: Components, ctx: StepContext, parts: list[tuple[torch.Tensor, torch.Tensor | None]],
-          autocast: bool = True) -> list[torch.Tensor]:
+def score(recipe: Recipe, discriminator: torch.nn.Module, parts: list[Part], autocast: bool = True) -> list[torch.Tensor]:
     """Raw D scores, float32 (B_i,), of each part: the one function through which training calls D.
 
     Each part holds one kind of sample (real, generated or negative) with its labels (or None).
@@ -95,47 +73,47 @@ def score(c: Components, ctx: StepContext, parts: list[tuple[torch.Tensor, torch
     mix kinds of samples: the generated batch it normalises in the D step is made like the one it
     normalises in the G step (mixing them let D tell the steps apart and G train on noise).
     """
-    groups = [[part] for part in parts] if is_batch_dependent(c.discriminator) else [parts]
+    groups = [[part] for part in parts] if is_batch_dependent(discriminator) else [parts]
     scores: list[torch.Tensor] = []
     for group in groups:
         x = torch.cat([images.to(group[0][0].dtype) for images, _ in group]) if len(group) > 1 else group[0][0]
         labels = None if group[0][1] is None else torch.cat([y for _, y in group])
-        with ctx.autocast(c.device) if autocast else contextlib.nullcontext():
-            out = c.discriminator(_channels_last(x, ctx), labels).float()
+        with recipe.autocast() if autocast else contextlib.nullcontext():
+            out = discriminator(_channels_last(x, recipe), labels).float()
         scores += out.split([images.shape[0] for images, _ in group])
     return scores
 
 
-def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labels: torch.Tensor,
-                       step: int, stats) -> None:
+def discriminator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, labels: torch.Tensor,
+                       step: int, stats: Stats) -> None:
     """One update of D on a real batch (B, ...) against lam * G + (1 - lam) * NDA."""
     batch = real.shape[0]
-    real_labels = _labels(c, labels)
-    negatives = c.nda(real, generator=ctx.nda_gen) if c.nda is not None else None  # from clean reals
-    if c.pda is not None:
-        real = apply_positive(c, real, ctx)
-    mixture = negatives is not None and ctx.mode == "mixture"
-    num_generated = round(ctx.lam * batch) if mixture else batch
-    z, fake_labels = sample_generated(c, num_generated, ctx)
-    with torch.no_grad(), ctx.autocast(c.device):
-        fake = c.generator(z, fake_labels)
+    real_labels = labels if recipe.num_classes else None
+    negatives = recipe.negative(real, generator=state.nda_rng) if recipe.negative is not None else None  # from clean reals
+    if recipe.positive is not None:
+        real = apply_positive(recipe, state, real)
+    mixture = negatives is not None and recipe.mode == "mixture"
+    num_generated = round(recipe.lam * batch) if mixture else batch
+    z, fake_labels = sample_generated(recipe, state, num_generated)
+    with torch.no_grad(), recipe.autocast():
+        fake = state.generator(z, fake_labels)
     parts = [(real, real_labels), (fake, fake_labels)]
     if negatives is not None:  # mixture mode: the fake batch is generated + B - round(lam B) negatives
         num_negatives = batch - num_generated if mixture else batch
         parts.append((negatives[:num_negatives], None if real_labels is None else real_labels[:num_negatives]))
-    d_real, d_generated, *rest = score(c, ctx, parts)
+    d_real, d_generated, *rest = score(recipe, state.discriminator, parts)
     d_neg = rest[0] if rest else None
     if mixture:  # one fake batch, generated + negatives; a gradient penalty interpolates towards all of it
-        loss, terms = c.loss.d_loss(d_real, torch.cat([d_generated, d_neg]), None, lam=1.0)
+        loss, terms = recipe.loss.d_loss(d_real, torch.cat([d_generated, d_neg]), None, lam=1.0)
         fake_side, penalty_negatives = torch.cat([fake.to(real.dtype), parts[2][0].to(real.dtype)]), None
     else:
-        loss, terms = c.loss.d_loss(d_real, d_generated, d_neg, lam=ctx.lam if d_neg is not None else 1.0)
+        loss, terms = recipe.loss.d_loss(d_real, d_generated, d_neg, lam=recipe.lam if d_neg is not None else 1.0)
         fake_side, penalty_negatives = fake, negatives
-    loss = loss + _penalties(c, ctx, real, real_labels, fake_side, penalty_negatives, stats)
+    loss = loss + _penalties(recipe, state, real, real_labels, fake_side, penalty_negatives, stats)
     check_finite(step, loss, terms, "discriminator")
-    _backward_and_step(loss, c.opt_d, ctx)
-    if c.clip_value > 0:
-        clip_weights(c.discriminator, c.clip_value)
+    _backward_and_step(loss, state.opt_d, state.scaler)
+    if recipe.clip_value > 0:
+        clip_weights(state.discriminator, recipe.clip_value)
     stats.report("loss/d", loss)
     for name, value in terms.items():
         stats.report(f"loss/{name}", value)
@@ -145,54 +123,56 @@ def discriminator_step(c: Components, ctx: StepContext, real: torch.Tensor, labe
         stats.report("d_out/negative", d_neg)
 
 
-def _penalties(c, ctx, real, real_labels, fake, negatives, stats) -> torch.Tensor | float:
+def _penalties(recipe: Recipe, state: TrainState, real: torch.Tensor, real_labels: torch.Tensor | None,
+               fake: torch.Tensor, negatives: torch.Tensor | None, stats: Stats) -> torch.Tensor | float:
     """Gradient penalty (towards the generated batch and, in weighted mode, the negatives) and R1.
-    Both call D through `score`; `setup.build` refuses them for a batch-dependent D."""
+    Both call D through `score`; `build` refuses them for a batch-dependent D."""
     total: torch.Tensor | float = 0.0
-    if c.gp_weight == 0 and c.r1_weight == 0:
+    if recipe.gp_weight == 0 and recipe.r1_weight == 0:
         return total
 
     def critic(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return score(c, ctx, [(x, y)], autocast=False)[0]
+        return score(recipe, state.discriminator, [(x, y)], autocast=False)[0]
 
-    if c.gp_weight > 0:
-        gen = ctx.nda_gen if real.device.type == "cpu" else None  # CPU stream; GPUs use their own RNG
-        gp = gradient_penalty(critic, real.float(), fake.float(), real_labels, generator=gen)
+    if recipe.gp_weight > 0:
+        rng = state.nda_rng if real.device.type == "cpu" else None  # CPU stream; GPUs use their own RNG
+        gp = gradient_penalty(critic, real.float(), fake.float(), real_labels, generator=rng)
         if negatives is not None:  # weighted mode: the fake side is lam * G + (1 - lam) * NDA
-            gp_neg = gradient_penalty(critic, real.float(), negatives.float(), real_labels, generator=gen)
-            gp = ctx.lam * gp + (1 - ctx.lam) * gp_neg
+            gp_neg = gradient_penalty(critic, real.float(), negatives.float(), real_labels, generator=rng)
+            gp = recipe.lam * gp + (1 - recipe.lam) * gp_neg
         stats.report("loss/gradient_penalty", gp)
-        total = total + c.gp_weight * gp
-    if c.r1_weight > 0:
+        total = total + recipe.gp_weight * gp
+    if recipe.r1_weight > 0:
         r1 = r1_penalty(critic, real.float(), real_labels)
         stats.report("loss/r1", r1)
-        total = total + c.r1_weight * r1
+        total = total + recipe.r1_weight * r1
     return total
 
 
-def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, ctx: StepContext) -> None:
+def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
     optimizer.zero_grad(set_to_none=True)
-    if ctx.scaler is not None:
-        ctx.scaler.scale(loss).backward()
-        ctx.scaler.step(optimizer)
-        ctx.scaler.update()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     else:
         loss.backward()
         optimizer.step()
 
 
-def generator_step(c: Components, ctx: StepContext, batch: int, step: int, stats) -> None:
-    """One update of G; the loss is the plain GAN generator loss (negatives never enter)."""
-    z, labels = sample_generated(c, batch, ctx)
-    c.discriminator.requires_grad_(False)  # no D weight gradients: saves a third of D's backward
+def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats) -> None:
+    """One update of G on `recipe.batch_size` samples; the loss is the plain GAN generator loss
+    (negatives never enter)."""
+    z, labels = sample_generated(recipe, state, recipe.batch_size)
+    state.discriminator.requires_grad_(False)  # no D weight gradients: saves a third of D's backward
     try:
-        with ctx.autocast(c.device):
-            fake = c.generator(z, labels)
-        (d_fake,) = score(c, ctx, [(fake, labels)])
-        loss = c.loss.g_loss(d_fake)
+        with recipe.autocast():
+            fake = state.generator(z, labels)
+        (d_fake,) = score(recipe, state.discriminator, [(fake, labels)])
+        loss = recipe.loss.g_loss(d_fake)
         check_finite(step, loss, {"g": loss}, "generator")
-        _backward_and_step(loss, c.opt_g, ctx)
+        _backward_and_step(loss, state.opt_g, state.scaler)
     finally:
-        c.discriminator.requires_grad_(True)
+        state.discriminator.requires_grad_(True)
     stats.report("loss/g", loss)
     stats.report("d_out/generated_g_step", d_fake.detach())  # compare with d_out/generated of the D step

@@ -1,41 +1,59 @@
-"""Turn a Config into live components, checking every value before any work starts.
+"""Turn a Config into a run's parts, checking every value before any work starts.
 
-`build(config)` returns the dataset, models, EMA, loss, NDA transforms and optimizers. Each
-failure is a `ValueError` / `FileNotFoundError` whose one line names the config key and the fix.
+    recipe, state = build(config)
+
+`Recipe` is what every training step does and never changes during a run (data, loss, NDA and
+PDA transforms, lam, penalties, precision, device); `TrainState` (`negaug.experiment.state`) is
+what training changes and a checkpoint holds. Each failure is a `ValueError` /
+`FileNotFoundError` whose one line names the config key and the fix. Nothing here touches the
+process: model weights are initialised from `train.seed` inside `torch.random.fork_rng`.
 """
 from __future__ import annotations
 
-import os
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from negaug.config import Config
-from negaug.models.base import is_batch_dependent
+from negaug import data, losses, metrics, models
+from negaug import nda as nda_transforms
+from negaug.experiment.config import Config
+from negaug.experiment.state import TrainState
+from negaug.experiment.stream import BatchStream
 from negaug.registry import closest
 
 VALID_MODES = ("weighted", "mixture")
 VALID_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-@dataclass
-class Components:
+@dataclass(frozen=True)
+class Recipe:
+    """What each training step does; fixed for the whole run."""
+
     dataset: Any  # ImageDataset or a 2-D toy dataset
-    generator: nn.Module
-    discriminator: nn.Module
-    ema: Any  # negaug.models.EMA or None
-    loss: Any  # negaug.losses.GANLoss
-    nda: nn.Module | None  # None: plain GAN (transform "none" or lam == 1)
-    pda: nn.Module | None  # positive augmentation of real images, or None
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    device: torch.device
+    loss: losses.GANLoss
+    negative: nn.Module | None  # the NDA transform; None: plain GAN (transform "none" or lam == 1)
+    positive: nn.Module | None  # positive augmentation (PDA) of real images, or None
+    lam: float  # eq. 3: weight of generated samples on D's fake side; 1 - lam goes to the negatives
+    mode: str  # "weighted" or "mixture"
+    positive_prob: float  # share of real images replaced by their PDA version
+    batch_size: int  # real images per D step
+    num_d_steps: int  # D steps per G step
     num_classes: int  # > 0 when training is class-conditional
-    gp_weight: float
-    clip_value: float
-    r1_weight: float = 0.0
+    gp_weight: float  # gradient penalty (WGAN-GP) weight, 0: off
+    r1_weight: float  # R1 penalty weight, 0: off
+    clip_value: float  # WGAN weight clipping, 0: off
+    precision: str  # fp32, bf16 or fp16
+    device: torch.device
+
+    def autocast(self):
+        """The autocast context of `precision` (a no-op for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,12 +110,10 @@ def _with_key(key: str, err: Exception) -> ValueError:
 
 
 def build_dataset(config: Config, split: str | None = None):
-    from negaug import data
-
-    cfg = config.data
+    settings = config.data
     try:
-        return data.build(cfg.name, root=cfg.root, split=split or cfg.split, download=cfg.download,
-                          image_size=cfg.image_size, **cfg.options)
+        return data.build(settings.name, root=settings.root, split=split or settings.split,
+                          download=settings.download, image_size=settings.image_size, **settings.options)
     except ValueError as err:
         raise _with_key("data", err) from None
 
@@ -109,8 +125,6 @@ def _is_image_dataset(dataset) -> bool:
 def build_other_data_source(config: Config, dataset, seed: int) -> torch.Tensor:
     """The source tensor of `other_data` negatives: a dataset from the registry, or the toy
     negatives (`dataset: toy_negatives`) of a 2-D dataset."""
-    from negaug import data
-
     options = dict(config.nda.options)
     name = options.pop("dataset", None)
     dataset_options = dict(options.pop("dataset_options", {}) or {})
@@ -133,22 +147,20 @@ def build_other_data_source(config: Config, dataset, seed: int) -> torch.Tensor:
 
 def build_nda(config: Config, dataset, seed: int) -> tuple[nn.Module | None, nn.Module | None]:
     """The NDA transform (None for a plain GAN) and the PDA transform (None when off)."""
-    from negaug import nda as nda_lib
-
-    cfg = config.nda
+    settings = config.nda
     negative = None
-    if cfg.transform != "none" and cfg.lam < 1.0:
-        options = dict(cfg.options)
-        if cfg.transform == "other_data":
+    if settings.transform != "none" and settings.lam < 1.0:
+        options = dict(settings.options)
+        if settings.transform == "other_data":
             options = {"source": build_other_data_source(config, dataset, seed)}
         try:
-            negative = nda_lib.build(cfg.transform, **options)
+            negative = nda_transforms.build(settings.transform, **options)
         except ValueError as err:
             raise _with_key("nda", err) from None
     positive = None
-    if cfg.positive != "none" and cfg.positive_prob > 0:
+    if settings.positive != "none" and settings.positive_prob > 0:
         try:
-            positive = nda_lib.build(cfg.positive, **cfg.positive_options)
+            positive = nda_transforms.build(settings.positive, **settings.positive_options)
         except ValueError as err:
             raise _with_key("nda.positive", err) from None
     probe = _probe_batch(dataset)
@@ -167,27 +179,26 @@ def _probe_batch(dataset) -> torch.Tensor:
     return torch.stack([x, x.flip(-1)])
 
 
-def build_models(config: Config, dataset):
-    from negaug import models
-
-    cfg = config.model
-    num_classes = int(getattr(dataset, "num_classes", 0) or 0) if cfg.conditional else 0
-    if cfg.conditional and num_classes < 2:
+def build_models(config: Config, dataset) -> tuple[nn.Module, nn.Module, int]:
+    """(G, D, num_classes), weights initialised from `train.seed` without touching the caller's RNG."""
+    settings = config.model
+    num_classes = int(getattr(dataset, "num_classes", 0) or 0) if settings.conditional else 0
+    if settings.conditional and num_classes < 2:
         raise ValueError(f"model.conditional=true needs a labelled dataset; '{config.data.name}' has no classes")
     if _is_image_dataset(dataset):
         shape = {"image_size": dataset.image_size, "channels": dataset.num_channels}
     else:
         shape = {"image_size": None, "channels": None, "data_dim": getattr(dataset, "dim", 2)}
     try:
-        generator, discriminator = models.build(cfg.name, num_classes=num_classes, **shape, **cfg.options)
+        with torch.random.fork_rng(devices=[]):  # weight init is the one user of the global RNG
+            torch.manual_seed(config.train.seed)
+            generator, discriminator = models.build(settings.name, num_classes=num_classes, **shape, **settings.options)
     except (ValueError, TypeError) as err:
         raise _with_key("model", err) from None
     return generator, discriminator, num_classes
 
 
 def build_loss(config: Config):
-    from negaug import losses
-
     try:
         loss = losses.build(config.loss.name, **config.loss.options)
     except ValueError as err:
@@ -203,7 +214,7 @@ def build_loss(config: Config):
 
 def check_penalties(config: Config, discriminator: nn.Module, gp_weight: float, r1_weight: float) -> None:
     """Gradient penalties are per-sample input gradients: meaningless for a D with batch norm."""
-    if not is_batch_dependent(discriminator):
+    if not models.is_batch_dependent(discriminator):
         return
     for key, weight in (("loss.gradient_penalty", gp_weight), ("loss.r1_penalty", r1_weight)):
         if weight > 0:
@@ -215,29 +226,21 @@ def check_penalties(config: Config, discriminator: nn.Module, gp_weight: float, 
 
 def check_eval(config: Config) -> None:
     """Metric names and the extractor choice of in-training evaluation."""
-    from negaug import metrics
-
-    ev = config.eval
-    for name in [*ev.metrics, *([ev.best_metric] if ev.best_metric else [])]:
+    settings = config.eval
+    for name in [*settings.metrics, *([settings.best_metric] if settings.best_metric else [])]:
         if name not in metrics.names():
             raise ValueError(f"eval: unknown metric '{name}'{closest(name, metrics.names())}; "
                              f"valid: {', '.join(metrics.names())}")
-    if ev.feature_extractor not in ("auto", "inception", "classifier", "raw"):
-        raise ValueError(f"eval.feature_extractor='{ev.feature_extractor}' is not one of auto, inception, classifier, raw")
+    if settings.feature_extractor not in ("auto", "inception", "classifier", "raw"):
+        raise ValueError(f"eval.feature_extractor='{settings.feature_extractor}' is not one of auto, inception, classifier, raw")
 
 
-def build(config: Config) -> Components:
-    """All components of a run, seeded by `train.seed`; raises before any training work."""
-    from negaug import models
-
+def build(config: Config) -> tuple[Recipe, TrainState]:
+    """The recipe and the initial training state of a run; raises before any training work.
+    Weights, data order, latents and NDA draws are seeded by `train.seed`."""
     check_scalars(config)
     check_eval(config)
     device = resolve_device(config.train.device)
-    if config.train.deterministic:  # exact resume needs deterministic kernels (a no-op for most CPU ops)
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
     if config.train.precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")
     dataset = build_dataset(config)
@@ -245,9 +248,17 @@ def build(config: Config) -> Components:
         raise ValueError(f"data: '{config.data.name}' has {len(dataset)} samples; at least 2 are needed")
     loss, gp_weight, clip_value = build_loss(config)
     negative, positive = build_nda(config, dataset, config.train.seed)
-    torch.manual_seed(config.train.seed)  # weight init is the one user of the global RNG
     generator, discriminator, num_classes = build_models(config, dataset)
     check_penalties(config, discriminator, gp_weight, config.loss.r1_penalty)
+    recipe = Recipe(dataset, loss, negative, positive, config.nda.lam, config.nda.mode, config.nda.positive_prob,
+                    config.data.batch_size, config.optim.num_d_steps, num_classes, gp_weight,
+                    config.loss.r1_penalty, clip_value, config.train.precision, device)
+    return recipe, new_state(config, dataset, generator, discriminator, device)
+
+
+def new_state(config: Config, dataset, generator: nn.Module, discriminator: nn.Module,
+              device: torch.device) -> TrainState:
+    """Step 0 of a run: the models on `device`, their optimizers, the EMA and the seeded streams."""
     generator.to(device)
     discriminator.to(device)
     if config.train.precision == "bf16" and _is_image_dataset(dataset):
@@ -256,8 +267,14 @@ def build(config: Config) -> Components:
     ema = None
     if config.train.ema_decay > 0:
         ema = models.EMA(generator, decay=config.train.ema_decay, start_step=config.train.ema_start)
-    optim = config.optim
-    opt_g = torch.optim.Adam(generator.parameters(), lr=optim.lr_g, betas=(optim.beta1, optim.beta2), eps=optim.eps)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d, betas=(optim.beta1, optim.beta2), eps=optim.eps)
-    return Components(dataset, generator, discriminator, ema, loss, negative, positive, opt_g, opt_d,
-                      device, num_classes, gp_weight, clip_value, config.loss.r1_penalty)
+    optim, seed = config.optim, config.train.seed
+    adam = dict(betas=(optim.beta1, optim.beta2), eps=optim.eps)
+    return TrainState(
+        generator=generator, discriminator=discriminator, ema=ema,
+        opt_g=torch.optim.Adam(generator.parameters(), lr=optim.lr_g, **adam),
+        opt_d=torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d, **adam),
+        scaler=torch.amp.GradScaler("cuda") if config.train.precision == "fp16" and device.type == "cuda" else None,
+        batches=BatchStream(dataset, config.data.batch_size, seed, device, config.data.num_workers),
+        latent_rng=torch.Generator().manual_seed(seed + 1),
+        nda_rng=torch.Generator().manual_seed(seed + 2),
+    )

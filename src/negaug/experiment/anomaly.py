@@ -1,0 +1,75 @@
+"""A trained run's discriminator as an anomaly detector (behind `negaug anomaly RUN`).
+
+Writes RUN/anomaly.json (AUROC, AUPR, FPR@95TPR per OOD set, with the protocol) and
+RUN/anomaly_histograms.png (D(clean) - D(ood) per paired set).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from negaug import anomaly
+from negaug.anomaly.ood import last_images
+from negaug.experiment.build import resolve_device
+from negaug.experiment.runs import load_run
+
+DEFAULT_OOD = "corruption/all,noise/all"
+
+
+@dataclass
+class AnomalyReport:
+    results: dict[str, Any]  # as written to the results file
+    output: Path  # the results file
+    histograms: Path | None  # the histogram figure, None when no paired set was scored
+
+
+def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int = 5, num_images: int = 10000,
+                     seed: int = 0, checkpoint: str = "latest", split: str = "test", data_root: str | None = None,
+                     download: bool = False, batch_size: int = 256, device: str = "auto",
+                     output: str | Path | None = None, on_plan: Callable[[int], None] | None = None,
+                     on_progress: Callable[[str], None] | None = None,
+                     warn: Callable[[str], None] | None = None) -> AnomalyReport:
+    """Score the last `num_images` images of the run's `split` and each OOD set of `ood` with the
+    run's D. on_plan(number of sets + 1) is called once the sets are known, on_progress(name) after
+    each is scored. data_root defaults to the run's data.root."""
+    if num_images < 2:
+        raise ValueError(f"--num-images must be at least 2, got {num_images}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device), warn=warn)
+    data = loaded.config.data
+    clean = last_images(loaded.reference_dataset(split=split), num_images)
+    plan = anomaly.plan_ood(ood, clean.shape[1], exclude_dataset=data.name)
+    data_root = data_root if data_root is not None else data.root
+    if on_plan is not None:
+        on_plan(len(plan.names) + 1)
+    results, differences = anomaly.evaluate(loaded.discriminator, clean, plan, severity=severity, seed=seed,
+                                            batch_size=batch_size, data_root=data_root, download=download,
+                                            on_progress=on_progress)
+    output = Path(output) if output else run_dir / "anomaly.json"
+    histograms = output.with_name(output.stem + "_histograms.png") if differences else None
+    if histograms is not None:
+        label = f"{run_dir.name} (step {loaded.step})"
+        corrupted = any(name.startswith("corruption/") for name in differences)
+        title = f"D(clean) - D(ood), {label}" + (f", severity {severity}" if corrupted else "")
+        anomaly.plot_difference_histograms({label: differences}, histograms, title=title)
+    results["protocol"].update({
+        "run_dir": str(run_dir), "checkpoint": checkpoint, "checkpoint_path": str(loaded.checkpoint_path),
+        "checkpoint_step": int(loaded.step), "reference_dataset": data.name, "reference_split": split,
+        "data_root": data_root,
+    })
+    results["histograms"] = histograms.name if histograms is not None else None
+    _write_json(output, results)
+    return AnomalyReport(results, output, histograms)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write atomically: a killed run never leaves a half-written results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""Sample quality of a run's generator, with the settings of its config: during training
+(`evaluate_generator_of_run`) and afterwards (`evaluate_run`, behind `negaug eval`).
+
+Both take the reference from the run's data: the test split, or the training split where the data
+has none; the offline classifier feature space trains on the training split. `evaluate_run`
+appends one entry per evaluation to RUN/eval.json ({"evaluations": [...]}, newest last; each entry:
+step, checkpoint, timestamp, results with their protocols) and writes figures to RUN/eval/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from negaug.experiment.build import build_dataset
+from negaug.experiment.config import Config
+from negaug.experiment.runs import load_run
+from negaug.metrics import evaluate_generator, evaluate_samples, generate_samples, record_sampling
+from negaug.metrics.plots import save_evaluation_plots
+
+
+def reference_of_run(dataset_of_split: Callable[[str], Any], train_set: Any, train_split: str) -> tuple[Any, str]:
+    """(reference dataset, its split name): the test split, else the training split."""
+    try:
+        return dataset_of_split("test"), "test"
+    except ValueError:  # a dataset without a test split (image folders)
+        return train_set, train_split
+
+
+def settings_of_run(config: Config, train_set: Any, reference_split: str, **overrides: Any) -> dict[str, Any]:
+    """The `negaug.metrics.EvalSettings` fields a run's config decides; `overrides` win (None: not given)."""
+    count = config.data.options.get("count")
+    settings = dict(feature_extractor=config.eval.feature_extractor, inception_weights=config.eval.inception_weights,
+                    data_name=config.data.name, reference_split=reference_split, train_data=train_set,
+                    dots_count=count if isinstance(count, int) else None)
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    return settings
+
+
+def evaluate_generator_of_run(config: Config, generator: torch.nn.Module, train_set: Any, num_classes: int = 0,
+                              device: Any = "cpu", **options: Any) -> dict[str, dict]:
+    """`negaug.metrics.evaluate_generator` with `config.eval`'s metrics, sample count and seed."""
+    reference, split = reference_of_run(lambda name: build_dataset(config, split=name), train_set, config.data.split)
+    settings = settings_of_run(config, train_set, split, device=device, **options)
+    return evaluate_generator(generator, reference, config.eval.metrics or None, config.eval.num_samples,
+                              config.eval.seed, num_classes, **settings)
+
+
+def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samples: int = 10000, seed: int = 0,
+                 checkpoint: str = "latest", feature_extractor: str | None = None,
+                 inception_weights: str | None = None, batch_size: int = 250, device: str = "cpu",
+                 plots: bool = True, progress: bool = False,
+                 warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate a trained run's (EMA) generator on `num_samples` samples; append the entry to
+    RUN/eval.json and return it. metrics / feature_extractor / inception_weights default to the
+    run's `eval.*` settings."""
+    if num_samples < 2:
+        raise ValueError(f"--num-samples must be at least 2, got {num_samples}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn)
+    train_set = loaded.reference_dataset(split=loaded.config.data.split)
+    reference, split = reference_of_run(loaded.reference_dataset, train_set, loaded.config.data.split)
+    settings = settings_of_run(loaded.config, train_set, split, feature_extractor=feature_extractor,
+                               inception_weights=inception_weights, batch_size=batch_size, device=device,
+                               progress=progress)
+    fake, _ = generate_samples(loaded.generator, num_samples, seed, loaded.num_classes, batch_size, device)
+    names = metrics or list(loaded.config.eval.metrics) or None
+    results = record_sampling(evaluate_samples(fake, reference, names, seed, **settings), loaded.num_classes)
+    stem = f"step_{int(loaded.step):07d}"
+    written = save_evaluation_plots(run_dir / "eval", stem, fake, reference, results) if plots else []
+    entry = {"step": int(loaded.step), "checkpoint": str(loaded.checkpoint_path), "checkpoint_choice": checkpoint,
+             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results,
+             "plots": [str(p.relative_to(run_dir)) for p in written]}
+    append_evaluation(run_dir / "eval.json", entry)
+    return entry
+
+
+def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
+    """Add `entry` to the "evaluations" list of `path` (created if absent), atomically."""
+    document: dict[str, Any] = {"evaluations": []}
+    if path.exists():
+        try:
+            document = json.loads(path.read_text())
+            valid = isinstance(document, dict) and isinstance(document.get("evaluations"), list)
+        except json.JSONDecodeError:
+            valid = False
+        if not valid:
+            raise ValueError(f"{path} is not an eval.json written by negaug; move it away and rerun")
+    document["evaluations"].append(entry)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def format_results(entry: dict[str, Any]) -> str:
+    """A plain table: one row per result key, with the main extras."""
+    lines = [f"step {entry['step']} ({entry['checkpoint']})", f"{'metric':<44} {'value':>12}  details"]
+    for key, result in entry["results"].items():
+        details = [f"{name}={result[name]:.4g}" for name in ("std", "precision", "recall", "bandwidth", "num_modes")
+                   if isinstance(result.get(name), (int, float))]
+        protocol = result["protocol"]
+        details.append(f"n={protocol['num_generated']} vs {protocol['num_real']} {protocol['reference']}")
+        lines.append(f"{key:<44} {result['value']:>12.5g}  {', '.join(details)}")
+    return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""The NDA-GAN training loop: one plain function, read top to bottom.
+
+    result = negaug.experiment.train(negaug.experiment.load_config("default"))
+
+Per generator step: `num_d_steps` discriminator steps on fresh real batches (each against
+lam * G + (1 - lam) * NDA), one generator step, the EMA update, then logging, samples,
+evaluation and checkpoints on their schedules. Every random draw comes from a seeded stream of
+the `TrainState`, which the checkpoints hold, so `resume=True` continues bit-identically on the CPU.
+
+`train` is where the process-wide settings of a run are made, and undone when it returns: torch's
+global generator (seeded with `train.seed`) and, with `train.deterministic`, deterministic
+algorithms. The caller's config is never changed.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+import negaug
+from negaug import viz
+from negaug.experiment import checkpoint, runs
+from negaug.experiment.build import Recipe, build
+from negaug.experiment.config import Config
+from negaug.experiment.evaluate import evaluate_generator_of_run
+from negaug.experiment.state import TrainState
+from negaug.experiment.stats import Stats
+from negaug.experiment.steps import discriminator_step, generator_step
+from negaug.metrics import find_result
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. a full disk); earlier checkpoints are intact."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # generator steps done
+    interrupted: bool = False  # stopped early on request (SIGINT/SIGTERM); a checkpoint was saved
+    seconds: float = 0.0
+    last_log: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def train(config: Config, run_dir: str | Path | None = None, resume: bool = False,
+          stop_requested: Callable[[], bool] = lambda: False, warn: Callable[[str], None] | None = None,
+          on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train (or, with resume=True, continue) the run in `run_dir` (default:
+    `train.runs_dir/train.name`); returns where it ended."""
+    warnings: list[str] = []
+
+    def record_warning(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    config = copy.deepcopy(config)
+    if run_dir is not None and not resume:
+        config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
+    recipe, state = build(config)  # every config check happens here, before a run folder exists
+    with run_process_settings(config, recipe.device):
+        run_dir = Path(run_dir) if resume else runs.create_run_dir(config)
+        if resume:
+            restore(run_dir, state, record_warning)
+        runs.write_config(run_dir, config)
+        result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
+    result.warnings = warnings
+    return result
+
+
+@contextlib.contextmanager
+def run_process_settings(config: Config, device: torch.device) -> Iterator[None]:
+    """torch's global generator seeded with `train.seed` and, with `train.deterministic`,
+    deterministic algorithms (exact resume on GPUs); both restored on exit."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.train.seed)
+        if config.train.deterministic:
+            if device.type == "cuda":  # must precede the first cuBLAS call of the process
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
+          stop_requested: Callable[[], bool], on_log) -> TrainResult:
+    settings = config.train
+    stats = Stats()
+    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
+    board = _tensorboard(run_dir) if settings.tensorboard and log is not None else None
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
+               dynamic_ncols=True, desc="train")
+    fixed_latent = fixed_latent_batch(config, recipe, state)
+    start = window_start = time.perf_counter()
+    window_step, last, interrupted = state.step, {}, False
+    try:
+        while state.step < settings.steps:
+            step = state.step + 1
+            state.generator.train()
+            state.discriminator.train()
+            for _ in range(recipe.num_d_steps):
+                real, labels = state.batches.next()
+                discriminator_step(recipe, state, real, labels, step, stats)
+            generator_step(recipe, state, step, stats)
+            if state.ema is not None:
+                state.ema.update(state.generator, step)
+            state.step = step
+            bar.update(1)
+            if step % settings.log_every == 0 or step == settings.steps:
+                now = time.perf_counter()
+                last = {"step": step, **stats.collect(), "it_per_s": (step - window_step) / max(now - window_start, 1e-9),
+                        "elapsed_s": now - start}
+                window_start, window_step = now, step
+                _emit(last, log, board, bar, on_log)
+            if config.eval.every and step % config.eval.every == 0:
+                _evaluate(config, recipe, state, run_dir, log, board)
+            if settings.sample_every and step % settings.sample_every == 0:
+                save_samples(state, fixed_latent, run_dir)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                save_checkpoint(config, state, run_dir)
+            if stop_requested():
+                interrupted = True
+                break
+        if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
+            save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
+        if not interrupted and not (settings.sample_every and state.step % settings.sample_every == 0):
+            save_samples(state, fixed_latent, run_dir)
+    finally:
+        bar.close()
+        for sink in (log, board):
+            if sink is not None:
+                sink.close()
+    seconds = time.perf_counter() - start
+    if not interrupted and runs.is_main_process():
+        write_report(config, run_dir, state.step, last, seconds)
+    return TrainResult(run_dir, state.step, interrupted, seconds, last)
+
+
+def _emit(record, log, board, bar, on_log) -> None:
+    if log is not None:
+        log.write(record)
+    if board is not None:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                board.add_scalar(key, value, record["step"])
+    bar.set_postfix({k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g") if k in record})
+    if on_log is not None:
+        on_log(record)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency
+    except ImportError:
+        raise ValueError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+# ---------------------------------------------------------------------------------------------
+# samples, evaluation, report
+
+
+def fixed_latent_batch(config: Config, recipe: Recipe, state: TrainState) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latents (and labels: classes in turn) of every sample grid of the run, from `train.seed`."""
+    rng = torch.Generator().manual_seed(config.train.seed + 3)
+    n = config.train.num_sample_images
+    latents = state.generator.sample_latent(n, generator=rng, device=recipe.device)
+    labels = torch.arange(n, device=recipe.device) % recipe.num_classes if recipe.num_classes else None
+    return latents, labels
+
+
+@torch.no_grad()
+def save_samples(state: TrainState, fixed_latent, run_dir: Path) -> Path | None:
+    """A grid (images) or a scatter plot (2-D data) of the fixed latent batch, from the EMA."""
+    if not runs.is_main_process():
+        return None
+    sampler = state.sampler()
+    was_training = sampler.training
+    sampler.eval()
+    samples = sampler(*fixed_latent).float().cpu()
+    sampler.train(was_training)
+    path = run_dir / "samples" / f"{checkpoint.stem(state.step)}.png"
+    if samples.dim() == 4:
+        viz.save_grid(samples, path, nrow=int(max(1, round(samples.shape[0] ** 0.5))))
+    else:
+        viz.save_scatter({"generated": samples}, path)
+    return path
+
+
+def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, log, board) -> None:
+    """Evaluate the EMA generator; keep the best checkpoint by eval.best_metric."""
+    results = evaluate_generator_of_run(config, state.sampler(), recipe.dataset, recipe.num_classes, recipe.device)
+    if log is not None:
+        log.write({"step": state.step, "eval": results})
+    if board is not None:
+        for key, result in results.items():
+            if isinstance(result.get("value"), (int, float)):
+                board.add_scalar(f"eval/{key}", result["value"], state.step)
+    metric = config.eval.best_metric
+    result = find_result(results, metric) if metric else None
+    if metric and result is None:
+        raise ValueError(f"eval.best_metric='{metric}' is not among the evaluated metrics ({', '.join(results)})")
+    if result is not None:
+        value, higher = float(result["value"]), bool(result.get("higher_is_better", False))
+        best = state.best
+        if best is None or (value > best["value"] if higher else value < best["value"]):
+            state.best = {"metric": metric, "value": value, "step": state.step}
+            save_checkpoint(config, state, run_dir, folder=run_dir / "checkpoints" / "best", keep=1)
+
+
+def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any], seconds: float) -> None:
+    lines = [f"# Run {run_dir.name}", "",
+             f"- preset: {config.preset}; data: {config.data.name}; model: {config.model.name}; "
+             f"loss: {config.loss.name}",
+             f"- NDA: {config.nda.transform} (lambda = {config.nda.lam}, mode = {config.nda.mode}); "
+             f"PDA: {config.nda.positive}",
+             f"- steps: {step} generator steps x {config.optim.num_d_steps} D steps, batch "
+             f"{config.data.batch_size}, seed {config.train.seed}, {seconds:.0f} s this session",
+             "", "## Last logged values", "", "| name | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    sample = run_dir / "samples" / f"{checkpoint.stem(step)}.png"
+    if sample.exists():
+        lines += ["", "## Samples (EMA generator, fixed latents)", "", f"![samples](samples/{sample.name})"]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints: what they hold is TrainState.state_dict(); `checkpoint` only writes and reads it
+
+
+def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Path | None = None,
+                    keep: int | None = None) -> Path | None:
+    if not runs.is_main_process():
+        return None
+    folder = folder or run_dir / "checkpoints"
+    record = {"config": config.to_dict(), "negaug_version": negaug.__version__, "torch_version": torch.__version__,
+              "time": time.time()}
+    try:
+        path = checkpoint.save(folder, state.step, state.state_dict(), record)
+    except OSError as err:
+        raise CheckpointWriteError(f"could not write the checkpoint of step {state.step} to {folder} ({err}); "
+                                   f"the previous checkpoint is intact") from None
+    best_step = state.best["step"] if state.best else None
+    checkpoint.prune(folder, keep or config.train.keep_checkpoints, protect={best_step} if best_step else set())
+    return path
+
+
+def restore(run_dir: Path, state: TrainState, warn) -> None:
+    """Load the newest good checkpoint of `run_dir` into `state` (bad ones are reported and skipped)."""
+    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn)
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+    state.load_state_dict(found.state)

@@ -1,0 +1,84 @@
+"""The training state: everything training changes, and the only definition of what a checkpoint
+holds.
+
+    state.state_dict()          -> nested dict of tensors and plain values (torch's convention)
+    state.load_state_dict(d)    <- the same dict, e.g. read back by `negaug.experiment.checkpoint`
+
+It holds G, D, the EMA of G, both optimizers, the fp16 grad scaler, the step, every random stream
+(latents, NDA draws, torch's global CPU generator and, on a GPU, its CUDA generator) and the data
+stream's position, so that a resumed run continues bit-identically (on the CPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from negaug.experiment.stream import BatchStream
+from negaug.models import EMA
+
+
+@dataclass
+class TrainState:
+    generator: nn.Module
+    discriminator: nn.Module
+    ema: EMA | None  # exponential moving average of G (samples and evaluations use it), or None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    batches: BatchStream  # the endless, seeded stream of real batches
+    latent_rng: torch.Generator  # latents and the labels of generated samples
+    nda_rng: torch.Generator  # NDA and PDA draws, and the gradient penalty's interpolation on the CPU
+    step: int = 0  # generator steps done
+    best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": self.step,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": {"latent": self.latent_rng.get_state(), "nda": self.nda_rng.get_state(),
+                    "torch": torch.get_rng_state()},
+            "batches": self.batches.state_dict(),
+            "best": self.best,
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        device = self.batches.device
+        if device.type == "cuda":  # the gradient penalty draws from it on GPUs
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
+        `torch.random.fork_rng` to keep the caller's)."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ValueError("the checkpoint has no EMA of G but the config asks for one (train.ema_decay > 0)")
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        self.latent_rng.set_state(rng["latent"])
+        self.nda_rng.set_state(rng["nda"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.batches.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.batches.device)
+        self.batches.load_state_dict(state["batches"])
+        self.step, self.best = int(state["step"]), state.get("best")
+
+    def sampler(self) -> nn.Module:
+        """The network to sample from: the EMA (with standing batch-norm statistics), else G."""
+        if self.ema is None:
+            return self.generator
+        return self.ema.refresh_batch_norm_stats(num_classes=int(getattr(self.generator, "num_classes", 0)))
