@@ -5,10 +5,17 @@
     params = t.sample(x.shape, g, x.device)       # dict of tensors, row i describes image i
     neg = t.apply(x, params)                      # deterministic given params
 
-Parameters are drawn on the generator's device (a CPU `torch.Generator` by default) and then moved
-to `device`, so one CPU generator drives CPU and CUDA inputs alike and a seed gives the same draw
-on every device. Every parameter tensor has the batch size as its leading dimension; that is what
-lets `mixture` and `positive` hand a subset of rows to a component.
+A transform implements two methods: `make_params(shape, generator) -> params` and
+`transform(x, params) -> x_neg`, both batched (no per-image Python loop). Parameters are drawn on
+the generator's device (a CPU `torch.Generator` by default) and then moved to x's device, so one
+CPU generator drives CPU and CUDA inputs alike and a seed gives the same draw on every device; the
+transform itself runs on whatever device x is on. Every parameter tensor has the batch size as its
+leading dimension, which lets `mixture` and `positive` hand a subset of images to a component.
+
+Pairing transforms (`pairs = True`: stitch, cutmix, mixup, and a mixture or positive holding one)
+combine each image with a partner image: their params hold `partner` (B,), indices into the batch,
+and they also implement `combine(images, partners, params)`, which takes the partner images
+themselves, so that a mixture can pass x[rows] and x[partner[rows]].
 """
 from __future__ import annotations
 
@@ -18,17 +25,11 @@ import torch
 from torch import nn
 
 from negaug.registry import Registry
-from negaug.nda.native import scatter_rows
 from negaug.nda.sampling import resolve_generator
 
 TRANSFORMS = Registry("NDA transform")
 
 Params = dict[str, torch.Tensor]
-
-
-def select_rows(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """x[rows], or x itself when rows is None (the whole batch)."""
-    return x if rows is None else x.index_select(0, rows)
 
 
 def slice_params(params: Params, rows: torch.Tensor) -> Params:
@@ -45,6 +46,12 @@ def unprefix_params(prefix: str, params: Params) -> Params:
     return {key[start:]: value for key, value in params.items() if key.startswith(prefix + ".")}
 
 
+def check_index(name: str, values: torch.Tensor, limit: int) -> None:
+    """ValueError unless every value lies in [0, limit) (parameters given to `apply` by a caller)."""
+    if values.numel() and bool(((values < 0) | (values >= limit)).any()):
+        raise ValueError(f"{name} holds values outside [0, {limit})")
+
+
 class NDATransform(nn.Module):
     """Base class of every NDA transform; subclasses implement `make_params` and `transform`.
 
@@ -52,6 +59,7 @@ class NDATransform(nn.Module):
     """
 
     min_batch_size: int = 1  # pairing transforms need 2: an image is never paired with itself
+    pairs: bool = False  # True: params hold `partner`, and `combine` takes the partner images
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Negatives of x: `apply(x, sample(x.shape, generator, x.device))`, with the checks done
@@ -82,20 +90,17 @@ class NDATransform(nn.Module):
             return super().apply(x)
         if params is None:
             raise ValueError(f"{self.name}.apply(x, params) needs the params drawn by {self.name}.sample(x.shape, generator)")
-        return self.transform(x, self._checked(x, params))
+        self._check_input(x)
+        for key, value in params.items():
+            if value.shape[:1] != x.shape[:1]:
+                raise ValueError(f"{self.name}: parameter '{key}' describes {value.shape[0]} images, the batch has {x.shape[0]}")
+        self.check_params(params, x.shape)
+        return self.transform(x, {key: value.to(x.device) for key, value in params.items()})
 
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise ValueError(f"{self.name} expects a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
         self.check_shape(x.shape)
-
-    def _checked(self, x: Any, params: Params) -> Params:
-        """params on x's device, after checking that x is a float batch they describe."""
-        self._check_input(x)
-        for key, value in params.items():
-            if value.shape[:1] != x.shape[:1]:
-                raise ValueError(f"{self.name}: parameter '{key}' describes {value.shape[0]} images, the batch has {x.shape[0]}")
-        return {key: value.to(x.device) for key, value in params.items()}
 
     @property
     def name(self) -> str:
@@ -114,23 +119,21 @@ class NDATransform(nn.Module):
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
         """Raise ValueError when this transform is not defined for images of this size."""
 
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        """Raise ValueError when `params` (given to `apply`) index outside a batch of `shape`."""
+
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         """Random parameters (on generator.device) for a batch of `shape`, row i for image i."""
         raise NotImplementedError
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Negatives of the images `rows` of x (all of them when None), (R, C, H, W).
-
-        `params` describe those rows (leading dimension R); the whole batch x stays available so
-        that pairing transforms can take partners from it.
-        """
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """Negatives of x (B, C, H, W) given `params` already on x's device; no checks."""
         raise NotImplementedError
 
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        """Write `transform(x, params, rows)` into out[out_rows] (out[:R] when None). Transforms
-        with a C kernel override this to write in place; the default transforms, then copies."""
-        scatter_rows(out, out_rows, self.transform(x, params, rows))
+    def combine(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
+        """Pairing transforms only: negatives of `images` (R, C, H, W), image r combined with
+        `partners[r]` (R, C, H, W), `params` the images' own (any `partner` entry is ignored)."""
+        raise NotImplementedError(f"{self.name} does not pair images")
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.options().items())
@@ -138,24 +141,6 @@ class NDATransform(nn.Module):
     def options(self) -> dict[str, Any]:
         """The options this transform was built with (for repr and run records)."""
         return {}
-
-
-class RowWriter(NDATransform):
-    """A transform computed by one function that can write straight into an output (the fast
-    paths of `negaug.nda.native`): subclasses implement `write`, and `transform` and
-    `transform_into` both call it."""
-
-    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
-              out_rows: torch.Tensor | None) -> torch.Tensor:
-        """The images `rows` of x as a new tensor (out=None) or written into out[out_rows]."""
-        raise NotImplementedError
-
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        return self.write(x, params, rows, None, None)
-
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
-        self.write(x, params, rows, out, out_rows)
 
 
 def register(name: str) -> Callable[[type], type]:

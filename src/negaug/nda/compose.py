@@ -3,36 +3,53 @@ a mixture of augmentation policies) and `positive` (apply a transform to a rando
 fraction of a real batch: positive data augmentation, PDA, Table 1)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from negaug.nda.base import NDATransform, Params, from_spec, prefix_params, register, slice_params, unprefix_params
-from negaug.nda.native import scatter_rows
-from negaug.nda.pairing import PairingTransform
+from negaug.nda.base import NDATransform, Params, check_index, from_spec, prefix_params, register, slice_params, unprefix_params
 from negaug.nda.sampling import derangement
 from negaug.nda.transforms import check_probability, draw_flags
 
 Spec = str | dict[str, Any] | NDATransform
+PartnersOf = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) -> their partner images (R, C, H, W)
 
 # The five spatially corrupting transforms the paper keeps after Table 1.
 DEFAULT_MIXTURE = ("jigsaw", "stitch", "mixup", "cutout", "cutmix")
 
 
-def _transform_rows_into(component: NDATransform, out: torch.Tensor, x: torch.Tensor, params: Params,
-                         local: torch.Tensor, rows: torch.Tensor | None, out_rows: torch.Tensor | None) -> None:
-    """Write component's output for the images `local` (indices into the rows being transformed)
-    into out[out_rows[local]]: C kernels write in place, the others transform then scatter (one
-    memcpy per image; the concatenate-then-gather it replaces took two passes over the batch)."""
-    global_rows = local if rows is None else rows.index_select(0, local)
-    target = local if out_rows is None else out_rows.index_select(0, local)
-    component.transform_into(out, x, slice_params(params, local), global_rows, target)
+def component_params(component: NDATransform, shape: torch.Size, generator: torch.Generator,
+                     partner: torch.Tensor | None) -> Params:
+    """`component`'s params for a batch of `shape`; a pairing component uses the caller's
+    `partner` (kept once by the caller, so left out here)."""
+    if not component.pairs:
+        return component.make_params(shape, generator)
+    params = component.make_params(shape, generator, partner)
+    del params["partner"]
+    return params
 
 
-def _empty_output(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    count = x.shape[0] if rows is None else rows.shape[0]
-    return torch.empty((count, *x.shape[1:]), dtype=x.dtype, device=x.device)
+def stored_params(component: NDATransform, params: Params, prefix: str) -> Params:
+    """The params of the component stored under `prefix`, with the shared `partner` if it pairs."""
+    own = unprefix_params(prefix, params)
+    if component.pairs:
+        own["partner"] = params["partner"]
+    return own
+
+
+def transform_rows(component: NDATransform, images: torch.Tensor, params: Params, rows: torch.Tensor,
+                   partners_of: PartnersOf | None) -> torch.Tensor:
+    """`component`'s negatives of images[rows] (R, C, H, W); `params` are those rows' own."""
+    own = images.index_select(0, rows)
+    if component.pairs:
+        return component.combine(own, partners_of(rows), params)
+    return component.transform(own, params)
+
+
+def batch_partners(x: torch.Tensor, partner: torch.Tensor) -> PartnersOf:
+    """The partner images of rows of x: x[partner[rows]], gathered only for the rows asked."""
+    return lambda rows: x.index_select(0, partner.index_select(0, rows))
 
 
 @register("mixture")
@@ -40,9 +57,10 @@ class Mixture(NDATransform):
     """Each image gets one of `transforms` (names, {"name": ..., **options} dicts or transforms),
     chosen independently with probabilities proportional to `weights` (default: equal).
 
-    Every component draws parameters for the whole batch (so pairing components pick partners
-    among all images; they share one derangement), and is applied only to the images that chose
-    it, writing into the output in place: a loop over components, not images. Parameters: `choice` int64 (B,) and each component's under "<index>.<key>".
+    Every component draws parameters for the whole batch, and is applied only to the images that
+    chose it: a loop over components, not images. Pairing components take partners among all
+    images and share one derangement. Parameters: `choice` int64 (B,), `partner` int64 (B,) when a
+    component pairs images, and each component's other parameters under "<index>.<key>".
     """
 
     def __init__(self, transforms: Sequence[Spec] = DEFAULT_MIXTURE, weights: Sequence[float] | None = None):
@@ -55,6 +73,7 @@ class Mixture(NDATransform):
             raise ValueError(f"mixture weights {weights} must be {len(self.components)} non-negative numbers with a positive sum")
         self.weights = weights
         self.min_batch_size = max(component.min_batch_size for component in self.components)
+        self.pairs = any(component.pairs for component in self.components)
 
     def options(self) -> dict:
         return {"weights": self.weights}
@@ -63,40 +82,50 @@ class Mixture(NDATransform):
         for component in self.components:
             component.check_image_size(height, width, channels)
 
-    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        check_index("mixture: choice", params["choice"], len(self.components))
+        for index, component in enumerate(self.components):
+            component.check_params(stored_params(component, params, str(index)), shape)
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator, partner: torch.Tensor | None = None) -> Params:
         weights = torch.tensor(self.weights, dtype=torch.float64, device=generator.device)
         params = {"choice": torch.multinomial(weights, shape[0], replacement=True, generator=generator)}
-        pairing = [isinstance(component, PairingTransform) for component in self.components]
-        partner = derangement(shape[0], generator) if any(pairing) else None  # one for all pairing components
+        if self.pairs:
+            params["partner"] = derangement(shape[0], generator) if partner is None else partner
         for index, component in enumerate(self.components):
-            drawn = component.make_params(shape, generator, partner) if pairing[index] else component.make_params(shape, generator)
+            drawn = component_params(component, shape, generator, params.get("partner"))
             params.update(prefix_params(str(index), drawn))
         return params
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        out = _empty_output(x, rows)
-        self.transform_into(out, x, params, rows)
-        return out
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._assemble(x, params, batch_partners(x, params["partner"]) if self.pairs else None)
 
-    def transform_into(self, out: torch.Tensor, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None,
-                       out_rows: torch.Tensor | None = None) -> None:
+    def combine(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._assemble(images, params, lambda rows: partners.index_select(0, rows))
+
+    def _assemble(self, images: torch.Tensor, params: Params, partners_of: PartnersOf | None) -> torch.Tensor:
+        out = torch.empty_like(images)
         choice = params["choice"]
         for index, component in enumerate(self.components):
-            local = (choice == index).nonzero().squeeze(1)
-            if local.numel():
-                _transform_rows_into(component, out, x, unprefix_params(str(index), params), local, rows, out_rows)
+            rows = (choice == index).nonzero().squeeze(1)
+            if rows.numel():
+                own = slice_params(stored_params(component, params, str(index)), rows)
+                out[rows] = transform_rows(component, images, own, rows, partners_of)
+        return out
 
 
 class Positive(NDATransform):
     """Positive data augmentation: each image is replaced by its transformed version with
-    probability p and kept as is otherwise. Parameters: `apply` bool (B,) and the inner
-    transform's under "transform.<key>" (drawn for the whole batch)."""
+    probability p and kept as is otherwise. Parameters: `apply` bool (B,), `partner` when the
+    transform pairs images, and the transform's other parameters under "transform.<key>" (drawn
+    for the whole batch)."""
 
     def __init__(self, transform: Spec, p: float = 0.5):
         super().__init__()
         self.inner = from_spec(transform)
         self.p = check_probability("p", p)
         self.min_batch_size = self.inner.min_batch_size
+        self.pairs = self.inner.pairs
 
     def options(self) -> dict:
         return {"p": self.p}
@@ -104,18 +133,28 @@ class Positive(NDATransform):
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
         self.inner.check_image_size(height, width, channels)
 
-    def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        self.inner.check_params(stored_params(self.inner, params, "transform"), shape)
+
+    def make_params(self, shape: torch.Size, generator: torch.Generator, partner: torch.Tensor | None = None) -> Params:
         params = {"apply": draw_flags(shape[0], self.p, generator)}
-        params.update(prefix_params("transform", self.inner.make_params(shape, generator)))
+        if self.pairs:
+            params["partner"] = derangement(shape[0], generator) if partner is None else partner
+        params.update(prefix_params("transform", component_params(self.inner, shape, generator, params.get("partner"))))
         return params
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        applied = params["apply"]
-        kept, changed = (~applied).nonzero().squeeze(1), applied.nonzero().squeeze(1)
-        out = _empty_output(x, rows)
-        scatter_rows(out, kept, x, kept if rows is None else rows.index_select(0, kept))
-        if changed.numel():
-            _transform_rows_into(self.inner, out, x, unprefix_params("transform", params), changed, rows, None)
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._replace(x, params, batch_partners(x, params["partner"]) if self.pairs else None)
+
+    def combine(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
+        return self._replace(images, params, lambda rows: partners.index_select(0, rows))
+
+    def _replace(self, images: torch.Tensor, params: Params, partners_of: PartnersOf | None) -> torch.Tensor:
+        out = images.clone()
+        rows = params["apply"].nonzero().squeeze(1)
+        if rows.numel():
+            own = slice_params(stored_params(self.inner, params, "transform"), rows)
+            out[rows] = transform_rows(self.inner, images, own, rows, partners_of)
         return out
 
 

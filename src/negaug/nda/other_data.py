@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from negaug.nda.base import NDATransform, Params, register
+from negaug.nda.base import NDATransform, Params, check_index, register
 
 
 def materialise_source(source: Any) -> torch.Tensor:
@@ -68,6 +68,9 @@ class OtherData(NDATransform):
         count = self.source.shape[0]
         return {"index": torch.randint(count, (shape[0],), generator=generator, device=generator.device)}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        check_index("other_data: index", params["index"], self.source.shape[0])
+
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         index = params["index"].to(self.source.device)
         return self.source.index_select(0, index).to(device=x.device, dtype=x.dtype)

@@ -3,21 +3,25 @@
 The partner of image i is `partner[i]`, a uniform random derangement of the batch, so no image
 is ever paired with itself (the authors' `randperm` pairing turns about one image per batch into
 a real image labelled fake). A batch of one image raises ValueError.
+
+Each transform is written as `combine(images, partners, params)` on the partner images
+themselves; `transform(x, params)` gathers x[partner] and calls it, and `mixture` calls it on the
+images that chose the transform and their partners.
 """
 from __future__ import annotations
 
 import torch
 
-from negaug.nda.base import Params, RowWriter, register
-from negaug.nda.native import cutmix_boxes, mixup_blend, stitch_halves
+from negaug.nda.base import NDATransform, Params, check_index, register
 from negaug.nda.sampling import derangement, sample_beta
-from negaug.nda.transforms import check_patch_size, sample_patch_boxes
+from negaug.nda.transforms import check_boxes, check_patch_size, patch_mask, sample_patch_boxes
 
 
-class PairingTransform(RowWriter):
+class PairingTransform(NDATransform):
     """Base of stitch, cutmix and mixup. Parameters: `partner` int64 (B,) plus `make_pair_params`."""
 
     min_batch_size = 2
+    pairs = True
 
     def make_params(self, shape: torch.Size, generator: torch.Generator, partner: torch.Tensor | None = None) -> Params:
         """`partner`: a derangement drawn by the caller (mixture draws one for all its pairing
@@ -28,6 +32,12 @@ class PairingTransform(RowWriter):
 
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {}
+
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        check_index(f"{self.name}: partner", params["partner"], shape[0])
+
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return self.combine(x, x.index_select(0, params["partner"]), params)
 
 
 @register("stitch")
@@ -45,9 +55,13 @@ class Stitch(PairingTransform):
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"split_rows": torch.rand(shape[0], generator=generator, device=generator.device) < 0.5}
 
-    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
-              out_rows: torch.Tensor | None) -> torch.Tensor:
-        return stitch_halves(x, params["partner"], params["split_rows"], rows, out, out_rows)
+    def combine(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
+        # A cutmix whose patch is the partner's bottom half or its right half.
+        height, width = images.shape[-2:]
+        bottom = torch.tensor([height // 2, 0, height - height // 2, width], device=images.device)
+        right = torch.tensor([0, width // 2, height, width - width // 2], device=images.device)
+        box = torch.where(params["split_rows"][:, None], bottom, right)  # (B, 4)
+        return torch.lerp(images, partners, patch_mask(box, height, width, images.dtype))
 
 
 @register("cutmix")
@@ -61,12 +75,15 @@ class CutMix(PairingTransform):
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
         check_patch_size("cutmix", height, width)
 
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        super().check_params(params, shape)
+        check_boxes("cutmix", params["box"], shape)
+
     def make_pair_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"box": sample_patch_boxes(shape, generator)}
 
-    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
-              out_rows: torch.Tensor | None) -> torch.Tensor:
-        return cutmix_boxes(x, params["partner"], params["box"], rows, out, out_rows)
+    def combine(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
+        return torch.lerp(images, partners, patch_mask(params["box"], *images.shape[-2:], images.dtype))
 
 
 @register("mixup")
@@ -94,6 +111,6 @@ class Mixup(PairingTransform):
         gamma = sample_beta(self.alpha, self.alpha, shape[0], generator)
         return {"gamma": gamma.clamp(self.GAMMA_MARGIN, 1 - self.GAMMA_MARGIN).float()}
 
-    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
-              out_rows: torch.Tensor | None) -> torch.Tensor:
-        return mixup_blend(x, params["partner"], params["gamma"], rows, out, out_rows)
+    def combine(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
+        gamma = params["gamma"].to(images.dtype).view(-1, 1, 1, 1)
+        return torch.lerp(partners, images, gamma)  # partners + gamma * (images - partners)

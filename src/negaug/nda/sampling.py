@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import torch
 
-from negaug.nda.native import keyed_derangement
-
 # Rejection loops (derangements, jigsaw's identity redraw) accept each candidate with probability
 # >= 1/3 (derangements of 3 items), so this bound is never reached in practice: (2/3)^200 < 1e-35.
 MAX_REJECTION_ROUNDS = 200
@@ -30,17 +28,20 @@ def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     """A uniformly random derangement of range(n): int64 (n,) on the generator's device,
     `perm[i] != i` for every i.
 
-    One 64-bit key is drawn from `generator`; `negaug.nda.native.keyed_derangement` turns it into
-    the derangement (sorted hash keys with rejection of permutations with a fixed point: expected
-    e ~ 2.72 tries, uniform over all derangements) in one C call, or in torch where the C kernels
-    are not built (the same result). Pairing transforms use it so that no image is ever paired
-    with itself (`randperm` leaves about one fixed point per batch).
+    Uniform permutations (`torch.randperm`) are drawn until one has no fixed point: each is
+    accepted with probability ~1/e (at least 1/3), and the accepted one is uniform over all
+    derangements. Pairing transforms use it so that no image is ever paired with itself
+    (`randperm` alone leaves about one fixed point per batch).
     """
     if n < 2:
         raise ValueError(f"a derangement needs at least 2 items (got {n}): pairing transforms need a batch of 2 or more images")
     generator = resolve_generator(generator)
-    key = int(torch.randint(-(1 << 63), (1 << 63) - 1, (1,), generator=generator, device=generator.device))
-    return keyed_derangement(key, n, generator.device, MAX_REJECTION_ROUNDS)
+    identity = torch.arange(n, device=generator.device)
+    for _ in range(MAX_REJECTION_ROUNDS):
+        perm = torch.randperm(n, generator=generator, device=generator.device)
+        if not bool((perm == identity).any()):
+            return perm
+    raise RuntimeError("derangement: rejection sampling did not terminate")
 
 
 def sample_log_gamma(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

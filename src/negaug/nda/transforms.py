@@ -1,6 +1,6 @@
 """Single-image NDA transforms (Appendix B and Table 1 of the paper): each image is transformed on
-its own. Pairing transforms (stitch, cutmix, mixup) live in `pairing.py`, `other_data` in
-`other_data.py`, `mixture` and `positive` in `compose.py`.
+its own, the whole batch at once. Pairing transforms (stitch, cutmix, mixup) live in `pairing.py`,
+`other_data` in `other_data.py`, `mixture` and `positive` in `compose.py`.
 """
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import itertools
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
-from negaug.nda.base import NDATransform, Params, RowWriter, register, select_rows
-from negaug.nda.native import crop_resize, cutout_boxes, jigsaw_tiles, normal_noise, patch_boxes_from_uniforms
+from negaug.nda.base import NDATransform, Params, check_index, register
 from negaug.nda.sampling import MAX_REJECTION_ROUNDS
 
 
@@ -34,7 +34,7 @@ def _permutation_table(size: int, allow_identity: bool) -> torch.Tensor:
 
 
 @register("jigsaw")
-class Jigsaw(RowWriter):
+class Jigsaw(NDATransform):
     """Jigsaw-K: cut each image into K x K tiles of (H/K, W/K) and shuffle them with a permutation
     drawn uniformly per image among the (K*K)! - 1 non-identity ones (all of them with
     `allow_identity=True`, the noisy variant of Appendix O). H and W must be divisible by K.
@@ -57,6 +57,9 @@ class Jigsaw(RowWriter):
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
         if height % self.k or width % self.k:
             raise ValueError(f"jigsaw k={self.k} must divide the image size, got {height}x{width}; pick a k that divides both")
+
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        check_index("jigsaw: perm", params["perm"], self.k * self.k)
 
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         if self._table is not None:
@@ -81,9 +84,18 @@ class Jigsaw(RowWriter):
         keys = torch.rand(n, self.k * self.k, generator=generator, device=generator.device, dtype=torch.float64)
         return keys.argsort(1)
 
-    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
-              out_rows: torch.Tensor | None) -> torch.Tensor:
-        return jigsaw_tiles(x, params["perm"], self.k, rows, out, out_rows)
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        k, tile_h = self.k, height // self.k
+        # Viewed as (B, C, K, h, K, w), an image is a list of pieces of w contiguous pixels: row y
+        # of tile column j in tile row i. Output tile (i, j) is input tile perm[b, i * K + j], so
+        # one index_select of whole pieces moves every tile of the batch.
+        source = params["perm"].view(batch, 1, k, 1, k)  # (B, 1, K, 1, K): output tile (i, j)
+        source_row, source_col = source.div(k, rounding_mode="floor"), source.remainder(k)
+        image = torch.arange(batch * channels, device=x.device).view(batch, channels, 1, 1, 1)
+        row_in_tile = torch.arange(tile_h, device=x.device).view(1, 1, 1, tile_h, 1)
+        piece = ((image * k + source_row) * tile_h + row_in_tile) * k + source_col  # (B, C, K, h, K)
+        return x.reshape(-1, width // k).index_select(0, piece.view(-1)).view(x.shape)
 
 
 class _Flip(NDATransform):
@@ -102,13 +114,11 @@ class _Flip(NDATransform):
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"flip": draw_flags(shape[0], self.p, generator)}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        own = select_rows(x, rows)
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         flip = params["flip"]
-        if bool(flip.all()):  # the NDA case: one flip, no copy of the rest
-            return own.flip(self.dim)
-        flipped = flip.nonzero().squeeze(1)
-        return own.clone().index_copy_(0, flipped, own.index_select(0, flipped).flip(self.dim))
+        if bool(flip.all()):  # the NDA case (p=1): no mask
+            return x.flip(self.dim)
+        return torch.where(flip.view(-1, 1, 1, 1), x.flip(self.dim), x)
 
 
 @register("hflip")
@@ -128,10 +138,7 @@ class GaussianNoise(NDATransform):
     """Add N(0, std^2) noise per pixel, then clamp to [-1, 1] (the image range).
 
     `std` is in image units ([-1, 1] range); the paper does not state its value, 0.1 is our choice.
-    Parameters: `key` int64 (B,): image b's noise is `negaug.nda.native.normal_noise(key[b])`, a
-    counter-based stream (SplitMix64 bits, Box-Muller; float32, |z| <= 5.77). Drawing one key per
-    image instead of every pixel from the generator makes the transform 2-4x faster on the CPU
-    (torch's Mersenne Twister dominated), and the bits are the same on every device.
+    Parameters: `noise` float32 (B, C, H, W), standard normal (`torch.randn` on the generator).
     """
 
     def __init__(self, std: float = 0.1):
@@ -144,24 +151,21 @@ class GaussianNoise(NDATransform):
         return {"std": self.std}
 
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
-        keys = torch.randint(-(1 << 63), (1 << 63) - 1, (shape[0],), generator=generator, device=generator.device)
-        return {"key": keys}
+        return {"noise": torch.randn(shape, generator=generator, device=generator.device)}
 
-    def transform(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
-        own = select_rows(x, rows)
-        noise = normal_noise(params["key"], own[0].numel()).view(own.shape)
-        return own.add(noise.to(own.dtype), alpha=self.std).clamp_(-1.0, 1.0)
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        return x.add(params["noise"].to(x.dtype), alpha=self.std).clamp_(-1.0, 1.0)
 
 
 @register("random_crop")
-class RandomCrop(RowWriter):
+class RandomCrop(NDATransform):
     """Crop a random region of each image and resize it back to H x W (bilinear).
 
     The crop covers a fraction of the image area drawn uniformly from `scale` (default 0.25 to
     0.75, our choice: the paper does not state it), keeps the image's aspect ratio and lies fully
     inside the image. Parameters: `box` float32 (B, 4) = (top, left, height, width) as fractions
-    of H and W. Resampling is bilinear with half-pixel centres (grid_sample's align_corners=False)
-    and differentiable.
+    of H and W. Resampling is `grid_sample` (bilinear, half-pixel centres, border padding), so it
+    is differentiable.
     """
 
     def __init__(self, scale: Sequence[float] = (0.25, 0.75)):
@@ -181,11 +185,18 @@ class RandomCrop(RowWriter):
         top, left = (1 - side) * u[:, 1], (1 - side) * u[:, 2]
         return {"box": torch.stack([top, left, side, side], 1).float()}
 
-    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
-              out_rows: torch.Tensor | None) -> torch.Tensor:
-        # Separable bilinear (columns, then rows), two taps per pixel: about 3x faster than
-        # resampling matrices or grid_sample on the CPU in torch, and a C kernel where built.
-        return crop_resize(x, params["box"], rows, out, out_rows)
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        # Coordinates need float32 at least: a bfloat16 grid would be off by a tenth of a pixel.
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        top, left, height, width = params["box"].to(dtype).unbind(1)
+        # The affine map from output to input coordinates, both in [-1, 1]:
+        # x_in = width * x_out + (2 * left + width - 1), and the same for y.
+        theta = torch.zeros(x.shape[0], 2, 3, dtype=dtype, device=x.device)
+        theta[:, 0, 0], theta[:, 0, 2] = width, 2 * left + width - 1
+        theta[:, 1, 1], theta[:, 1, 2] = height, 2 * top + height - 1
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+        resized = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return resized.to(x.dtype)
 
 
 def patch_bounds(size: int) -> tuple[int, int]:
@@ -201,29 +212,72 @@ def check_patch_size(name: str, height: int, width: int) -> None:
 
 def sample_patch_boxes(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     """int64 (B, 4) = (top, left, height, width): a patch per image with each side uniform in
-    `patch_bounds`, at a uniform position fully inside the image. One float64 uniform u per
-    number, floored: side = low + floor(u * count), start = floor(u * (size - side + 1)) (the
-    product of u < 1 never rounds up to the count, so no clamp is needed; bias below 2^-40). The
-    arithmetic runs in the C kernel where built, else in torch, with the same result."""
-    batch, _, height, width = shape
-    u = torch.rand(batch, 4, generator=generator, device=generator.device, dtype=torch.float64)
-    return patch_boxes_from_uniforms(u, height, width)
+    `patch_bounds`, at a uniform position fully inside the image."""
+    u = torch.rand(shape[0], 4, generator=generator, device=generator.device, dtype=torch.float64)
+    return boxes_from_uniforms(u, *shape[-2:])
+
+
+def boxes_from_uniforms(u: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """int64 (B, 4) boxes (top, left, height, width) from float64 uniforms u (B, 4) in [0, 1):
+    side = low + floor(u * count) over `patch_bounds`, start = floor(u * (size - side + 1)).
+    u * count < count for every u < 1, so no clamp is needed (the bias is below 2^-40)."""
+    (low_h, high_h), (low_w, high_w) = patch_bounds(height), patch_bounds(width)
+    low = torch.tensor([low_h, low_w], dtype=torch.float64, device=u.device)
+    count = torch.tensor([high_h - low_h + 1, high_w - low_w + 1], dtype=torch.float64, device=u.device)
+    size = torch.tensor([height, width], dtype=torch.float64, device=u.device)
+    sides = (u[:, :2] * count).floor_().add_(low)  # (B, 2): height, width
+    starts = (u[:, 2:] * (size - sides + 1)).floor_()  # (B, 2): top, left
+    return torch.cat([starts, sides], 1).long()
+
+
+def check_boxes(name: str, box: torch.Tensor, shape: torch.Size) -> None:
+    """ValueError unless every box (top, left, height, width) is a non-empty patch inside the image."""
+    height, width = shape[-2:]
+    top, left, box_h, box_w = box.unbind(1)
+    if bool(((top < 0) | (left < 0) | (box_h < 1) | (box_w < 1) | (top + box_h > height) | (left + box_w > width)).any()):
+        raise ValueError(f"{name}: a box is empty or does not fit a {height}x{width} image")
+
+
+def patch_mask(box: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, H, W) of `dtype`: 1 inside each box (top, left, height, width) of box (B, 4), else 0.
+
+    Masks are float so that `torch.lerp(a, b, mask)` selects b inside and a outside: lerp is exact
+    at weights 0 and 1, and with its mask about 1.5x faster on the CPU than `torch.where` with a
+    broadcast bool mask (bool masks are slow to build)."""
+    in_rows, in_cols = patch_rows_and_cols(box, height, width, dtype)
+    return in_rows[:, None, :, None] * in_cols[:, None, None, :]
+
+
+def patch_rows_and_cols(box: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, H) and (B, W) of `dtype`: 1 on the rows and on the columns each box covers, else 0."""
+    top, left, box_h, box_w = box.unbind(1)
+    rows = torch.arange(height, device=box.device)
+    cols = torch.arange(width, device=box.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+    return in_rows.to(dtype), in_cols.to(dtype)
 
 
 @register("cutout")
-class Cutout(RowWriter):
+class Cutout(NDATransform):
     """Replace a random patch of each image (height in [ceil(H/3), floor(H/2)], width likewise,
     uniform position fully inside) with that patch's own per-channel mean (the paper's variant;
-    DeVries & Taylor fill with zeros), summed in float64. Parameters: `box` int64 (B, 4) =
-    (top, left, height, width).
+    DeVries & Taylor fill with zeros). Parameters: `box` int64 (B, 4) = (top, left, height, width).
     """
 
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
         check_patch_size("cutout", height, width)
 
+    def check_params(self, params: Params, shape: torch.Size) -> None:
+        check_boxes("cutout", params["box"], shape)
+
     def make_params(self, shape: torch.Size, generator: torch.Generator) -> Params:
         return {"box": sample_patch_boxes(shape, generator)}
 
-    def write(self, x: torch.Tensor, params: Params, rows: torch.Tensor | None, out: torch.Tensor | None,
-              out_rows: torch.Tensor | None) -> torch.Tensor:
-        return cutout_boxes(x, params["box"], rows, out, out_rows)
+    def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        box, (height, width) = params["box"], x.shape[-2:]
+        in_rows, in_cols = patch_rows_and_cols(box, height, width, x.dtype)  # (B, H), (B, W)
+        # The patch sums as row mask @ image @ column mask: one read of the batch.
+        sums = in_rows[:, None, None, :] @ x @ in_cols[:, None, :, None]  # (B, C, 1, 1)
+        mean = sums / (box[:, 2] * box[:, 3]).view(-1, 1, 1, 1)
+        return torch.lerp(x, mean, patch_mask(box, height, width, x.dtype))  # the mean inside the patch
