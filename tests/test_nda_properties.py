@@ -122,3 +122,16 @@ def test_derangement_is_a_permutation_without_fixed_points_and_seeded(n):
         assert not bool((perm == torch.arange(n)).any())
         assert torch.equal(perm, nda.derangement(n, gen(seed)))
     assert nda.derangement(2, gen(0)).tolist() == [1, 0]  # the only derangement of 2 items
+
+
+@pytest.mark.parametrize("name", ["stitch", "cutmix", "mixup"])
+def test_combine_leaves_its_inputs_alone_and_combine_in_place_agrees(name):
+    """`combine` never writes into the caller's tensors; `combine_` may reuse `partners` but gives
+    the same images (stitch writes its own half over the partner's image)."""
+    transform = nda.build(name)
+    images, partners = torch.rand(6, 3, 8, 8), torch.rand(6, 3, 8, 8)
+    params = transform.sample(images.shape, torch.Generator().manual_seed(3))
+    kept_images, kept_partners = images.clone(), partners.clone()
+    combined = transform.combine(images, partners, params)
+    assert torch.equal(images, kept_images) and torch.equal(partners, kept_partners)
+    assert torch.equal(transform.combine_(images, partners.clone(), params), combined)

@@ -135,6 +135,11 @@ class NDATransform(nn.Module):
         `partners[r]` (R, C, H, W), `params` the images' own (any `partner` entry is ignored)."""
         raise NotImplementedError(f"{self.name} does not pair images")
 
+    def combine_(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
+        """`combine`, allowed to write the result into `partners` (a fresh gather the caller no
+        longer needs) and return it; transforms that gain from it (stitch) override this."""
+        return self.combine(images, partners, params)
+
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.options().items())
 

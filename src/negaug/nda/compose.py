@@ -43,7 +43,7 @@ def transform_rows(component: NDATransform, images: torch.Tensor, params: Params
     """`component`'s negatives of images[rows] (R, C, H, W); `params` are those rows' own."""
     own = images.index_select(0, rows)
     if component.pairs:
-        return component.combine(own, partners_of(rows), params)
+        return component.combine_(own, partners_of(rows), params)  # partners_of gathers afresh
     return component.transform(own, params)
 
 
