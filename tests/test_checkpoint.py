@@ -26,13 +26,13 @@ def test_nested_state_keeps_int_keys_tuples_and_plain_values(tmp_path):
     state = {"opt": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.arange(3.0)}},
                      "param_groups": [{"lr": 0.1, "betas": (0.0, 0.99), "params": [0]}]},
              "step": 7, "best": None, "name": "x", "flags": [True, 1.5]}
-    ckpt.save(tmp_path, 1, state, {})
+    ckpt.save(tmp_path, 7, state, {})
     loaded = ckpt.load_latest(tmp_path).state
     assert list(loaded["opt"]["state"]) == [0] and loaded["opt"]["param_groups"][0]["betas"] == (0.0, 0.99)
     assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], torch.arange(3.0))
     assert {k: loaded[k] for k in ("step", "best", "name", "flags")} == {"step": 7, "best": None, "name": "x",
                                                                          "flags": [True, 1.5]}
-    tensor_names = set(json.loads((tmp_path / "step_0000001.json").read_text())["state"]["opt"]["state"]
+    tensor_names = set(json.loads((tmp_path / "step_0000007.json").read_text())["state"]["opt"]["state"]
                        ["__items__"][0][1].values().__iter__().__next__().values())
     assert tensor_names == {"opt.state.0.step"}  # tensors are named by their path
 
@@ -132,8 +132,9 @@ def test_adam_state_round_trip_continues_identically(tmp_path):
 
 def test_format_1_checkpoints_are_still_read(tmp_path):
     """Checkpoints of negaug <= 0.1.0 (flat tensor names, optimizer scalars in the JSON) load as a state dict."""
-    from safetensors.torch import save as save_bytes
     import hashlib
+
+    from safetensors.torch import save as save_bytes
 
     tensors = {"G.w": torch.ones(2), "D.w": torch.zeros(2), "EMA.w": torch.full((2,), 0.5),
                "opt_g.state.0.exp_avg": torch.arange(2.0), "opt_g.state.0.step": torch.tensor(4.0),
@@ -153,3 +154,24 @@ def test_format_1_checkpoints_are_still_read(tmp_path):
     assert torch.equal(state["generator"]["w"], torch.ones(2)) and torch.equal(state["ema"]["w"], torch.full((2,), 0.5))
     assert torch.equal(state["opt_g"]["state"][0]["exp_avg"], torch.arange(2.0))
     assert set(state["rng"]) == {"latent", "nda", "torch"} and "scaler" not in state
+
+
+def test_unknown_format_and_a_state_of_another_step_are_refused_by_name(tmp_path):
+    ckpt.save(tmp_path, 3, {"step": 3, "w": torch.ones(2)}, {})
+    path = tmp_path / "step_0000003.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(record, format_version=99)))
+    with pytest.raises(ckpt.CheckpointError, match=r"step_0000003.json has format 99, which this negaug cannot read"):
+        ckpt.load_file(path)
+    path.write_text(json.dumps(dict(record, step=4)))
+    with pytest.raises(ckpt.CheckpointError, match=r"step_0000003.json does not describe its tensors"):
+        ckpt.load_file(path)
+
+
+def test_a_state_the_caller_cannot_use_falls_back_to_the_previous_checkpoint(tmp_path):
+    ckpt.save(tmp_path, 1, {"step": 1, "w": torch.ones(2)}, {})
+    ckpt.save(tmp_path, 2, {"step": 2, "v": torch.ones(2)}, {})
+    messages, taken = [], []
+    found = ckpt.load_latest(tmp_path, warn=messages.append, accept=lambda c: taken.append(c.state["w"]))
+    assert found.step == 1 and len(taken) == 1
+    assert len(messages) == 1 and "step_0000002.json does not fit this run (KeyError" in messages[0]

@@ -51,7 +51,8 @@ class _StopFlag:
 
 
 def run(args) -> int:
-    from negaug.experiment import CheckpointWriteError, NonFiniteLossError, build, load_config, resume_config, train
+    from negaug.experiment import CheckpointWriteError, NonFiniteLossError, load_config, resume_config, train
+    from negaug.experiment.build import build
 
     source, overrides = _split_source(args)
     if args.resume:

@@ -4,7 +4,7 @@
     result = train(load_config("default", ["nda.lam=0.5"]))
     loaded = load_run(result.run_dir)              # G (EMA), D, config of the latest checkpoint
 
-Modules: `config` (typed, strict settings), `build` (config -> `Recipe` + initial `TrainState`),
+Modules: `config` (typed, strict settings), `build` (`build.build`: config -> `Recipe` + initial `TrainState`),
 `state` (`TrainState`: what a checkpoint holds), `checkpoint` (atomic, verified files), `steps`
 (the D and G steps; `score` is the only place training calls D), `loop` (`train`), `runs` (run
 folders, `load_run`, `resume_config`), `evaluate` and `anomaly` (a trained run's numbers).
@@ -12,7 +12,7 @@ It assembles the library (`negaug.nda`, `losses`, `models`, `data`, `metrics`, `
 never imports it.
 """
 from negaug.experiment.anomaly import AnomalyReport, detect_anomalies
-from negaug.experiment.build import Recipe, build
+from negaug.experiment.build import Recipe
 from negaug.experiment.config import Config, config_from_dict, load_config, preset_names
 from negaug.experiment.evaluate import evaluate_generator_of_run, evaluate_run
 from negaug.experiment.loop import CheckpointWriteError, TrainResult, train
@@ -22,6 +22,6 @@ from negaug.experiment.steps import NonFiniteLossError
 
 __all__ = [
     "AnomalyReport", "CheckpointWriteError", "Config", "LoadedRun", "NonFiniteLossError", "Recipe", "TrainResult",
-    "TrainState", "build", "config_from_dict", "detect_anomalies", "evaluate_generator_of_run", "evaluate_run",
+    "TrainState", "config_from_dict", "detect_anomalies", "evaluate_generator_of_run", "evaluate_run",
     "load_config", "load_run", "preset_names", "resume_config", "train",
 ]

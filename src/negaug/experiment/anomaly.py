@@ -40,7 +40,7 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
-    loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device), warn=warn)
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device, key="--device"), warn=warn)
     data = loaded.config.data
     clean = last_images(loaded.reference_dataset(split=split), num_images)
     plan = anomaly.plan_ood(ood, clean.shape[1], exclude_dataset=data.name)

@@ -56,15 +56,16 @@ class Recipe:
         return torch.autocast(self.device.type, dtype=dtype)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device, key: str = "train.device") -> torch.device:
+    """The device `name` ("auto": CUDA when available); ValueError naming `key` when it is not one."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"train.device: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{key}: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: CUDA is not available here; use train.device=cpu")
+        raise ValueError(f"{key}: CUDA is not available here; use cpu")
     return device
 
 
@@ -235,17 +236,39 @@ def check_eval(config: Config) -> None:
         raise ValueError(f"eval.feature_extractor='{settings.feature_extractor}' is not one of auto, inception, classifier, raw")
 
 
+def check_best_metric(config: Config, dataset) -> None:
+    """eval.best_metric must be among the metrics each evaluation computes."""
+    metric = config.eval.best_metric
+    if not metric:
+        return
+    evaluated = config.eval.metrics or metrics.default_metrics(dataset, config.data.name)
+    if metric not in evaluated:
+        raise ValueError(f"eval.best_metric='{metric}' is not among the evaluated metrics ({', '.join(evaluated)}); "
+                         f"add it to eval.metrics")
+
+
+def check_tensorboard(config: Config) -> None:
+    if not config.train.tensorboard:
+        return
+    try:
+        import torch.utils.tensorboard  # noqa: F401  (optional dependency)
+    except ImportError:
+        raise ValueError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+
+
 def build(config: Config) -> tuple[Recipe, TrainState]:
     """The recipe and the initial training state of a run; raises before any training work.
     Weights, data order, latents and NDA draws are seeded by `train.seed`."""
     check_scalars(config)
     check_eval(config)
+    check_tensorboard(config)
     device = resolve_device(config.train.device)
     if config.train.precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")
     dataset = build_dataset(config)
     if len(dataset) < 2:
         raise ValueError(f"data: '{config.data.name}' has {len(dataset)} samples; at least 2 are needed")
+    check_best_metric(config, dataset)
     loss, gp_weight, clip_value = build_loss(config)
     negative, positive = build_nda(config, dataset, config.train.seed)
     generator, discriminator, num_classes = build_models(config, dataset)

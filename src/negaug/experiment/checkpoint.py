@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -110,8 +110,12 @@ def load_file(json_path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint record {json_path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"checkpoint record {json_path} is corrupted ({err})") from None
-    if not isinstance(meta, dict) or "tensor_file" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("tensor_file"), str) \
+            or not isinstance(meta.get("step"), int) or "/" in meta["tensor_file"]:
         raise CheckpointError(f"checkpoint record {json_path} is not a negaug checkpoint")
+    if meta.get("format_version") not in (1, FORMAT_VERSION):
+        raise CheckpointError(f"checkpoint record {json_path} has format {meta.get('format_version')!r}, which this "
+                              f"negaug cannot read (it reads 1 and {FORMAT_VERSION}); use the negaug that wrote it")
     tensor_path = json_path.with_name(meta["tensor_file"])
     try:
         blob = tensor_path.read_bytes()
@@ -129,17 +133,35 @@ def load_file(json_path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint tensors {tensor_path} are not a safetensors file ({err})") from None
     try:
         state = _state_from_v1(tensors, meta) if meta.get("format_version") == 1 else _decode(meta.pop("state"), tensors)
+        if isinstance(state, dict) and "step" in state and state["step"] != meta["step"]:
+            raise ValueError(f"the state's step {state['step']!r} is not the record's {meta['step']}")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"checkpoint record {json_path} does not describe its tensors ({err!r})") from None
-    return Checkpoint(step=int(meta["step"]), state=state, record=meta, path=json_path)
+    return Checkpoint(step=meta["step"], state=state, record=meta, path=json_path)
 
 
-def load_latest(folder: Path, warn=None) -> Checkpoint | None:
-    """The newest good checkpoint in `folder`; bad ones are reported through `warn(message)`
-    and skipped. None when there is none at all."""
+Accept = Callable[[Checkpoint], None]  # e.g. loads the state into a TrainState; raises if it does not fit
+
+
+def use(found: Checkpoint, accept: Accept | None) -> Checkpoint:
+    """`accept(found)`, with a state that does not fit (a missing entry, a wrong shape) turned into
+    a CheckpointError naming the file."""
+    if accept is not None:
+        try:
+            accept(found)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            reason = str(err).splitlines()[0] if str(err) else ""
+            raise CheckpointError(f"checkpoint {found.path} does not fit this run "
+                                  f"({type(err).__name__}: {reason[:200]})") from None
+    return found
+
+
+def load_latest(folder: Path, warn=None, accept: Accept | None = None) -> Checkpoint | None:
+    """The newest good checkpoint in `folder` that `accept` takes (when given); bad ones are
+    reported through `warn(message)` and skipped. None when there is none at all."""
     for step in reversed(list_steps(folder)):
         try:
-            return load_file(folder / f"{stem(step)}.json")
+            return use(load_file(folder / f"{stem(step)}.json"), accept)
         except CheckpointError as err:
             if warn is not None:
                 warn(f"{err}; falling back to the previous checkpoint")

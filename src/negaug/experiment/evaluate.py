@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from negaug.experiment.build import build_dataset
+from negaug.experiment.build import build_dataset, resolve_device
 from negaug.experiment.config import Config
 from negaug.experiment.runs import load_run
 from negaug.metrics import evaluate_generator, evaluate_samples, generate_samples, record_sampling
@@ -63,6 +63,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+    device = resolve_device(device, key="--device")
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn)
     train_set = loaded.reference_dataset(split=loaded.config.data.split)
     reference, split = reference_of_run(loaded.reference_dataset, train_set, loaded.config.data.split)

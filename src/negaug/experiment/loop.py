@@ -30,7 +30,7 @@ from negaug.experiment import checkpoint, runs
 from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
 from negaug.experiment.evaluate import evaluate_generator_of_run
-from negaug.experiment.state import TrainState
+from negaug.experiment.state import TrainState, rng_devices
 from negaug.experiment.stats import Stats
 from negaug.experiment.steps import discriminator_step, generator_step
 from negaug.metrics import find_result
@@ -65,11 +65,15 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     config = copy.deepcopy(config)
     if run_dir is not None and not resume:
         config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
+    if resume and run_dir is None:
+        if config.train.name is None:
+            raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
+        run_dir = Path(config.train.runs_dir) / config.train.name
     recipe, state = build(config)  # every config check happens here, before a run folder exists
     with run_process_settings(config, recipe.device):
         run_dir = Path(run_dir) if resume else runs.create_run_dir(config)
         if resume:
-            restore(run_dir, state, record_warning)
+            restore(config, run_dir, state, record_warning)
         runs.write_config(run_dir, config)
         result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
     result.warnings = warnings
@@ -78,13 +82,13 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
 
 @contextlib.contextmanager
 def run_process_settings(config: Config, device: torch.device) -> Iterator[None]:
-    """torch's global generator seeded with `train.seed` and, with `train.deterministic`,
-    deterministic algorithms (exact resume on GPUs); both restored on exit."""
+    """torch's global generators seeded with `train.seed` and, with `train.deterministic`,
+    deterministic algorithms (exact resume on GPUs); both restored on exit. On a GPU,
+    CUBLAS_WORKSPACE_CONFIG is set if unset and stays set (cuBLAS reads it once per process)."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn_benchmark = torch.backends.cudnn.benchmark
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(config.train.seed)
         if config.train.deterministic:
             if device.type == "cuda":  # must precede the first cuBLAS call of the process
@@ -261,9 +265,18 @@ def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Pa
     return path
 
 
-def restore(run_dir: Path, state: TrainState, warn) -> None:
-    """Load the newest good checkpoint of `run_dir` into `state` (bad ones are reported and skipped)."""
-    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn)
+# Transforms whose random draws changed when the C kernels were retired (jigsaw, flips and
+# other_data draw exactly as before): a format-1 run that uses one resumes with the new draws.
+DRAWS_CHANGED_AFTER_FORMAT_1 = ("cutmix", "cutout", "stitch", "mixup", "gaussian_noise", "random_crop", "mixture")
+
+
+def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:
+    """Load the newest checkpoint of `run_dir` that fits `state` (bad ones are reported and skipped)."""
+    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
+                                   accept=lambda candidate: state.load_state_dict(candidate.state))
     if found is None:
         raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
-    state.load_state_dict(found.state)
+    changed = {config.nda.transform, config.nda.positive} & set(DRAWS_CHANGED_AFTER_FORMAT_1)
+    if found.record.get("format_version") == 1 and changed and warn is not None:
+        warn(f"{found.path} was written by negaug 0.1.0, whose {', '.join(sorted(changed))} drew other random "
+             f"parameters: the resumed run continues with today's draws, not exactly as the run would have")

@@ -19,8 +19,9 @@ import torch
 import yaml
 
 from negaug.experiment.build import build_dataset, build_models, new_state
-from negaug.experiment.checkpoint import Checkpoint, list_steps, load_file, load_latest
+from negaug.experiment.checkpoint import Accept, Checkpoint, list_steps, load_file, load_latest, use
 from negaug.experiment.config import Config, check_resumable, config_from_dict, merge, parse_override
+from negaug.experiment.state import rng_devices
 
 
 def is_main_process() -> bool:
@@ -59,7 +60,12 @@ def read_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no config.yaml); "
                                 f"give the folder that `negaug train` created under runs/")
-    return config_from_dict(yaml.safe_load(path.read_text()))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); restore it from the "
+                         f"run's checkpoint record (checkpoints/*.json, key 'config')") from None
+    return config_from_dict(raw)
 
 
 class MetricsLog:
@@ -132,20 +138,22 @@ class LoadedRun:
         return build_dataset(self.config, split=split)
 
 
-def find_checkpoint(run_dir: Path, which: str = "latest", warn=None) -> Checkpoint:
+def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Accept | None = None) -> Checkpoint:
+    """The checkpoint `which` ("latest", "best" or a file) of a run that `accept` takes; for
+    latest and best, bad ones are reported through `warn` and the previous good one is used."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
     folder = run_dir / "checkpoints"
     if which == "latest":
-        found = load_latest(folder, warn=warn)
+        found = load_latest(folder, warn=warn, accept=accept)
     elif which == "best":
-        found = load_latest(folder / "best", warn=warn)
+        found = load_latest(folder / "best", warn=warn, accept=accept)
         if found is None:
-            raise FileNotFoundError(f"{run_dir} has no best checkpoint (set eval.every and eval.best_metric "
+            raise FileNotFoundError(f"{run_dir} has no usable best checkpoint (set eval.every and eval.best_metric "
                                     f"when training); use --checkpoint latest")
     else:
-        found = load_file(Path(which))
+        found = use(load_file(Path(which)), accept)
     if found is None:
         raise FileNotFoundError(f"{run_dir} has no usable checkpoint in {folder}; train it first "
                                 f"(or resume it with `negaug train --resume {run_dir}`)")
@@ -156,16 +164,24 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
              warn=None) -> LoadedRun:
     """G (the EMA if any), D and the config of a run at a checkpoint ("latest", "best" or a path),
     restored by the training state's own `load_state_dict`, without unpickling anything and
-    without touching the caller's random generators."""
-    run_dir = Path(run_dir)
-    found = find_checkpoint(run_dir, checkpoint, warn=warn)
-    config = config_from_dict(found.record["config"])
-    dataset = build_dataset(config)
-    generator, discriminator, num_classes = build_models(config, dataset)
-    with torch.random.fork_rng(devices=[]):
-        state = new_state(config, dataset, generator, discriminator, torch.device(device))
-        state.load_state_dict(found.state)
-        sampler = state.sampler()  # the EMA with standing batch-norm statistics for eval mode
-    for module in (generator, discriminator, sampler):
+    without touching the caller's random generators. A checkpoint whose state does not fit its
+    config is reported through `warn`, and the previous good one is used."""
+    run_dir, device = Path(run_dir), torch.device(device)
+    parts: dict[str, Any] = {}
+
+    def restore(found: Checkpoint) -> None:
+        config = config_from_dict(found.record["config"])
+        dataset = build_dataset(config)
+        generator, discriminator, num_classes = build_models(config, dataset)
+        with torch.random.fork_rng(devices=rng_devices(device)):
+            state = new_state(config, dataset, generator, discriminator, device)
+            state.load_state_dict(found.state)
+            sampler = state.sampler()  # the EMA with standing batch-norm statistics for eval mode
+        parts.update(config=config, generator=generator, discriminator=discriminator, sampler=sampler,
+                     num_classes=num_classes)
+
+    found = find_checkpoint(run_dir, checkpoint, warn=warn, accept=restore)
+    for module in (parts["generator"], parts["discriminator"], parts["sampler"]):
         module.eval()
-    return LoadedRun(run_dir, config, found.step, sampler, discriminator, generator, found.path, num_classes)
+    return LoadedRun(run_dir, parts["config"], found.step, parts["sampler"], parts["discriminator"],
+                     parts["generator"], found.path, parts["num_classes"])

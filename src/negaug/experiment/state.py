@@ -20,6 +20,11 @@ from negaug.experiment.stream import BatchStream
 from negaug.models import EMA
 
 
+def rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose generators `torch.random.fork_rng` must save for work on `device`."""
+    return list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+
+
 @dataclass
 class TrainState:
     generator: nn.Module
