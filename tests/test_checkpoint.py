@@ -90,6 +90,7 @@ def test_pickled_code_payload_is_refused_without_running(tmp_path):
     record = json.loads((tmp_path / "step_0000003.json").read_text())
     import hashlib
     record.update(tensor_bytes=len(blob), tensor_sha256=hashlib.sha256(blob).hexdigest())  # a forged record
+    record["record_sha256"] = ckpt._record_hash(record)  # by a forger who knows the scheme
     (tmp_path / "step_0000003.json").write_text(json.dumps(record))
     with pytest.raises(ckpt.CheckpointError, match="not a safetensors file"):
         ckpt.load_file(tmp_path / "step_0000003.json")
@@ -156,16 +157,36 @@ def test_format_1_checkpoints_are_still_read(tmp_path):
     assert set(state["rng"]) == {"latent", "nda", "torch"} and "scaler" not in state
 
 
-def test_unknown_format_and_a_state_of_another_step_are_refused_by_name(tmp_path):
-    ckpt.save(tmp_path, 3, {"step": 3, "w": torch.ones(2)}, {})
+def test_unknown_format_an_altered_record_and_a_state_of_another_step_are_refused_by_name(tmp_path):
+    ckpt.save(tmp_path, 3, {"step": 3, "w": torch.ones(2)}, {"lr": 0.0002})
     path = tmp_path / "step_0000003.json"
     record = json.loads(path.read_text())
-    path.write_text(json.dumps(dict(record, format_version=99)))
+
+    def rewrite(**changes):
+        changed = dict(record, **changes)
+        changed["record_sha256"] = ckpt._record_hash(changed)
+        path.write_text(json.dumps(changed))
+
+    rewrite(format_version=99)
     with pytest.raises(ckpt.CheckpointError, match=r"step_0000003.json has format 99, which this negaug cannot read"):
         ckpt.load_file(path)
-    path.write_text(json.dumps(dict(record, step=4)))
+    path.write_text(json.dumps(dict(record, lr=0.0102)))  # one flipped bit, hash not updated
+    with pytest.raises(ckpt.CheckpointError, match=r"step_0000003.json was altered after it was written"):
+        ckpt.load_file(path)
+    rewrite(tensor_file="../../elsewhere.safetensors")
+    with pytest.raises(ckpt.CheckpointError, match=r"names another tensor file than its own"):
+        ckpt.load_file(path)
+    rewrite(state=dict(record["state"], step=4))
     with pytest.raises(ckpt.CheckpointError, match=r"step_0000003.json does not describe its tensors"):
         ckpt.load_file(path)
+
+
+def test_killed_writes_leave_no_temporary_files_behind(tmp_path):
+    ckpt.save(tmp_path, 1, _tensors(1.0), {})
+    (tmp_path / ".step_0000002.safetensors.tmp-12345").write_bytes(b"x" * 100)  # a writer killed mid-write
+    ckpt.save(tmp_path, 2, _tensors(2.0), {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step_0000001.json", "step_0000001.safetensors", "step_0000002.json", "step_0000002.safetensors"]
 
 
 def test_a_state_the_caller_cannot_use_falls_back_to_the_previous_checkpoint(tmp_path):

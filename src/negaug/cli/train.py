@@ -58,7 +58,8 @@ def run(args) -> int:
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
-        config = resume_config(args.resume, overrides)
+        config = resume_config(args.resume, overrides,
+                               warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     else:
         config = load_config(source, overrides)
     if args.dry_run:

@@ -19,7 +19,7 @@ from torch import nn
 
 from negaug import data, losses, metrics, models
 from negaug import nda as nda_transforms
-from negaug.experiment.config import Config
+from negaug.experiment.config import Config, check_run_name
 from negaug.experiment.state import TrainState
 from negaug.experiment.stream import BatchStream
 from negaug.registry import closest
@@ -64,6 +64,8 @@ def resolve_device(name: str | torch.device, key: str = "train.device") -> torch
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ValueError(f"{key}: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{key}: '{name}' is not a device negaug trains or evaluates on; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{key}: CUDA is not available here; use cpu")
     return device
@@ -72,6 +74,7 @@ def resolve_device(name: str | torch.device, key: str = "train.device") -> torch
 def check_scalars(config: Config) -> None:
     """Checks that need no registry: ranges and enumerations."""
     nda, optim, train = config.nda, config.optim, config.train
+    check_run_name(train.name)
     if not 0.0 < nda.lam <= 1.0:
         raise ValueError(f"nda.lam={nda.lam} is outside (0, 1]; use e.g. nda.lam=0.25 (1.0 = no negatives)")
     if nda.mode not in VALID_MODES:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # a record is a few KB (its config, the optimizer's scalars)
 FORMAT_VERSION = 2  # 1: the flat layout of negaug <= 0.1.0 train/loop.py, still read
 _NAME = re.compile(r"^step_(\d{7,})\.json$")
 
@@ -70,8 +71,11 @@ def stem(step: int) -> str:
 def save(folder: Path, step: int, state: dict[str, Any], record: dict[str, Any]) -> Path:
     """Write the nested `state` (tensors, dicts, lists, numbers, strings) and the JSON-able
     `record` as checkpoint `step`, atomically; returns the JSON path. On failure (full disk) the
-    temporary files are removed and earlier checkpoints are untouched."""
+    temporary files are removed and earlier checkpoints are untouched. The caller is the folder's
+    only writer (it holds the run's lock), so temporary files left by a killed writer are removed."""
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".step_*.tmp-*"):
+        leftover.unlink(missing_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(state, "", tensors)
     blob = save_safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
@@ -80,6 +84,7 @@ def save(folder: Path, step: int, state: dict[str, Any], record: dict[str, Any])
     record = dict(record, step=step, state=tree, format_version=FORMAT_VERSION,
                   tensor_file=tensor_path.name, tensor_bytes=len(blob),
                   tensor_sha256=hashlib.sha256(blob).hexdigest())
+    record["record_sha256"] = _record_hash(record)
     try:
         _write_atomic(tensor_path, blob)
         _write_atomic(json_path, json.dumps(record, indent=1).encode())
@@ -91,6 +96,13 @@ def save(folder: Path, step: int, state: dict[str, Any], record: dict[str, Any])
     return json_path
 
 
+def _record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of the record without its own hash: a flipped bit anywhere in the JSON (a learning
+    rate, a step) makes the checkpoint bad instead of silently changing the run."""
+    body = {key: value for key, value in record.items() if key != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def list_steps(folder: Path) -> list[int]:
     """Steps that have a JSON record, oldest first (good or bad: `load` checks)."""
     if not folder.is_dir():
@@ -99,23 +111,40 @@ def list_steps(folder: Path) -> list[int]:
     return sorted(steps)
 
 
+def read_record(json_path: Path) -> dict[str, Any]:
+    """The verified JSON record of a checkpoint (without reading its tensors); CheckpointError
+    naming the file when it is missing, unreadable, altered, or of a format this negaug cannot read."""
+    json_path = Path(json_path)
+    try:
+        if json_path.stat().st_size > MAX_RECORD_BYTES:
+            raise CheckpointError(f"checkpoint record {json_path} is larger than {MAX_RECORD_BYTES} bytes")
+        meta = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint record {json_path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint record {json_path} is corrupted ({type(err).__name__}: "
+                              f"{str(err)[:100]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("tensor_file"), str) \
+            or type(meta.get("step")) is not int or meta["tensor_file"] != json_path.with_suffix(".safetensors").name:
+        raise CheckpointError(f"checkpoint record {json_path} is not a negaug checkpoint (or names another "
+                              f"tensor file than its own)")
+    if meta.get("format_version") not in (1, FORMAT_VERSION):
+        raise CheckpointError(f"checkpoint record {json_path} has format {str(meta.get('format_version'))[:20]}, "
+                              f"which this negaug cannot read (it reads 1 and {FORMAT_VERSION}); use the negaug "
+                              f"that wrote it")
+    if meta.get("format_version") == FORMAT_VERSION and meta.get("record_sha256") != _record_hash(meta):
+        raise CheckpointError(f"checkpoint record {json_path} was altered after it was written (hash mismatch)")
+    return meta
+
+
 def load_file(json_path: Path) -> Checkpoint:
     """Load one checkpoint, verifying it; raises CheckpointError naming the bad file."""
     json_path = Path(json_path)
     if json_path.suffix == ".safetensors":
         json_path = json_path.with_suffix(".json")
-    try:
-        meta = json.loads(json_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint record {json_path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"checkpoint record {json_path} is corrupted ({err})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("tensor_file"), str) \
-            or not isinstance(meta.get("step"), int) or "/" in meta["tensor_file"]:
-        raise CheckpointError(f"checkpoint record {json_path} is not a negaug checkpoint")
-    if meta.get("format_version") not in (1, FORMAT_VERSION):
-        raise CheckpointError(f"checkpoint record {json_path} has format {meta.get('format_version')!r}, which this "
-                              f"negaug cannot read (it reads 1 and {FORMAT_VERSION}); use the negaug that wrote it")
+    meta = read_record(json_path)
     tensor_path = json_path.with_name(meta["tensor_file"])
     try:
         blob = tensor_path.read_bytes()

@@ -13,6 +13,8 @@ reproduction run (`negaug.repro`). `check_resumable(key)` is the one rule for re
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -160,27 +162,73 @@ def _type_name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+MAX_INT = 2 ** 53  # larger ints overflow torch's seeds and counters; no setting needs them
+MAX_CONFIG_BYTES = 1_000_000  # a config file, and a resolved config as JSON
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters (error messages never echo a huge value)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_plain(key: str, value: Any) -> Any:
+    """A free-form option value (`*.options`): strings, finite numbers, booleans, None, and lists
+    and string-keyed mappings of those."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise ValueError(f"{key}={short_repr(value)} is out of range (at most {MAX_INT} in magnitude)")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{key}={value} must be a finite number")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [check_plain(f"{key}[{i}]", item) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        for name in value:
+            if not isinstance(name, str):
+                raise ValueError(f"{key}: option names must be strings, got {short_repr(name)}")
+        return {name: check_plain(f"{key}.{name}", item) for name, item in value.items()}
+    raise ValueError(f"{key}: {type(value).__name__} values are not allowed, got {short_repr(value)}")
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check `value` against the annotation `tp`; ints are accepted for floats."""
+    """Check `value` against the annotation `tp`; ints are accepted for floats; numbers must be
+    finite and ints at most MAX_INT in magnitude; dicts and lists hold plain values only."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
                 return _coerce(key, value, arg)
             except ValueError:
                 continue
-        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ValueError(f"{key}: expected {_type_name(tp)}, got {short_repr(value)}")
     if tp is type(None):
         if value is None:
             return None
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return float(check_plain(key, value))
     elif tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return check_plain(key, value)
+    elif tp in (str, bool) and isinstance(value, tp):
         return value
-    elif tp in (str, bool, dict, list) and isinstance(value, tp):
-        return value
+    elif tp in (dict, list) and isinstance(value, tp):
+        return check_plain(key, value)
     elif tp is list and isinstance(value, tuple):
-        return list(value)
-    raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return check_plain(key, list(value))
+    raise ValueError(f"{key}: expected {_type_name(tp)}, got {short_repr(value)}")
+
+
+def check_run_name(name: str | None) -> None:
+    """train.name must name one folder inside train.runs_dir (never `..`, a path or `.`)."""
+    if name is None:
+        return
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name or name != name.strip() \
+            or len(name.encode()) > 200:
+        raise ValueError(f"train.name={short_repr(name)} must be one folder name (no '/', not '.' or '..', "
+                         f"no surrounding spaces, at most 200 bytes): the run goes to train.runs_dir/train.name")
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -190,7 +238,7 @@ def _hints(cls: type) -> dict[str, Any]:
 def from_dict(raw: dict[str, Any], prefix: str = "", cls: type = Config) -> Any:
     """Build a (nested) config dataclass from plain data, strictly."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {short_repr(raw)}")
     hints = _hints(cls)
     kwargs = {}
     for key, value in raw.items():
@@ -198,7 +246,7 @@ def from_dict(raw: dict[str, Any], prefix: str = "", cls: type = Config) -> Any:
         if key not in hints:
             where = prefix.rstrip(".") or "the top level"
             raise ValueError(
-                f"unknown config key '{full}'{closest(key, hints)}; valid keys in {where}: "
+                f"unknown config key '{full[:120]}'{closest(str(key), hints)}; valid keys in {where}: "
                 f"{', '.join(hints)}"
             )
         tp = hints[key]
@@ -209,15 +257,55 @@ def from_dict(raw: dict[str, Any], prefix: str = "", cls: type = Config) -> Any:
     return cls(**kwargs)
 
 
+class Replace:
+    """A mapping given whole (`nda.options={}` on the command line): it replaces, never merges."""
+
+    def __init__(self, value: dict[str, Any]):
+        self.value = value
+
+
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; `update` wins. Option dicts merge key by key."""
+    """Recursive dict merge; `update` wins. Option dicts merge key by key, except a `Replace`."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, Replace):
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(current, Replace):
+            out[key] = Replace(merge(current.value, value))
+        elif isinstance(value, dict) and isinstance(current, dict):
+            out[key] = merge(current, value)
         else:
             out[key] = value
     return out
+
+
+def unwrap(raw: Any) -> Any:
+    """`raw` with every Replace marker turned back into its mapping."""
+    if isinstance(raw, Replace):
+        return unwrap(raw.value)
+    if isinstance(raw, dict):
+        return {key: unwrap(value) for key, value in raw.items()}
+    return raw
+
+
+# The options of a component belong to the component they were written for: when a layer (a file
+# over its base, or the command line over the file) names another component without giving its
+# options, the options inherited from below are dropped (`nda.transform=stitch` over the default
+# preset must not keep jigsaw's k).
+COMPONENT_OPTIONS = (("data", "name", "options"), ("model", "name", "options"), ("loss", "name", "options"),
+                     ("nda", "transform", "options"), ("nda", "positive", "positive_options"))
+
+
+def merge_layer(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`layer` over `base` (both raw config mappings), with the component-options rule."""
+    merged = merge(base, layer)
+    for section, name_key, options_key in COMPONENT_OPTIONS:
+        given = layer.get(section) if isinstance(layer.get(section), dict) else {}
+        below = base.get(section) if isinstance(base.get(section), dict) else {}
+        if name_key in given and given[name_key] != below.get(name_key):
+            merged[section] = dict(merged[section], **{options_key: Replace(unwrap(given.get(options_key, {})))})
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,15 +322,24 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def read_source(source: str) -> dict[str, Any]:
-    """The raw mapping of a preset name or a YAML file path. A file may name a `base` preset."""
+def read_source(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a preset name or a YAML file path. A file may name a `base` preset or file."""
+    if source in _seen:
+        raise ValueError(f"config '{_seen[0]}': its base chain refers back to '{source}' "
+                         f"({' -> '.join([*_seen, source])}); break the cycle")
     if source.endswith((".yaml", ".yml")) or "/" in source:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(
                 f"config file '{source}' not found; give a YAML file or a preset ({', '.join(preset_names())})"
             )
-        data = _read_yaml(path.read_text(), f"config file '{source}'")
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ValueError(f"config file '{source}' is larger than {MAX_CONFIG_BYTES} bytes; a config is a few KB")
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"config file '{source}' cannot be read ({type(err).__name__}: {err})") from None
+        data = _read_yaml(text, f"config file '{source}'")
     else:
         if source not in preset_names():
             raise ValueError(
@@ -253,7 +350,9 @@ def read_source(source: str) -> dict[str, Any]:
         data = _read_yaml(text, f"preset '{source}'")
     base = data.pop("base", None)
     if base is not None:
-        data = merge(read_source(str(base)), data)
+        if not isinstance(base, str):
+            raise ValueError(f"config '{source}': base must be a preset name or a file path, got {short_repr(base)}")
+        data = merge_layer(read_source(base, (*_seen, source)), data)
     return data
 
 
@@ -273,7 +372,7 @@ def parse_override(text: str) -> dict[str, Any]:
     node = out
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = value
+    node[parts[-1]] = Replace(value) if isinstance(value, dict) else value
     return out
 
 
@@ -281,18 +380,29 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
     """Resolve preset or YAML file (default: the `default` preset) plus overrides into a Config."""
     source = source or "default"
     raw = read_source(source)
-    for text in overrides:
-        raw = merge(raw, parse_override(text))
+    command_line: dict[str, Any] = {}
+    for text in overrides:  # one layer: `nda.options.alpha=10 nda.transform=mixup` in any order
+        command_line = merge(command_line, parse_override(text))
+    raw = unwrap(merge_layer(raw, command_line))
     raw.pop("preset", None)
-    config = from_dict(raw)
+    config = from_dict(check_size(raw))
     config.preset = source
     return config
 
 
+def check_size(raw: dict[str, Any]) -> dict[str, Any]:
+    """ValueError when a resolved config would be larger than MAX_CONFIG_BYTES as JSON."""
+    if len(json.dumps(raw, default=str)) > MAX_CONFIG_BYTES:
+        raise ValueError(f"the resolved config is larger than {MAX_CONFIG_BYTES} bytes; a config is a few KB")
+    return raw
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a Config saved with `to_dict` (run folders, checkpoints)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"a saved config must be a mapping, got {short_repr(raw)}")
     raw = dict(raw)
     preset = raw.pop("preset", None)
-    config = from_dict(raw)
+    config = from_dict(check_size(raw))
     config.preset = preset
     return config

@@ -70,10 +70,18 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
         run_dir = Path(config.train.runs_dir) / config.train.name
     recipe, state = build(config)  # every config check happens here, before a run folder exists
-    with run_process_settings(config, recipe.device):
-        run_dir = Path(run_dir) if resume else runs.create_run_dir(config)
+    run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
+    if resume and not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
+                                f"that `negaug train` created")
+    if not resume:
+        runs.check_new_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with runs.RunLock(run_dir), run_process_settings(config, recipe.device):
         if resume:
             restore(config, run_dir, state, record_warning)
+        else:
+            runs.create_run_dir(config, run_dir)
         runs.write_config(run_dir, config)
         result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
     result.warnings = warnings

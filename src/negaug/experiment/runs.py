@@ -8,19 +8,28 @@
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 
 from negaug.experiment.build import build_dataset, build_models, new_state
-from negaug.experiment.checkpoint import Accept, Checkpoint, list_steps, load_file, load_latest, use
-from negaug.experiment.config import Config, check_resumable, config_from_dict, merge, parse_override
+from negaug.experiment.checkpoint import Accept, Checkpoint, list_steps, load_file, load_latest, read_record, stem, use
+from negaug.experiment.config import (
+    Config,
+    check_resumable,
+    config_from_dict,
+    learning_settings,
+    merge,
+    parse_override,
+    unwrap,
+)
 from negaug.experiment.state import rng_devices
 
 
@@ -35,17 +44,71 @@ def default_run_name(config: Config) -> str:
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def create_run_dir(config: Config) -> Path:
-    """A new run folder; refuses to overwrite one that already holds checkpoints."""
-    name = config.train.name or default_run_name(config)
-    run_dir = Path(config.train.runs_dir) / name
-    if list_steps(run_dir / "checkpoints"):
-        raise ValueError(f"run folder {run_dir} already has checkpoints; continue it with "
-                         f"--resume {run_dir} or choose another train.name")
+LOCK_FILE = ".negaug-run.lock"
+# Files another negaug layer may put into a run folder before training starts (negaug repro's lock).
+FOREIGN_FILES_ALLOWED = ("repro_training.lock",)
+
+
+def run_dir_of(config: Config) -> Path:
+    return Path(config.train.runs_dir) / (config.train.name or default_run_name(config))
+
+
+class RunLock:
+    """The exclusive right to write a run folder, held while a process trains in it.
+
+    `fcntl.flock` on `RUN/.negaug-run.lock`: the operating system releases it when the process
+    ends, also by SIGKILL, so a killed run never leaves a stale lock. A second process asking for
+    a held lock gets a one-line ValueError."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self._fd = Path(run_dir), None
+
+    def __enter__(self) -> "RunLock":
+        path = self.run_dir / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ValueError(f"cannot write the run folder {self.run_dir} ({err.strerror}); "
+                             f"choose a writable train.runs_dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ValueError(f"run folder {self.run_dir} is in use by another negaug process (pid {holder}); "
+                             f"wait for it to end or choose another train.name") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run goes into a folder that does not exist or holds nothing but negaug's own locks:
+    never over a user's files or another run."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} is a file; choose another train.name")
+    found = sorted(p.name for p in run_dir.iterdir() if p.name not in (LOCK_FILE, *FOREIGN_FILES_ALLOWED))
+    if found:
+        hint = f"continue it with --resume {run_dir}" if list_steps(run_dir / "checkpoints") else "delete it"
+        raise ValueError(f"run folder {run_dir} already exists and holds {', '.join(found[:3])}"
+                         f"{', ...' if len(found) > 3 else ''}; {hint}, or choose another train.name")
+
+
+def create_run_dir(config: Config, run_dir: Path) -> None:
+    """Fill the new run folder `run_dir` (created and locked by the caller)."""
+    check_new_run_dir(run_dir)  # again, under the lock: another process may have started there
     for sub in ("samples", "checkpoints"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
-    return run_dir
 
 
 def write_config(run_dir: Path, config: Config) -> None:
@@ -108,14 +171,54 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The config of an existing run, with the overrides a resumed run may change
-    (`config.check_resumable`)."""
-    raw = read_config(Path(run_dir)).to_dict()
+def recorded_config(run_dir: Path) -> Config:
+    """The config recorded in the run's newest checkpoint whose record verifies. It, not the
+    editable config.yaml (a copy for people), is what a resumed run continues with."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
+                                f"that `negaug train` created")
+    folder = run_dir / "checkpoints"
+    for step in reversed(list_steps(folder)):
+        try:
+            return config_from_dict(read_record(folder / f"{stem(step)}.json")["config"])
+        except (KeyError, ValueError):  # CheckpointError is a ValueError
+            continue
+    raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                  warn: Callable[[str], None] | None = None) -> Config:
+    """The config of an existing run as its newest checkpoint recorded it, with the overrides a
+    resumed run may change (`config.check_resumable`). A config.yaml that differs from it (edited
+    or broken) is reported through `warn` and rewritten when the run resumes."""
+    config = recorded_config(Path(run_dir))
+    raw = config.to_dict()
     for text in overrides:
         check_resumable(text.split("=", 1)[0].strip())
         raw = merge(raw, parse_override(text))
-    return config_from_dict(raw)
+    resumed = config_from_dict(unwrap(raw))
+    if warn is not None:
+        try:
+            edited = read_config(Path(run_dir))
+            changed = [key for key, value in _flat(learning_settings(edited)).items()
+                       if _flat(learning_settings(config)).get(key) != value]
+        except (ValueError, FileNotFoundError, OSError) as err:
+            changed = [f"unreadable: {str(err).splitlines()[0][:100]}"]
+        if changed:
+            warn(f"{Path(run_dir) / 'config.yaml'} differs from the config recorded in the checkpoint "
+                 f"({', '.join(changed[:3])}); resuming with the recorded one, and config.yaml is rewritten")
+    return resumed
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and key != "options" and not key.endswith("_options"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

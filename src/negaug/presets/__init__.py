@@ -12,9 +12,19 @@ def preset_names() -> list[str]:
     return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
 
 
+MAX_YAML_CHARS = 1_000_000  # a config is a few KB
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads `1e-4` as a string (it wants `1.0e-4`); people type `1e-4`, so floats
-    without a dot are floats here too."""
+    without a dot are floats here too. Aliases (`*name`) are refused: a few hundred bytes of
+    nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in negaug configs",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(
@@ -25,5 +35,8 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str):
-    """yaml.safe_load, except that `1e-4` is a float."""
+    """yaml.safe_load, except that `1e-4` is a float, aliases are refused and the text is at most
+    MAX_YAML_CHARS characters (yaml.YAMLError otherwise)."""
+    if len(text) > MAX_YAML_CHARS:
+        raise yaml.YAMLError(f"the YAML text is longer than {MAX_YAML_CHARS} characters")
     return yaml.load(text, Loader=_Loader)
