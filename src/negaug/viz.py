@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from negaug.data.base import to_uint8
+from negaug.files import atomic_path
 
 LABEL_MARGIN = 4  # pixels left and right of a row label
 
@@ -62,10 +63,9 @@ def make_grid(
 
 def write_png(array: np.ndarray, path: str | Path) -> Path:
     """uint8 `(H, W, 3)` -> PNG file (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+    return Path(path)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, **grid_options) -> Path:
@@ -122,9 +122,9 @@ def _figure(figsize: tuple[float, float]):
 
 def _save(figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     return path
 
 

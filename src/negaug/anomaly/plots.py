@@ -10,6 +10,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from negaug.files import atomic_path
+
 
 def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], path: str | Path,
                                bins: int = 40, columns: int = 4, title: str | None = None) -> Path:
@@ -49,7 +51,8 @@ def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], 
         figure.suptitle(title, fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
     return path
 
 

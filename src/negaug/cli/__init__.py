@@ -44,15 +44,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (ValueError, OSError) as err:  # FileNotFoundError, PermissionError, a full disk, a name too long...
         if os.environ.get("NEGAUG_DEBUG"):
             raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"negaug: error: {message}", file=sys.stderr)
+        print(f"negaug: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("negaug: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(err: Exception) -> str:
+    """The first line of an error; an OS error as 'path: what went wrong'."""
+    if isinstance(err, OSError) and err.strerror:  # raised by the OS, not by negaug's own messages
+        message = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    else:
+        message = str(err)
+    return message.splitlines()[0][:500] if message else type(err).__name__
 
 
 if __name__ == "__main__":

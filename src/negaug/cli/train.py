@@ -51,7 +51,7 @@ class _StopFlag:
 
 
 def run(args) -> int:
-    from negaug.experiment import CheckpointWriteError, NonFiniteLossError, load_config, resume_config, train
+    from negaug.experiment import NonFiniteLossError, RunWriteError, load_config, resume_config, train
     from negaug.experiment.build import build
 
     source, overrides = _split_source(args)
@@ -72,7 +72,7 @@ def run(args) -> int:
         result = train(config, run_dir=args.resume, resume=bool(args.resume),
                        stop_requested=lambda: flag.requested,
                        warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
-    except (NonFiniteLossError, CheckpointWriteError) as err:
+    except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
         print(f"negaug: error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -22,6 +22,9 @@ from negaug.experiment.runs import load_run
 from negaug.metrics import evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
 
+MAX_SAMPLES = 1_000_000
+MAX_SAMPLE_BYTES = 16 * 2**30  # the generated samples are held in memory as float32
+
 
 def reference_of_run(dataset_of_split: Callable[[str], Any], train_set: Any, train_split: str) -> tuple[Any, str]:
     """(reference dataset, its split name): the test split, else the training split."""
@@ -58,14 +61,20 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     """Evaluate a trained run's (EMA) generator on `num_samples` samples; append the entry to
     RUN/eval.json and return it. metrics / feature_extractor / inception_weights default to the
     run's `eval.*` settings."""
-    if num_samples < 2:
-        raise ValueError(f"--num-samples must be at least 2, got {num_samples}")
+    if not 2 <= num_samples <= MAX_SAMPLES:
+        raise ValueError(f"--num-samples must be from 2 to {MAX_SAMPLES:,} (FID uses 50,000), got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
     device = resolve_device(device, key="--device")
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn)
     train_set = loaded.reference_dataset(split=loaded.config.data.split)
+    sample_bytes = num_samples * train_set[0][0].numel() * 4
+    if sample_bytes > MAX_SAMPLE_BYTES:
+        raise ValueError(f"--num-samples={num_samples} needs {sample_bytes / 2**30:.0f} GiB for the samples of "
+                         f"this run; at most {MAX_SAMPLE_BYTES // 2**30} GiB are allowed, use fewer samples")
     reference, split = reference_of_run(loaded.reference_dataset, train_set, loaded.config.data.split)
     settings = settings_of_run(loaded.config, train_set, split, feature_extractor=feature_extractor,
                                inception_weights=inception_weights, batch_size=batch_size, device=device,

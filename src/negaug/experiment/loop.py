@@ -31,12 +31,17 @@ from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
 from negaug.experiment.evaluate import evaluate_generator_of_run
 from negaug.experiment.state import TrainState, rng_devices
-from negaug.experiment.stats import Stats
-from negaug.experiment.steps import discriminator_step, generator_step
+from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
+from negaug.files import write_atomically
 from negaug.metrics import find_result
 
 
-class CheckpointWriteError(RuntimeError):
+class RunWriteError(RuntimeError):
+    """A file of the run could not be written or read mid-run (a full disk, permissions); the
+    files already written are whole and the last checkpoint is intact."""
+
+
+class CheckpointWriteError(RunWriteError):
     """A checkpoint could not be written (e.g. a full disk); earlier checkpoints are intact."""
 
 
@@ -82,8 +87,13 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             restore(config, run_dir, state, record_warning)
         else:
             runs.create_run_dir(config, run_dir)
-        runs.write_config(run_dir, config)
-        result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
+        try:
+            runs.write_config(run_dir, config)
+            result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
+        except OSError as err:
+            where = err.filename or run_dir
+            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
+                                f"last checkpoint intact (continue with negaug train --resume {run_dir})") from None
     result.warnings = warnings
     return result
 
@@ -113,7 +123,7 @@ def run_process_settings(config: Config, device: torch.device) -> Iterator[None]
 def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log) -> TrainResult:
     settings = config.train
-    stats = Stats()
+    stats = state.stats
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
     board = _tensorboard(run_dir) if settings.tensorboard and log is not None else None
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
@@ -135,6 +145,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
             state.step = step
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
+                check_state_finite(state)
                 now = time.perf_counter()
                 last = {"step": step, **stats.collect(), "it_per_s": (step - window_step) / max(now - window_start, 1e-9),
                         "elapsed_s": now - start}
@@ -249,7 +260,7 @@ def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any],
     sample = run_dir / "samples" / f"{checkpoint.stem(step)}.png"
     if sample.exists():
         lines += ["", "## Samples (EMA generator, fixed latents)", "", f"![samples](samples/{sample.name})"]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +271,7 @@ def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Pa
                     keep: int | None = None) -> Path | None:
     if not runs.is_main_process():
         return None
+    check_state_finite(state)  # never save a diverged state: the previous checkpoint stays the newest
     folder = folder or run_dir / "checkpoints"
     record = {"config": config.to_dict(), "negaug_version": negaug.__version__, "torch_version": torch.__version__,
               "time": time.time()}
@@ -276,6 +288,15 @@ def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Pa
 # Transforms whose random draws changed when the C kernels were retired (jigsaw, flips and
 # other_data draw exactly as before): a format-1 run that uses one resumes with the new draws.
 DRAWS_CHANGED_AFTER_FORMAT_1 = ("cutmix", "cutout", "stitch", "mixup", "gaussian_noise", "random_crop", "mixture")
+
+
+def check_state_finite(state: TrainState) -> None:
+    """NonFiniteLossError naming the first parameters, buffers or optimizer moments that hold NaN
+    or infinity (a huge learning rate can blow up batch-norm statistics with a finite loss)."""
+    bad = state.non_finite()
+    if bad:
+        raise NonFiniteLossError(f"non-finite values at step {state.step} in {', '.join(bad)}; the run diverged "
+                                 f"(lower the learning rate); the last checkpoint is the last finite state")
 
 
 def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:

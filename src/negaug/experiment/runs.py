@@ -31,6 +31,7 @@ from negaug.experiment.config import (
     unwrap,
 )
 from negaug.experiment.state import rng_devices
+from negaug.files import write_atomically
 
 
 def is_main_process() -> bool:
@@ -138,9 +139,9 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
+            kept = [line for line in path.read_text(errors="replace").splitlines()
                     if line.strip() and _step_of(line) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_atomically(path, "".join(line + "\n" for line in kept))
         self._handle = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -152,10 +153,13 @@ class MetricsLog:
 
 
 def _step_of(line: str) -> int:
+    """The step of a metrics.jsonl line; a torn or damaged line (killed mid-write, edited) counts as
+    past every checkpoint, so a resume drops it instead of stopping."""
     try:
-        return int(json.loads(line).get("step", 0))
-    except (json.JSONDecodeError, AttributeError):
-        return 1 << 62  # a torn last line (killed mid-write) is dropped
+        step = json.loads(line).get("step", 0)
+        return step if type(step) is int else 1 << 62
+    except (ValueError, AttributeError, RecursionError):
+        return 1 << 62
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -163,11 +167,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

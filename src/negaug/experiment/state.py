@@ -10,12 +10,13 @@ stream's position, so that a resumed run continues bit-identically (on the CPU).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.models import EMA
 
@@ -38,6 +39,7 @@ class TrainState:
     nda_rng: torch.Generator  # NDA and PDA draws, and the gradient penalty's interpolation on the CPU
     step: int = 0  # generator steps done
     best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
+    stats: Stats = field(default_factory=Stats)  # logged statistics accumulated since the last log line
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -50,6 +52,7 @@ class TrainState:
                     "torch": torch.get_rng_state()},
             "batches": self.batches.state_dict(),
             "best": self.best,
+            "stats": self.stats.state_dict(),
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -81,6 +84,25 @@ class TrainState:
             torch.cuda.set_rng_state(rng["cuda"], self.batches.device)
         self.batches.load_state_dict(state["batches"])
         self.step, self.best = int(state["step"]), state.get("best")
+        if "stats" in state:  # format-1 checkpoints did not hold them
+            self.stats.load_state_dict(state["stats"])
+
+    def non_finite(self, limit: int = 3) -> list[str]:
+        """Names of up to `limit` parameters, buffers or optimizer moments holding NaN or infinity
+        (one device sync for all of them): a run whose loss is finite can still have diverged."""
+        named = [(f"generator.{k}", v) for k, v in self.generator.state_dict().items()]
+        named += [(f"discriminator.{k}", v) for k, v in self.discriminator.state_dict().items()]
+        if self.ema is not None:
+            named += [(f"ema.{k}", v) for k, v in self.ema.state_dict().items()]
+        for label, optimizer in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            params = [param for group in optimizer.param_groups for param in group["params"]]
+            named += [(f"{label}.state.{index}.{key}", value) for index, param in enumerate(params)
+                      for key, value in optimizer.state.get(param, {}).items() if isinstance(value, torch.Tensor)]
+        named = [(name, tensor) for name, tensor in named if tensor.is_floating_point() and tensor.numel()]
+        if not named:
+            return []
+        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
+        return [name for (name, _), ok in zip(named, finite) if not ok][:limit]
 
     def sampler(self) -> nn.Module:
         """The network to sample from: the EMA (with standing batch-norm statistics), else G."""

@@ -20,6 +20,17 @@ class Stats:
         self._sums[name] = self._sums[name] + value
         self._counts[name] += 1
 
+    def state_dict(self) -> dict[str, dict[str, float | int]]:
+        """The sums and counts since the last collect (float32 sums become exact Python floats), so
+        that the first log line after a resume averages the same steps as an uninterrupted run's."""
+        return {"sums": {name: float(total) for name, total in self._sums.items()}, "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict[str, dict[str, float | int]]) -> None:
+        self._sums.clear()
+        self._counts.clear()
+        self._sums.update({str(name): float(total) for name, total in state["sums"].items()})
+        self._counts.update({str(name): int(count) for name, count in state["counts"].items()})
+
     def collect(self) -> dict[str, float]:
         """Means since the last collect, as floats; resets."""
         out = {name: float(total) / self._counts[name] for name, total in self._sums.items()}

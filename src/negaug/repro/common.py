@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ import torch
 from scipy import stats
 
 from negaug.experiment import load_run, train
+from negaug.experiment.checkpoint import load_latest
 from negaug.experiment.config import Config, learning_settings, load_config
+from negaug.files import write_atomically
 from negaug.metrics.protocol import library_versions
 
 SIZES = ("tiny", "quick", "full")
@@ -124,13 +127,26 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
 def _train(study: Study, config, run_dir: Path, what: str) -> float:
     """Train (resuming an interrupted run of the same config); returns the seconds it took."""
     study.progress(f"{what}: training {config.train.steps} steps -> {run_dir}")
-    resume = any((run_dir / "checkpoints").glob("*.safetensors"))
+    resume = load_latest(run_dir / "checkpoints") is not None
+    if not resume:  # killed before its first good checkpoint: this repro-owned folder starts over
+        _empty_run_dir(run_dir)
     start = time.perf_counter()
-    result = train(config, run_dir=run_dir, resume=resume)
+    result = train(config, run_dir=run_dir, resume=resume, warn=lambda message: study.progress(f"warning: {message}"))
     if result.interrupted:
         raise KeyboardInterrupt
     load_run(run_dir)  # fail here, not in the middle of an evaluation, if the checkpoint is unusable
     return time.perf_counter() - start
+
+
+def _empty_run_dir(run_dir: Path) -> None:
+    """Remove what a killed training left in a run folder that repro created, but its own lock."""
+    for entry in run_dir.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _acquire(study: Study, run_dir: Path) -> None:
@@ -253,8 +269,8 @@ def environment() -> dict[str, Any]:
 def write_outputs(out_dir: Path, results: dict[str, Any], report_lines: list[str]) -> None:
     """results.json (every number with its protocol) and report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(_finite(results), indent=1) + "\n")
-    (out_dir / "report.md").write_text("\n".join(report_lines) + "\n")
+    write_atomically(out_dir / "results.json", json.dumps(_finite(results), indent=1) + "\n")
+    write_atomically(out_dir / "report.md", "\n".join(report_lines) + "\n")
 
 
 def _finite(value: Any) -> Any:

@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from negaug import viz
+from negaug.files import atomic_path
 
 ARM_COLOURS = {"baseline": "tab:gray", "nda": "tab:red", "nda_wide": "tab:purple"}
 
@@ -24,7 +25,8 @@ def _save(figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     return path
 
 
