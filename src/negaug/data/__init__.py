@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from negaug.registry import Registry, closest
+from negaug.registry import Registry, check_bool, closest, short
 from negaug.data.base import (
     ImageDataset,
     LazyImageDataset,
     TensorImageDataset,
+    check_image_size,
+    check_root,
     resize_images,
     stratified_split,
     to_uint8,
@@ -63,14 +65,18 @@ def build(
     name: str, root: str | None = None, split: str = "train", download: bool = False,
     image_size: int | None = None, **options: Any,
 ) -> ImageDataset | ToyDataset:
-    """Build dataset `name`; unknown names or options raise ValueError naming the valid ones."""
+    """Build dataset `name`; unknown names or options raise ValueError naming the valid ones, and
+    option values of the wrong type or out of range a ValueError naming the option."""
     classes = options.pop("classes", None)
     valid = {**DATASETS.options(name), "classes": None}
     for key in options:
         if key not in valid:
             raise ValueError(
-                f"unknown option '{key}' for dataset '{name}'{closest(key, valid)}; valid: {', '.join(sorted(valid))}"
+                f"unknown option {short(key)} for dataset '{name}'{closest(key, valid)}; valid: {', '.join(sorted(valid))}"
             )
+    check_root(root)
+    check_bool("download", download)
+    check_image_size(image_size)
     dataset = DATASETS.get(name)(root=root, split=split, download=download, image_size=image_size, **options)
     return dataset if classes is None else dataset.select_classes(classes)
 

@@ -12,13 +12,18 @@ uint8 pixels map to `u / 127.5 - 1`, so 0 -> -1 and 255 -> +1 exactly.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import os
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from negaug.registry import check_int, check_list, closest, short
+
 IndexLike = torch.Tensor | Sequence[int] | Sequence[bool]
+MAX_IMAGE_SIZE = 1024  # far above the sizes used here; larger sizes fail deep inside torch (memory)
+MAX_SAMPLES = 10_000_000  # generated sets (dots, ring, grid)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -81,17 +86,23 @@ def as_index(index: IndexLike, length: int) -> torch.Tensor:
     return index % max(length, 1)
 
 
-def check_classes(classes: Sequence[int], num_classes: int, name: str) -> torch.Tensor:
-    """`classes` as an int64 tensor, or ValueError if the set is unlabeled or a class is out of range."""
+def check_classes(classes: Sequence[int] | torch.Tensor, num_classes: int, name: str) -> torch.Tensor:
+    """`classes` (a list of class indices, or an integer tensor) as an int64 tensor, or ValueError
+    if the set is unlabeled, the list is empty or not of integers, or a class is out of range."""
     if num_classes == 0:
         raise ValueError(f"dataset '{name}' is unlabeled, so classes= cannot select from it")
-    wanted = torch.as_tensor(list(classes), dtype=torch.int64).flatten()
-    if wanted.numel() == 0:
+    if isinstance(classes, torch.Tensor) and not classes.is_floating_point() and classes.dtype != torch.bool:
+        classes = classes.flatten().tolist()
+    if isinstance(classes, range):
+        classes = list(classes)
+    values = check_list("classes", classes)
+    if not values:
         raise ValueError("classes= is empty; give at least one class index")
-    bad = wanted[(wanted < 0) | (wanted >= num_classes)]
-    if bad.numel():
-        raise ValueError(f"classes= has {bad.tolist()}, outside 0..{num_classes - 1} of dataset '{name}'")
-    return wanted
+    wanted = [check_int("classes", value) for value in values]
+    bad = [value for value in wanted if not 0 <= value < num_classes]
+    if bad:
+        raise ValueError(f"classes= has {short(bad)}, outside 0..{num_classes - 1} of dataset '{name}'")
+    return torch.tensor(wanted, dtype=torch.int64)
 
 
 class ImageDataset(Dataset):
@@ -255,10 +266,16 @@ def select_split(dataset: TensorImageDataset, split: str, test_fraction: float, 
 
 
 def check_split(split: str, valid: Sequence[str], name: str) -> None:
-    if split not in valid:
-        raise ValueError(f"unknown split '{split}' for dataset '{name}'; valid: {', '.join(valid)}")
+    if not isinstance(split, str) or split not in valid:
+        raise ValueError(f"unknown split {short(split)} for dataset '{name}'{closest(split, valid)}; valid: {', '.join(valid)}")
 
 
 def check_image_size(image_size: int | None) -> None:
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    """None (the dataset's own size) or an integer in 1..MAX_IMAGE_SIZE."""
+    if image_size is not None:
+        check_int("image_size", image_size, 1, MAX_IMAGE_SIZE)
+
+
+def check_root(root: Any) -> None:
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise ValueError(f"root={short(root)} must be a folder path (a string) or None")

@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from negaug.data.base import TensorImageDataset, check_split
+from negaug.data.base import MAX_SAMPLES, TensorImageDataset, check_image_size, check_split
+from negaug.registry import check_choice, check_float, check_int, check_list
 
 CHUNK = 1024  # images generated together; fixed, so the output does not depend on memory settings
 MAX_RESTARTS = 200
@@ -123,7 +124,8 @@ def generate_dots(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images `(N, C, S, S)` float32 in [-1, 1] and labels `(N,)` = each image's dot count."""
     choices = torch.as_tensor(list(counts), dtype=torch.int64)
-    images, labels = [], []
+    images = [torch.empty(0, channels, image_size, image_size)]  # num_samples may be 0
+    labels = [torch.empty(0, dtype=torch.int64)]
     for start in range(0, num_samples, CHUNK):
         b = min(CHUNK, num_samples - start)
         count = choices[torch.randint(len(choices), (b,), generator=generator)]
@@ -146,16 +148,29 @@ def dots(
     max(1, round(2 * S / 32))), so every size shows the same picture. split "train" and "test" are
     independent draws; the generator is seeded from (seed, split, counts, geometry)."""
     check_split(split, ("train", "test"), "dots")
-    counts = [count] if isinstance(count, int) else list(count)
-    if not counts or any(not isinstance(c, int) or c < 1 for c in counts):
-        raise ValueError(f"dots count must be a positive int or a list of them, got {count!r}")
-    if channels not in (1, 3):
-        raise ValueError(f"dots channels must be 1 or 3, got {channels!r}")
+    check_image_size(image_size)
     size = image_size or 32
-    radius = 2.5 * size / 32 if radius is None else float(radius)
-    gap = max(1, round(2 * size / 32)) if gap is None else gap
-    if not isinstance(gap, int) or gap < 0 or radius < 0.5 or num_samples < 0:
-        raise ValueError("dots needs radius >= 0.5, an integer gap >= 0 and num_samples >= 0")
+    counts = check_list("dots count", count, min_length=1) if isinstance(count, (list, tuple)) else [count]
+    counts = [check_int("dots count", c, low=1) for c in counts]
+    check_choice("dots channels", channels, (1, 3))
+    radius = 2.5 * size / 32 if radius is None else check_float("dots radius", radius, 0.5, size / 2)
+    gap = max(1, round(2 * size / 32)) if gap is None else check_int("dots gap", gap, 0, size)
+    num_samples = check_int("dots num_samples", num_samples, 0, MAX_SAMPLES)
+    seed = check_int("dots seed", seed)
+    if radius < 0.5:
+        raise ValueError(f"dots radius={radius:g} (the default at image_size {size}) must be >= 0.5; "
+                         "raise image_size or give radius")
+    most = most_dots(size, radius, gap)
+    if max(counts) > most:
+        raise ValueError(f"cannot fit {max(counts)} dots of radius {radius:g} with gap {gap} in {size} px images "
+                         f"(at most {most}); lower count, radius or gap, or raise image_size")
     generator = torch.Generator().manual_seed(derive_seed(seed, split, sorted(counts), size, radius, gap, channels))
     images, labels = generate_dots(num_samples, counts, size, radius, gap, channels, generator)
     return TensorImageDataset(images, labels, max(counts) + 1, "dots")
+
+
+def most_dots(image_size: int, radius: float, gap: int) -> int:
+    """An upper bound on how many dots fit: centres lie on a (S - 2 floor(radius))^2 grid and two of
+    them are at Chebyshev distance >= gap + 1 (each centre pixel belongs to its dot)."""
+    side = image_size - 2 * int(np.floor(radius))
+    return (-(-side // (gap + 1))) ** 2 if side > 0 else 0

@@ -15,6 +15,7 @@ files in torchvision's layout can use them; torchvision is used only to download
 """
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
 import os
@@ -23,6 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray, numeric as _numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray, numeric as _numeric
 
 from negaug.data.base import (
     LazyImageDataset,
@@ -33,6 +39,7 @@ from negaug.data.base import (
     resize_images,
 )
 from negaug.data.offline import pad_mnist
+from negaug.registry import check_bool
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")
 
@@ -78,8 +85,11 @@ def read_idx(path: Path) -> np.ndarray:
     if data[:2] != b"\x00\x00" or data[2] not in dtypes:
         raise ValueError(f"{path} is not an idx file (bad magic number)")
     ndim = data[3]
-    shape = np.frombuffer(data, ">i4", count=ndim, offset=4)
-    return np.frombuffer(data, dtypes[data[2]], offset=4 + 4 * ndim).reshape(shape).astype(dtypes[data[2]][1:])
+    try:
+        shape = np.frombuffer(data, ">i4", count=ndim, offset=4)
+        return np.frombuffer(data, dtypes[data[2]], offset=4 + 4 * ndim).reshape(shape).astype(dtypes[data[2]][1:])
+    except ValueError as err:  # truncated, or the sizes in the header do not match the data
+        raise ValueError(f"{path} is not a valid idx file ({' '.join(str(err).split())})") from None
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
@@ -119,15 +129,75 @@ def fashion_mnist(*, root=None, split: str = "train", download: bool = False, im
 
 # --- CIFAR pickles --------------------------------------------------------------------------------
 
-def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR python batches: dicts with 'data' (N, 3072) uint8 (R, G, B planes) and labels."""
-    images, labels = [], []
-    for path in paths:
+# The official CIFAR python batches are pickles of a dict of strings, lists of ints and one uint8
+# array. They are read with an unpickler that resolves only the globals numpy needs to rebuild that
+# array (numpy 1 and 2 names, protocols 2 to 5), so a file carrying any other callable (a code
+# payload) is refused before anything runs; `pickle.load`, and torchvision's CIFAR classes, would run it.
+CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _numeric._frombuffer,  # protocol 5
+    ("numpy._core.numeric", "_frombuffer"): _numeric._frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # bytes in a protocol-2 pickle written by Python 3
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain containers and numpy arrays only (see CIFAR_GLOBALS)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load the global {module}.{name}")
+        return CIFAR_GLOBALS[module, name]
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused a persistent id")
+
+
+def not_cifar(path: Path, why: str) -> ValueError:
+    why = " ".join(why.split())[:200]
+    return ValueError(f"{path} is not a CIFAR python batch ({why}); delete it and fetch the dataset again (download=True)")
+
+
+def read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch: its 'data' (N, 3072) uint8 (R, G, B planes) as (N, 3, 32, 32) and
+    its labels (N,) int64. Anything else (a code payload, another object, a broken file) is a
+    one-line ValueError naming the file."""
+    try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")  # the official format is a pickle
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[label_key], dtype=np.int64))
-    return np.concatenate(images), np.concatenate(labels)
+            entry = CifarUnpickler(f, encoding="latin1").load()
+    except Exception as err:  # UnpicklingError (a refused global), EOFError, MemoryError, ... of a foreign file
+        raise not_cifar(path, f"{type(err).__name__}: {err}") from None
+    if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
+        raise not_cifar(path, f"not a dict with 'data' and '{label_key}'")
+    data = entry["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise not_cifar(path, "'data' is not a uint8 array of (N, 3072) pixels")
+    labels = entry[label_key]
+    if not (isinstance(labels, list) and all(type(v) is int for v in labels)) and not (
+            isinstance(labels, np.ndarray) and labels.dtype.kind in "iu"):
+        raise not_cifar(path, f"'{label_key}' is not a list of integers")
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if labels.shape[0] != data.shape[0] or (labels.size and not 0 <= labels.min() <= labels.max() < num_classes):
+        raise not_cifar(path, f"'{label_key}' must hold one label in 0..{num_classes - 1} per image")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def read_cifar_batches(paths: list[Path], label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR python batches concatenated: (N, 3, 32, 32) uint8 images, (N,) int64 labels."""
+    batches = [read_cifar_batch(path, label_key, num_classes) for path in paths]
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def download_cifar(root: str, download: bool, archive: type) -> None:
+    """Fetch and unpack the CIFAR archive (md5-checked) without building torchvision's CIFAR
+    class, which would unpickle the batches with the unrestricted pickle. `archive`: that class,
+    for its url, file name and md5 only; `download` (always True) is `fetch`'s calling convention."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(archive.url, root, filename=archive.filename, md5=archive.tgz_md5)
 
 
 def _cifar(title, folder, files, label_key, num_classes, tv_name, root, split, download, image_size):
@@ -139,11 +209,11 @@ def _cifar(title, folder, files, label_key, num_classes, tv_name, root, split, d
     if download and not all(p.exists() for p in paths):
         import torchvision.datasets as tvd
 
-        fetch(title, root, getattr(tvd, tv_name), train=split == "train")
+        fetch(title, root, download_cifar, archive=getattr(tvd, tv_name))
     absent = [p for p in paths if not p.exists()]
     if absent:
         raise missing(title, root, absent[0], folder)
-    images, labels = read_cifar_batches(paths, label_key)
+    images, labels = read_cifar_batches(paths, label_key, num_classes)
     return uint8_dataset(images, labels, num_classes, name, image_size or 32)
 
 
@@ -175,10 +245,23 @@ def svhn(*, root=None, split: str = "train", download: bool = False, image_size:
         fetch("SVHN", root, tvd.SVHN, split=split)
     if not path.exists():
         raise missing("SVHN", root, path, path.name)
-    mat = scipy.io.loadmat(str(path))
-    images = np.transpose(mat["X"], (3, 2, 0, 1))  # (32, 32, 3, N) -> (N, 3, 32, 32)
-    labels = mat["y"].astype(np.int64).flatten() % 10
+    images, labels = read_svhn_mat(path, scipy.io.loadmat)
     return uint8_dataset(images, labels, 10, "svhn", image_size or 32)
+
+
+def read_svhn_mat(path: Path, loadmat) -> tuple[np.ndarray, np.ndarray]:
+    """SVHN's .mat file: 'X' (32, 32, 3, N) uint8 -> (N, 3, 32, 32), 'y' (N, 1) in 1..10 -> digit
+    (10 means 0). MAT files hold arrays only (scipy runs nothing); a broken or foreign file is a
+    one-line ValueError naming it."""
+    try:
+        mat = loadmat(str(path))
+        images, labels = mat["X"], mat["y"]
+        if images.dtype != np.uint8 or images.shape[:3] != (32, 32, 3) or labels.size != images.shape[3]:
+            raise ValueError("'X' is not (32, 32, 3, N) uint8 with one label 'y' per image")
+        labels = labels.astype(np.int64).reshape(-1) % 10
+    except Exception as err:  # scipy's MatReadError, KeyError, ValueError, ... of a foreign file
+        raise ValueError(f"{path} is not an SVHN .mat file ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+    return np.transpose(images, (3, 2, 0, 1)), labels
 
 
 # --- STL-10 binaries ------------------------------------------------------------------------------
@@ -227,6 +310,7 @@ def stl10(
     Lazy by default; in_memory=True resizes everything once into uint8 (N * 3 KiB at 32 px)."""
     check_image_size(image_size)
     check_split(split, ("train", "train_labeled", "test"), "stl10")
+    check_bool("stl10 in_memory", in_memory)
     root, size = default_root(root), image_size or 32
     folder = root / "stl10_binary"
     stems = {"train": ["unlabeled", "train"], "train_labeled": ["train"], "test": ["test"]}[split]

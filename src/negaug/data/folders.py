@@ -19,6 +19,9 @@ from PIL import Image
 
 from negaug.data.base import LazyImageDataset, center_crop, check_image_size, check_split, resize_images, to_unit_range
 from negaug.data.files import IMAGE_EXTENSIONS, default_root, fetch, missing
+from negaug.registry import check_bool, check_choice, check_int
+
+CELEBA_WIDTH = 178  # aligned images are 178 x 218: the largest square crop
 
 
 class ImageFiles:
@@ -60,6 +63,8 @@ def celeba(
     """CelebA (aligned), (3, 64, 64) by default: center crop `crop` px, then resize. Unlabeled."""
     check_image_size(image_size)
     check_split(split, ("train", "valid", "test", "all"), "celeba")
+    check_int("celeba crop", crop, 1, CELEBA_WIDTH)
+    check_bool("celeba in_memory", in_memory)
     root = default_root(root)
     folder, partition = root / "celeba" / "img_align_celeba", root / "celeba" / "list_eval_partition.txt"
     if download and not (folder.is_dir() and partition.exists()):
@@ -92,8 +97,8 @@ def image_folder(
         raise ValueError("dataset 'image_folder' needs root=DIR (data.root=DIR or --root DIR)")
     if download:
         raise ValueError("dataset 'image_folder' cannot be downloaded; point root at a folder of images")
-    if channels not in (1, 3):
-        raise ValueError(f"image_folder channels must be 1 or 3, got {channels!r}")
+    check_choice("image_folder channels", channels, (1, 3))
+    check_bool("image_folder in_memory", in_memory)
     check_split(split, ("all", "train"), "image_folder")
     root = Path(root).expanduser()
     if not root.is_dir():

@@ -20,15 +20,19 @@ Inside a region, points are uniform (by area).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from negaug.data.base import as_index, check_classes, check_split
+from negaug.data.base import MAX_SAMPLES, as_index, check_classes, check_split
+from negaug.registry import check_float, check_int
 from negaug.data.dots import derive_seed
 
 NEGATIVE_KINDS = ("between", "center", "both")
 MIN_STD_FROM_MODES = 4.0
+MAX_MODES = 10_000
+MAX_COORDINATE = 1e6  # radius, spacing and std: the toys live on a scale of a few units (float32 points)
 
 
 def fresh_if_none(generator: torch.Generator | None) -> torch.Generator:
@@ -95,12 +99,18 @@ def grid_centers(size: int, spacing: float) -> torch.Tensor:
     return torch.cartesian_prod(axis, axis)
 
 
-def _toy(kind, centers, std, geometry, split, image_size, num_samples, seed) -> ToyDataset:
+def check_toy_options(kind: str, split: Any, image_size: Any, std: Any, num_samples: Any, seed: Any) -> None:
+    """ValueError naming the option unless the options ring and grid share are valid."""
     check_split(split, ("train", "test"), kind)
     if image_size is not None:
         raise ValueError(f"dataset '{kind}' holds 2-D points, not images; leave image_size unset (null)")
-    if std <= 0 or num_samples < 0:
-        raise ValueError(f"dataset '{kind}' needs std > 0 and num_samples >= 0")
+    check_float(f"{kind} std", std, 0.0, MAX_COORDINATE, open_low=True)
+    check_int(f"{kind} num_samples", num_samples, 0, MAX_SAMPLES)
+    check_int(f"{kind} seed", seed)
+
+
+def _toy(kind, centers, std, geometry, split, image_size, num_samples, seed) -> ToyDataset:
+    # options are checked, not converted: the seed is derived from the values as given
     generator = torch.Generator().manual_seed(derive_seed(seed, split, kind, centers.shape[0], geometry, std))
     shell = ToyDataset(kind, torch.empty(0, 2), torch.empty(0, dtype=torch.int64), centers, std, geometry)
     points, labels = shell.sample(num_samples, generator)
@@ -112,8 +122,9 @@ def ring(
     num_modes: int = 8, radius: float = 2.0, std: float = 0.02, num_samples: int = 10_000, seed: int = 0,
 ) -> ToyDataset:
     """A ring of `num_modes` Gaussians; `num_samples` points (train and test are independent draws)."""
-    if num_modes < 2 or radius <= 0:
-        raise ValueError("ring needs num_modes >= 2 and radius > 0")
+    check_int("ring num_modes", num_modes, 2, MAX_MODES)
+    check_float("ring radius", radius, 0.0, MAX_COORDINATE, open_low=True)
+    check_toy_options("ring", split, image_size, std, num_samples, seed)
     return _toy("ring", ring_centers(num_modes, radius), std, radius, split, image_size, num_samples, seed)
 
 
@@ -122,8 +133,9 @@ def grid(
     size: int = 5, spacing: float = 2.0, std: float = 0.05, num_samples: int = 10_000, seed: int = 0,
 ) -> ToyDataset:
     """A `size` x `size` grid of Gaussians centred on the origin, `spacing` apart."""
-    if size < 2 or spacing <= 0:
-        raise ValueError("grid needs size >= 2 and spacing > 0")
+    check_int("grid size", size, 2, math.isqrt(MAX_MODES))
+    check_float("grid spacing", spacing, 0.0, MAX_COORDINATE, open_low=True)
+    check_toy_options("grid", split, image_size, std, num_samples, seed)
     return _toy("grid", grid_centers(size, spacing), std, spacing, split, image_size, num_samples, seed)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from negaug.registry import Registry
+from negaug.registry import Registry, check_float
 
 LOSSES = Registry("loss")
 
@@ -23,13 +23,13 @@ def _as_float(v: Tensor) -> Tensor:
 
 def check_lam(lam: float) -> float:
     """``lam`` (the weight of generated samples on the fake side, eq. 3) must lie in (0, 1]."""
-    lam = float(lam)
-    if not 0.0 < lam <= 1.0:  # also rejects NaN
-        raise ValueError(
-            f"lam={lam} is outside (0, 1]; lam is the share of generated samples on the fake side "
-            "(1 = no NDA, the paper uses 0.25 or 0.5)"
-        )
-    return lam
+    if isinstance(lam, float) and 0.0 < lam <= 1.0:  # the per-step call: no more work than this
+        return lam
+    try:
+        return check_float("lam", lam, 0.0, 1.0, open_low=True)
+    except ValueError as err:
+        raise ValueError(f"{err}; lam is the share of generated samples on the fake side "
+                         "(1 = no NDA, the paper uses 0.25 or 0.5)") from None
 
 
 class GANLoss:

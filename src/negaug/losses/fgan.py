@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from negaug.losses.base import LOSSES, GANLoss
+from negaug.registry import check_choice
 
 LOG2 = math.log(2.0)
 GENERATOR_LOSSES = ("nonsaturating", "minimax")
@@ -43,11 +44,7 @@ class FGANLoss(GANLoss):
     reference) and ``conjugate_of_activation`` (f* o g_f in a numerically stable form)."""
 
     def __init__(self, generator_loss: str = "nonsaturating"):
-        if generator_loss not in GENERATOR_LOSSES:
-            raise ValueError(
-                f"unknown generator_loss '{generator_loss}' for {self.name}; valid: {', '.join(GENERATOR_LOSSES)}"
-            )
-        self.generator_loss = generator_loss
+        self.generator_loss = check_choice(f"{self.name} generator_loss", generator_loss, GENERATOR_LOSSES)
 
     def activation(self, v: Tensor) -> Tensor:
         raise NotImplementedError

@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from negaug.registry import check_float
+
 Critic = Callable[..., Tensor]  # D(x, y=None) -> (B,)
 
 
@@ -46,6 +48,7 @@ def gradient_penalty(
 
     Returns: a scalar tensor >= 0.
     """
+    check_float("gradient_penalty weight", weight, low=0.0)
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty needs real and fake of the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
     eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
@@ -64,6 +67,7 @@ def r1_penalty(D: Critic, real: Tensor, y: Tensor | None = None, weight: float =
     Args: ``real`` (B, ...) real data; ``y`` (B,) labels or None.
     Returns: a scalar tensor >= 0, to add to the D loss (commonly every k D steps, scaled by k).
     """
+    check_float("r1_penalty weight", weight, low=0.0)
     grad = _input_gradient(D, real, y).flatten(1)
     return 0.5 * weight * grad.square().sum(dim=1).mean()
 
@@ -74,7 +78,6 @@ def clip_weights(D: nn.Module, c: float) -> None:
 
     Every parameter is clipped, including normalisation gains and biases, as in the original WGAN.
     """
-    if not c > 0:
-        raise ValueError(f"clip value c={c} must be > 0 (WGAN uses 0.01)")
+    c = check_float("clip value c", c, low=0.0, open_low=True)  # WGAN uses 0.01
     for p in D.parameters():
         p.clamp_(-c, c)

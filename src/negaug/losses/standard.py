@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from negaug.losses.base import LOSSES, GANLoss
+from negaug.registry import check_float
 
 
 class _LogisticDiscriminator(GANLoss):
@@ -108,9 +109,7 @@ class WGAN(_Wasserstein):
     name = "wgan"
 
     def __init__(self, clip_value: float = 0.01):
-        if not clip_value > 0:
-            raise ValueError(f"clip_value={clip_value} must be > 0 (Arjovsky et al. use 0.01)")
-        self.clip_value = float(clip_value)
+        self.clip_value = check_float("wgan clip_value", clip_value, low=0.0, open_low=True)  # Arjovsky et al.: 0.01
 
 
 @LOSSES.register("wgan-gp")
@@ -121,6 +120,4 @@ class WGANGP(_Wasserstein):
     name = "wgan-gp"
 
     def __init__(self, gp_weight: float = 10.0):
-        if not gp_weight >= 0:
-            raise ValueError(f"gp_weight={gp_weight} must be >= 0 (Gulrajani et al. use 10)")
-        self.gp_weight = float(gp_weight)
+        self.gp_weight = check_float("wgan-gp gp_weight", gp_weight, low=0.0)  # Gulrajani et al.: 10

@@ -14,6 +14,7 @@ space in result keys (only the standard TF-Inception is called plain "inception"
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from negaug.metrics import classifier as clf
 from negaug.metrics.protocol import file_sha256
-from negaug.registry import Registry
+from negaug.registry import Registry, check_bool, check_int, short
 
 FEATURES = Registry("feature extractor")
 
@@ -33,6 +34,11 @@ FEATURES = Registry("feature extractor")
 # the file's SHA-256, so both names hold the same bytes.
 INCEPTION_FILENAMES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 INCEPTION_SHA256_PREFIX = "6726825d"
+
+
+def check_path(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name}={short(value)} must be a path or None")
 
 
 def build(name: str, **options: Any) -> "FeatureExtractor":
@@ -84,6 +90,12 @@ class ClassifierFeatures(FeatureExtractor):
     def __init__(self, data: Any, data_name: str | None = None, cache_dir: str | Path | None = None,
                  progress: bool = False, epochs: int = clf.ClassifierSettings.epochs, seed: int = 0):
         super().__init__()
+        check_int("classifier epochs", epochs, 1, 10_000)
+        check_int("classifier seed", seed)
+        check_bool("classifier progress", progress)
+        check_path("classifier cache_dir", cache_dir)
+        if data_name is not None and not isinstance(data_name, str):
+            raise ValueError(f"classifier data_name={short(data_name)} must be a string or None")
         images, labels, num_classes = _training_tensors(data)
         data_name = data_name or getattr(data, "name", "") or "data"
         settings = clf.ClassifierSettings(epochs=epochs, seed=seed)
@@ -141,6 +153,7 @@ class InceptionFeatures(FeatureExtractor):
 
     def __init__(self, weights: str | Path | None = None):
         super().__init__()
+        check_path("inception weights", weights)
         path = resolve_inception_weights(weights)
         self.weights_path, self.weights_sha256 = str(path), file_sha256(path)
         self.standard = self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX)
@@ -165,19 +178,30 @@ def load_tf_inception(path: str | Path) -> nn.Module:
     (pool3 (B, 2048), unbiased logits (B, 1008)). Imported here, not at module import, so that
     torch-fidelity (which installs a top-level ``tests`` package) loads only when used.
 
-    torch-fidelity unpickles the file (``weights_only=False``); it is first opened with
-    ``weights_only=True``, so a file holding anything but tensors is refused, not executed."""
+    The file is read once with ``torch.load(weights_only=True)``: a file holding anything but
+    tensors is refused, not executed. torch-fidelity itself unpickles without that restriction, so
+    it gets the state dict re-serialised from the checked tensors, never the file. A file whose
+    tensors do not fit the network is a one-line ValueError naming the file."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as err:
         raise ValueError("the inception feature extractor needs torch-fidelity: pip install torch-fidelity") from err
+    hint = f"use {INCEPTION_FILENAMES[0]} from torch-fidelity's releases"
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (not a torch file), ...
-        raise ValueError(f"{path} is not a plain TF-Inception state dict ({type(err).__name__}); "
-                         f"use {INCEPTION_FILENAMES[0]} from torch-fidelity's releases") from None
-    return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                       feature_extractor_weights_path=str(path))
+        raise ValueError(f"{path} is not a plain TF-Inception state dict ({type(err).__name__}); {hint}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ValueError(f"{path} is not a plain TF-Inception state dict (not a dict of named tensors); {hint}")
+    checked = io.BytesIO()
+    torch.save(state, checked)  # only tensors this process just loaded: safe for torch-fidelity's torch.load
+    checked.seek(0)
+    try:
+        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                           feature_extractor_weights_path=checked)
+    except RuntimeError as err:  # load_state_dict: missing or unexpected keys, wrong shapes
+        first = " ".join(str(err).split())[:200]
+        raise ValueError(f"{path} does not hold TF-Inception weights ({first}); {hint}") from None
 
 
 def inception_search_paths() -> list[Path]:

@@ -25,8 +25,6 @@ def build(
     ``image_size``/``channels`` describe the images (None for the ``mlp`` on points, which takes
     ``data_dim``); ``num_classes > 0`` builds conditional models. Unknown names/options raise ValueError.
     """
-    if num_classes < 0:
-        raise ValueError(f"num_classes={num_classes} must be >= 0 (0 = unconditional)")
     return MODELS.build(name, image_size=image_size, channels=channels, num_classes=num_classes, **options)
 
 

@@ -11,13 +11,23 @@ can always pass the dataset's labels (0 for unlabeled data).
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from negaug.registry import Registry
+from negaug.registry import Registry, check_bool, check_choice, check_int, short
 
 MODELS = Registry("model")
+
+INIT_SCHEMES = ("normal", "xavier", "orthogonal", "default")
+# Bounds on sizes: far above any GAN built here, far below a size that fails deep inside torch
+# (an overflow or an allocation of terabytes) instead of saying which option is wrong.
+MAX_IMAGE_SIZE = 1024
+MAX_UNITS = 8192  # channels, widths, latent and data dimensions
+MAX_CLASSES = 100_000
+MAX_DEPTH = 64
 
 
 def require_labels(y: Tensor | None, num_classes: int) -> Tensor | None:
@@ -30,14 +40,27 @@ def require_labels(y: Tensor | None, num_classes: int) -> Tensor | None:
 
 
 def check_power_of_two(image_size: int, smallest: int, model: str) -> int:
-    """log2(image_size) for a power of two >= ``smallest``; ValueError otherwise."""
-    size = int(image_size) if image_size is not None else 0
-    if size < smallest or size & (size - 1):
+    """log2(image_size) for an int power of two in ``smallest``..MAX_IMAGE_SIZE; ValueError otherwise."""
+    is_int = isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool)
+    if not is_int or not smallest <= image_size <= MAX_IMAGE_SIZE or image_size & (image_size - 1):
         raise ValueError(
-            f"model '{model}' needs image_size a power of two >= {smallest} (e.g. 32 or 64), got {image_size}; "
-            "resize the data (data.image_size)"
+            f"model '{model}' needs image_size a power of two in {smallest}..{MAX_IMAGE_SIZE} (e.g. 32 or 64), "
+            f"got {short(image_size)}; resize the data (data.image_size)"
         )
-    return int(math.log2(size))
+    return int(math.log2(image_size))
+
+
+def check_network_options(model: str, num_classes: Any, width: Any, latent_dim: Any, init: Any,
+                          flags: dict[str, Any]) -> None:
+    """ValueError naming the option unless the options every model shares are of the right type
+    and range: ``num_classes`` (0 = unconditional), ``width``, ``latent_dim``, ``init`` and the
+    boolean ``flags`` (spectral_norm, ...)."""
+    check_int(f"{model} num_classes", num_classes, 0, MAX_CLASSES)
+    check_int(f"{model} width", width, 1, MAX_UNITS)
+    check_int(f"{model} latent_dim", latent_dim, 1, MAX_UNITS)
+    check_choice(f"{model} init", init, INIT_SCHEMES)
+    for key, value in flags.items():
+        check_bool(f"{model} {key}", value)
 
 
 class Generator(nn.Module):

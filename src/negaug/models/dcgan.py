@@ -18,8 +18,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from negaug.models.base import MODELS, Discriminator, Generator, check_power_of_two, require_labels
+from negaug.models.base import (
+    MAX_UNITS, MODELS, Discriminator, Generator, check_network_options, check_power_of_two, require_labels,
+)
 from negaug.models.layers import ClassBatchNorm2d, ProjectionHead, finish
+from negaug.registry import check_int
 
 
 class DCGANGenerator(Generator):
@@ -80,7 +83,11 @@ def dcgan(
     Radford et al.; ``spectral_norm``: SN instead of BN in D; ``g_spectral_norm``: SN on G's
     weights too (BN kept); ``d_batch_norm``: BN in D when SN is off (false: no normalisation, a
     per-sample critic for gradient penalties, as WGAN-GP); ``init``: "normal" = N(0, 0.02)."""
+    check_power_of_two(image_size, 8, "dcgan")
+    check_int("dcgan channels", channels, 1, MAX_UNITS)
+    flags = {"spectral_norm": spectral_norm, "g_spectral_norm": g_spectral_norm, "d_batch_norm": d_batch_norm}
+    check_network_options("dcgan", num_classes, width, latent_dim, init, flags)
     G = DCGANGenerator(image_size, channels, num_classes, latent_dim, width)
-    batch_norm = bool(d_batch_norm) and not spectral_norm
+    batch_norm = d_batch_norm and not spectral_norm
     D = DCGANDiscriminator(image_size, channels, num_classes, width, batch_norm=batch_norm)
     return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)

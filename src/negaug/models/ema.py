@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from negaug.registry import check_float, check_int
+
 
 class EMA:
     """``.module`` is a frozen copy of G whose parameters track an exponential average of G's.
@@ -18,10 +20,8 @@ class EMA:
     """
 
     def __init__(self, G: nn.Module, decay: float = 0.9999, start_step: int = 1000):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay={decay} must be in [0, 1) (e.g. 0.9999)")
-        self.decay = float(decay)
-        self.start_step = int(start_step)
+        self.decay = check_float("EMA decay", decay, 0.0, 1.0, open_high=True)  # e.g. 0.9999
+        self.start_step = check_int("EMA start_step", start_step, low=0)
         self.module = copy.deepcopy(G).eval().requires_grad_(False)
 
     @torch.no_grad()

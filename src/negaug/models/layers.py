@@ -6,9 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from negaug.models.base import require_labels
+from negaug.models.base import INIT_SCHEMES, require_labels
 
-INIT_SCHEMES = ("normal", "xavier", "orthogonal", "default")
 _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)
 
 

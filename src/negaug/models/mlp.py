@@ -13,8 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from negaug.models.base import MODELS, Discriminator, Generator, require_labels
+from negaug.models.base import (
+    MAX_DEPTH, MAX_UNITS, MODELS, Discriminator, Generator, check_network_options, require_labels,
+)
 from negaug.models.layers import ProjectionHead, finish
+from negaug.registry import check_int, short
 
 
 class MLPGenerator(Generator):
@@ -72,10 +75,12 @@ def mlp(
     if image_size is not None or channels is not None:
         raise ValueError(
             "model 'mlp' is for vector data (the 2-D toys, data_dim=2): image_size and channels must be "
-            f"None, got {image_size} and {channels}; use dcgan or sngan_resnet for images"
+            f"None, got {short(image_size)} and {short(channels)}; use dcgan or sngan_resnet for images"
         )
-    if depth < 1 or width < 1 or data_dim < 1:
-        raise ValueError(f"mlp needs depth, width and data_dim >= 1, got {depth}, {width}, {data_dim}")
+    check_int("mlp data_dim", data_dim, 1, MAX_UNITS)
+    check_int("mlp depth", depth, 1, MAX_DEPTH)
+    flags = {"spectral_norm": spectral_norm, "g_spectral_norm": g_spectral_norm}
+    check_network_options("mlp", num_classes, width, latent_dim, init, flags)
     G = MLPGenerator(data_dim, num_classes, latent_dim, width, depth)
     D = MLPDiscriminator(data_dim, num_classes, width, depth)
     return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)

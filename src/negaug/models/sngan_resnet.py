@@ -17,8 +17,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from negaug.models.base import MODELS, Discriminator, Generator, check_power_of_two, require_labels
+from negaug.models.base import (
+    MAX_UNITS, MODELS, Discriminator, Generator, check_network_options, check_power_of_two, require_labels,
+)
 from negaug.models.layers import ClassBatchNorm2d, ProjectionHead, finish
+from negaug.registry import check_int
 
 
 class UpBlock(nn.Module):
@@ -121,6 +124,10 @@ def sngan_resnet(
     """SNGAN ResNet G and D. ``width``: D channels, G gets ``2 * width`` (256 / 128 at the default);
     ``spectral_norm``: SN on D (default on, Miyato et al.); ``g_spectral_norm``: SN on G too (as
     the NDA authors' BigGAN); ``init``: "normal" = N(0, 0.02) as the NDA authors ("xavier" as SNGAN)."""
+    check_power_of_two(image_size, 16, "sngan_resnet")
+    check_int("sngan_resnet channels", channels, 1, MAX_UNITS)
+    flags = {"spectral_norm": spectral_norm, "g_spectral_norm": g_spectral_norm}
+    check_network_options("sngan_resnet", num_classes, width, latent_dim, init, flags)
     G = ResNetGenerator(image_size, channels, num_classes, latent_dim, 2 * width)
     D = ResNetDiscriminator(image_size, channels, num_classes, width)
     return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)

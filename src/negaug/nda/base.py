@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from negaug.registry import Registry
+from negaug.registry import Registry, short
 from negaug.nda.sampling import resolve_generator
 
 TRANSFORMS = Registry("NDA transform")
@@ -173,7 +173,8 @@ def from_spec(spec: str | dict[str, Any] | NDATransform) -> NDATransform:
         return spec
     if isinstance(spec, str):
         return build(spec)
-    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str) and all(isinstance(key, str) for key in spec):
         options = {key: value for key, value in spec.items() if key != "name"}
         return build(spec["name"], **options)
-    raise ValueError(f"an NDA transform spec is a name, a dict with a 'name' key, or a transform; got {spec!r}")
+    raise ValueError("an NDA transform spec is a name, a dict with a 'name' key and option names, or a transform; "
+                     f"got {short(spec)}")

@@ -3,6 +3,7 @@ a mixture of augmentation policies) and `positive` (apply a transform to a rando
 fraction of a real batch: positive data augmentation, PDA, Table 1)."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from negaug.nda.base import NDATransform, Params, check_index, from_spec, prefix_params, register, slice_params, unprefix_params
 from negaug.nda.sampling import derangement
 from negaug.nda.transforms import check_probability, draw_flags
+from negaug.registry import check_float, check_int, check_list, short
 
 Spec = str | dict[str, Any] | NDATransform
 PartnersOf = Callable[[torch.Tensor], torch.Tensor]  # rows (R,) -> their partner images (R, C, H, W)
@@ -52,6 +54,24 @@ def batch_partners(x: torch.Tensor, partner: torch.Tensor) -> PartnersOf:
     return lambda rows: x.index_select(0, partner.index_select(0, rows))
 
 
+def component_from_spec(option: str, spec: Spec) -> NDATransform:
+    """`from_spec(spec)`, its ValueError prefixed with the option that held the spec."""
+    try:
+        return from_spec(spec)
+    except ValueError as err:
+        raise ValueError(f"{option}: {err}") from None
+
+
+def check_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """`count` finite non-negative weights with a positive, finite sum (None: equal weights)."""
+    if weights is None:
+        return [1.0] * count
+    weights = [check_float("mixture weights", w, low=0.0) for w in check_list("mixture weights", weights, count)]
+    if not 0.0 < sum(weights) < math.inf:
+        raise ValueError(f"mixture weights={short(weights)} must have a positive, finite sum")
+    return weights
+
+
 @register("mixture")
 class Mixture(NDATransform):
     """Each image gets one of `transforms` (names, {"name": ..., **options} dicts or transforms),
@@ -65,13 +85,10 @@ class Mixture(NDATransform):
 
     def __init__(self, transforms: Sequence[Spec] = DEFAULT_MIXTURE, weights: Sequence[float] | None = None):
         super().__init__()
-        if isinstance(transforms, (str, dict)) or len(transforms) == 0:
+        if not isinstance(transforms, (list, tuple)) or len(transforms) == 0:
             raise ValueError("mixture transforms must be a non-empty list, e.g. ['jigsaw', {'name': 'mixup', 'alpha': 10}]")
-        self.components = nn.ModuleList(from_spec(spec) for spec in transforms)
-        weights = [1.0] * len(self.components) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(self.components) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"mixture weights {weights} must be {len(self.components)} non-negative numbers with a positive sum")
-        self.weights = weights
+        self.components = nn.ModuleList(component_from_spec("mixture transforms", spec) for spec in transforms)
+        self.weights = check_weights(weights, len(self.components))
         self.min_batch_size = max(component.min_batch_size for component in self.components)
         self.pairs = any(component.pairs for component in self.components)
 
@@ -122,8 +139,8 @@ class Positive(NDATransform):
 
     def __init__(self, transform: Spec, p: float = 0.5):
         super().__init__()
-        self.inner = from_spec(transform)
-        self.p = check_probability("p", p)
+        self.inner = component_from_spec("positive transform", transform)
+        self.p = check_probability("positive p", p)
         self.min_batch_size = self.inner.min_batch_size
         self.pairs = self.inner.pairs
 
@@ -170,8 +187,11 @@ def check_compatible(transform: Spec, image_size: int | Sequence[int], channels:
     `image_size` (an int for square images, or (H, W)), `channels` and `batch_size` when given.
     Raises ValueError naming the problem (e.g. jigsaw k=3 on 32x32); returns the transform."""
     built = from_spec(transform)
-    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    built.check_image_size(int(height), int(width), channels)
+    sides = [image_size, image_size] if not isinstance(image_size, (list, tuple)) else check_list("image_size", image_size, 2)
+    height, width = (check_int("image_size", side, low=1) for side in sides)
+    channels = None if channels is None else check_int("channels", channels, low=1)
+    batch_size = None if batch_size is None else check_int("batch_size", batch_size, low=1)
+    built.check_image_size(height, width, channels)
     if batch_size is not None and batch_size < built.min_batch_size:
         raise ValueError(f"{built.name} needs a batch of at least {built.min_batch_size} images, got batch_size={batch_size}")
     return built

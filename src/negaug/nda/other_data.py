@@ -5,29 +5,43 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from negaug.nda.base import NDATransform, Params, check_index, register
 
 
 def materialise_source(source: Any) -> torch.Tensor:
     """A float tensor (N, ...) from a tensor, an in-memory dataset with `.images`, or any torch
-    Dataset of (image, label) pairs (or of bare images), read once item by item."""
+    Dataset (or list) of (image, label) pairs or of bare images, read once item by item."""
     if isinstance(source, torch.Tensor):
         tensor = source
     elif isinstance(getattr(source, "images", None), torch.Tensor):
         tensor = source.images
-    elif hasattr(source, "__getitem__") and hasattr(source, "__len__"):
-        if len(source) == 0:
-            raise ValueError("other_data source is an empty dataset; give it at least one image")
-        items = [source[i] for i in range(len(source))]  # once, at construction
-        tensor = torch.stack([torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item) for item in items])
+    elif isinstance(source, (Dataset, list, tuple)):
+        tensor = read_items(source)
     else:
         raise ValueError(f"other_data source must be a tensor (N, C, H, W) or a Dataset of (image, label), got {type(source).__name__}")
     if not tensor.is_floating_point() or tensor.ndim < 2 or tensor.shape[0] == 0:
         raise ValueError(f"other_data source must be a non-empty float tensor (N, C, H, W), got {tensor.dtype} {tuple(tensor.shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError("other_data source holds NaN or infinite values; give it images in [-1, 1]")
     if tensor.ndim == 4 and (tensor.min() < -1 - 1e-6 or tensor.max() > 1 + 1e-6):
         raise ValueError(f"other_data source images must lie in [-1, 1] like the training images, got [{tensor.min():.3g}, {tensor.max():.3g}]")
     return tensor
+
+
+def read_items(source: Any) -> torch.Tensor:
+    """Every item of a Dataset or list (an (image, label) pair or a bare image) stacked into one tensor."""
+    if len(source) == 0:
+        raise ValueError("other_data source is an empty dataset; give it at least one image")
+    items = [source[i] for i in range(len(source))]  # once, at construction
+    images = [item[0] if isinstance(item, (tuple, list)) and item else item for item in items]
+    if not all(isinstance(image, torch.Tensor) for image in images):
+        kind = next(type(image).__name__ for image in images if not isinstance(image, torch.Tensor))
+        raise ValueError(f"other_data source items must be image tensors (or (image, label) pairs), got a {kind}")
+    if len({tuple(image.shape) for image in images}) > 1:
+        raise ValueError("other_data source images must all have the same shape; resize them to the training images")
+    return torch.stack(images)
 
 
 @register("other_data")

@@ -15,6 +15,7 @@ import torch
 from negaug.nda.base import NDATransform, Params, check_index, register
 from negaug.nda.sampling import derangement, sample_beta
 from negaug.nda.transforms import check_boxes, check_patch_size, patch_mask, sample_patch_boxes
+from negaug.registry import check_float
 
 
 class PairingTransform(NDATransform):
@@ -102,12 +103,13 @@ class Mixup(PairingTransform):
     """
 
     GAMMA_MARGIN = 1e-3
+    # Below this alpha nearly every gamma sits at the clamp margin (a real image labelled fake),
+    # and far below it (subnormal alphas) the Beta sampler's log-space draws underflow to NaN.
+    MIN_ALPHA = 1e-3
 
     def __init__(self, alpha: float = 25.0):
         super().__init__()
-        if not alpha > 0:
-            raise ValueError(f"mixup alpha={alpha} must be positive (e.g. 25: gamma concentrated near 0.5)")
-        self.alpha = float(alpha)
+        self.alpha = check_float("mixup alpha", alpha, low=self.MIN_ALPHA)  # e.g. 25: gamma concentrated near 0.5
 
     def options(self) -> dict:
         return {"alpha": self.alpha}

@@ -5,6 +5,8 @@ touched, so the same generator state always gives the same draw.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Rejection loops (derangements, jigsaw's identity redraw) accept each candidate with probability
@@ -67,8 +69,9 @@ def sample_beta(alpha: float, beta: float, n: int, generator: torch.Generator) -
     Gamma draws. With both concentrations >= 1 (mixup's alpha = 25) the Gamma draws cannot
     underflow and the ratio is computed directly (5 ops); below 1 it is sigmoid(log G1 - log G2)
     from the log-space sampler, which stays exact for tiny concentrations."""
-    if alpha <= 0 or beta <= 0:
-        raise ValueError(f"Beta concentrations must be positive, got alpha={alpha}, beta={beta}")
+    if not (math.isfinite(alpha) and math.isfinite(beta) and alpha >= 1e-300 and beta >= 1e-300):
+        # subnormal concentrations underflow the log-space draws to NaN
+        raise ValueError(f"Beta concentrations must be finite and >= 1e-300, got alpha={alpha}, beta={beta}")
     device = generator.device
     if min(alpha, beta) >= 1.0:
         concentration = torch.full((2, n), float(alpha), dtype=torch.float64, device=device)

@@ -12,12 +12,11 @@ import torch.nn.functional as F
 
 from negaug.nda.base import NDATransform, Params, check_index, register
 from negaug.nda.sampling import MAX_REJECTION_ROUNDS
+from negaug.registry import check_bool, check_float, check_int, check_list
 
 
 def check_probability(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value} is outside [0, 1]")
-    return float(value)
+    return check_float(name, value, 0.0, 1.0)
 
 
 def draw_flags(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -44,10 +43,8 @@ class Jigsaw(NDATransform):
 
     def __init__(self, k: int = 2, allow_identity: bool = False):
         super().__init__()
-        if int(k) != k or k < 2:
-            raise ValueError(f"jigsaw k={k} must be an integer >= 2 (k=1 has only the identity permutation)")
-        self.k = int(k)
-        self.allow_identity = bool(allow_identity)
+        self.k = check_int("jigsaw k", k, low=2)  # k=1 has only the identity permutation
+        self.allow_identity = check_bool("jigsaw allow_identity", allow_identity)
         # k=2: index a table of the 23 (24) permutations, exactly uniform and one draw per image.
         self._table = _permutation_table(4, allow_identity) if self.k == 2 else None
 
@@ -106,7 +103,7 @@ class _Flip(NDATransform):
 
     def __init__(self, p: float = 1.0):
         super().__init__()
-        self.p = check_probability("p", p)
+        self.p = check_probability(f"{self.name} p", p)
 
     def options(self) -> dict:
         return {"p": self.p}
@@ -141,11 +138,11 @@ class GaussianNoise(NDATransform):
     Parameters: `noise` float32 (B, C, H, W), standard normal (`torch.randn` on the generator).
     """
 
+    MAX_STD = 100.0  # in image units: far past the point where every pixel saturates
+
     def __init__(self, std: float = 0.1):
         super().__init__()
-        if not std > 0:
-            raise ValueError(f"gaussian_noise std={std} must be positive")
-        self.std = float(std)
+        self.std = check_float("gaussian_noise std", std, 0.0, self.MAX_STD, open_low=True)
 
     def options(self) -> dict:
         return {"std": self.std}
@@ -170,9 +167,10 @@ class RandomCrop(NDATransform):
 
     def __init__(self, scale: Sequence[float] = (0.25, 0.75)):
         super().__init__()
-        low, high = (float(v) for v in scale)
-        if not 0.0 < low <= high <= 1.0:
-            raise ValueError(f"random_crop scale={tuple(scale)} must satisfy 0 < low <= high <= 1 (fractions of the image area)")
+        sides = check_list("random_crop scale", scale, 2)
+        low, high = (check_float("random_crop scale", v, 0.0, 1.0, open_low=True) for v in sides)
+        if not low <= high:
+            raise ValueError(f"random_crop scale={(low, high)} must satisfy 0 < low <= high <= 1 (fractions of the image area)")
         self.scale = (low, high)
 
     def options(self) -> dict:
