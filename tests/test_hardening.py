@@ -174,6 +174,13 @@ def test_an_unwritable_runs_folder_is_one_line_exit_2(tmp_path, capsys, monkeypa
     assert_one_line_error(err, "Permission denied")
 
 
+def test_an_output_path_that_is_a_folder_is_one_line_naming_it(tmp_path, capsys):
+    code, _, err = cli(capsys, "nda", "show", "--out", str(tmp_path), "--transforms", "jigsaw", "--num-images", "2")
+    assert code == 2
+    assert_one_line_error(err, f"{tmp_path}: is a folder; give a file name")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     from negaug.files import write_atomically
 
@@ -231,6 +238,8 @@ def test_non_finite_parameters_buffers_or_moments_stop_the_run(tmp_path, capsys)
     ("data.batch_size=100000", "data.batch_size=100000 is larger than the dataset"),
     ("eval.best_metric=kde", "eval.best_metric='kde' is not among the evaluated metrics"),
     ("train.steps=-1", "train.steps=-1 must be at least 1"),
+    ("eval.num_samples=1000000000000", "eval.num_samples=1000000000000 must be in 0..1000000"),
+    ("train.num_sample_images=100000000", "train.num_sample_images=100000000 must be in 0..1024"),
 ])
 def test_bad_values_are_one_line_exit_2_before_any_folder(tmp_path, capsys, override, expected):
     code, _, err = cli(capsys, "train", *TINY, f"train.runs_dir={tmp_path}", "train.name=bad", override)

@@ -10,6 +10,7 @@ removed when writing fails.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +20,8 @@ from typing import Iterator
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write; on success it replaces `path` (parent folders are created)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

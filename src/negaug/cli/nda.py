@@ -109,8 +109,8 @@ def figure_rows(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
     from negaug import data
 
-    if args.num_images < 1:
-        raise ValueError(f"--num-images must be at least 1, got {args.num_images}")
+    if not 1 <= args.num_images <= 256:
+        raise ValueError(f"--num-images must be from 1 to 256, got {args.num_images}")
     data_options = dict(parse_option(text, "--data-option") for text in args.data_option)
     dataset = data.build(args.dataset, root=args.root, split=args.split, download=args.download,
                          image_size=args.image_size, **data_options)
@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     rows = figure_rows(args)
     size = rows[0][1].shape[-1]
     scale = args.scale if args.scale is not None else max(1, 64 // size)
-    if scale < 1:
-        raise ValueError(f"--scale must be at least 1, got {scale}")
+    if not (1 <= scale and scale * size <= 2048):
+        raise ValueError(f"--scale must be at least 1 and make images of at most 2048 px, got {scale} for {size} px images")
     path = viz.save_labelled_rows(rows, args.out, scale=scale)
     print(f"wrote {path} ({len(rows)} rows of {rows[0][1].shape[0]} images)")
     return 0

@@ -104,6 +104,11 @@ def check_scalars(config: Config) -> None:
             raise ValueError(f"train.{key} must be >= 0")
     if config.eval.every < 0 or config.eval.num_samples < 2:
         raise ValueError("eval.every must be >= 0 and eval.num_samples >= 2")
+    upper = {"eval.num_samples": (config.eval.num_samples, 1_000_000), "data.num_workers": (config.data.num_workers, 256),
+             "train.num_sample_images": (train.num_sample_images, 1024)}  # memory and processes, not learning
+    for key, (value, limit) in upper.items():
+        if not 0 <= value <= limit:
+            raise ValueError(f"{key}={value} must be in 0..{limit}")
     if nda.mode == "mixture" and nda.lam < 1.0 and round(nda.lam * config.data.batch_size) < 1:
         raise ValueError(f"nda.lam={nda.lam} with data.batch_size={config.data.batch_size} leaves no generated sample in mixture mode")
 
