@@ -3,9 +3,7 @@ in a traceback (issue 11). One regression test per class of failure; `test_fuzz_
 from __future__ import annotations
 
 import errno
-import json
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,8 @@ import torch
 import yaml
 
 from negaug.cli import main
-from negaug.experiment import (NonFiniteLossError, RunWriteError, load_config, load_run, resume_config, train)
 from negaug.experiment import checkpoint as ckpt
-from negaug.experiment import runs
+from negaug.experiment import load_config, load_run, resume_config, runs, train
 from negaug.experiment.build import build
 
 TINY = ["data.batch_size=8", "data.options.classes=[0, 1]", "model.options.width=4", "train.steps=4",
