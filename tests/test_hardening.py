@@ -127,6 +127,23 @@ def test_resume_continues_the_recorded_config_not_an_edited_config_yaml(tmp_path
     assert "lam: 0.25" in yaml_path.read_text()  # rewritten from the record
 
 
+def test_concurrent_evaluations_of_one_run_lose_no_entry(tmp_path):
+    import threading
+
+    from negaug.experiment.evaluate import append_evaluation
+
+    path = tmp_path / "eval.json"
+    threads = [threading.Thread(target=lambda n=n: [append_evaluation(path, {"writer": n, "i": i}) for i in range(15)])
+               for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    import json as json_module
+    entries = json_module.loads(path.read_text())["evaluations"]
+    assert sorted((e["writer"], e["i"]) for e in entries) == [(n, i) for n in range(3) for i in range(15)]
+
+
 # --- 6. tiny inputs never exhaust memory --------------------------------------------------------------
 
 def test_yaml_aliases_and_oversized_configs_are_refused(tmp_path, capsys):

@@ -8,8 +8,8 @@ step, checkpoint, timestamp, results with their protocols) and writes figures to
 """
 from __future__ import annotations
 
+import fcntl
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +19,7 @@ import torch
 from negaug.experiment.build import build_dataset, resolve_device
 from negaug.experiment.config import Config
 from negaug.experiment.runs import load_run
+from negaug.files import write_atomically
 from negaug.metrics import evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
 
@@ -92,20 +93,21 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
 
 
 def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
-    """Add `entry` to the "evaluations" list of `path` (created if absent), atomically."""
-    document: dict[str, Any] = {"evaluations": []}
-    if path.exists():
-        try:
-            document = json.loads(path.read_text())
-            valid = isinstance(document, dict) and isinstance(document.get("evaluations"), list)
-        except json.JSONDecodeError:
-            valid = False
-        if not valid:
-            raise ValueError(f"{path} is not an eval.json written by negaug; move it away and rerun")
-    document["evaluations"].append(entry)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=1, default=str))
-    os.replace(tmp, path)
+    """Add `entry` to the "evaluations" list of `path` (created if absent), atomically; concurrent
+    `negaug eval` calls on one run wait for each other (an flock), so no entry is lost."""
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        document: dict[str, Any] = {"evaluations": []}
+        if path.exists():
+            try:
+                document = json.loads(path.read_text())
+                valid = isinstance(document, dict) and isinstance(document.get("evaluations"), list)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                valid = False
+            if not valid:
+                raise ValueError(f"{path} is not an eval.json written by negaug; move it away and rerun")
+        document["evaluations"].append(entry)
+        write_atomically(path, json.dumps(document, indent=1, default=str))
 
 
 def format_results(entry: dict[str, Any]) -> str:
