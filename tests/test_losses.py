@@ -358,3 +358,13 @@ def test_clip_weights_clips_every_parameter():
     assert sum(p.numel() for p in D.parameters()) == 3 * 4 + 4 + 4 + 4 + 4 + 1  # all of them were seen
     with pytest.raises(ValueError):
         L.clip_weights(D, 0.0)
+
+
+@pytest.mark.parametrize("name", L.names())
+def test_negatives_without_lam_are_refused_not_weighted_zero(name):
+    """Regression: `d_loss(real, fake, neg)` used lam=1 by default, silently giving negatives weight 0."""
+    loss = L.build(name)
+    real, fake, neg = torch.randn(4), torch.randn(4), torch.randn(4)
+    with pytest.raises(ValueError, match="needs lam="):
+        loss.d_loss(real, fake, neg)
+    assert torch.equal(loss.d_loss(real, fake)[0], loss.d_loss(real, fake, None, lam=0.3)[0])  # no negatives: lam unused

@@ -60,7 +60,7 @@ class GANLoss:
         raise NotImplementedError
 
     def d_loss(
-        self, d_real: Tensor, d_fake: Tensor, d_neg: Tensor | None = None, lam: float = 1.0
+        self, d_real: Tensor, d_fake: Tensor, d_neg: Tensor | None = None, lam: float | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Discriminator loss (to minimise) on raw outputs; the fake side is ``lam*G + (1-lam)*NDA``.
 
@@ -68,7 +68,8 @@ class GANLoss:
             d_real: D's raw outputs on real images, (B_real,), any real value.
             d_fake: D's raw outputs on generated images, (B_fake,).
             d_neg: D's raw outputs on NDA negatives, (B_neg,), or None (no NDA).
-            lam: weight of generated samples on the fake side, in (0, 1].
+            lam: weight of generated samples on the fake side, in (0, 1]; required with ``d_neg``
+                (a forgotten ``lam`` would silently give the negatives weight 0), ignored without.
 
         Returns:
             ``(loss, terms)``: the scalar loss ``d_real + lam * d_fake + (1 - lam) * d_neg`` and the
@@ -86,7 +87,10 @@ class GANLoss:
         the same objective (eq. 3); with exactly ``lam * B`` generated images it is equal batch for
         batch. The two differ only in variance and in what D's batch statistics see.
         """
-        lam = check_lam(lam)
+        if d_neg is not None and lam is None:
+            raise ValueError("d_loss(d_real, d_fake, d_neg) needs lam=: the weight of generated samples on the "
+                             "fake side (the paper uses 0.25 or 0.5; 1 gives the negatives weight 0)")
+        lam = 1.0 if lam is None else check_lam(lam)
         real = self.real_term(_as_float(d_real)).mean()
         fake = self.fake_term(_as_float(d_fake)).mean()
         terms = {"d_real": real.detach(), "d_fake": fake.detach()}
