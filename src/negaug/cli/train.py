@@ -41,13 +41,22 @@ class _StopFlag:
 
     def __init__(self):
         self.requested = False
+        self.signal = 0
 
     def __call__(self, signum, frame):
         if self.requested:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signum
         print(f"\nnegaug: {signal.Signals(signum).name} received; saving a checkpoint and stopping",
               file=sys.stderr)
+
+
+def _announce(config):
+    def on_start(run_dir, device, step) -> None:
+        start = f" from step {step}" if step else ""
+        print(f"negaug: training {config.train.steps} steps{start} in {run_dir} on {device}", file=sys.stderr)
+
+    return on_start
 
 
 def run(args) -> int:
@@ -70,7 +79,7 @@ def run(args) -> int:
     previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(config, run_dir=args.resume, resume=bool(args.resume),
-                       stop_requested=lambda: flag.requested,
+                       stop_requested=lambda: flag.requested, on_start=_announce(config),
                        warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
         print(f"negaug: error: {err}", file=sys.stderr)
@@ -81,6 +90,9 @@ def run(args) -> int:
     if result.interrupted:
         print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
               f"negaug train --resume {result.run_dir}", file=sys.stderr)
-        return 0
+        return 128 + (flag.signal or signal.SIGINT)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s)")
+    print(f"next: negaug eval {result.run_dir}   # sample quality -> {result.run_dir}/eval.json\n"
+          f"      negaug anomaly {result.run_dir}   # the discriminator as an anomaly detector\n"
+          f"      negaug train --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0

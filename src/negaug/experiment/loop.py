@@ -57,9 +57,11 @@ class TrainResult:
 
 def train(config: Config, run_dir: str | Path | None = None, resume: bool = False,
           stop_requested: Callable[[], bool] = lambda: False, warn: Callable[[str], None] | None = None,
-          on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_log: Callable[[dict[str, Any]], None] | None = None,
+          on_start: Callable[[Path, torch.device, int], None] | None = None) -> TrainResult:
     """Train (or, with resume=True, continue) the run in `run_dir` (default:
-    `train.runs_dir/train.name`); returns where it ended."""
+    `train.runs_dir/train.name`); returns where it ended. `on_start(run_dir, device, step)` is
+    called once the run folder is ready, `on_log(record)` at every log line."""
     warnings: list[str] = []
 
     def record_warning(message: str) -> None:
@@ -87,6 +89,8 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             restore(config, run_dir, state, record_warning)
         else:
             runs.create_run_dir(config, run_dir)
+        if on_start is not None:
+            on_start(run_dir, recipe.device, state.step)
         try:
             runs.write_config(run_dir, config)
             result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
