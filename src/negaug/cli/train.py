@@ -54,7 +54,7 @@ class _StopFlag:
 def _announce(config):
     def on_start(run_dir, device, step) -> None:
         start = f" from step {step}" if step else ""
-        print(f"negaug: training {config.train.steps} steps{start} in {run_dir} on {device}", file=sys.stderr)
+        print(f"negaug: training {config.train.steps} steps{start} in {run_dir} on {device}", flush=True)
 
     return on_start
 
