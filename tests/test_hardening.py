@@ -384,3 +384,15 @@ def test_fuzz_random_values_for_every_config_key_are_accepted_or_one_line(tmp_pa
                 message = str(err)
                 assert message and "\n" not in message.strip() and len(message) < 1200, (key, value, message)
     assert not (tmp_path / "never").exists()
+
+
+def test_best_metric_names_a_reported_result_and_is_checked_before_the_run(tmp_path, capsys):
+    """Regression: eval.best_metric=toy passed --dry-run and failed at the first evaluation, and
+    toy_modes_covered (what the error suggested) was refused."""
+    ring = ["train.steps=4", "eval.every=2", "eval.num_samples=200", "train.progress=false", "train.device=cpu",
+            "train.sample_every=0", f"train.runs_dir={tmp_path}"]
+    code, _, err = cli(capsys, "train", "ring", *ring, "train.name=bad", "eval.best_metric=toy", "--dry-run")
+    assert code == 2
+    assert_one_line_error(err, "eval.best_metric: unknown result 'toy'", "toy_modes_covered")
+    result = train(load_config("ring", [*ring, "train.name=good", "eval.best_metric=toy_modes_covered"]))
+    assert result.step == 4 and ckpt.list_steps(tmp_path / "good" / "checkpoints" / "best")

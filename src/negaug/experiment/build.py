@@ -236,10 +236,14 @@ def check_penalties(config: Config, discriminator: nn.Module, gp_weight: float, 
 def check_eval(config: Config) -> None:
     """Metric names and the extractor choice of in-training evaluation."""
     settings = config.eval
-    for name in [*settings.metrics, *([settings.best_metric] if settings.best_metric else [])]:
-        if name not in metrics.names():
-            raise ValueError(f"eval: unknown metric '{name}'{closest(name, metrics.names())}; "
+    for name in settings.metrics:
+        if not isinstance(name, str) or name not in metrics.names():
+            raise ValueError(f"eval.metrics: unknown metric {name!r}{closest(str(name), metrics.names())}; "
                              f"valid: {', '.join(metrics.names())}")
+    reported = [result for name in metrics.names() for result in metrics.result_names(name)]
+    if settings.best_metric and settings.best_metric not in reported:
+        raise ValueError(f"eval.best_metric: unknown result '{settings.best_metric}'"
+                         f"{closest(settings.best_metric, reported)}; valid: {', '.join(reported)}")
     if settings.feature_extractor not in ("auto", "inception", "classifier", "raw"):
         raise ValueError(f"eval.feature_extractor='{settings.feature_extractor}' is not one of auto, inception, classifier, raw")
 
@@ -250,9 +254,10 @@ def check_best_metric(config: Config, dataset) -> None:
     if not metric:
         return
     evaluated = config.eval.metrics or metrics.default_metrics(dataset, config.data.name)
-    if metric not in evaluated:
-        raise ValueError(f"eval.best_metric='{metric}' is not among the evaluated metrics ({', '.join(evaluated)}); "
-                         f"add it to eval.metrics")
+    reported = [name for evaluated_metric in evaluated for name in metrics.result_names(evaluated_metric)]
+    if metric not in reported:
+        raise ValueError(f"eval.best_metric='{metric}' is not among the evaluated metrics ({', '.join(reported)}); "
+                         f"choose one of them or add it to eval.metrics")
 
 
 def check_tensorboard(config: Config) -> None:

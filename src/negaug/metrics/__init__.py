@@ -21,6 +21,7 @@ from negaug.metrics.evaluate import (
     find_result,
     generate_samples,
     record_sampling,
+    result_names,
 )
 from negaug.metrics.fid import feature_statistics, fid_from_features, frechet_distance
 from negaug.metrics.inception_score import inception_score
@@ -39,6 +40,6 @@ __all__ = [
     "METRICS", "EvalSettings", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
     "evaluate_samples", "feature_statistics", "features", "fid_from_features",
     "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
-    "kde_log_likelihood", "kernel_distance", "names", "parzen_log_likelihood", "precision_recall", "record_sampling",
+    "kde_log_likelihood", "kernel_distance", "names", "parzen_log_likelihood", "precision_recall", "record_sampling", "result_names",
     "toy_quality",
 ]

@@ -270,6 +270,15 @@ def _toy(evaluation: Evaluation) -> dict[str, dict]:
 
 # --- entry points ------------------------------------------------------------------------------
 
+# What each metric reports, by result name (`find_result` and eval.best_metric use these).
+RESULT_NAMES = {"toy": ("toy_negative_fraction", "toy_high_quality", "toy_modes_covered")}
+
+
+def result_names(metric: str) -> tuple[str, ...]:
+    """The result names metric `metric` reports (itself, except "toy": its three measures)."""
+    return RESULT_NAMES.get(metric, (metric,))
+
+
 def default_metrics(reference: Any, data_name: str | None = None) -> list[str]:
     """2-D toys: toy metrics + KDE; images: fid, kid, is (skipped when the features have no
     class probabilities), pr; dots images also count dots."""
