@@ -227,3 +227,17 @@ def test_cli_experiment_names_match_the_registry():
     from negaug.cli import repro as repro_cli
 
     assert list(repro_cli.EXPERIMENT_NAMES) == repro.names()
+
+
+def test_a_quick_run_never_overwrites_full_results(tmp_path, capsys):
+    """Regression: `negaug repro numerosity --quick --out results/numerosity` replaced the committed full results."""
+    from negaug.cli import main
+
+    out = tmp_path / "numerosity"
+    out.mkdir()
+    (out / "results.json").write_text('{"size": "full", "seeds": [0, 1, 2]}')
+    before = (out / "results.json").read_bytes()
+    assert main(["repro", "numerosity", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds the results of a full run" in err
+    assert (out / "results.json").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["results.json"]

@@ -13,6 +13,7 @@ reported numbers, 3 seeds by default). Trained runs are cached under `runs_dir` 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,9 +34,24 @@ def run(name: str, out_dir: str | Path, size: str = "quick", seeds: list[int] | 
         runs_dir: str | Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run experiment `name` and write its results; returns the results dict (as in results.json)."""
     experiment = EXPERIMENTS.get(name)
+    check_not_over_full_results(Path(out_dir), size)
     study = Study(Path(out_dir), size, seeds if seeds is not None else default_seeds(size, None),
                   runs_dir, on_progress)
     return experiment(study)
+
+
+def check_not_over_full_results(out_dir: Path, size: str) -> None:
+    """A quick or tiny run never overwrites the results of a full one (e.g. the committed results/)."""
+    existing = out_dir / "results.json"
+    if size == "full" or not existing.is_file():
+        return
+    try:
+        previous = json.loads(existing.read_text()).get("size")
+    except (ValueError, AttributeError, OSError):
+        previous = None
+    if previous == "full":
+        raise ValueError(f"{out_dir} holds the results of a full run; a --{size} run would overwrite them: "
+                         f"give another --out (e.g. scratch/{out_dir.name})")
 
 
 __all__ = ["EXPERIMENTS", "SIZES", "names", "run"]
