@@ -543,7 +543,7 @@ def test_cli_writes_results_and_histograms(fake_run, capsys):
     rc = main(["anomaly", str(run_dir), "--ood", "corruption/gaussian_noise,corruption/contrast,noise/uniform",
                "--num-images", "5", "--seed", "2", "--checkpoint", "best", "--device", "cpu"])
     assert rc == 0 and calls == {"path": str(run_dir), "checkpoint": "best"}
-    results = json.loads((run_dir / "anomaly.json").read_text())
+    results = json.loads((run_dir / "anomaly.json").read_text())["evaluations"][-1]
     protocol = results["protocol"]
     assert protocol["checkpoint_step"] == 7 and protocol["num_in"] == 5 and protocol["seed"] == 2
     assert protocol["reference_split"] == "test" and protocol["positive_class"] == "in-distribution"
@@ -571,3 +571,15 @@ def test_cli_run_without_checkpoint_is_one_line_error(tmp_path, capsys):
     assert main(["anomaly", str(tmp_path / "empty")]) == 2  # the real load_run
     err = capsys.readouterr().err.strip()
     assert err.startswith("negaug: error:") and "checkpoint" in err and "\n" not in err
+
+
+def test_cli_appends_to_anomaly_json_like_eval_json(fake_run, capsys):
+    """Regression: a second `negaug anomaly` replaced the first one's results."""
+    from negaug.cli import main
+
+    run_dir, _ = fake_run
+    for severity in ("1", "2"):
+        assert main(["anomaly", str(run_dir), "--ood", "noise/uniform", "--num-images", "5", "--severity", severity,
+                     "--device", "cpu"]) == 0
+    entries = json.loads((run_dir / "anomaly.json").read_text())["evaluations"]
+    assert [entry["protocol"]["severity"] for entry in entries] == [1, 2]

@@ -1,12 +1,11 @@
 """A trained run's discriminator as an anomaly detector (behind `negaug anomaly RUN`).
 
-Writes RUN/anomaly.json (AUROC, AUPR, FPR@95TPR per OOD set, with the protocol) and
-RUN/anomaly_histograms.png (D(clean) - D(ood) per paired set).
+Appends one entry per call to RUN/anomaly.json ({"evaluations": [...]}, newest last; each entry:
+AUROC, AUPR, FPR@95TPR per OOD set, with the protocol), as `negaug eval` does to eval.json, and
+writes RUN/anomaly_histograms.png (D(clean) - D(ood) per paired set).
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +13,7 @@ from typing import Any, Callable
 from negaug import anomaly
 from negaug.anomaly.ood import last_images
 from negaug.experiment.build import resolve_device
+from negaug.experiment.evaluate import append_evaluation
 from negaug.experiment.runs import load_run
 
 DEFAULT_OOD = "corruption/all,noise/all"
@@ -63,13 +63,5 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
         "data_root": data_root,
     })
     results["histograms"] = histograms.name if histograms is not None else None
-    _write_json(output, results)
+    append_evaluation(output, results)
     return AnomalyReport(results, output, histograms)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a killed run never leaves a half-written results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)

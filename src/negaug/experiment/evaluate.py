@@ -105,7 +105,7 @@ def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
             except (ValueError, UnicodeDecodeError, RecursionError):
                 valid = False
             if not valid:
-                raise ValueError(f"{path} is not an eval.json written by negaug; move it away and rerun")
+                raise ValueError(f"{path} is not a results file written by negaug; move it away and rerun")
         document["evaluations"].append(entry)
         write_atomically(path, json.dumps(document, indent=1, default=str))
 
