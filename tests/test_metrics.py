@@ -695,3 +695,17 @@ def test_evaluate_generator_of_run_uses_the_run_config():
     assert set(results) == {"toy_negative_fraction", "toy_high_quality", "toy_modes_covered", "kde"}
     protocol = results["kde"]["protocol"]
     assert protocol["reference"] == "ring/test" and protocol["num_generated"] == 150 and protocol["seed"] == 3
+
+
+def test_evaluate_generator_takes_your_own_generator():
+    """A plain callable of latents (no sample_latent): latent_dim= tells the latent size; the samples
+    equal those of the same network wrapped as a negaug generator."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    reference = data.build("ring", num_samples=300)
+    mine = evaluate_generator(lambda z: net(z), reference, ["kde"], num_samples=100, seed=3, latent_dim=2)
+    assert mine["kde"]["protocol"]["num_generated"] == 100
+    fake, _ = generate_samples(lambda z: net(z), 100, seed=3, latent_dim=2)
+    with torch.no_grad():
+        assert torch.equal(fake, net(torch.randn(100, 2, generator=torch.Generator().manual_seed(3))))
+    with pytest.raises(ValueError, match="pass latent_dim="):
+        evaluate_generator(lambda z: net(z), reference, ["kde"], num_samples=10)

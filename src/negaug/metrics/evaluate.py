@@ -310,38 +310,60 @@ def evaluate_samples(fake: Tensor, reference: Any, metrics: list[str] | None = N
     return results
 
 
-def generate_samples(generator: torch.nn.Module, num_samples: int, seed: int = 0, num_classes: int = 0,
-                     batch_size: int = 250, device: Any = "cpu") -> tuple[Tensor, Tensor | None]:
+def generate_samples(generator: Any, num_samples: int, seed: int = 0, num_classes: int = 0,
+                     batch_size: int = 250, device: Any = "cpu", latent_dim: int | None = None
+                     ) -> tuple[Tensor, Tensor | None]:
     """``num_samples`` samples of ``generator`` (CPU float32) and their labels (uniform over
-    ``num_classes``; None when 0). Latents and labels are drawn at once from a CPU generator
-    seeded with ``seed``, so the samples do not depend on ``batch_size`` or ``device``. The
-    generator runs in eval mode; its previous mode is restored."""
+    ``num_classes``; None when 0).
+
+    ``generator``: negaug's ``G(z, y)`` with ``G.sample_latent``, or any callable of standard
+    normal latents (``G(z)``, or ``G(z, y)`` when ``num_classes`` > 0) whose latent size is
+    ``latent_dim`` or ``G.latent_dim`` (your own generator). Latents and labels are drawn at once
+    from a CPU generator seeded with ``seed``, so the samples do not depend on ``batch_size`` or
+    ``device``. A module runs in eval mode; its previous mode is restored."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     rng = torch.Generator().manual_seed(seed)
-    latents = generator.sample_latent(num_samples, generator=rng, device="cpu")
+    if hasattr(generator, "sample_latent"):
+        latents = generator.sample_latent(num_samples, generator=rng, device="cpu")
+    else:
+        size = latent_dim if latent_dim is not None else getattr(generator, "latent_dim", None)
+        if not isinstance(size, int) or size < 1:
+            raise ValueError("your generator has no sample_latent(); pass latent_dim= (the size of its standard "
+                             "normal input) or give it a latent_dim attribute")
+        latents = torch.randn(num_samples, size, generator=rng)
     labels = torch.randint(num_classes, (num_samples,), generator=rng) if num_classes > 0 else None
-    was_training = generator.training
-    generator.eval()
+
+    def call(start: int) -> Tensor:
+        z = latents[start:start + batch_size].to(device)
+        out = generator(z) if labels is None else generator(z, labels[start:start + batch_size].to(device))
+        return out.float().cpu()
+
+    was_training = getattr(generator, "training", None)
+    if was_training is not None:
+        generator.eval()
     try:
         with torch.inference_mode():
-            samples = [generator(latents[s:s + batch_size].to(device),
-                                 None if labels is None else labels[s:s + batch_size].to(device)).float().cpu()
-                       for s in range(0, num_samples, batch_size)]
+            samples = [call(start) for start in range(0, num_samples, batch_size)]
     finally:
-        generator.train(was_training)
+        if was_training is not None:
+            generator.train(was_training)
     return torch.cat(samples), labels
 
 
-def evaluate_generator(generator: torch.nn.Module, reference: Any, metrics: list[str] | None = None,
+def evaluate_generator(generator: Any, reference: Any, metrics: list[str] | None = None,
                        num_samples: int = 10000, seed: int = 0, num_classes: int | None = None,
-                       **options: Any) -> dict[str, dict]:
-    """Sample ``num_samples`` from ``generator`` (``G(z, y)``, ``G.sample_latent``; labels uniform
-    when ``num_classes`` > 0, default ``G.num_classes``) and evaluate them against ``reference``
-    (the test split: a dataset or a tensor in [-1, 1]). ``options``: fields of ``EvalSettings``
+                       latent_dim: int | None = None, **options: Any) -> dict[str, dict]:
+    """Sample ``num_samples`` from ``generator`` (negaug's ``G(z, y)`` with ``G.sample_latent``, or
+    your own callable of standard normal latents of size ``latent_dim``; labels uniform when
+    ``num_classes`` > 0, default ``G.num_classes``) and evaluate them against ``reference`` (the
+    test split: a dataset or a tensor in [-1, 1]). ``options``: fields of ``EvalSettings``
     (feature_extractor, inception_weights, batch_size, device, progress, cache_dir, train_data...).
     Returns {result key: {"metric", "value", "higher_is_better", extras..., "protocol"}}."""
     settings = make_settings(**options)  # fail on a typo before sampling
     num_classes = int(getattr(generator, "num_classes", 0)) if num_classes is None else num_classes
-    fake, _ = generate_samples(generator, num_samples, seed, num_classes, settings.batch_size, settings.device)
+    fake, _ = generate_samples(generator, num_samples, seed, num_classes, settings.batch_size, settings.device,
+                               latent_dim)
     return record_sampling(evaluate_samples(fake, reference, metrics, seed, **options), num_classes)
 
 
