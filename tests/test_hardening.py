@@ -396,3 +396,12 @@ def test_best_metric_names_a_reported_result_and_is_checked_before_the_run(tmp_p
     assert_one_line_error(err, "eval.best_metric: unknown result 'toy'", "toy_modes_covered")
     result = train(load_config("ring", [*ring, "train.name=good", "eval.best_metric=toy_modes_covered"]))
     assert result.step == 4 and ckpt.list_steps(tmp_path / "good" / "checkpoints" / "best")
+
+
+def test_anomaly_on_a_run_of_2d_points_is_one_line(tmp_path, capsys):
+    train(load_config("ring", ["train.steps=2", "train.progress=false", "train.sample_every=0", "train.device=cpu",
+                               f"train.runs_dir={tmp_path}", "train.name=ring"]))
+    code, _, err = cli(capsys, "anomaly", str(tmp_path / "ring"), "--device", "cpu")
+    assert code == 2
+    assert_one_line_error(err, "was trained on 2-D points")
+    assert not (tmp_path / "ring" / "anomaly.json").exists()

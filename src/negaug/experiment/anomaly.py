@@ -42,7 +42,11 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
     loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device, key="--device"), warn=warn)
     data = loaded.config.data
-    clean = last_images(loaded.reference_dataset(split=split), num_images)
+    reference = loaded.reference_dataset(split=split)
+    if getattr(reference, "image_size", None) is None:
+        raise ValueError(f"negaug anomaly scores images; the run {run_dir} was trained on 2-D points "
+                         f"('{data.name}'): use negaug eval for it")
+    clean = last_images(reference, num_images)
     plan = anomaly.plan_ood(ood, clean.shape[1], exclude_dataset=data.name)
     data_root = data_root if data_root is not None else data.root
     if on_plan is not None:
