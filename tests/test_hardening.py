@@ -405,3 +405,82 @@ def test_anomaly_on_a_run_of_2d_points_is_one_line(tmp_path, capsys):
     assert code == 2
     assert_one_line_error(err, "was trained on 2-D points")
     assert not (tmp_path / "ring" / "anomaly.json").exists()
+
+
+# --- found by a red-team pass after the fixes above --------------------------------------------------
+
+def test_files_in_a_run_folder_that_are_not_regular_files_never_hang_or_fill_memory(tmp_path, capsys):
+    import os
+
+    train(tiny(tmp_path, "train.name=r"))
+    os.symlink("/dev/zero", tmp_path / "r" / "checkpoints" / "step_0000009.json")
+    os.mkfifo(tmp_path / "r" / "checkpoints" / "step_0000008.json")
+    warnings = []
+    assert load_run(tmp_path / "r", warn=warnings.append).step == 4
+    assert len(warnings) == 2 and all("not a regular file" in w for w in warnings)
+    for name in ("step_0000009.json", "step_0000008.json"):
+        (tmp_path / "r" / "checkpoints" / name).unlink()
+    os.symlink("/dev/zero", tmp_path / "r" / "eval.json")
+    code, _, err = cli(capsys, "eval", str(tmp_path / "r"), "--num-samples", "20", "--no-plots", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, "eval.json is not a results file written by negaug")
+
+
+def test_a_config_yaml_bomb_in_a_run_folder_is_only_reported(tmp_path):
+    train(tiny(tmp_path, "train.name=r", "train.steps=2"))
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "r" / "config.yaml").write_text("\n".join(lines) + "\ndata: {options: {x: *a8}}\n")
+    warnings = []
+    config = resume_config(tmp_path / "r", ["train.steps=3"], warn=warnings.append)
+    assert config.train.steps == 3 and len(warnings) == 1 and "aliases" in warnings[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--dry-run", "data.options.classes=" + "[" * 50 + "]" * 50], "nested more than 16 levels"),
+    (["train", "--dry-run", "data.options.classes=" + "[" * 5000 + "]" * 5000], "data"),
+    (["train", "--dry-run", "optim.lr_g=1e39"], "optim.lr_g=1e+39 is out of range"),
+    (["train", "--dry-run", "train.seed=20000000000000"], "train.seed=20000000000000 must be an integer in"),
+    (["train", "--dry-run", "data.image_size=1024"], "image_size=1024 would hold"),
+    (["repro", "toy", "--tiny", "--out", "OUT", "--seeds", "1000000000000"], "--seeds must be from 1 to 100"),
+    (["repro", "toy", "--tiny", "--out", "OUT", "--threads", "100000000"], "--threads must be from 1 to 256"),
+])
+def test_tiny_inputs_that_would_exhaust_memory_or_overflow_are_one_line(tmp_path, capsys, argv, expected):
+    code, _, err = cli(capsys, *[str(tmp_path / "out") if a == "OUT" else a for a in argv])
+    assert code == 2
+    assert_one_line_error(err, expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
+    train(tiny(tmp_path, "train.name=a", "train.steps=2"))
+    train(tiny(tmp_path, "train.name=b", "train.steps=2"))
+    code, _, err = cli(capsys, "eval", str(tmp_path / "a"), "--num-samples", "20",
+                       "--checkpoint", str(tmp_path / "b" / "checkpoints" / "step_0000002.json"))
+    assert code == 2
+    assert_one_line_error(err, "is not one of")
+    assert not (tmp_path / "a" / "eval.json").exists()
+
+
+def test_anomaly_never_overwrites_a_histogram_file_it_did_not_write(tmp_path, capsys):
+    train(tiny(tmp_path, "train.name=r", "train.steps=2"))
+    (tmp_path / "mine_histograms.png").write_text("keep")
+    argv = ["anomaly", str(tmp_path / "r"), "--num-images", "8", "--ood", "corruption/gaussian_noise",
+            "--device", "cpu", "--output", str(tmp_path / "mine.json")]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(err, "mine_histograms.png exists and was not written by negaug anomaly")
+    assert (tmp_path / "mine_histograms.png").read_text() == "keep"
+    (tmp_path / "mine_histograms.png").unlink()
+    assert cli(capsys, *argv)[0] == 0 and cli(capsys, *argv)[0] == 0  # its own figure is updated
+
+
+def test_a_relative_base_is_read_next_to_the_file_that_names_it(tmp_path, monkeypatch):
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "cfgs" / "b.yaml").write_text("nda: {lam: 0.5}\n")
+    (tmp_path / "b.yaml").write_text("nda: {lam: 0.9}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("cfgs/a.yaml").nda.lam == 0.5
+    monkeypatch.chdir(tmp_path / "cfgs")
+    assert load_config("a.yaml").nda.lam == 0.5

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -39,3 +40,41 @@ def write_atomically(path: str | Path, content: str | bytes) -> Path:
         else:
             tmp.write_text(content, encoding="utf-8")
     return Path(path)
+
+
+def read_limited(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file `path` (symlinks followed), at most `limit` of them;
+    ValueError naming the path for a FIFO, a device (`/dev/zero`), a folder or a larger file, so
+    that no user-controlled file can hang negaug or fill its memory. FileNotFoundError passes."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {path} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{what} {path} is larger than {limit} bytes ({info.st_size})")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"{what} {path} is larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_text_limited(path: str | Path, limit: int, what: str = "file") -> str:
+    """`read_limited` decoded as UTF-8 (undecodable bytes replaced)."""
+    return read_limited(path, limit, what).decode("utf-8", errors="replace")
+
+
+def require_regular_file(path: str | Path, what: str = "file") -> Path:
+    """`path` when it is a regular file (symlinks followed); ValueError naming it for a FIFO, a
+    device or a folder (which would hang or fill memory when read), FileNotFoundError when absent."""
+    path = Path(path)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{what} {path} is not a regular file")
+    return path

@@ -111,6 +111,8 @@ def figure_rows(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
     if not 1 <= args.num_images <= 256:
         raise ValueError(f"--num-images must be from 1 to 256, got {args.num_images}")
+    if abs(args.seed) > 2**31 - 1:
+        raise ValueError(f"--seed={args.seed} must be an integer in -{2**31 - 1}..{2**31 - 1}")
     data_options = dict(parse_option(text, "--data-option") for text in args.data_option)
     dataset = data.build(args.dataset, root=args.root, split=args.split, download=args.download,
                          image_size=args.image_size, **data_options)

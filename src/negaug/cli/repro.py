@@ -42,8 +42,8 @@ def run(args) -> int:
     from negaug.repro.common import default_seeds
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        if not 1 <= args.threads <= 256:
+            raise ValueError(f"--threads must be from 1 to 256, got {args.threads}")
         torch.set_num_threads(args.threads)
     seeds = parse_seed_list(args.seed_list) if args.seed_list else default_seeds(args.size, args.seeds)
     results = repro.run(args.name, args.out, size=args.size, seeds=seeds, runs_dir=args.runs_dir,
@@ -60,6 +60,6 @@ def parse_seed_list(text: str) -> list[int]:
         seeds = [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
         raise ValueError(f"--seed-list must be integers separated by commas (e.g. 0,1,2), got '{text}'") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seed-list needs distinct seeds, got '{text}'")
+    if not seeds or len(set(seeds)) != len(seeds) or len(seeds) > 100 or any(abs(s) > 2**31 - 1 for s in seeds):
+        raise ValueError(f"--seed-list needs 1 to 100 distinct seeds within +-{2**31 - 1}, got '{text[:80]}'")
     return seeds

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from negaug.registry import Registry, check_bool, closest, short
+from negaug.data import dots as _dots
+from negaug.data import files as _files
+from negaug.data import folders as _folders
+from negaug.data import offline as _offline
+from negaug.data import toys as _toys
 from negaug.data.base import (
     ImageDataset,
     LazyImageDataset,
@@ -24,9 +28,9 @@ from negaug.data.base import (
     to_uint8,
     to_unit_range,
 )
-from negaug.data import dots as _dots, files as _files, folders as _folders, offline as _offline, toys as _toys
 from negaug.data.files import default_root
 from negaug.data.toys import ToyDataset, toy_mode_assignment, toy_negative_region_mask, toy_negatives
+from negaug.registry import Registry, check_bool, closest, short
 
 DATASETS = Registry("dataset")
 for _name, _factory in {

@@ -38,6 +38,9 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return torch.floor((images.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8)
 
 
+MAX_RESIZED_BYTES = 2 * 2**30  # an in-memory dataset resized to data.image_size
+
+
 def resize_images(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
     """Antialiased bilinear resize of a batch `(N, C, H, W)` to `(N, C, size, size)`.
 
@@ -46,6 +49,10 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.T
     """
     if images.shape[-2:] == (size, size):
         return images
+    needed = images.shape[0] * images.shape[1] * size * size * images.element_size()
+    if needed > MAX_RESIZED_BYTES:
+        raise ValueError(f"image_size={size} would hold {needed / 2**30:.1f} GiB for {images.shape[0]} images in "
+                         f"memory (at most {MAX_RESIZED_BYTES // 2**30} GiB); use a smaller image_size or fewer images")
     out = []
     for start in range(0, images.shape[0], chunk):
         x = to_unit_range(images[start : start + chunk])

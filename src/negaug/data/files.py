@@ -26,19 +26,21 @@ import numpy as np
 import torch
 
 try:  # numpy >= 2
-    from numpy._core import multiarray as _multiarray, numeric as _numeric
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
 except ImportError:  # numpy 1.x
-    from numpy.core import multiarray as _multiarray, numeric as _numeric
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
 
 from negaug.data.base import (
     LazyImageDataset,
     TensorImageDataset,
-    center_crop,
     check_image_size,
     check_split,
     resize_images,
 )
 from negaug.data.offline import pad_mnist
+from negaug.files import require_regular_file
 from negaug.registry import check_bool
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")
@@ -78,6 +80,7 @@ def uint8_dataset(images: np.ndarray | torch.Tensor, labels, num_classes: int, n
 
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (MNIST's format: magic 0x00 0x00 dtype ndim, big-endian int32 dims, data)."""
+    require_regular_file(path, "dataset file")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
@@ -166,7 +169,7 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.n
     its labels (N,) int64. Anything else (a code payload, another object, a broken file) is a
     one-line ValueError naming the file."""
     try:
-        with open(path, "rb") as f:
+        with open(require_regular_file(path, "dataset file"), "rb") as f:
             entry = CifarUnpickler(f, encoding="latin1").load()
     except Exception as err:  # UnpicklingError (a refused global), EOFError, MemoryError, ... of a foreign file
         raise not_cifar(path, f"{type(err).__name__}: {err}") from None
@@ -254,7 +257,7 @@ def read_svhn_mat(path: Path, loadmat) -> tuple[np.ndarray, np.ndarray]:
     (10 means 0). MAT files hold arrays only (scipy runs nothing); a broken or foreign file is a
     one-line ValueError naming it."""
     try:
-        mat = loadmat(str(path))
+        mat = loadmat(str(require_regular_file(path, "dataset file")))
         images, labels = mat["X"], mat["y"]
         if images.dtype != np.uint8 or images.shape[:3] != (32, 32, 3) or labels.size != images.shape[3]:
             raise ValueError("'X' is not (32, 32, 3, N) uint8 with one label 'y' per image")

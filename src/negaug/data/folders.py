@@ -19,6 +19,7 @@ from PIL import Image
 
 from negaug.data.base import LazyImageDataset, center_crop, check_image_size, check_split, resize_images, to_unit_range
 from negaug.data.files import IMAGE_EXTENSIONS, default_root, fetch, missing
+from negaug.files import require_regular_file
 from negaug.registry import check_bool, check_choice, check_int
 
 CELEBA_WIDTH = 178  # aligned images are 178 x 218: the largest square crop
@@ -31,7 +32,7 @@ class ImageFiles:
         self.files, self.mode = files, mode
 
     def __call__(self, i: int) -> torch.Tensor:
-        with Image.open(self.files[i]) as image:
+        with Image.open(require_regular_file(self.files[i], "image file")) as image:
             array = np.asarray(image.convert(self.mode), dtype=np.uint8)
         return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)
 

@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from negaug.data.base import MAX_SAMPLES, as_index, check_classes, check_split
-from negaug.registry import check_float, check_int
 from negaug.data.dots import derive_seed
+from negaug.registry import check_float, check_int
 
 NEGATIVE_KINDS = ("between", "center", "both")
 MIN_STD_FROM_MODES = 4.0

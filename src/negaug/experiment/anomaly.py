@@ -6,15 +6,17 @@ writes RUN/anomaly_histograms.png (D(clean) - D(ood) per paired set).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from negaug import anomaly
 from negaug.anomaly.ood import last_images
-from negaug.experiment.build import resolve_device
-from negaug.experiment.evaluate import append_evaluation
+from negaug.experiment.build import check_seed, resolve_device
+from negaug.experiment.evaluate import MAX_RESULTS_BYTES, append_evaluation
 from negaug.experiment.runs import load_run
+from negaug.files import read_limited
 
 DEFAULT_OOD = "corruption/all,noise/all"
 
@@ -24,6 +26,23 @@ class AnomalyReport:
     results: dict[str, Any]  # as written to the results file
     output: Path  # the results file
     histograms: Path | None  # the histogram figure, None when no paired set was scored
+
+
+def check_histogram_path(output: Path) -> None:
+    """The histogram figure goes next to the results file as `<stem>_histograms.png`; a file of that
+    name that an earlier call did not write there is never overwritten."""
+    figure = output.with_name(output.stem + "_histograms.png")
+    if not figure.exists():
+        return
+    try:
+        entries = json.loads(read_limited(output, MAX_RESULTS_BYTES, "results file")).get("evaluations", []) \
+            if output.exists() else []
+        ours = any(isinstance(e, dict) and e.get("histograms") == figure.name for e in entries)
+    except (ValueError, AttributeError, OSError):
+        ours = False
+    if not ours:
+        raise ValueError(f"{figure} exists and was not written by negaug anomaly for {output.name}; move it away "
+                         f"or choose another --output")
 
 
 def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int = 5, num_images: int = 10000,
@@ -37,9 +56,12 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
     each is scored. data_root defaults to the run's data.root."""
     if num_images < 2:
         raise ValueError(f"--num-images must be at least 2, got {num_images}")
+    check_seed("--seed", seed)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+    output = Path(output) if output else run_dir / "anomaly.json"
+    check_histogram_path(output)
     loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device, key="--device"), warn=warn)
     data = loaded.config.data
     reference = loaded.reference_dataset(split=split)
@@ -54,7 +76,6 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
     results, differences = anomaly.evaluate(loaded.discriminator, clean, plan, severity=severity, seed=seed,
                                             batch_size=batch_size, data_root=data_root, download=download,
                                             on_progress=on_progress)
-    output = Path(output) if output else run_dir / "anomaly.json"
     histograms = output.with_name(output.stem + "_histograms.png") if differences else None
     if histograms is not None:
         label = f"{run_dir.name} (step {loaded.step})"

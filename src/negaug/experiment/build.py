@@ -71,10 +71,22 @@ def resolve_device(name: str | torch.device, key: str = "train.device") -> torch
     return device
 
 
+MAX_SEED = 2**31 - 1  # seeds are combined with counters (data order: seed * 1_000_003 + epoch)
+
+
+def check_seed(key: str, seed: int) -> int:
+    """A seed within +-MAX_SEED; ValueError naming `key` (a config key or a flag) otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) > MAX_SEED:
+        raise ValueError(f"{key}={seed} must be an integer in -{MAX_SEED}..{MAX_SEED}")
+    return seed
+
+
 def check_scalars(config: Config) -> None:
     """Checks that need no registry: ranges and enumerations."""
     nda, optim, train = config.nda, config.optim, config.train
     check_run_name(train.name)
+    check_seed("train.seed", train.seed)
+    check_seed("eval.seed", config.eval.seed)
     if not 0.0 < nda.lam <= 1.0:
         raise ValueError(f"nda.lam={nda.lam} is outside (0, 1]; use e.g. nda.lam=0.25 (1.0 = no negatives)")
     if nda.mode not in VALID_MODES:

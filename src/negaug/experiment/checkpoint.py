@@ -27,6 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from negaug.files import read_limited
+
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a record is a few KB (its config, the optimizer's scalars)
 FORMAT_VERSION = 2  # 1: the flat layout of negaug <= 0.1.0 train/loop.py, still read
 _NAME = re.compile(r"^step_(\d{7,})\.json$")
@@ -116,14 +118,16 @@ def read_record(json_path: Path) -> dict[str, Any]:
     naming the file when it is missing, unreadable, altered, or of a format this negaug cannot read."""
     json_path = Path(json_path)
     try:
-        if json_path.stat().st_size > MAX_RECORD_BYTES:
-            raise CheckpointError(f"checkpoint record {json_path} is larger than {MAX_RECORD_BYTES} bytes")
-        meta = json.loads(json_path.read_text())
+        data = read_limited(json_path, MAX_RECORD_BYTES, "checkpoint record")
+    except ValueError as err:  # a FIFO, a device, a folder, an oversized file
+        raise CheckpointError(str(err)) from None
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint record {json_path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        if isinstance(err, CheckpointError):
-            raise
+    except OSError as err:
+        raise CheckpointError(f"checkpoint record {json_path} cannot be read ({err.strerror})") from None
+    try:
+        meta = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"checkpoint record {json_path} is corrupted ({type(err).__name__}: "
                               f"{str(err)[:100]})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("tensor_file"), str) \
@@ -147,9 +151,11 @@ def load_file(json_path: Path) -> Checkpoint:
     meta = read_record(json_path)
     tensor_path = json_path.with_name(meta["tensor_file"])
     try:
-        blob = tensor_path.read_bytes()
-    except OSError:
-        raise CheckpointError(f"checkpoint tensors {tensor_path} are missing") from None
+        blob = read_limited(tensor_path, meta["tensor_bytes"], "checkpoint tensors") \
+            if type(meta.get("tensor_bytes")) is int else b""
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint tensors {tensor_path} are missing, truncated or corrupted "
+                              f"({str(err)[:120]})") from None
     if len(blob) != meta.get("tensor_bytes") or hashlib.sha256(blob).hexdigest() != meta.get("tensor_sha256"):
         raise CheckpointError(
             f"checkpoint tensors {tensor_path} are truncated or corrupted "

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from negaug.files import read_text_limited
 from negaug.presets import preset_names, yaml_load
 from negaug.registry import closest
 
@@ -172,9 +173,15 @@ def short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_plain(key: str, value: Any) -> Any:
+MAX_FLOAT = 1e30  # beyond float32's range, torch's optimizers and kernels overflow
+MAX_DEPTH = 16  # nesting of lists and mappings in an option value
+
+
+def check_plain(key: str, value: Any, depth: int = 0) -> Any:
     """A free-form option value (`*.options`): strings, finite numbers, booleans, None, and lists
-    and string-keyed mappings of those."""
+    and string-keyed mappings of those, nested at most MAX_DEPTH levels."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{key.split('[')[0][:80]}: nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
@@ -184,14 +191,16 @@ def check_plain(key: str, value: Any) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{key}={value} must be a finite number")
+        if abs(value) > MAX_FLOAT:
+            raise ValueError(f"{key}={value:g} is out of range (at most {MAX_FLOAT:g} in magnitude)")
         return value
     if isinstance(value, (list, tuple)):
-        return [check_plain(f"{key}[{i}]", item) for i, item in enumerate(value)]
+        return [check_plain(f"{key}[{i}]", item, depth + 1) for i, item in enumerate(value)]
     if isinstance(value, dict):
         for name in value:
             if not isinstance(name, str):
                 raise ValueError(f"{key}: option names must be strings, got {short_repr(name)}")
-        return {name: check_plain(f"{key}.{name}", item) for name, item in value.items()}
+        return {name: check_plain(f"{key}.{name}", item, depth + 1) for name, item in value.items()}
     raise ValueError(f"{key}: {type(value).__name__} values are not allowed, got {short_repr(value)}")
 
 
@@ -316,7 +325,7 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
     try:
         data = yaml_load(text) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"{where} is not valid YAML: {' '.join(str(err).split())[:160]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{where} must hold a mapping of config sections")
     return data
@@ -334,11 +343,11 @@ def read_source(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
                 f"config file '{source}' not found; give a YAML file or a preset ({', '.join(preset_names())})"
             )
         try:
-            if path.stat().st_size > MAX_CONFIG_BYTES:
-                raise ValueError(f"config file '{source}' is larger than {MAX_CONFIG_BYTES} bytes; a config is a few KB")
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as err:
+            text = read_text_limited(path, MAX_CONFIG_BYTES, "config file")
+        except OSError as err:
             raise ValueError(f"config file '{source}' cannot be read ({type(err).__name__}: {err})") from None
+        except ValueError as err:
+            raise ValueError(f"{err}; a config is a few KB of plain YAML") from None
         data = _read_yaml(text, f"config file '{source}'")
     else:
         if source not in preset_names():
@@ -352,6 +361,9 @@ def read_source(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if base is not None:
         if not isinstance(base, str):
             raise ValueError(f"config '{source}': base must be a preset name or a file path, got {short_repr(base)}")
+        is_file = source.endswith((".yaml", ".yml")) or "/" in source
+        if is_file and (base.endswith((".yaml", ".yml")) or "/" in base) and not Path(base).is_absolute():
+            base = str(Path(source).parent / base)  # relative to the file that names it, not to the shell
         data = merge_layer(read_source(base, (*_seen, source)), data)
     return data
 

@@ -16,14 +16,15 @@ from typing import Any, Callable
 
 import torch
 
-from negaug.experiment.build import build_dataset, resolve_device
+from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
 from negaug.experiment.runs import load_run
-from negaug.files import write_atomically
+from negaug.files import read_limited, write_atomically
 from negaug.metrics import evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
 
 MAX_SAMPLES = 1_000_000
+MAX_RESULTS_BYTES = 256 * 2**20  # eval.json / anomaly.json: thousands of evaluations
 MAX_SAMPLE_BYTES = 16 * 2**30  # the generated samples are held in memory as float32
 
 
@@ -66,6 +67,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
         raise ValueError(f"--num-samples must be from 2 to {MAX_SAMPLES:,} (FID uses 50,000), got {num_samples}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    check_seed("--seed", seed)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
@@ -100,7 +102,7 @@ def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
         document: dict[str, Any] = {"evaluations": []}
         if path.exists():
             try:
-                document = json.loads(path.read_text())
+                document = json.loads(read_limited(path, MAX_RESULTS_BYTES, "results file"))
                 valid = isinstance(document, dict) and isinstance(document.get("evaluations"), list)
             except (ValueError, UnicodeDecodeError, RecursionError):
                 valid = False

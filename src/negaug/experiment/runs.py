@@ -22,6 +22,7 @@ import yaml
 from negaug.experiment.build import build_dataset, build_models, new_state
 from negaug.experiment.checkpoint import Accept, Checkpoint, list_steps, load_file, load_latest, read_record, stem, use
 from negaug.experiment.config import (
+    MAX_CONFIG_BYTES,
     Config,
     check_resumable,
     config_from_dict,
@@ -31,7 +32,8 @@ from negaug.experiment.config import (
     unwrap,
 )
 from negaug.experiment.state import rng_devices
-from negaug.files import write_atomically
+from negaug.files import read_text_limited, write_atomically
+from negaug.presets import yaml_load
 
 
 def is_main_process() -> bool:
@@ -125,9 +127,9 @@ def read_config(run_dir: Path) -> Config:
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no config.yaml); "
                                 f"give the folder that `negaug train` created under runs/")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); restore it from the "
+        raw = yaml_load(read_text_limited(path, MAX_CONFIG_BYTES, "config"))
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is not valid YAML ({' '.join(str(err).split())[:160]}); restore it from the "
                          f"run's checkpoint record (checkpoints/*.json, key 'config')") from None
     return config_from_dict(raw)
 
@@ -139,7 +141,7 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text(errors="replace").splitlines()
+            kept = [line for line in _read_log(path).splitlines()
                     if line.strip() and _step_of(line) <= resume_step]
             write_atomically(path, "".join(line + "\n" for line in kept))
         self._handle = open(path, "a", encoding="utf-8")
@@ -150,6 +152,18 @@ class MetricsLog:
 
     def close(self) -> None:
         self._handle.close()
+
+
+MAX_LOG_BYTES = 1 << 30
+
+
+def _read_log(path: Path) -> str:
+    """metrics.jsonl as text; a log that is not a regular file or is absurdly large is treated as
+    empty (it is negaug's own append-only record, rebuilt from the checkpoints' step on resume)."""
+    try:
+        return read_text_limited(path, MAX_LOG_BYTES, "metrics log")
+    except ValueError:
+        return ""
 
 
 def _step_of(line: str) -> int:
@@ -167,7 +181,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in _read_log(path).splitlines():
         try:
             record = json.loads(line)
         except (ValueError, RecursionError):
@@ -210,7 +224,7 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
             changed = [key for key, value in _flat(learning_settings(edited)).items()
                        if _flat(learning_settings(config)).get(key) != value]
         except (ValueError, FileNotFoundError, OSError) as err:
-            changed = [f"unreadable: {str(err).splitlines()[0][:100]}"]
+            changed = [f"unreadable: {str(err).splitlines()[0][:300]}"]
         if changed:
             warn(f"{Path(run_dir) / 'config.yaml'} differs from the config recorded in the checkpoint "
                  f"({', '.join(changed[:3])}); resuming with the recorded one, and config.yaml is rewritten")
@@ -262,7 +276,11 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Acc
             raise FileNotFoundError(f"{run_dir} has no usable best checkpoint (set eval.every and eval.best_metric "
                                     f"when training); use --checkpoint latest")
     else:
-        found = use(load_file(Path(which)), accept)
+        path = Path(which)
+        if path.resolve().parent.parent != run_dir.resolve() and path.resolve().parent.parent.parent != run_dir.resolve():
+            raise ValueError(f"checkpoint {which} is not one of {run_dir}'s (checkpoints/ or checkpoints/best/); "
+                             f"evaluate the run it belongs to")
+        found = use(load_file(path), accept)
     if found is None:
         raise FileNotFoundError(f"{run_dir} has no usable checkpoint in {folder}; train it first "
                                 f"(or resume it with `negaug train --resume {run_dir}`)")

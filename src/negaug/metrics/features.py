@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from negaug.files import require_regular_file
 from negaug.metrics import classifier as clf
 from negaug.metrics.protocol import file_sha256
 from negaug.registry import Registry, check_bool, check_int, short
@@ -188,7 +189,7 @@ def load_tf_inception(path: str | Path) -> nn.Module:
         raise ValueError("the inception feature extractor needs torch-fidelity: pip install torch-fidelity") from err
     hint = f"use {INCEPTION_FILENAMES[0]} from torch-fidelity's releases"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(require_regular_file(path, "Inception weights"), map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (not a torch file), ...
         raise ValueError(f"{path} is not a plain TF-Inception state dict ({type(err).__name__}); {hint}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from negaug.models.base import (
-    MAX_UNITS, MODELS, Discriminator, Generator, check_network_options, check_power_of_two, require_labels,
+    MAX_UNITS,
+    MODELS,
+    Discriminator,
+    Generator,
+    check_network_options,
+    check_power_of_two,
+    require_labels,
 )
 from negaug.models.layers import ClassBatchNorm2d, ProjectionHead, finish
 from negaug.registry import check_int

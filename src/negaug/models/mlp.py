@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from negaug.models.base import (
-    MAX_DEPTH, MAX_UNITS, MODELS, Discriminator, Generator, check_network_options, require_labels,
+    MAX_DEPTH,
+    MAX_UNITS,
+    MODELS,
+    Discriminator,
+    Generator,
+    check_network_options,
+    require_labels,
 )
 from negaug.models.layers import ProjectionHead, finish
 from negaug.registry import check_int, short

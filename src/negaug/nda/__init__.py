@@ -10,12 +10,12 @@
 
 See base.py for the contract; all randomness comes from the generator passed in.
 """
-from negaug.nda.base import TRANSFORMS, NDATransform, Params, build, from_spec, names
-from negaug.nda.sampling import derangement, sample_beta
-from negaug.nda import transforms as _transforms  # noqa: F401  (registers the transforms)
-from negaug.nda import pairing as _pairing  # noqa: F401
 from negaug.nda import other_data as _other_data  # noqa: F401
+from negaug.nda import pairing as _pairing  # noqa: F401
+from negaug.nda import transforms as _transforms  # noqa: F401  (registers the transforms)
+from negaug.nda.base import TRANSFORMS, NDATransform, Params, build, from_spec, names
 from negaug.nda.compose import Mixture, Positive, check_compatible, positive
+from negaug.nda.sampling import derangement, sample_beta
 
 __all__ = [
     "TRANSFORMS", "NDATransform", "Params", "build", "names", "from_spec", "derangement", "sample_beta",

@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from negaug.registry import Registry, short
 from negaug.nda.sampling import resolve_generator
+from negaug.registry import Registry, short
 
 TRANSFORMS = Registry("NDA transform")
 

@@ -9,7 +9,16 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from negaug.nda.base import NDATransform, Params, check_index, from_spec, prefix_params, register, slice_params, unprefix_params
+from negaug.nda.base import (
+    NDATransform,
+    Params,
+    check_index,
+    from_spec,
+    prefix_params,
+    register,
+    slice_params,
+    unprefix_params,
+)
 from negaug.nda.sampling import derangement
 from negaug.nda.transforms import check_probability, draw_flags
 from negaug.registry import check_float, check_int, check_list, short

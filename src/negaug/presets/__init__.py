@@ -39,4 +39,7 @@ def yaml_load(text: str):
     MAX_YAML_CHARS characters (yaml.YAMLError otherwise)."""
     if len(text) > MAX_YAML_CHARS:
         raise yaml.YAMLError(f"the YAML text is longer than {MAX_YAML_CHARS} characters")
-    return yaml.load(text, Loader=_Loader)
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise yaml.YAMLError("the YAML is nested too deeply") from None

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from negaug.files import read_limited
 from negaug.registry import Registry
 from negaug.repro import anomaly, numerosity, quality, toy
 from negaug.repro.common import SIZES, Study, default_seeds
@@ -46,8 +47,8 @@ def check_not_over_full_results(out_dir: Path, size: str) -> None:
     if size == "full" or not existing.is_file():
         return
     try:
-        previous = json.loads(existing.read_text()).get("size")
-    except (ValueError, AttributeError, OSError):
+        previous = json.loads(read_limited(existing, 256 * 2**20, "results file")).get("size")
+    except (ValueError, AttributeError, OSError, RecursionError):
         previous = None
     if previous == "full":
         raise ValueError(f"{out_dir} holds the results of a full run; a --{size} run would overwrite them: "

@@ -83,11 +83,14 @@ class Study:
             self.on_progress(message)
 
 
+MAX_SEEDS = 100  # each seed trains every arm once
+
+
 def default_seeds(size: str, num_seeds: int | None) -> list[int]:
     """Seeds 0..n-1; n defaults to 3 for full runs (the minimum for a spread), 1 otherwise."""
     count = num_seeds if num_seeds is not None else (3 if size == "full" else 1)
-    if count < 1:
-        raise ValueError(f"--seeds must be at least 1, got {count}")
+    if not 1 <= count <= MAX_SEEDS:
+        raise ValueError(f"--seeds must be from 1 to {MAX_SEEDS}, got {count}")
     return list(range(count))
 
 
