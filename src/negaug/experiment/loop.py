@@ -30,6 +30,7 @@ from negaug.experiment import checkpoint, runs
 from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
 from negaug.experiment.evaluate import evaluate_generator_of_run
+from negaug.experiment.health import HealthMonitor
 from negaug.experiment.state import TrainState, rng_devices
 from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
 from negaug.files import write_atomically
@@ -93,7 +94,7 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             on_start(run_dir, recipe.device, state.step)
         try:
             runs.write_config(run_dir, config)
-            result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
+            result = _loop(config, recipe, state, run_dir, stop_requested, on_log, record_warning)
         except OSError as err:
             where = err.filename or run_dir
             raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
@@ -125,10 +126,20 @@ def run_process_settings(config: Config, device: torch.device) -> Iterator[None]
 
 
 def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
-          stop_requested: Callable[[], bool], on_log) -> TrainResult:
+          stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> TrainResult:
     settings = config.train
     stats = state.stats
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
+    health, health_warnings = HealthMonitor(), []
+    health.set_real(real_examples(recipe.dataset, settings.num_sample_images))
+
+    def report_health(found: list[str]) -> None:
+        for message in found:
+            health_warnings.append(message)
+            warn(message)
+            if log is not None:
+                log.write({"step": state.step, "warning": message})
+
     board = _tensorboard(run_dir) if settings.tensorboard and log is not None else None
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
                dynamic_ncols=True, desc="train")
@@ -155,10 +166,11 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
                         "elapsed_s": now - start}
                 window_start, window_step = now, step
                 _emit(last, log, board, bar, on_log)
+                report_health(health.check_log(last))
             if config.eval.every and step % config.eval.every == 0:
                 _evaluate(config, recipe, state, run_dir, log, board)
             if settings.sample_every and step % settings.sample_every == 0:
-                save_samples(state, fixed_latent, run_dir)
+                report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir)))
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
                 save_checkpoint(config, state, run_dir)
             if stop_requested():
@@ -167,7 +179,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
         if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
             save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
         if not interrupted and not (settings.sample_every and state.step % settings.sample_every == 0):
-            save_samples(state, fixed_latent, run_dir)
+            report_health(health.check_samples(state.step, save_samples(state, fixed_latent, run_dir)))
     finally:
         bar.close()
         for sink in (log, board):
@@ -175,7 +187,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
                 sink.close()
     seconds = time.perf_counter() - start
     if not interrupted and runs.is_main_process():
-        write_report(config, run_dir, state.step, last, seconds)
+        write_report(config, run_dir, state.step, last, seconds, health_warnings)
     return TrainResult(run_dir, state.step, interrupted, seconds, last)
 
 
@@ -212,22 +224,31 @@ def fixed_latent_batch(config: Config, recipe: Recipe, state: TrainState) -> tup
     return latents, labels
 
 
+def real_examples(dataset, count: int) -> torch.Tensor:
+    """The first `count` (at least 2) samples of `dataset`, the yardstick of sample diversity."""
+    count = max(2, min(count, len(dataset)))
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(torch.arange(count))[0].float()
+    return torch.stack([dataset[i][0] for i in range(count)]).float()
+
+
 @torch.no_grad()
-def save_samples(state: TrainState, fixed_latent, run_dir: Path) -> Path | None:
-    """A grid (images) or a scatter plot (2-D data) of the fixed latent batch, from the EMA."""
-    if not runs.is_main_process():
-        return None
+def save_samples(state: TrainState, fixed_latent, run_dir: Path) -> torch.Tensor:
+    """A grid (images) or a scatter plot (2-D data) of the fixed latent batch, from the EMA;
+    returns the samples (CPU float32), written only by the main process."""
     sampler = state.sampler()
     was_training = sampler.training
     sampler.eval()
     samples = sampler(*fixed_latent).float().cpu()
     sampler.train(was_training)
+    if not runs.is_main_process():
+        return samples
     path = run_dir / "samples" / f"{checkpoint.stem(state.step)}.png"
     if samples.dim() == 4:
         viz.save_grid(samples, path, nrow=int(max(1, round(samples.shape[0] ** 0.5))))
     else:
         viz.save_scatter({"generated": samples}, path)
-    return path
+    return samples
 
 
 def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, log, board) -> None:
@@ -251,7 +272,8 @@ def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, 
             save_checkpoint(config, state, run_dir, folder=run_dir / "checkpoints" / "best", keep=1)
 
 
-def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any], seconds: float) -> None:
+def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any], seconds: float,
+                 health_warnings: list[str] = ()) -> None:
     lines = [f"# Run {run_dir.name}", "",
              f"- preset: {config.preset}; data: {config.data.name}; model: {config.model.name}; "
              f"loss: {config.loss.name}",
@@ -261,10 +283,33 @@ def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any],
              f"{config.data.batch_size}, seed {config.train.seed}, {seconds:.0f} s this session",
              "", "## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    lines += ["", "## Health (this session)", ""]
+    lines += [f"- {message}" for message in health_warnings] or ["- no warning: D's loss never sat at its floor, "
+                                                                 "D scored generated images alike in both steps, "
+                                                                 "the samples did not collapse"]
+    lines += _curves(run_dir)
     sample = run_dir / "samples" / f"{checkpoint.stem(step)}.png"
     if sample.exists():
         lines += ["", "## Samples (EMA generator, fixed latents)", "", f"![samples](samples/{sample.name})"]
     write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def _curves(run_dir: Path) -> list[str]:
+    """Loss and D-output curves of the whole run (every session) as PNGs, with their report lines."""
+    records = [r for r in runs.read_metrics(run_dir) if isinstance(r.get("step"), int) and "loss/d" in r]
+    if len(records) < 2:
+        return []
+    steps = [r["step"] for r in records]
+    figures = {"curves_losses.png": ("losses", ("loss/d", "loss/g")),
+               "curves_d_outputs.png": ("mean D output", ("d_out/real", "d_out/generated", "d_out/negative",
+                                                          "d_out/generated_g_step"))}
+    lines = ["", "## Curves", ""]
+    for name, (label, keys) in figures.items():
+        series = {key: ([s for s, r in zip(steps, records) if key in r], [r[key] for r in records if key in r])
+                  for key in keys if any(key in r for r in records)}
+        viz.save_line_plot(series, run_dir / name, xlabel="generator step", ylabel=label, title=label)
+        lines.append(f"![{label}]({name})")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""The training-health monitor: exact triggers on hand-made log lines, no false alarm on healthy ones."""
+import torch
+from PIL import Image
+
+from negaug.experiment import load_config, train
+from negaug.experiment.health import HealthMonitor, mean_pairwise_distance
+from negaug.experiment.runs import read_metrics
+
+
+def record(step, d_real=0.5, d_fake=0.6, generated=-0.2, generated_g_step=-0.1):
+    return {"step": step, "loss/d_real": d_real, "loss/d_fake": d_fake, "d_out/generated": generated,
+            "d_out/generated_g_step": generated_g_step}
+
+
+def test_healthy_log_lines_raise_no_warning():
+    monitor = HealthMonitor()
+    assert all(monitor.check_log(record(step)) == [] for step in range(100, 5000, 100))
+
+
+def test_d_at_its_floor_warns_once_after_floor_steps_and_a_recovery_resets_the_clock():
+    monitor = HealthMonitor(floor_steps=500)
+    at_floor = {step: monitor.check_log(record(step, 0.001, 0.004)) for step in range(100, 700, 100)}
+    assert [step for step, found in at_floor.items() if found] == [600]  # 600 - 100 = 500 steps at the floor
+    assert "D has beaten G for 500 steps" in at_floor[600][0]
+    assert monitor.check_log(record(700, 0.001, 0.004)) == []  # once
+    fresh = HealthMonitor(floor_steps=500)
+    fresh.check_log(record(100, 0.001, 0.004))
+    fresh.check_log(record(400, 0.5, 0.5))  # recovered: the clock restarts
+    assert [s for s in (500, 800, 900, 1000) if fresh.check_log(record(s, 0.001, 0.004))] == [1000]  # 1000 - 500
+
+
+def test_negative_loss_terms_have_no_floor():
+    monitor = HealthMonitor(floor_steps=100)
+    assert all(monitor.check_log(record(step, -5.0, -4.0)) == [] for step in range(100, 2000, 100))
+
+
+def test_generated_images_scored_apart_in_the_two_steps_warn():
+    assert HealthMonitor().check_log(record(10, generated=-3.0, generated_g_step=3.0))  # the batch-norm collapse
+    assert HealthMonitor().check_log(record(10, generated=-0.2, generated_g_step=0.3)) == []  # close
+    assert HealthMonitor().check_log(record(10, generated=2.0, generated_g_step=5.0)) == []  # same sign
+
+
+def test_collapsed_samples_warn_after_warm_up_and_diverse_ones_do_not():
+    real = torch.rand(16, 1, 8, 8)
+    monitor = HealthMonitor(collapse_after=500)
+    monitor.set_real(real)
+    collapsed = real[:1].repeat(16, 1, 1, 1) + 0.001 * torch.rand(16, 1, 8, 8)
+    assert monitor.check_samples(100, collapsed) == []  # an untrained G is allowed to look collapsed
+    assert monitor.check_samples(600, real.flip(0)) == []
+    assert "samples collapsed" in monitor.check_samples(600, collapsed)[0]
+
+
+def test_mean_pairwise_distance_by_hand():
+    points = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    assert abs(mean_pairwise_distance(points) - (5 + 5 + 0) * 2 / 6) < 1e-6
+
+
+def test_a_run_reports_its_health_and_curves(tmp_path):
+    config = load_config("default", ["data.batch_size=8", "data.options.classes=[0, 1]", "model.options.width=4",
+                                     "train.steps=6", "train.log_every=2", "train.progress=false", "train.device=cpu",
+                                     f"train.runs_dir={tmp_path}", "train.name=r"])
+    train(config)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Health (this session)" in report and "- no warning" in report
+    for name in ("curves_losses.png", "curves_d_outputs.png"):
+        assert f"]({name})" in report and Image.open(tmp_path / "r" / name).format == "PNG"
+    assert not any("warning" in r for r in read_metrics(tmp_path / "r"))
