@@ -157,3 +157,21 @@ def test_nda_show_bad_input_is_one_line_and_exit_2(arguments, message, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("negaug: error: ") and message in err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("argv", [["train"], ["eval"], ["anomaly"], ["nda", "show"], ["repro"]])
+def test_every_subcommand_help_has_examples(argv, capsys):
+    from negaug.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"negaug {' '.join(argv)}" in out.split("examples:")[1]
+
+
+def test_nda_show_takes_data_root_like_anomaly(tmp_path, capsys):
+    from negaug.cli import main
+
+    assert main(["nda", "show", "--data-root", str(tmp_path), "--transforms", "jigsaw", "--num-images", "2",
+                 "--out", str(tmp_path / "x.png")]) == 0

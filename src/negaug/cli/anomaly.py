@@ -12,7 +12,16 @@ HELP = "anomaly detection with a run's discriminator: AUROC / AUPR / FPR@95TPR o
 DEFAULT_OOD = "corruption/all,noise/all"  # as negaug.experiment.anomaly.DEFAULT_OOD (no torch import here)
 
 
+EPILOG = """examples:
+  negaug anomaly runs/default-20261129-225119                        # corruptions + noise, severity 5
+  negaug anomaly runs/lam05 --ood corruption/fog,nda/jigsaw,dataset/svhn --data-root ~/data --download
+  negaug anomaly runs/lam05 --severity 3 --num-images 2000 --output scratch/anomaly_s3.json
+Appends one entry to RUN/anomaly.json (or --output) and writes <output>_histograms.png next to it."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     parser.add_argument("run", help="run folder written by `negaug train` (runs/<name>)")
     parser.add_argument("--ood", default=DEFAULT_OOD,
                         help="comma-separated OOD sets: corruption/<name>|all, nda/<name>|all, "

@@ -13,7 +13,16 @@ FEATURE_NAMES = ("classifier", "inception", "raw")
 INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 
 
+EPILOG = """examples:
+  negaug eval runs/default-20261129-225119                 # the run's own eval settings, 10000 samples
+  negaug eval runs/lam05 --metrics fid pr --num-samples 2000 --checkpoint best
+  negaug eval runs/lam05 --feature-extractor inception --inception-weights ~/weights/pt_inception.pth
+Appends one entry to RUN/eval.json and writes its figures to RUN/eval/."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     parser.add_argument("run", help="run folder written by `negaug train` (runs/<name>)")
     parser.add_argument("--metrics", nargs="+", default=None, choices=METRIC_NAMES, metavar="METRIC",
                         help=f"any of {', '.join(METRIC_NAMES)} (default: the run's eval.metrics, else by data: "
@@ -27,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID subsets (default: 0)")
     parser.add_argument("--checkpoint", default="latest", help="latest, best or a checkpoint path (default: latest)")
     parser.add_argument("--batch-size", type=int, default=250, help="generator / feature batch size (default: 250)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto: cuda when available)")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -23,7 +23,11 @@ NOT_SHOWN_BY_DEFAULT = ("other_data", "mixture")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="nda_command", required=True, metavar="{show}")
-    show = sub.add_parser("show", help="write a PNG: a row of originals, then one row per transform")
+    show = sub.add_parser("show", help="write a PNG: a row of originals, then one row per transform",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  negaug nda show --out nda.png                                     # every transform on MNIST-5k
+  negaug nda show --dataset dots --data-option count=3 --transforms "jigsaw,other_data:dataset=dots:count=[4,5,7]" --out dots.png
+  negaug nda show --dataset cifar10 --data-root ~/data --download --transforms jigsaw:k=4,mixup:alpha=10 --out c.png""")
     show.add_argument("--dataset", default="mnist5k", help="dataset name (default: mnist5k)")
     show.add_argument("--transforms", default=None,
                       help="comma-separated transforms with optional :key=value options, e.g. "
@@ -31,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--out", required=True, help="output PNG file")
     show.add_argument("--num-images", type=int, default=8, help="images per row (default: 8)")
     show.add_argument("--seed", type=int, default=0, help="seed for picking images and drawing transforms")
-    show.add_argument("--root", default=None, help="dataset folder (default: $NEGAUG_DATA or ~/.cache/negaug/data)")
+    show.add_argument("--data-root", "--root", dest="root", default=None,
+                      help="dataset folder (default: $NEGAUG_DATA or ~/.cache/negaug/data), as in negaug anomaly")
     show.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     show.add_argument("--split", default="train", help="dataset split (default: train)")
     show.add_argument("--image-size", type=int, default=None, help="resize images to this size")
