@@ -15,7 +15,7 @@ from negaug import anomaly
 from negaug.anomaly.ood import last_images
 from negaug.experiment.build import check_seed, resolve_device
 from negaug.experiment.evaluate import MAX_RESULTS_BYTES, append_evaluation
-from negaug.experiment.runs import load_run
+from negaug.experiment.runs import load_run, require_run_dir
 from negaug.files import read_limited
 
 DEFAULT_OOD = "corruption/all,noise/all"
@@ -57,9 +57,7 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
     if num_images < 2:
         raise ValueError(f"--num-images must be at least 2, got {num_images}")
     check_seed("--seed", seed)
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+    run_dir = require_run_dir(run_dir)
     output = Path(output) if output else run_dir / "anomaly.json"
     check_histogram_path(output)
     loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device, key="--device"), warn=warn)

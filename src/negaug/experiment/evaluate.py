@@ -18,7 +18,7 @@ import torch
 
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
-from negaug.experiment.runs import load_run
+from negaug.experiment.runs import load_run, require_run_dir
 from negaug.files import read_limited, write_atomically
 from negaug.metrics import evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
@@ -57,7 +57,7 @@ def evaluate_generator_of_run(config: Config, generator: torch.nn.Module, train_
 
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samples: int = 10000, seed: int = 0,
                  checkpoint: str = "latest", feature_extractor: str | None = None,
-                 inception_weights: str | None = None, batch_size: int = 250, device: str = "cpu",
+                 inception_weights: str | None = None, batch_size: int = 250, device: str = "auto",
                  plots: bool = True, progress: bool = False,
                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate a trained run's (EMA) generator on `num_samples` samples; append the entry to
@@ -68,9 +68,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     check_seed("--seed", seed)
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+    run_dir = require_run_dir(run_dir)
     device = resolve_device(device, key="--device")
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn)
     train_set = loaded.reference_dataset(split=loaded.config.data.split)

@@ -261,12 +261,18 @@ class LoadedRun:
         return build_dataset(self.config, split=split)
 
 
-def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Accept | None = None) -> Checkpoint:
-    """The checkpoint `which` ("latest", "best" or a file) of a run that `accept` takes; for
-    latest and best, bad ones are reported through `warn` and the previous good one is used."""
+def require_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path; FileNotFoundError (one line) when it is not an existing folder."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+    return run_dir
+
+
+def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Accept | None = None) -> Checkpoint:
+    """The checkpoint `which` ("latest", "best" or a file) of a run that `accept` takes; for
+    latest and best, bad ones are reported through `warn` and the previous good one is used."""
+    run_dir = require_run_dir(run_dir)
     folder = run_dir / "checkpoints"
     if which == "latest":
         found = load_latest(folder, warn=warn, accept=accept)
