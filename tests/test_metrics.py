@@ -22,7 +22,7 @@ from negaug.metrics import classifier as clf
 from negaug.metrics import features as feats
 from negaug.metrics import (
     count_dots, count_histogram, evaluate_generator, evaluate_samples, feature_statistics, fid_from_features,
-    find_result, fraction_with_count, frechet_distance, generate_samples, inception_score, kde_log_likelihood,
+    find_metric, find_result, fraction_with_count, frechet_distance, generate_samples, inception_score, kde_log_likelihood,
     kernel_distance, parzen_log_likelihood, precision_recall, toy_quality,
 )
 from negaug.metrics.evaluate import METRICS
@@ -548,14 +548,14 @@ def test_feature_metric_values_make_sense(digits_train, digits_test, cache_dir):
     options = dict(feature_extractor="classifier", train_data=digits_train, cache_dir=cache_dir, classifier_epochs=EPOCHS,
                    kid_subsets=10, kid_subset_size=100)
     good = evaluate_samples(digits_train.images[:359], digits_test, seed=0, **options)
-    zeros = digits_train.images[digits_train.labels == 0][:60]
+    zeros = digits_train.images[digits_train.labels == 0][:60].repeat(6, 1, 1, 1)[:359]  # mode collapse
     collapsed = evaluate_samples(zeros, digits_test, seed=0, **options)
-    fid, kid, is_, pr = (find_result(good, m) for m in ("fid", "kid", "is", "pr"))
+    fid, kid, is_, pr = (find_metric(good, m) for m in ("fid", "kid", "is", "pr"))
     # measured: fid 0.57 vs 63, kid 0.0009 vs 2.7, is 3.4 vs 1.02, recall 0.91 vs 0.09
-    assert 10 * fid["value"] < find_result(collapsed, "fid")["value"]
-    assert 10 * kid["value"] < find_result(collapsed, "kid")["value"]
-    assert is_["value"] > 3 and find_result(collapsed, "is")["value"] < 1.5
-    assert find_result(collapsed, "pr")["recall"] < 0.3 < pr["recall"]
+    assert 10 * fid["value"] < find_metric(collapsed, "fid")["value"]
+    assert 10 * kid["value"] < find_metric(collapsed, "kid")["value"]
+    assert is_["value"] > 3 and find_metric(collapsed, "is")["value"] < 1.5
+    assert find_metric(collapsed, "pr")["recall"] < 0.3 < pr["recall"]
 
 
 def test_unknown_metric_option_and_missing_classes_are_errors(digits_test):
@@ -567,7 +567,7 @@ def test_unknown_metric_option_and_missing_classes_are_errors(digits_test):
         evaluate_samples(digits_test.images[:20], digits_test, ["is"], feature_extractor="raw")
     with pytest.raises(ValueError, match="shape"):
         evaluate_samples(torch.zeros(20, 3, 8, 8), digits_test, ["fid"], feature_extractor="raw")
-    defaults = evaluate_samples(digits_test.images[:50], digits_test, feature_extractor="raw")
+    defaults = evaluate_samples(digits_test.images[:100], digits_test, feature_extractor="raw")
     assert sorted(defaults) == ["fid[raw]", "kid[raw]", "pr[raw]"]  # "is" skipped, not failed
 
 
@@ -599,11 +599,12 @@ def test_generate_samples_is_seeded_and_batch_size_independent():
 
 def test_evaluate_generator_end_to_end(digits_train, digits_test, cache_dir):
     gen = TinyGenerator(num_classes=10)
-    results = evaluate_generator(gen, digits_test, ["fid", "pr"], num_samples=120, seed=0, train_data=digits_train,
+    results = evaluate_generator(gen, digits_test, ["fid", "pr"], num_samples=200, seed=0, train_data=digits_train,
                                  feature_extractor="classifier", cache_dir=cache_dir, classifier_epochs=EPOCHS)
-    fid = find_result(results, "fid")
+    assert find_result(results, "fid") is None  # a bare "fid" is only ever the standard Inception FID
+    fid = find_metric(results, "fid")
     assert fid["value"] > 0 and fid["protocol"]["generator_labels"] == "uniform over 10 classes"
-    assert fid["protocol"]["reference"] == "digits/test" and fid["protocol"]["num_generated"] == 120
+    assert fid["protocol"]["reference"] == "digits/test" and fid["protocol"]["num_generated"] == 200
 
 
 # --- negaug eval ---------------------------------------------------------------------------------
@@ -614,7 +615,8 @@ def fake_run(tmp_path, name="dots", options=None, metrics=()):
                 "ring": lambda split: data.build("ring", split=split, num_samples=300)}
     generator = TinyGenerator(channels=3, size=16) if name == "dots" else _PointGenerator()
     config = SimpleNamespace(data=SimpleNamespace(name=name, options=options or {}, split="train"),
-                             eval=SimpleNamespace(metrics=list(metrics), feature_extractor="auto", inception_weights=None))
+                             eval=SimpleNamespace(metrics=list(metrics), feature_extractor="auto", inception_weights=None,
+                                                 force=False))
     return SimpleNamespace(config=config, generator=generator.eval(), step=1234, run_dir=tmp_path,
                            checkpoint_path=tmp_path / "checkpoints" / "step_0001234.safetensors", num_classes=0,
                            reference_dataset=builders[name])
@@ -643,9 +645,14 @@ def test_cli_eval_appends_to_eval_json_and_plots(tmp_path, monkeypatch, capsys, 
     monkeypatch.setattr(negaug.experiment.evaluate, "load_run", lambda run_dir, checkpoint="latest", device="cpu", warn=None:
                         fake_run(tmp_path, options={"count": 3}))
     argv = ["eval", str(tmp_path), "--num-samples", "30", "--metrics", "fid", "dots", "--quiet"]
+    code, out = run_cli(argv, capsys)  # dots' rotation classifier is at chance: its FID is refused
+    assert code == 2 and "near chance" in out.err and len(out.err.strip().splitlines()) == 1
+    assert not (tmp_path / "eval.json").exists()
+    argv.append("--force")
     code, out = run_cli(argv, capsys)
     assert code == 0, out.err
     assert "dots" in out.out and "fid[classifier:dots-" in out.out
+    assert "warning: fid[classifier:dots-" in out.err and "near chance" in out.err and "needs at least 128" in out.err
     code, _ = run_cli(argv + ["--seed", "1"], capsys)
     document = json.loads((tmp_path / "eval.json").read_text())
     assert code == 0 and len(document["evaluations"]) == 2  # appended, not overwritten
@@ -653,6 +660,8 @@ def test_cli_eval_appends_to_eval_json_and_plots(tmp_path, monkeypatch, capsys, 
     assert first["step"] == 1234 and first["results"]["dots"]["target_count"] == 3
     assert first["results"]["dots"]["reference_fraction"] == 1.0
     assert document["evaluations"][1]["results"]["dots"]["protocol"]["seed"] == 1
+    fid = next(r for r in first["results"].values() if r["metric"] == "fid")
+    assert len(fid["warnings"]) == 2 and "warnings" not in first["results"]["dots"]
     assert all((tmp_path / p).is_file() for p in first["plots"]) and len(first["plots"]) == 2
 
 
@@ -690,7 +699,8 @@ def test_evaluate_generator_of_run_uses_the_run_config():
     config = SimpleNamespace(
         data=SimpleNamespace(name="ring", root=None, download=False, image_size=None, split="train",
                              options={"num_samples": 300}),
-        eval=SimpleNamespace(metrics=[], num_samples=150, feature_extractor="auto", inception_weights=None, seed=3))
+        eval=SimpleNamespace(metrics=[], num_samples=150, feature_extractor="auto", inception_weights=None, seed=3,
+                             force=False))
     results = evaluate_generator_of_run(config, _PointGenerator(), data.build("ring", num_samples=300))
     assert set(results) == {"toy_negative_fraction", "toy_high_quality", "toy_modes_covered", "kde"}
     protocol = results["kde"]["protocol"]

@@ -14,7 +14,7 @@ INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 
 
 EPILOG = """examples:
-  negaug eval runs/default-20261129-225119                 # the run's own eval settings, 10000 samples
+  negaug eval runs/default-20261129-225119                 # the run's own eval settings, as many samples as the test split
   negaug eval runs/lam05 --metrics fid pr --num-samples 2000 --checkpoint best
   negaug eval runs/lam05 --feature-extractor inception --inception-weights ~/weights/pt_inception.pth
 Appends one entry to RUN/eval.json and writes its figures to RUN/eval/."""
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", nargs="+", default=None, choices=METRIC_NAMES, metavar="METRIC",
                         help=f"any of {', '.join(METRIC_NAMES)} (default: the run's eval.metrics, else by data: "
                              "images fid kid is pr; dots + dots; 2-D toys toy kde)")
-    parser.add_argument("--num-samples", type=int, default=10000, help="generated samples (default: 10000, as the paper)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="generated samples (default: as many as the test split holds, so both sets are equal)")
     parser.add_argument("--feature-extractor", default=None, choices=["auto", *FEATURE_NAMES],
                         help="auto: inception when its weights are found, else the offline classifier "
                              "(default: the run's eval.feature_extractor)")
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=250, help="generator / feature batch size (default: 250)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto: cuda when available)")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
+    parser.add_argument("--force", action="store_true", default=None,
+                        help="report values that would mislead (near-chance features, a reference the features "
+                             "were trained on, too few samples) instead of refusing them, with warnings")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     entry = evaluate_run(args.run, metrics=args.metrics, num_samples=args.num_samples, seed=args.seed,
                          checkpoint=args.checkpoint, feature_extractor=args.feature_extractor,
                          inception_weights=args.inception_weights, batch_size=args.batch_size, device=args.device,
-                         plots=not args.no_plots, progress=not args.quiet,
+                         plots=not args.no_plots, progress=not args.quiet, force=args.force,
                          warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     print(format_results(entry))
     return 0

@@ -82,11 +82,24 @@ def build(
     check_bool("download", download)
     check_image_size(image_size)
     dataset = DATASETS.get(name)(root=root, split=split, download=download, image_size=image_size, **options)
-    return dataset if classes is None else dataset.select_classes(classes)
+    dataset = dataset if classes is None else dataset.select_classes(classes)
+    # how to build this dataset again, e.g. its training split for an evaluation's feature network
+    dataset.build_options = {"name": name, "root": root, "split": split, "image_size": image_size,
+                             **options, **({} if classes is None else {"classes": classes})}
+    return dataset
+
+
+def other_split(dataset: Any, split: str) -> ImageDataset | ToyDataset | None:
+    """The `split` of a dataset made by `build` (same options), or None when `dataset` was not
+    made by `build` (a tensor, a subset) or is that split already."""
+    recipe = dict(getattr(dataset, "build_options", None) or {})
+    if not recipe or recipe.get("split") == split:
+        return None
+    return build(**{**recipe, "split": split})
 
 
 __all__ = [
     "DATASETS", "OFFLINE", "TOYS", "ImageDataset", "LazyImageDataset", "TensorImageDataset", "ToyDataset",
-    "build", "default_root", "names", "options", "resize_images", "stratified_split", "to_uint8",
+    "build", "default_root", "names", "options", "other_split", "resize_images", "stratified_split", "to_uint8",
     "to_unit_range", "toy_mode_assignment", "toy_negative_region_mask", "toy_negatives",
 ]

@@ -5,7 +5,8 @@
   `list_eval_partition.txt` (162,770 / 19,867 / 19,962 images).
 - `image_folder`: `root/<class>/**/*.png|jpg|...` (classes = sorted subfolder names, like
   torchvision's ImageFolder) or, when no subfolder holds images, `root/*.png|jpg|...` (unlabeled).
-  Each image: shorter side resized to `image_size`, then center-cropped to a square.
+  Each image: shorter side resized to `image_size`, then center-cropped to a square. split =
+  train | test (a fixed 90 / 10 split of each class, so evaluation has held-out images) | all.
 """
 from __future__ import annotations
 
@@ -17,11 +18,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from negaug.data.base import LazyImageDataset, center_crop, check_image_size, check_split, resize_images, to_unit_range
+from negaug.data.base import (
+    LazyImageDataset,
+    center_crop,
+    check_image_size,
+    check_split,
+    resize_images,
+    stratified_split,
+    to_unit_range,
+)
 from negaug.data.files import IMAGE_EXTENSIONS, default_root, fetch, missing
 from negaug.files import require_regular_file
 from negaug.registry import check_bool, check_choice, check_int
 
+FOLDER_TEST_FRACTION = 0.1  # held out of every class of an image folder, for evaluation
+FOLDER_SPLIT_SEED = 0
 CELEBA_WIDTH = 178  # aligned images are 178 x 218: the largest square crop
 
 
@@ -85,14 +96,15 @@ def celeba(
 
 
 def image_folder(
-    *, root=None, split: str = "all", download: bool = False, image_size: int | None = None,
+    *, root=None, split: str = "train", download: bool = False, image_size: int | None = None,
     channels: int = 3, in_memory: bool = False,
 ):
     """Your own images: labels from subfolders (sorted names -> 0, 1, ...) or 0 for a flat folder.
 
     `root` is required; (channels, image_size, image_size) with channels 3 (RGB) or 1 (grey),
-    image_size 64 by default. split "all" or "train": both mean every image (make your own split
-    folders and point root at one)."""
+    image_size 64 by default. split "train" / "test": a fixed held-out split (FOLDER_TEST_FRACTION
+    of each class, chosen by a fixed seed from the sorted file list), so that evaluation never
+    uses the training images as its reference; "all": every image."""
     check_image_size(image_size)
     if root is None:
         raise ValueError("dataset 'image_folder' needs root=DIR (data.root=DIR or --root DIR)")
@@ -100,7 +112,7 @@ def image_folder(
         raise ValueError("dataset 'image_folder' cannot be downloaded; point root at a folder of images")
     check_choice("image_folder channels", channels, (1, 3))
     check_bool("image_folder in_memory", in_memory)
-    check_split(split, ("all", "train"), "image_folder")
+    check_split(split, ("train", "test", "all"), "image_folder")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; pass root=DIR holding your images")
@@ -118,6 +130,12 @@ def image_folder(
     prepare = functools.partial(resize_shorter_then_crop, size=size)
     loader = ImageFiles(files, "RGB" if channels == 3 else "L")
     dataset = LazyImageDataset(loader, labels, len(subfolders), channels, size, prepare, name="image_folder")
+    if split != "all":  # file order kept within each split
+        train_index, test_index = stratified_split(dataset.labels, FOLDER_TEST_FRACTION, FOLDER_SPLIT_SEED)
+        dataset = dataset.subset(train_index if split == "train" else test_index)
+    if split == "test" and len(dataset) == 0:
+        raise ValueError(f"image folder {root} is too small for a held-out test split ({len(files)} images); "
+                         "add images (10 or more per class hold one out)")
     dataset = dataset.to_memory() if in_memory else dataset
     dataset.class_names = [d.name for d in subfolders]
     return dataset

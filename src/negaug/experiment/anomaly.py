@@ -14,7 +14,7 @@ from typing import Any, Callable
 from negaug import anomaly
 from negaug.anomaly.ood import last_images
 from negaug.experiment.build import check_seed, resolve_device
-from negaug.experiment.evaluate import MAX_RESULTS_BYTES, append_evaluation
+from negaug.experiment.evaluate import MAX_RESULTS_BYTES, append_evaluation, read_evaluations
 from negaug.experiment.runs import load_run, require_run_dir
 from negaug.files import read_limited
 
@@ -60,6 +60,7 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
     run_dir = require_run_dir(run_dir)
     output = Path(output) if output else run_dir / "anomaly.json"
     check_histogram_path(output)
+    read_evaluations(output)  # a damaged results file fails now, not after the scoring
     loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device, key="--device"), warn=warn)
     data = loaded.config.data
     reference = loaded.reference_dataset(split=split)

@@ -114,9 +114,9 @@ def check_scalars(config: Config) -> None:
     for key in ("sample_every", "checkpoint_every", "ema_start"):
         if getattr(train, key) < 0:
             raise ValueError(f"train.{key} must be >= 0")
-    if config.eval.every < 0 or config.eval.num_samples < 2:
-        raise ValueError("eval.every must be >= 0 and eval.num_samples >= 2")
-    upper = {"eval.num_samples": (config.eval.num_samples, 1_000_000), "data.num_workers": (config.data.num_workers, 256),
+    if config.eval.every < 0 or (config.eval.num_samples is not None and config.eval.num_samples < 2):
+        raise ValueError("eval.every must be >= 0 and eval.num_samples >= 2 (or null: as many as the test split)")
+    upper = {"eval.num_samples": (config.eval.num_samples or 0, 1_000_000), "data.num_workers": (config.data.num_workers, 256),
              "train.num_sample_images": (train.num_sample_images, 1024)}  # memory and processes, not learning
     for key, (value, limit) in upper.items():
         if not 0 <= value <= limit:
@@ -272,6 +272,17 @@ def check_best_metric(config: Config, dataset) -> None:
                          f"choose one of them or add it to eval.metrics")
 
 
+def check_eval_reference(config: Config) -> None:
+    """Evaluations during training need held-out images (the test split): check it exists now,
+    not at the first evaluation."""
+    if config.eval.every > 0:
+        try:
+            build_dataset(config, split="test")
+        except ValueError as err:
+            raise ValueError(f"eval.every={config.eval.every} evaluates against the test split, which "
+                             f"fails: {err}") from None
+
+
 def check_tensorboard(config: Config) -> None:
     if not config.train.tensorboard:
         return
@@ -294,6 +305,7 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     if len(dataset) < 2:
         raise ValueError(f"data: '{config.data.name}' has {len(dataset)} samples; at least 2 are needed")
     check_best_metric(config, dataset)
+    check_eval_reference(config)
     loss, gp_weight, clip_value = build_loss(config)
     negative, positive = build_nda(config, dataset, config.train.seed)
     generator, discriminator, num_classes = build_models(config, dataset)

@@ -102,11 +102,12 @@ class TrainConfig:
 class EvalConfig:
     every: int = 0  # steps between evaluations during training (0: off)
     metrics: list = field(default_factory=list)  # metric names; empty: the defaults for the data
-    num_samples: int = 2000  # generated samples per evaluation
+    num_samples: int | None = None  # generated samples per evaluation; None: as many as the test split holds
     best_metric: str | None = None  # keep the best checkpoint by this metric (lower is better for fid/kid)
     feature_extractor: str = "auto"  # "auto" (inception if its weights are present, else classifier), "inception", "classifier"
     inception_weights: str | None = None  # path to the TF-Inception weights (pt_inception-2015-12-05)
     seed: int = 0  # seed of the evaluation's latents and subsampling
+    force: bool = False  # report values the checks would refuse (near-chance features, ...) with warnings
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Sample quality of a run's generator, with the settings of its config: during training
 (`evaluate_generator_of_run`) and afterwards (`evaluate_run`, behind `negaug eval`).
 
-Both take the reference from the run's data: the test split, or the training split where the data
-has none; the offline classifier feature space trains on the training split. `evaluate_run`
+Both take the reference from the run's data: its test split (every dataset has one; image folders a
+fixed held-out share); the offline classifier feature space trains on the training split. By
+default as many samples are generated as the reference holds. `evaluate_run`
 appends one entry per evaluation to RUN/eval.json ({"evaluations": [...]}, newest last; each entry:
 step, checkpoint, timestamp, results with their protocols) and writes figures to RUN/eval/.
 """
@@ -28,12 +29,12 @@ MAX_RESULTS_BYTES = 256 * 2**20  # eval.json / anomaly.json: thousands of evalua
 MAX_SAMPLE_BYTES = 16 * 2**30  # the generated samples are held in memory as float32
 
 
-def reference_of_run(dataset_of_split: Callable[[str], Any], train_set: Any, train_split: str) -> tuple[Any, str]:
-    """(reference dataset, its split name): the test split, else the training split."""
+def reference_of_run(dataset_of_split: Callable[[str], Any]) -> tuple[Any, str]:
+    """(reference dataset, its split name): the held-out test split, never the training images."""
     try:
         return dataset_of_split("test"), "test"
-    except ValueError:  # a dataset without a test split (image folders)
-        return train_set, train_split
+    except ValueError as err:
+        raise ValueError(f"evaluation needs the data's held-out test split, which fails: {err}") from None
 
 
 def settings_of_run(config: Config, train_set: Any, reference_split: str, **overrides: Any) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def settings_of_run(config: Config, train_set: Any, reference_split: str, **over
     count = config.data.options.get("count")
     settings = dict(feature_extractor=config.eval.feature_extractor, inception_weights=config.eval.inception_weights,
                     data_name=config.data.name, reference_split=reference_split, train_data=train_set,
-                    dots_count=count if isinstance(count, int) else None)
+                    dots_count=count if isinstance(count, int) else None, force=config.eval.force)
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return settings
 
@@ -49,37 +50,40 @@ def settings_of_run(config: Config, train_set: Any, reference_split: str, **over
 def evaluate_generator_of_run(config: Config, generator: torch.nn.Module, train_set: Any, num_classes: int = 0,
                               device: Any = "cpu", **options: Any) -> dict[str, dict]:
     """`negaug.metrics.evaluate_generator` with `config.eval`'s metrics, sample count and seed."""
-    reference, split = reference_of_run(lambda name: build_dataset(config, split=name), train_set, config.data.split)
+    reference, split = reference_of_run(lambda name: build_dataset(config, split=name))
     settings = settings_of_run(config, train_set, split, device=device, **options)
     return evaluate_generator(generator, reference, config.eval.metrics or None, config.eval.num_samples,
                               config.eval.seed, num_classes, **settings)
 
 
-def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samples: int = 10000, seed: int = 0,
-                 checkpoint: str = "latest", feature_extractor: str | None = None,
+def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samples: int | None = None,
+                 seed: int = 0, checkpoint: str = "latest", feature_extractor: str | None = None,
                  inception_weights: str | None = None, batch_size: int = 250, device: str = "auto",
-                 plots: bool = True, progress: bool = False,
+                 plots: bool = True, progress: bool = False, force: bool | None = None,
                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Evaluate a trained run's (EMA) generator on `num_samples` samples; append the entry to
-    RUN/eval.json and return it. metrics / feature_extractor / inception_weights default to the
-    run's `eval.*` settings."""
-    if not 2 <= num_samples <= MAX_SAMPLES:
+    """Evaluate a trained run's (EMA) generator on `num_samples` samples (None: as many as the
+    test split holds); append the entry to RUN/eval.json and return it. metrics /
+    feature_extractor / inception_weights / force default to the run's `eval.*` settings; each
+    result's "warnings" (values computed with force) are also passed to `warn`."""
+    if num_samples is not None and not 2 <= num_samples <= MAX_SAMPLES:
         raise ValueError(f"--num-samples must be from 2 to {MAX_SAMPLES:,} (FID uses 50,000), got {num_samples}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     check_seed("--seed", seed)
     run_dir = require_run_dir(run_dir)
     device = resolve_device(device, key="--device")
+    read_evaluations(run_dir / "eval.json")  # a damaged results file fails now, not after the work
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn)
     train_set = loaded.reference_dataset(split=loaded.config.data.split)
+    reference, split = reference_of_run(loaded.reference_dataset)
+    num_samples = len(reference) if num_samples is None else num_samples
     sample_bytes = num_samples * train_set[0][0].numel() * 4
     if sample_bytes > MAX_SAMPLE_BYTES:
         raise ValueError(f"--num-samples={num_samples} needs {sample_bytes / 2**30:.0f} GiB for the samples of "
                          f"this run; at most {MAX_SAMPLE_BYTES // 2**30} GiB are allowed, use fewer samples")
-    reference, split = reference_of_run(loaded.reference_dataset, train_set, loaded.config.data.split)
     settings = settings_of_run(loaded.config, train_set, split, feature_extractor=feature_extractor,
                                inception_weights=inception_weights, batch_size=batch_size, device=device,
-                               progress=progress)
+                               progress=progress, force=force)
     fake, _ = generate_samples(loaded.generator, num_samples, seed, loaded.num_classes, batch_size, device)
     names = metrics or list(loaded.config.eval.metrics) or None
     results = record_sampling(evaluate_samples(fake, reference, names, seed, **settings), loaded.num_classes)
@@ -89,6 +93,9 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results,
              "plots": [str(p.relative_to(run_dir)) for p in written]}
     append_evaluation(run_dir / "eval.json", entry)
+    for key, result in results.items():
+        for message in result.get("warnings", []) if warn is not None else []:
+            warn(f"{key}: {message}")
     return entry
 
 
@@ -97,17 +104,24 @@ def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
     `negaug eval` calls on one run wait for each other (an flock), so no entry is lost."""
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        document: dict[str, Any] = {"evaluations": []}
-        if path.exists():
-            try:
-                document = json.loads(read_limited(path, MAX_RESULTS_BYTES, "results file"))
-                valid = isinstance(document, dict) and isinstance(document.get("evaluations"), list)
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                valid = False
-            if not valid:
-                raise ValueError(f"{path} is not a results file written by negaug; move it away and rerun")
+        document = read_evaluations(path)
         document["evaluations"].append(entry)
         write_atomically(path, json.dumps(document, indent=1, default=str))
+
+
+def read_evaluations(path: Path) -> dict[str, Any]:
+    """The {"evaluations": [...]} document of `path` ({"evaluations": []} when absent); a file
+    that is not one is a one-line ValueError."""
+    if not path.exists():
+        return {"evaluations": []}
+    try:
+        document = json.loads(read_limited(path, MAX_RESULTS_BYTES, "results file"))
+        valid = isinstance(document, dict) and isinstance(document.get("evaluations"), list)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{path} is not a results file written by negaug; move it away and rerun")
+    return document
 
 
 def format_results(entry: dict[str, Any]) -> str:

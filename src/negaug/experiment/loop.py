@@ -34,7 +34,7 @@ from negaug.experiment.health import HealthMonitor
 from negaug.experiment.state import TrainState, rng_devices
 from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
 from negaug.files import write_atomically
-from negaug.metrics import find_result
+from negaug.metrics import find_metric
 
 
 class RunWriteError(RuntimeError):
@@ -135,6 +135,8 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
 
     def report_health(found: list[str]) -> None:
         for message in found:
+            if message.startswith("evaluation: ") and message in health_warnings:
+                continue  # a forced evaluation's warning: once, not at every evaluation
             health_warnings.append(message)
             warn(message)
             if log is not None:
@@ -168,7 +170,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
                 _emit(last, log, board, bar, on_log)
                 report_health(health.check_log(last))
             if config.eval.every and step % config.eval.every == 0:
-                _evaluate(config, recipe, state, run_dir, log, board)
+                _evaluate(config, recipe, state, run_dir, log, board, report_health)
             if settings.sample_every and step % settings.sample_every == 0:
                 report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir)))
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
@@ -251,9 +253,13 @@ def save_samples(state: TrainState, fixed_latent, run_dir: Path) -> torch.Tensor
     return samples
 
 
-def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, log, board) -> None:
-    """Evaluate the EMA generator; keep the best checkpoint by eval.best_metric."""
+def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, log, board,
+              report: Callable[[list[str]], None]) -> None:
+    """Evaluate the EMA generator; keep the best checkpoint by eval.best_metric. Warnings of
+    values computed with eval.force go to `report` (screen, metrics.jsonl, report.md)."""
     results = evaluate_generator_of_run(config, state.sampler(), recipe.dataset, recipe.num_classes, recipe.device)
+    report([f"evaluation: {key}: {message}" for key, result in results.items()
+            for message in result.get("warnings", [])])
     if log is not None:
         log.write({"step": state.step, "eval": results})
     if board is not None:
@@ -261,7 +267,7 @@ def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, 
             if isinstance(result.get("value"), (int, float)):
                 board.add_scalar(f"eval/{key}", result["value"], state.step)
     metric = config.eval.best_metric
-    result = find_result(results, metric) if metric else None
+    result = find_metric(results, metric) if metric else None
     if metric and result is None:
         raise ValueError(f"eval.best_metric='{metric}' is not among the evaluated metrics ({', '.join(results)})")
     if result is not None:

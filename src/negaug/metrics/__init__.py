@@ -18,6 +18,7 @@ from negaug.metrics.evaluate import (
     default_metrics,
     evaluate_generator,
     evaluate_samples,
+    find_metric,
     find_result,
     generate_samples,
     record_sampling,
@@ -39,7 +40,7 @@ def names() -> list[str]:
 __all__ = [
     "METRICS", "EvalSettings", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
     "evaluate_samples", "feature_statistics", "features", "fid_from_features",
-    "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
+    "find_metric", "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
     "kde_log_likelihood", "kernel_distance", "names", "parzen_log_likelihood", "precision_recall", "record_sampling", "result_names",
     "toy_quality",
 ]

@@ -7,9 +7,15 @@
 Result keys: feature-based metrics are named ``<metric>`` only in the standard TF-Inception
 feature space ("fid", "kid", "is", "pr"); in any other space the key carries it:
 ``fid[classifier:mnist5k-1a2b3c4d]``, ``kid[raw]``, ``fid[inception:0badc0de]`` (non-standard
-weights). So an offline number is never reported as "FID". Other metrics: "kde", "dots",
-"toy_negative_fraction", "toy_high_quality", "toy_modes_covered". ``find_result(results, "fid")``
-finds a metric by its base name.
+weights). So an offline number is never reported as "FID": ``find_result(results, "fid")`` finds
+only the standard one, ``find_metric(results, "fid")`` an FID in whatever space was used.
+Other metrics: "kde", "dots", "toy_negative_fraction", "toy_high_quality", "toy_modes_covered".
+
+A value that would mislead is refused with a one-line ValueError naming the fix (see
+`negaug.metrics.trust`): features near chance, a reference the feature network was trained on,
+too few samples for FID. ``force=True`` computes it anyway, with the problems in the result's
+"warnings". The offline classifier learns from ``train_data``, by default the reference's own
+training split (datasets made by ``negaug.data.build``), never from the reference.
 """
 from __future__ import annotations
 
@@ -19,9 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from negaug.data import toy_mode_assignment, toy_negative_region_mask
+from negaug.data import other_split, toy_mode_assignment, toy_negative_region_mask
 from negaug.metrics import dots as dots_metrics
 from negaug.metrics import features as feats
+from negaug.metrics import trust
 from negaug.metrics.fid import fid_from_features
 from negaug.metrics.inception_score import inception_score
 from negaug.metrics.kde import kde_log_likelihood
@@ -47,11 +54,12 @@ class EvalSettings:
     cache_dir: str | None = None  # classifier cache; None: $NEGAUG_CACHE or ~/.cache/negaug
     data_name: str | None = None  # names the classifier and the reference; None: the reference's .name
     reference_split: str = "test"  # recorded in the protocol
-    train_data: Any = None  # labelled training split for the classifier; None: the reference itself
+    train_data: Any = None  # training images of the classifier features; None: the reference's training split
     classifier_epochs: int = 5
+    force: bool = False  # compute flagged values anyway (near-chance features, ...), with "warnings"
     pr_neighbours: int = 3  # k of the k-NN radii (Kynkaanniemi et al. 2019)
     kid_subsets: int = 100
-    kid_subset_size: int = 1000  # capped at the smaller sample count
+    kid_subset_size: int = 1000  # capped at the smaller sample count (then one estimate on all samples)
     is_splits: int = 10
     dots_count: int | None = None  # the trained count; None: the most common count in the reference
     dots_threshold: float = 1.0  # colour distance from the background that makes a dot pixel
@@ -93,8 +101,15 @@ def _sample_shape(reference: Any) -> tuple[int, ...]:
     return tuple(reference.get_batch(torch.arange(1))[0].shape[1:])
 
 
-def find_result(results: dict[str, dict], metric: str) -> dict | None:
-    """The result for ``metric``: an exact key ("fid[classifier:...]") or a base name ("fid")."""
+def find_result(results: dict[str, dict], key: str) -> dict | None:
+    """The result under exactly ``key``: "fid" is only ever the standard TF-Inception FID,
+    "fid[classifier:mnist5k-1a2b3c4d]" an offline one; None when absent."""
+    return results.get(key)
+
+
+def find_metric(results: dict[str, dict], metric: str) -> dict | None:
+    """The one result of ``metric`` (a base name such as "fid", or an exact key) in whatever
+    feature space it was computed; None when absent or ambiguous."""
     if metric in results:
         return results[metric]
     matches = [r for r in results.values() if r.get("metric") == metric]
@@ -107,12 +122,22 @@ class Evaluation:
     def __init__(self, fake: Tensor, reference: Any, seed: int, settings: EvalSettings):
         self.fake, self.reference, self.seed, self.settings = fake, reference, seed, settings
         self.data_name = settings.data_name or getattr(reference, "name", "") or "reference"
+        self.space_flags = trust.Flags(settings.force)  # problems of the feature space itself
         self._extractor: feats.FeatureExtractor | None = None
         self._features: dict[str, tuple[Tensor, Tensor | None]] | None = None
+        self._trained_on = "train_data"
 
     def extractor(self) -> feats.FeatureExtractor:
+        """The feature extractor, built and checked (near chance, trained on the reference) once."""
         if self._extractor is None:
-            self._extractor = build_extractor(self.settings, self.reference, self.data_name)
+            extractor, self._trained_on = build_extractor(self.settings, self.reference, self.data_name,
+                                                          self.space_flags)
+            if extractor.name == "classifier":
+                trust.check_feature_network(extractor.meta, self.space_flags)
+                batches = feats.iterate_batches(self.reference, self.settings.batch_size)
+                overlap = trust.shared_fraction(trust.fingerprints(batches), extractor.training_fingerprints)
+                trust.check_reference_overlap(overlap, self.space_flags)
+            self._extractor = extractor
         return self._extractor
 
     def features(self) -> dict[str, tuple[Tensor, Tensor | None]]:
@@ -144,20 +169,26 @@ class Evaluation:
         test accuracy when the reference is the test split)."""
         if self.extractor().name != "classifier":
             return {}
-        own = self.settings.train_data is None
-        protocol: dict[str, Any] = {"trained_on": "the reference itself" if own else "train split"}
+        protocol: dict[str, Any] = {"trained_on": self._trained_on}
         logits, labels = self.features()["real"][1], getattr(self.reference, "labels", None)
         if logits is not None and labels is not None:
             protocol["reference_accuracy"] = float((logits.argmax(dim=1) == labels).float().mean())
         return protocol
 
-    def result(self, metric: str, value: float, higher_is_better: bool, protocol: dict, **extra: Any) -> dict:
+    def result(self, metric: str, value: float, higher_is_better: bool, protocol: dict,
+               warnings: list[str] | None = None, **extra: Any) -> dict:
+        """One result; feature-based ones (protocol with "features") carry the feature space's
+        warnings, plus ``warnings`` of the metric itself."""
+        found = (self.space_flags.warnings if "features" in protocol else []) + (warnings or [])
         return {"metric": metric, "value": float(value), "higher_is_better": higher_is_better, **extra,
-                "protocol": protocol}
+                **({"warnings": list(found)} if found else {}), "protocol": protocol}
 
 
-def build_extractor(settings: EvalSettings, reference: Any, data_name: str) -> feats.FeatureExtractor:
-    """The feature extractor named by ``settings.feature_extractor`` ("auto" resolved here)."""
+def build_extractor(settings: EvalSettings, reference: Any, data_name: str,
+                    flags: trust.Flags | None = None) -> tuple[feats.FeatureExtractor, str]:
+    """The feature extractor named by ``settings.feature_extractor`` ("auto" resolved here) and
+    what a classifier was trained on. The classifier learns from ``settings.train_data``, else
+    the reference's training split; never silently from the reference itself."""
     name = settings.feature_extractor
     if name == "auto" and is_toy(reference):
         name = "raw"  # 2-D points: no image network applies
@@ -165,12 +196,21 @@ def build_extractor(settings: EvalSettings, reference: Any, data_name: str) -> f
         found = settings.inception_weights or feats.find_inception_weights()
         name = "inception" if found else "classifier"
     if name == "inception":
-        return feats.build("inception", weights=settings.inception_weights)
-    if name == "classifier":
-        data = settings.train_data if settings.train_data is not None else reference
-        return feats.build("classifier", data=data, data_name=data_name, cache_dir=settings.cache_dir,
-                           progress=settings.progress, epochs=settings.classifier_epochs)
-    return feats.build(name)
+        return feats.build("inception", weights=settings.inception_weights), "none"
+    if name != "classifier":
+        return feats.build(name), "none"
+    data, trained_on = settings.train_data, "train_data"
+    if data is None:
+        data, trained_on = other_split(reference, "train"), "the reference's training split"
+    if data is None:
+        (flags or trust.Flags(False)).report(
+            "the offline classifier features need training images other than the reference",
+            "pass train_data= (e.g. negaug.data.build(NAME, split='train')) with a held-out reference, "
+            "or feature_extractor='inception'")
+        data, trained_on = reference, "the reference itself"
+    extractor = feats.build("classifier", data=data, data_name=data_name, cache_dir=settings.cache_dir,
+                            progress=settings.progress, epochs=settings.classifier_epochs)
+    return extractor, trained_on
 
 
 # --- metrics: each takes the context and returns {result key: result} ----------------------------
@@ -178,18 +218,28 @@ def build_extractor(settings: EvalSettings, reference: Any, data_name: str) -> f
 @METRICS.register("fid")
 def _fid(evaluation: Evaluation) -> dict[str, dict]:
     f = evaluation.features()
-    value = fid_from_features(f["real"][0], f["fake"][0])
-    return {evaluation.key("fid"): evaluation.result("fid", value, False, evaluation.protocol())}
+    real, fake = f["real"][0], f["fake"][0]
+    flags = trust.Flags(evaluation.settings.force)
+    trust.check_fid_sizes(real.shape[0], fake.shape[0], real.shape[1], evaluation.extractor().identifier, flags)
+    value = fid_from_features(real, fake)
+    return {evaluation.key("fid"): evaluation.result("fid", value, False, evaluation.protocol(), flags.warnings)}
 
 
 @METRICS.register("kid")
 def _kid(evaluation: Evaluation) -> dict[str, dict]:
+    """Mean and std over random subsets; when the subset size reaches the smaller sample count
+    every subset would be the same, so one estimate on all samples is reported (std None)."""
     f, s = evaluation.features(), evaluation.settings
+    real, fake = f["real"][0], f["fake"][0]
+    size = min(s.kid_subset_size, real.shape[0], fake.shape[0])
+    whole = size >= min(real.shape[0], fake.shape[0])
     generator = torch.Generator().manual_seed(evaluation.seed)
-    mean, std = kernel_distance(f["real"][0], f["fake"][0], s.kid_subsets, s.kid_subset_size, generator)
-    size = min(s.kid_subset_size, f["real"][0].shape[0], f["fake"][0].shape[0])
-    protocol = evaluation.protocol(kid_subsets=s.kid_subsets, kid_subset_size=size, kernel="(x.y/F + 1)^3")
-    return {evaluation.key("kid"): evaluation.result("kid", mean, False, protocol, std=std)}
+    mean, std = kernel_distance(real, fake, 1 if whole else s.kid_subsets, size, generator)
+    protocol = evaluation.protocol(kid_subsets=1 if whole else s.kid_subsets, kid_subset_size=size,
+                                   kernel="(x.y/F + 1)^3")
+    if whole:
+        protocol["kid_note"] = f"one estimate on {size} samples per set: subsets of the whole set would all be equal"
+    return {evaluation.key("kid"): evaluation.result("kid", mean, False, protocol, std=None if whole else std)}
 
 
 @METRICS.register("is")
@@ -205,10 +255,18 @@ def _is(evaluation: Evaluation) -> dict[str, dict]:
 
 @METRICS.register("pr")
 def _pr(evaluation: Evaluation) -> dict[str, dict]:
+    """Precision and recall at equal sizes: k-NN radii shrink as a set grows, so the larger set is
+    subsampled (seeded) to the size of the smaller one; the sizes used are recorded."""
     f, k = evaluation.features(), evaluation.settings.pr_neighbours
-    precision, recall = precision_recall(f["real"][0], f["fake"][0], k)
+    real, fake = f["real"][0], f["fake"][0]
+    size = min(real.shape[0], fake.shape[0])
+    generator = torch.Generator().manual_seed(evaluation.seed)
+    real = real[torch.randperm(real.shape[0], generator=generator)[:size]] if real.shape[0] > size else real
+    fake = fake[torch.randperm(fake.shape[0], generator=generator)[:size]] if fake.shape[0] > size else fake
+    precision, recall = precision_recall(real, fake, k)
     f_score = 2 * precision * recall / max(precision + recall, 1e-12)
-    result = evaluation.result("pr", f_score, True, evaluation.protocol(k=k), precision=precision, recall=recall)
+    protocol = evaluation.protocol(k=k, num_real_used=size, num_generated_used=size)
+    result = evaluation.result("pr", f_score, True, protocol, precision=precision, recall=recall)
     return {evaluation.key("pr"): result}
 
 
@@ -280,14 +338,14 @@ def result_names(metric: str) -> tuple[str, ...]:
 
 
 def default_metrics(reference: Any, data_name: str | None = None) -> list[str]:
-    """2-D toys: toy metrics + KDE; images: fid, kid, is (skipped when the features have no
-    class probabilities), pr; dots images also count dots."""
+    """2-D toys: toy metrics + KDE; dots: the dot count (no feature network can tell dot images
+    apart by their number); other images: fid, kid, is (skipped when the features have no class
+    probabilities), pr."""
     if is_toy(reference):
         return ["toy", "kde"]
-    names = list(FEATURE_METRICS)
     if (data_name or getattr(reference, "name", "")) == "dots":
-        names.append("dots")
-    return names
+        return ["dots"]
+    return list(FEATURE_METRICS)
 
 
 def evaluate_samples(fake: Tensor, reference: Any, metrics: list[str] | None = None, seed: int = 0,
@@ -352,15 +410,17 @@ def generate_samples(generator: Any, num_samples: int, seed: int = 0, num_classe
 
 
 def evaluate_generator(generator: Any, reference: Any, metrics: list[str] | None = None,
-                       num_samples: int = 10000, seed: int = 0, num_classes: int | None = None,
+                       num_samples: int | None = None, seed: int = 0, num_classes: int | None = None,
                        latent_dim: int | None = None, **options: Any) -> dict[str, dict]:
-    """Sample ``num_samples`` from ``generator`` (negaug's ``G(z, y)`` with ``G.sample_latent``, or
+    """Sample ``num_samples`` (None: as many as the reference holds, so both sets have equal
+    size) from ``generator`` (negaug's ``G(z, y)`` with ``G.sample_latent``, or
     your own callable of standard normal latents of size ``latent_dim``; labels uniform when
     ``num_classes`` > 0, default ``G.num_classes``) and evaluate them against ``reference`` (the
     test split: a dataset or a tensor in [-1, 1]). ``options``: fields of ``EvalSettings``
     (feature_extractor, inception_weights, batch_size, device, progress, cache_dir, train_data...).
     Returns {result key: {"metric", "value", "higher_is_better", extras..., "protocol"}}."""
     settings = make_settings(**options)  # fail on a typo before sampling
+    num_samples = len(reference) if num_samples is None else num_samples
     num_classes = int(getattr(generator, "num_classes", 0)) if num_classes is None else num_classes
     fake, _ = generate_samples(generator, num_samples, seed, num_classes, settings.batch_size, settings.device,
                                latent_dim)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from negaug.files import require_regular_file
 from negaug.metrics import classifier as clf
+from negaug.metrics.trust import fingerprints
 from negaug.metrics.protocol import file_sha256
 from negaug.registry import Registry, check_bool, check_int, short
 
@@ -109,6 +110,7 @@ class ClassifierFeatures(FeatureExtractor):
         # classifier IS only makes sense for class labels, not for the rotation task
         self.num_logits = self.meta["num_outputs"] if self.meta["task"] == "labels" else 0
         self.channels, self.image_size = images.shape[1], images.shape[-1]
+        self.training_fingerprints = fingerprints(images)  # to tell whether a reference was trained on
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         if tuple(images.shape[1:]) != (self.channels, self.image_size, self.image_size):

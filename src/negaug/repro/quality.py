@@ -16,7 +16,7 @@ import torch
 
 from negaug import data
 from negaug.experiment import load_run
-from negaug.metrics import evaluate_generator, evaluate_samples, features, find_result
+from negaug.metrics import evaluate_generator, evaluate_samples, features, find_metric
 from negaug.repro import common, mnist, plots
 from negaug.repro.common import BASELINE, NDA, Study
 
@@ -46,7 +46,7 @@ def evaluation_options(study: Study) -> dict[str, Any]:
 
 def flatten(results: dict[str, dict]) -> dict[str, Any]:
     """{"fid", "kid", "precision", "recall", "protocol"} from `evaluate_*` results."""
-    fid, kid, pr = (find_result(results, name) for name in METRICS)
+    fid, kid, pr = (find_metric(results, name) for name in METRICS)
     return {"fid": fid["value"], "kid": kid["value"], "precision": pr["precision"],
             "recall": pr["recall"], "protocol": {"fid": fid["protocol"], "kid": kid["protocol"], "pr": pr["protocol"]}}
 
