@@ -524,7 +524,7 @@ def fake_run(monkeypatch, tmp_path, photos):
     images = torch.cat([photos, photos.flip(-1)[:2]])
     calls = {}
 
-    def load_run(path, checkpoint="latest", device="cpu", warn=None):
+    def load_run(path, checkpoint="latest", device="cpu", warn=None, data_root=None, download=False):
         calls.update(path=str(path), checkpoint=checkpoint)
         return SimpleNamespace(
             config=SimpleNamespace(data=SimpleNamespace(name="fake", root=None)), discriminator=tiny_discriminator(),

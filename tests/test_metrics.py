@@ -642,7 +642,7 @@ def test_cli_eval_appends_to_eval_json_and_plots(tmp_path, monkeypatch, capsys, 
     import negaug.experiment.evaluate
 
     monkeypatch.setenv("NEGAUG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(negaug.experiment.evaluate, "load_run", lambda run_dir, checkpoint="latest", device="cpu", warn=None:
+    monkeypatch.setattr(negaug.experiment.evaluate, "load_run", lambda run_dir, **kwargs:
                         fake_run(tmp_path, options={"count": 3}))
     argv = ["eval", str(tmp_path), "--num-samples", "30", "--metrics", "fid", "dots", "--quiet"]
     code, out = run_cli(argv, capsys)  # dots' rotation classifier is at chance: its FID is refused

@@ -184,7 +184,7 @@ def write_folder(root, per_class=(20, 10)):
         folder = root / f"class{label}"
         folder.mkdir(parents=True)
         for index in range(count):
-            pixels = np.full((6, 6, 3), 10 * index + label, dtype=np.uint8)
+            pixels = np.full((6, 6, 3), (5 * index + label) % 256, dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"{index:03d}.png")
     return root
 
@@ -207,3 +207,41 @@ def test_image_folder_too_small_for_a_test_split_says_so(tmp_path):
     root = write_folder(tmp_path / "few", per_class=(3,))
     with pytest.raises(ValueError, match="too small for a held-out test split"):
         data.build("image_folder", root=root, split="test", image_size=6)
+
+
+# --- training: the evaluations' feature space is checked before the run starts ----------------------
+
+def test_training_with_a_chance_level_feature_space_stops_before_the_run_folder(tmp_path, monkeypatch):
+    from negaug.cli import main
+
+    monkeypatch.setenv("NEGAUG_CACHE", str(tmp_path / "cache"))
+    argv = ["train", "dots", "data.options.num_samples=200", "data.image_size=16", "train.steps=4",
+            "eval.every=2", "eval.metrics=[fid]", f"train.runs_dir={tmp_path / 'runs'}", "train.progress=false"]
+    assert main(argv) == 2
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_eval_of_an_image_folder_run_uses_held_out_images_and_data_root(tmp_path, monkeypatch, capsys):
+    """Regression: an image_folder run was evaluated against its own training images. Now the
+    reference is the held-out 10%, and a moved data folder is found with --data-root."""
+    import json
+
+    from negaug.cli import main
+
+    monkeypatch.setenv("NEGAUG_CACHE", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "images", per_class=(40, 40))
+    argv = ["train", "default", "data.name=image_folder", f"data.root={root}", "data.image_size=16",
+            "data.options.channels=1", "data.batch_size=8", "model.options.width=4", "train.steps=2",
+            "train.sample_every=0", "train.checkpoint_every=0", "train.progress=false", "train.name=folder",
+            f"train.runs_dir={tmp_path / 'runs'}"]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "folder"
+    moved = root.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["eval", str(run), "--metrics", "kde", "--quiet", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "does not exist" in err
+    assert main(["eval", str(run), "--metrics", "kde", "--quiet", "--no-plots", "--data-root", str(moved)]) == 0
+    (entry,) = json.loads((run / "eval.json").read_text())["evaluations"]
+    protocol = entry["results"]["kde"]["protocol"]
+    assert protocol["reference"] == "image_folder/test" and protocol["num_real"] == 8 == protocol["num_generated"]

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID subsets (default: 0)")
     parser.add_argument("--checkpoint", default="latest", help="latest, best or a checkpoint path (default: latest)")
     parser.add_argument("--batch-size", type=int, default=250, help="generator / feature batch size (default: 250)")
+    parser.add_argument("--data-root", default=None,
+                        help="where the run's dataset lives (default: the run's data.root)")
+    parser.add_argument("--download", action="store_true", help="download the run's dataset if it is missing")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto: cuda when available)")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--force", action="store_true", default=None,
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
                          checkpoint=args.checkpoint, feature_extractor=args.feature_extractor,
                          inception_weights=args.inception_weights, batch_size=args.batch_size, device=args.device,
                          plots=not args.no_plots, progress=not args.quiet, force=args.force,
+                         data_root=args.data_root, download=args.download,
                          warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     print(format_results(entry))
     return 0

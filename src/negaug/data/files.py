@@ -55,8 +55,8 @@ def default_root(root: str | os.PathLike | None) -> Path:
 
 def missing(title: str, root: Path, expected: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f"{title} not found under {root} (no {expected}); pass data.download=true (or --download) "
-        f"to fetch it, or put {what} there"
+        f"{title} not found under {root} (no {expected}); put {what} there, point to it (data.root=DIR, "
+        f"--data-root DIR), or fetch it (data.download=true, --download, download=True)"
     )
 
 

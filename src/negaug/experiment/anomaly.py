@@ -61,7 +61,8 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
     output = Path(output) if output else run_dir / "anomaly.json"
     check_histogram_path(output)
     read_evaluations(output)  # a damaged results file fails now, not after the scoring
-    loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device, key="--device"), warn=warn)
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=resolve_device(device, key="--device"), warn=warn,
+                      data_root=data_root, download=download)
     data = loaded.config.data
     reference = loaded.reference_dataset(split=split)
     if getattr(reference, "image_size", None) is None:

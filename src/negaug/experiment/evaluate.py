@@ -21,7 +21,7 @@ from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
 from negaug.experiment.runs import load_run, require_run_dir
 from negaug.files import read_limited, write_atomically
-from negaug.metrics import evaluate_generator, evaluate_samples, generate_samples, record_sampling
+from negaug.metrics import check_feature_space, evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
 
 MAX_SAMPLES = 1_000_000
@@ -56,15 +56,26 @@ def evaluate_generator_of_run(config: Config, generator: torch.nn.Module, train_
                               config.eval.seed, num_classes, **settings)
 
 
+def check_feature_space_of_run(config: Config, train_set: Any, progress: bool = False) -> list[str]:
+    """The feature space of the run's evaluations, built and checked before training starts (a
+    near-chance classifier is refused now, not at the first evaluation); warnings when forced."""
+    reference, split = reference_of_run(lambda name: build_dataset(config, split=name))
+    settings = settings_of_run(config, train_set, split, progress=progress)
+    return check_feature_space(reference, config.eval.metrics or None, **settings)
+
+
 def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samples: int | None = None,
                  seed: int = 0, checkpoint: str = "latest", feature_extractor: str | None = None,
                  inception_weights: str | None = None, batch_size: int = 250, device: str = "auto",
                  plots: bool = True, progress: bool = False, force: bool | None = None,
+                 data_root: str | Path | None = None, download: bool = False,
                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate a trained run's (EMA) generator on `num_samples` samples (None: as many as the
     test split holds); append the entry to RUN/eval.json and return it. metrics /
     feature_extractor / inception_weights / force default to the run's `eval.*` settings; each
-    result's "warnings" (values computed with force) are also passed to `warn`."""
+    result's "warnings" (values computed with force) are also passed to `warn`. The run's data
+    (reference and classifier training images) is read from `data_root` (default: its
+    data.root) and fetched when missing only with `download`."""
     if num_samples is not None and not 2 <= num_samples <= MAX_SAMPLES:
         raise ValueError(f"--num-samples must be from 2 to {MAX_SAMPLES:,} (FID uses 50,000), got {num_samples}")
     if batch_size < 1:
@@ -73,7 +84,8 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     run_dir = require_run_dir(run_dir)
     device = resolve_device(device, key="--device")
     read_evaluations(run_dir / "eval.json")  # a damaged results file fails now, not after the work
-    loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn)
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn, data_root=data_root,
+                      download=download)
     train_set = loaded.reference_dataset(split=loaded.config.data.split)
     reference, split = reference_of_run(loaded.reference_dataset)
     num_samples = len(reference) if num_samples is None else num_samples

@@ -29,7 +29,7 @@ from negaug import viz
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
-from negaug.experiment.evaluate import evaluate_generator_of_run
+from negaug.experiment.evaluate import check_feature_space_of_run, evaluate_generator_of_run
 from negaug.experiment.health import HealthMonitor
 from negaug.experiment.state import TrainState, rng_devices
 from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
@@ -78,6 +78,8 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
             raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
         run_dir = Path(config.train.runs_dir) / config.train.name
     recipe, state = build(config)  # every config check happens here, before a run folder exists
+    if config.eval.every > 0:  # and the evaluations' feature space (trains the offline classifier once)
+        check_feature_space_of_run(config, recipe.dataset, progress=config.train.progress)
     run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
     if resume and not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "

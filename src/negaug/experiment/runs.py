@@ -261,6 +261,15 @@ class LoadedRun:
         return build_dataset(self.config, split=split)
 
 
+def use_data_folder(config: Config, data_root: str | Path | None, download: bool = False) -> None:
+    """Read the run's datasets from `data_root` (None: the run's data.root) and fetch missing
+    ones when `download` (eval / anomaly on another machine than the one that trained)."""
+    if data_root is not None:
+        config.data.root = str(data_root)
+    if download:
+        config.data.download = True
+
+
 def require_run_dir(run_dir: str | Path) -> Path:
     """`run_dir` as a Path; FileNotFoundError (one line) when it is not an existing folder."""
     run_dir = Path(run_dir)
@@ -294,16 +303,18 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Acc
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torch.device = "cpu",
-             warn=None) -> LoadedRun:
+             warn=None, data_root: str | Path | None = None, download: bool = False) -> LoadedRun:
     """G (the EMA if any), D and the config of a run at a checkpoint ("latest", "best" or a path),
     restored by the training state's own `load_state_dict`, without unpickling anything and
     without touching the caller's random generators. A checkpoint whose state does not fit its
-    config is reported through `warn`, and the previous good one is used."""
+    config is reported through `warn`, and the previous good one is used. `data_root` /
+    `download` override the run's data.root / data.download (see `use_data_folder`)."""
     run_dir, device = Path(run_dir), torch.device(device)
     parts: dict[str, Any] = {}
 
     def restore(found: Checkpoint) -> None:
         config = config_from_dict(found.record["config"])
+        use_data_folder(config, data_root, download)
         dataset = build_dataset(config)
         generator, discriminator, num_classes = build_models(config, dataset)
         with torch.random.fork_rng(devices=rng_devices(device)):

@@ -15,6 +15,7 @@ from negaug.metrics.dots import count_dots, count_histogram, fraction_with_count
 from negaug.metrics.evaluate import (
     METRICS,
     EvalSettings,
+    check_feature_space,
     default_metrics,
     evaluate_generator,
     evaluate_samples,
@@ -38,7 +39,7 @@ def names() -> list[str]:
 
 
 __all__ = [
-    "METRICS", "EvalSettings", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
+    "METRICS", "EvalSettings", "check_feature_space", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
     "evaluate_samples", "feature_statistics", "features", "fid_from_features",
     "find_metric", "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
     "kde_log_likelihood", "kernel_distance", "names", "parzen_log_likelihood", "precision_recall", "record_sampling", "result_names",

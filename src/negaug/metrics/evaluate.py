@@ -368,6 +368,18 @@ def evaluate_samples(fake: Tensor, reference: Any, metrics: list[str] | None = N
     return results
 
 
+def check_feature_space(reference: Any, metrics: list[str] | None = None, **options: Any) -> list[str]:
+    """Build and check the feature space that evaluating ``metrics`` against ``reference`` would
+    use, before any sample exists (e.g. before training): a refusal is raised now; with
+    ``force=True`` its warnings are returned. Trains (and caches) the offline classifier."""
+    settings = make_settings(**options)
+    evaluation = Evaluation(torch.empty(0), reference, 0, settings)
+    requested = list(metrics) if metrics else default_metrics(reference, evaluation.data_name)
+    if any(name in FEATURE_METRICS for name in requested):
+        evaluation.extractor()
+    return list(evaluation.space_flags.warnings)
+
+
 def generate_samples(generator: Any, num_samples: int, seed: int = 0, num_classes: int = 0,
                      batch_size: int = 250, device: Any = "cpu", latent_dim: int | None = None
                      ) -> tuple[Tensor, Tensor | None]:

@@ -34,7 +34,7 @@ class Flags:
 
     def report(self, problem: str, fix: str) -> None:
         if not self.force:
-            raise ValueError(f"{problem}; {fix} (or force=True / --force to compute it anyway, with a warning)")
+            raise ValueError(f"{problem}; {fix} (or force it, with a warning: force=True, --force or eval.force=true)")
         if problem not in self.warnings:
             self.warnings.append(problem)
 
@@ -56,8 +56,8 @@ def check_feature_network(meta: dict[str, Any], flags: Flags) -> None:
     elif accuracy < needed:
         flags.report(f"the classifier features are near chance: held-out accuracy {accuracy:.3f} on {task} "
                      f"(chance {1 / num_classes:.3f}, trusted from {needed:.3f}), so distances in them mean "
-                     "little", "use --feature-extractor inception with its weights, or a task-specific "
-                     "metric (dots: --metrics dots)")
+                     "little", "use the inception feature extractor (with its weights) or a task-specific "
+                     "metric (dots: the dots metric)")
 
 
 def fingerprints(images: Tensor | Iterable[Tensor]) -> Tensor:
@@ -95,7 +95,7 @@ def check_fid_sizes(num_real: int, num_fake: int, num_features: int, identifier:
     if smallest < num_features:
         flags.report(f"FID in the {num_features}-dimensional '{identifier}' features needs at least "
                      f"{num_features} samples per set, got {num_generated_text(num_real, num_fake)}",
-                     "use more samples (--num-samples) and a larger reference")
+                     "use more samples (num_samples, --num-samples, eval.num_samples) and a larger reference")
 
 
 def num_generated_text(num_real: int, num_fake: int) -> str:

@@ -41,7 +41,8 @@ def evaluation_options(study: Study) -> dict[str, Any]:
         train = train.subset(range(classifier["num_train"]))
     return {"feature_extractor": "classifier", "train_data": train, "classifier_epochs": classifier["epochs"],
             "data_name": "mnist5k" if classifier["num_train"] is None else f"mnist5k-first{classifier['num_train']}",
-            "reference_split": "test"}
+            "reference_split": "test",
+            "force": study.size == "tiny"}  # a smoke test: its 1-epoch classifier is near chance (warnings kept)
 
 
 def flatten(results: dict[str, dict]) -> dict[str, Any]:
