@@ -313,11 +313,26 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert len(steps) == 1 and 0 < steps[0] < 100000
 
 
-def test_tensorboard_logs_when_asked(tmp_path):
+def test_tensorboard_logs_scalars_sample_grids_and_the_config(tmp_path):
     pytest.importorskip("tensorboard")
-    train(tiny(tmp_path, "train.name=tb", "train.tensorboard=true", "train.steps=2"))
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny(tmp_path, "train.name=tb", "train.tensorboard=true", "train.steps=3", "train.sample_every=2"))
     events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
+    board = EventAccumulator(str(events[0]), size_guidance={"images": 0, "tensors": 0, "scalars": 0}).Reload()
+    tags = board.Tags()
+    assert [e.step for e in board.Scalars("loss/d")] == [1, 2, 3]
+    images = board.Images("samples")
+    assert [e.step for e in images] == [2, 3]  # every sample step, and the final grid
+    png = Image.open(tmp_path / "tb" / "samples" / "step_0000003.png")
+    assert (images[-1].width, images[-1].height) == png.size  # the grid of samples/, enlarged alike
+    assert min(png.size) >= 2 * 64 + 3 * 2  # 2 x 2 tiles of >= 64 px, 2 px padding
+    assert "config/text_summary" in tags["tensors"]
+    (config,) = board.Tensors("config/text_summary")
+    text = config.tensor_proto.string_val[0].decode()
+    assert "    lam: 0.25" in text and "    steps: 3" in text  # the resolved YAML, as preformatted markdown
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")

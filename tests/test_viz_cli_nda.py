@@ -73,7 +73,7 @@ def test_plots_write_pngs_of_the_figure_size(tmp_path):
     for path in paths:
         assert Image.open(path).size == (500, 350)
     scatter = viz.save_scatter({"real": torch.randn(50, 2)}, tmp_path / "scatter.png", limit=3)
-    assert Image.open(scatter).size == (450, 450)
+    assert Image.open(scatter).size == (520, 530)
 
 
 # --- transform specs ------------------------------------------------------------------------------
@@ -106,8 +106,8 @@ def test_nda_show_writes_originals_then_one_row_per_transform(tmp_path, capsys):
     assert code == 0 and str(out) in capsys.readouterr().out
     figure = np.asarray(Image.open(out))
     labels = ["original", "jigsaw:k=2", "cutout"]
-    tile = 8 * 8 + 2  # digits are 8 px, enlarged 64 // 8 = 8 times, plus 2 px padding
-    label_width = viz.label_column_width(labels)
+    tile = 8 * 8 + 2  # digits are 8 px, enlarged 64 / 8 = 8 times, plus 2 px padding
+    label_width = viz.label_column_width(labels, font_size=16)  # labels a quarter of the 64 px tiles high
     assert figure.shape == (3 * tile + 2, label_width + 3 * tile + 2, 3)
     # Replay the documented recipe: one generator seeded with --seed picks the images, then draws
     # each transform in order.

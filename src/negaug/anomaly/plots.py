@@ -7,36 +7,42 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from negaug.files import atomic_path
+from negaug import viz
 
 
 def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], path: str | Path,
                                bins: int = 40, columns: int = 4, title: str | None = None) -> Path:
-    """Save a PNG with one histogram panel per OOD set.
+    """Save a PNG (or PDF, by suffix) of `difference_histograms_figure(...)`."""
+    return viz.save_figure(difference_histograms_figure(differences, bins, columns, title), path)
+
+
+def difference_histograms_figure(differences: dict[str, dict[str, torch.Tensor]], bins: int = 40,
+                                 columns: int = 4, title: str | None = None) -> Figure:
+    """One histogram panel per OOD set.
 
     differences: {run_label: {ood_name: (N,) D(clean) - D(ood)}}; runs that lack a set are left
     out of its panel. Each panel shares its bin edges across runs and shows densities, so runs
-    with different image counts compare. Panels are titled by the corruption name, or the full
-    set name for other kinds (nda/gaussian_noise is not corruption/gaussian_noise). Uses the Agg
-    canvas directly (no pyplot global state).
+    with different image counts compare. A run keeps its colour in every panel (`viz.colours`:
+    "baseline" grey, "nda" red as in every negaug figure); with several runs, one legend sits below
+    the panels. Panels are titled by the corruption name, or the full set name for other kinds
+    (nda/gaussian_noise is not corruption/gaussian_noise).
     """
     names = list(dict.fromkeys(name for per_run in differences.values() for name in per_run))
     if not names:
         raise ValueError("no differences to plot (only paired OOD sets, corruption/* and nda/*, have them)")
     columns = min(columns, len(names))
     rows = math.ceil(len(names) / columns)
-    figure = Figure(figsize=(3.2 * columns, 2.5 * rows), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = viz.new_figure(3.2 * columns, 2.5 * rows + (0.4 if len(differences) > 1 else 0))
+    colour = viz.colours(list(differences))
     for index, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, index + 1)
         runs = {label: _as_array(per_run[name]) for label, per_run in differences.items() if name in per_run}
         values = np.concatenate(list(runs.values()))
         edges = np.histogram_bin_edges(values, bins=bins)
         for label, diffs in runs.items():
-            axes.hist(diffs, bins=edges, density=True, alpha=0.5, label=label)
+            axes.hist(diffs, bins=edges, density=True, alpha=0.5, label=label, color=colour[label])
         axes.axvline(0.0, color="black", linewidth=0.8)
         axes.set_title(name.removeprefix("corruption/"), fontsize=9)
         axes.tick_params(labelsize=7)
@@ -45,15 +51,10 @@ def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], 
         if index >= len(names) - columns:
             axes.set_xlabel("D(clean) - D(ood)", fontsize=8)
     if len(differences) > 1:
-        handles, labels = figure.axes[0].get_legend_handles_labels()
-        figure.legend(handles, labels, loc="outside upper center", ncols=len(differences), fontsize=8)
+        viz.legend_below(figure, max_columns=len(differences), fontsize=9)
     if title:
         figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
-    return path
+    return figure
 
 
 def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:

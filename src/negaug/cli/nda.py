@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                       help="extra dataset option, repeatable (e.g. count=6 for dots, classes=[0,1])")
     show.add_argument("--scale", type=int, default=None,
-                      help="integer enlargement of each image (default: max(1, 64 // image size))")
+                      help="integer enlargement of each image (default: the smallest that shows it at >= 64 px)")
 
 
 def split_top_level(text: str, separator: str) -> list[str]:
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = figure_rows(args)
     size = rows[0][1].shape[-1]
-    scale = args.scale if args.scale is not None else max(1, 64 // size)
+    scale = args.scale if args.scale is not None else viz.readable_scale(size)
     if not (1 <= scale and scale * size <= 2048):
         raise ValueError(f"--scale must be at least 1 and make images of at most 2048 px, got {scale} for {size} px images")
     path = viz.save_labelled_rows(rows, args.out, scale=scale)

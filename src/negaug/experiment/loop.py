@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -145,6 +146,8 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
                 log.write({"step": state.step, "warning": message})
 
     board = _tensorboard(run_dir) if settings.tensorboard and log is not None else None
+    if board is not None:  # the resolved config, once per session, as preformatted text
+        board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), state.step)
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
                dynamic_ncols=True, desc="train")
     fixed_latent = fixed_latent_batch(config, recipe, state)
@@ -174,7 +177,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
             if config.eval.every and step % config.eval.every == 0:
                 _evaluate(config, recipe, state, run_dir, log, board, report_health)
             if settings.sample_every and step % settings.sample_every == 0:
-                report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir)))
+                report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir, recipe.dataset, board)))
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
                 save_checkpoint(config, state, run_dir)
             if stop_requested():
@@ -183,7 +186,8 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
         if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
             save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
         if not interrupted and not (settings.sample_every and state.step % settings.sample_every == 0):
-            report_health(health.check_samples(state.step, save_samples(state, fixed_latent, run_dir)))
+            samples = save_samples(state, fixed_latent, run_dir, recipe.dataset, board)
+            report_health(health.check_samples(state.step, samples))
     finally:
         bar.close()
         for sink in (log, board):
@@ -237,9 +241,9 @@ def real_examples(dataset, count: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def save_samples(state: TrainState, fixed_latent, run_dir: Path) -> torch.Tensor:
-    """A grid (images) or a scatter plot (2-D data) of the fixed latent batch, from the EMA;
-    returns the samples (CPU float32), written only by the main process."""
+def save_samples(state: TrainState, fixed_latent, run_dir: Path, dataset=None, board=None) -> torch.Tensor:
+    """`samples/step_*.png` (and, with a TensorBoard writer, the image "samples") of the fixed
+    latent batch, from the EMA (else G); returns the samples (CPU float32), written only by the main process."""
     sampler = state.sampler()
     was_training = sampler.training
     sampler.eval()
@@ -247,12 +251,27 @@ def save_samples(state: TrainState, fixed_latent, run_dir: Path) -> torch.Tensor
     sampler.train(was_training)
     if not runs.is_main_process():
         return samples
-    path = run_dir / "samples" / f"{checkpoint.stem(state.step)}.png"
-    if samples.dim() == 4:
-        viz.save_grid(samples, path, nrow=int(max(1, round(samples.shape[0] ** 0.5))))
-    else:
-        viz.save_scatter({"generated": samples}, path)
+    picture = sample_picture(samples, dataset, state.step)
+    viz.write_png(picture, run_dir / "samples" / f"{checkpoint.stem(state.step)}.png")
+    if board is not None:
+        board.add_image("samples", picture, state.step, dataformats="HWC")
     return samples
+
+
+def sample_picture(samples: torch.Tensor, dataset=None, step: int = 0) -> np.ndarray:
+    """uint8 (H, W, 3): a grid of images `(N, C, H, W)`, each enlarged to >= 64 px, or a scatter of
+    points `(N, 2)` on the fixed axes of the dataset's true modes (`centers`, `std`), modes drawn."""
+    if samples.dim() == 4:
+        nrow = int(max(1, round(samples.shape[0] ** 0.5)))
+        return viz.make_grid(samples, nrow=nrow, scale=viz.readable_scale(samples.shape[-1]))
+    return viz.figure_array(sample_scatter_figure(samples, dataset, step))
+
+
+def sample_scatter_figure(samples: torch.Tensor, dataset=None, step: int = 0):
+    """The scatter of 2-D samples at `step`: the same axes at every step when `dataset` has `centers`."""
+    modes = getattr(dataset, "centers", None)
+    return viz.scatter_figure({"generated": samples}, title=f"samples at step {step}", modes=modes,
+                              mode_std=float(dataset.std) if modes is not None else 0.0)
 
 
 def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, log, board,
@@ -298,7 +317,8 @@ def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any],
     lines += _curves(run_dir)
     sample = run_dir / "samples" / f"{checkpoint.stem(step)}.png"
     if sample.exists():
-        lines += ["", "## Samples (EMA generator, fixed latents)", "", f"![samples](samples/{sample.name})"]
+        which = "EMA generator" if config.train.ema_decay > 0 else "generator"
+        lines += ["", f"## Samples ({which}, fixed latents)", "", f"![samples](samples/{sample.name})"]
     write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
 
 

@@ -14,16 +14,19 @@ from negaug.metrics.evaluate import is_toy, reference_tensor
 
 def save_evaluation_plots(folder: Path, stem: str, fake: Tensor, reference: Any, results: dict[str, dict],
                           num_grid: int = 64) -> list[Path]:
-    """Sample grid (images) or scatter (2-D toys), plus a dot-count histogram when "dots" was
-    measured. Returns the paths written (``folder / f"{stem}_<kind>.png"``)."""
+    """Sample grid (images, each enlarged to >= 64 px) or scatter (2-D toys: on the axes of the true
+    modes when `reference` is a toy dataset with `centers` and `std`), plus a dot-count histogram when
+    "dots" was measured. Returns the paths written (``folder / f"{stem}_<kind>.png"``)."""
     folder.mkdir(parents=True, exist_ok=True)
     if is_toy(reference):
-        real = reference_tensor(reference)
+        real, modes = reference_tensor(reference), getattr(reference, "centers", None)  # a tensor has no modes
         paths = [viz.save_scatter({"reference": real[:5000], "generated": fake[:5000]},
-                                  folder / f"{stem}_scatter.png", title="2-D samples")]
+                                  folder / f"{stem}_scatter.png", title="2-D samples", modes=modes,
+                                  mode_std=float(reference.std) if modes is not None else 0.0)]
     else:
         grid = fake[:num_grid]
-        paths = [viz.save_grid(grid, folder / f"{stem}_samples.png", nrow=int(np.ceil(np.sqrt(grid.shape[0]))))]
+        paths = [viz.save_grid(grid, folder / f"{stem}_samples.png", nrow=int(np.ceil(np.sqrt(grid.shape[0]))),
+                               scale=viz.readable_scale(grid.shape[-1]))]
     dots = results.get("dots")
     if dots is not None:
         series = {name: _expand(histogram) for name, histogram in

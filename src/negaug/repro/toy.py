@@ -77,7 +77,7 @@ def write_plot(study: Study, dataset, points: dict[str, torch.Tensor]) -> None:
     negatives = data.toy_negatives(dataset, shown, generator=torch.Generator().manual_seed(0), kind="both")
     real, _ = dataset.sample(shown, generator=torch.Generator().manual_seed(1))
     plots.toy_scatters(real, negatives, {k: v[:shown] for k, v in points.items()},
-                       study.out_dir / "scatter.png", limit=1.5 * dataset.geometry)
+                       study.out_dir / "scatter.png", modes=dataset.centers, mode_std=dataset.std)
 
 
 def summarize(study: Study, per_seed, trained) -> dict[str, Any]:
