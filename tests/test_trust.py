@@ -217,6 +217,7 @@ def test_training_with_a_chance_level_feature_space_stops_before_the_run_folder(
     monkeypatch.setenv("NEGAUG_CACHE", str(tmp_path / "cache"))
     argv = ["train", "dots", "data.options.num_samples=200", "data.image_size=16", "train.steps=4",
             "eval.every=2", "eval.metrics=[fid]", f"train.runs_dir={tmp_path / 'runs'}", "train.progress=false"]
+    assert main([*argv, "--dry-run"]) == 2  # the dry run catches it too
     assert main(argv) == 2
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

@@ -9,7 +9,7 @@ EXPERIMENT_NAMES = ("anomaly", "numerosity", "quality", "toy")
 HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality)"
 
 EPILOG = """examples:
-  negaug repro toy --quick --out results/toy            # smoke version, minutes
+  negaug repro toy --quick --out scratch/toy            # smoke version, minutes, in a scratch folder
   negaug repro numerosity --out results/numerosity      # full version, 3 seeds
   negaug repro anomaly --out results/anomaly --runs-dir results/runs
   negaug repro quality --out results/quality --runs-dir results/runs   # reuses anomaly's runs

@@ -60,8 +60,7 @@ def _announce(config):
 
 
 def run(args) -> int:
-    from negaug.experiment import NonFiniteLossError, RunWriteError, load_config, resume_config, train
-    from negaug.experiment.build import build
+    from negaug.experiment import NonFiniteLossError, RunWriteError, load_config, prepare_run, resume_config, train
 
     source, overrides = _split_source(args)
     if args.resume:
@@ -72,7 +71,7 @@ def run(args) -> int:
     else:
         config = load_config(source, overrides)
     if args.dry_run:
-        build(config)  # the same checks as a real run, so a dry run catches every bad value
+        prepare_run(config)  # the same checks as a real run, so a dry run catches every bad value
         print(config.to_yaml(), end="")
         return 0
     flag = _StopFlag()

@@ -15,7 +15,7 @@ from negaug.experiment.anomaly import AnomalyReport, detect_anomalies
 from negaug.experiment.build import Recipe
 from negaug.experiment.config import Config, config_from_dict, load_config, preset_names
 from negaug.experiment.evaluate import evaluate_generator_of_run, evaluate_run
-from negaug.experiment.loop import CheckpointWriteError, RunWriteError, TrainResult, train
+from negaug.experiment.loop import CheckpointWriteError, RunWriteError, TrainResult, prepare_run, train
 from negaug.experiment.runs import LoadedRun, load_run, resume_config
 from negaug.experiment.state import TrainState
 from negaug.experiment.steps import NonFiniteLossError
@@ -23,5 +23,5 @@ from negaug.experiment.steps import NonFiniteLossError
 __all__ = [
     "AnomalyReport", "CheckpointWriteError", "Config", "LoadedRun", "NonFiniteLossError", "Recipe", "RunWriteError", "TrainResult",
     "TrainState", "config_from_dict", "detect_anomalies", "evaluate_generator_of_run", "evaluate_run",
-    "load_config", "load_run", "preset_names", "resume_config", "train",
+    "load_config", "load_run", "prepare_run", "preset_names", "resume_config", "train",
 ]

@@ -58,7 +58,7 @@ class HealthMonitor:
                 and abs(d_step - g_step) > self.step_gap:
             found += self._once("step_gap", f"step {step}: D scores generated images {d_step:+.2f} in its own step "
                                 f"but {g_step:+.2f} in G's step: D tells the two steps apart (batch statistics?); "
-                                f"see the discriminator contract in the README")
+                                f"see the discriminator contract in docs/models.md")
         return found
 
     def set_real(self, real: torch.Tensor) -> None:

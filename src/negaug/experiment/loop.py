@@ -57,6 +57,16 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def prepare_run(config: Config) -> tuple[Recipe, TrainState]:
+    """The recipe and initial state of a run, after every check a run would otherwise fail later
+    (`negaug train --dry-run` runs exactly this): the config, and with eval.every > 0 the
+    evaluations' feature space (which trains and caches the offline classifier once)."""
+    recipe, state = build(config)
+    if config.eval.every > 0:
+        check_feature_space_of_run(config, recipe.dataset, progress=config.train.progress)
+    return recipe, state
+
+
 def train(config: Config, run_dir: str | Path | None = None, resume: bool = False,
           stop_requested: Callable[[], bool] = lambda: False, warn: Callable[[str], None] | None = None,
           on_log: Callable[[dict[str, Any]], None] | None = None,
@@ -78,9 +88,7 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
         if config.train.name is None:
             raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
         run_dir = Path(config.train.runs_dir) / config.train.name
-    recipe, state = build(config)  # every config check happens here, before a run folder exists
-    if config.eval.every > 0:  # and the evaluations' feature space (trains the offline classifier once)
-        check_feature_space_of_run(config, recipe.dataset, progress=config.train.progress)
+    recipe, state = prepare_run(config)  # every check happens here, before a run folder exists
     run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
     if resume and not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
