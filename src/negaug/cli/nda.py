@@ -3,9 +3,12 @@
     negaug nda show --dataset mnist5k --transforms jigsaw,jigsaw:k=4,stitch,mixup:alpha=10 --out nda.png
 
 Transform syntax: transforms are separated by commas; options follow the name as `:key=value`
-(repeatable, e.g. `cutout:min_size=0.25:max_size=0.5`); values are read as YAML (`3`, `0.5`, `true`,
+(repeatable, e.g. `mixup:alpha=10:min_changed=0.05`); values are read as YAML (`3`, `0.5`, `true`,
 `[4, 5, 7]`; commas inside [...] do not split transforms). `other_data` takes its negatives from a
 dataset: `other_data:dataset=dots:count=[4,5,7]` (every key but `dataset` is a dataset option).
+cutout, cutmix, mixup and stitch take `min_changed` (default 0.01: each negative changes at least
+1% of the pixels of its source; an integer is a count; `cutout:min_changed=0` shows the unchecked
+draw, where a patch over MNIST's background can leave the image as it was).
 """
 from __future__ import annotations
 
@@ -27,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   negaug nda show --out nda.png                                     # every transform on MNIST-5k
   negaug nda show --dataset dots --data-option count=3 --transforms "jigsaw,other_data:dataset=dots:count=[4,5,7]" --out dots.png
-  negaug nda show --dataset cifar10 --data-root ~/data --download --transforms jigsaw:k=4,mixup:alpha=10 --out c.png""")
+  negaug nda show --dataset cifar10 --data-root ~/data --download --transforms jigsaw:k=4,mixup:alpha=10 --out c.png
+  negaug nda show --transforms cutout,cutout:min_changed=0,cutmix:min_changed=20 --out c.png  # min_changed: a fraction or a count
+
+cutout, cutmix, mixup and stitch redraw (then fall back for) any image whose negative would change
+fewer than min_changed of its pixels (default 0.01 = 1%); min_changed=0 turns the check off.""")
     show.add_argument("--dataset", default="mnist5k", help="dataset name (default: mnist5k)")
     show.add_argument("--transforms", default=None,
                       help="comma-separated transforms with optional :key=value options, e.g. "

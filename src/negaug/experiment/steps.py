@@ -7,7 +7,9 @@ architecture (eq. 3 of the paper: the discriminator's fake side is lam * G + (1 
 - mixture mode: one fake batch of B samples, round(lam * B) generated and the rest negatives, so
   the discriminator does no extra work.
 The generator step never sees negatives. Conditional runs give each negative the label of the real
-image it was made from.
+image it was made from: a transform returns one negative per real image, in order (its
+`min_changed` redraws or falls back, never drops; negaug/nda/min_change.py), so the negative
+batch always has B images.
 
 D is called in exactly one function, `score`, by the D step, the G step and the penalties. A
 per-sample D scores real, generated and negative samples in one call; a batch-dependent D (batch

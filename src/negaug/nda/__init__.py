@@ -3,8 +3,9 @@
     from negaug import nda
     t = nda.build("jigsaw", k=2)                  # nda.names() lists the transforms
     neg = t(x, generator=g)                       # x: float (B, C, H, W), any device and dtype
-    params = t.sample(x.shape, g, x.device)       # replayable draw: dict of (B, ...) tensors
-    neg = t.apply(x, params)
+    params = t.sample(x.shape, g, x.device, images=x)  # replayable draw: dict of (B, ...) tensors
+    neg = t.apply(x, params)                      # == t(x, generator=g) from the same generator state
+    nda.build("cutout", min_changed=0.01)         # each negative changes >= 1% of the pixels (the default)
     pda = nda.positive("hflip", p=0.5)            # the same transforms as positive augmentation
     nda.check_compatible("jigsaw", image_size=32) # config-time validation (ValueError if not)
 

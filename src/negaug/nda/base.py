@@ -2,8 +2,8 @@
 
     t = negaug.nda.build("jigsaw", k=2)
     neg = t(x, generator=g)                       # x: float (B, C, H, W), any device and dtype
-    params = t.sample(x.shape, g, x.device)       # dict of tensors, row i describes image i
-    neg = t.apply(x, params)                      # deterministic given params
+    params = t.sample(x.shape, g, x.device, images=x)  # dict of tensors, row i describes image i
+    neg = t.apply(x, params)                      # deterministic given params: the same negatives
 
 A transform implements two methods: `make_params(shape, generator) -> params` and
 `transform(x, params) -> x_neg`, both batched (no per-image Python loop). Parameters are drawn on
@@ -16,6 +16,14 @@ Pairing transforms (`pairs = True`: stitch, cutmix, mixup, and a mixture or posi
 combine each image with a partner image: their params hold `partner` (B,), indices into the batch,
 and they also implement `combine(images, partners, params)`, which takes the partner images
 themselves, so that a mixture can pass x[rows] and x[partner[rows]].
+
+Transforms with a `min_changed` option (cutout, cutmix, mixup, stitch: default 1% of the pixels)
+never return a positive in disguise: after the draw, the images whose negative changes fewer than
+`min_changed` pixels are drawn again (only they), then fall back deterministically (min_change.py);
+this needs the images, so `sample(shape, generator)` alone returns the first draw and
+`sample(shape, generator, images=x)` the final one, which `forward` uses; the batch keeps its size
+and order. A transform opts in by setting `min_changed` and `fallback_changes`, and by honouring a
+`fallback` flag in its params; `redraw` and `with_fallback` have generic versions here.
 """
 from __future__ import annotations
 
@@ -24,6 +32,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from negaug.nda.min_change import (
+    changed_pixels,
+    check_fits,
+    enforce_min_changed,
+    replace_rows,
+    required_pixels,
+)
 from negaug.nda.sampling import resolve_generator
 from negaug.registry import Registry, short
 
@@ -62,23 +77,42 @@ class NDATransform(nn.Module):
     pairs: bool = False  # True: params hold `partner`, and `combine` takes the partner images
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Negatives of x: `apply(x, sample(x.shape, generator, x.device))`, with the checks done
-        once (this is the per-step hot path)."""
+        """Negatives of x: `apply(x, sample(x.shape, generator, x.device, images=x))`, with the
+        checks done once (this is the per-step hot path)."""
         self._check_input(x)
-        generator = resolve_generator(generator)
+        return self._draw(x, resolve_generator(generator))[0]
+
+    def _draw(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Params]:
+        """(negatives of x, their params on x's device); `min_changed` enforced (min_change.py)."""
         params = self.make_params(x.shape, generator)
         if generator.device != x.device:
             params = {key: value.to(x.device) for key, value in params.items()}
-        return self.transform(x, params)
+        out = self.transform(x, params)
+        if self.requires_change():
+            out, params = enforce_min_changed(self, x, out, params, generator)
+        return out, params
 
     def sample(self, shape: Sequence[int], generator: torch.Generator | None = None,
-               device: torch.device | str | None = None) -> Params:
+               device: torch.device | str | None = None, images: torch.Tensor | None = None) -> Params:
         """Random parameters for a batch of `shape` (B, C, H, W), drawn only from `generator`
         (None: a fresh generator seeded from OS entropy; the global RNG is never used), on the
-        generator's device, then moved to `device` (default: left there)."""
+        generator's device, then moved to `device` (default: left there).
+
+        `images`: the batch (of `shape`) the params are for. A transform with `min_changed` then
+        redraws the rows whose negative would change too few pixels, exactly as `forward` does, so
+        `apply(images, params) == forward(images, generator)`; without `images` it returns the
+        first draw, which `forward` keeps only for the rows that pass."""
         shape = torch.Size(shape)
         self.check_shape(shape)
-        params = self.make_params(shape, resolve_generator(generator))
+        generator = resolve_generator(generator)
+        if images is None or not self.requires_change():
+            params = self.make_params(shape, generator)
+        else:
+            self._check_input(images)
+            if images.shape != shape:
+                raise ValueError(f"{self.name}.sample: images of shape {tuple(images.shape)} for a batch of shape {tuple(shape)}")
+            params = self._draw(images, generator)[1]
+            device = generator.device if device is None else device
         if device is not None:
             params = {key: value.to(device) for key, value in params.items()}
         return params
@@ -139,6 +173,44 @@ class NDATransform(nn.Module):
         """`combine`, allowed to write the result into `partners` (a fresh gather the caller no
         longer needs) and return it; transforms that gain from it (stitch) override this."""
         return self.combine(images, partners, params)
+
+    # ----------------------------------------------------------------- min_changed (min_change.py)
+    min_changed: float = 0  # changed pixels each negative must have: a count, or a fraction (0: no check)
+
+    def requires_change(self) -> bool:
+        """Whether drawing enforces a minimum of changed pixels (a mixture: any component's)."""
+        return self.min_changed > 0
+
+    def fallback_changes(self, height: int, width: int) -> int:
+        """Pixels of a height x width image the fallback always changes (the largest min_changed)."""
+        return 0
+
+    def check_min_changed(self, height: int, width: int) -> None:
+        """ValueError when `min_changed` asks more of a height x width image than the fallback gives."""
+        if self.min_changed:
+            check_fits(self.name, self.min_changed, height, width, self.fallback_changes(height, width))
+
+    def changed(self, x: torch.Tensor, out: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """int64 (R,): pixels each negative `out` (R, C, H, W) changes of the image(s) it is made
+        from, x[rows] (rows None: all of x, R = B); `params` are the whole batch's."""
+        return changed_pixels(x if rows is None else x.index_select(0, rows), out)
+
+    def required_changed(self, params: Params, shape: torch.Size) -> torch.Tensor:
+        """int64 (B,) on the params' device: the changed pixels each image of the batch needs."""
+        device = next(iter(params.values())).device
+        return torch.full((shape[0],), required_pixels(self.min_changed, *shape[-2:]), device=device)
+
+    def redraw(self, params: Params, rows: torch.Tensor, shape: torch.Size, generator: torch.Generator) -> Params:
+        """`params` (on rows' device) with the rows `rows` (R,) drawn afresh from `generator`."""
+        fresh = self.make_params(torch.Size((rows.numel(), *shape[1:])), generator)
+        return replace_rows(params, rows, fresh)
+
+    def with_fallback(self, params: Params, rows: torch.Tensor, shape: torch.Size) -> Params:
+        """`params` with the `fallback` flag (bool (B,), added when missing) set on `rows`."""
+        flags = params.get("fallback")
+        if flags is None:
+            flags = torch.zeros(shape[0], dtype=torch.bool, device=rows.device)
+        return {**params, "fallback": flags.index_fill(0, rows, True)}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.options().items())

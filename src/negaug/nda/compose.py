@@ -19,6 +19,7 @@ from negaug.nda.base import (
     slice_params,
     unprefix_params,
 )
+from negaug.nda.min_change import changed_from_both, changed_pixels
 from negaug.nda.sampling import derangement
 from negaug.nda.transforms import check_probability, draw_flags
 from negaug.registry import check_float, check_int, check_list, short
@@ -125,6 +126,55 @@ class Mixture(NDATransform):
 
     def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         return self._assemble(x, params, batch_partners(x, params["partner"]) if self.pairs else None)
+
+    # A mixture enforces each component's own min_changed on the images that chose it.
+    def requires_change(self) -> bool:
+        return any(component.requires_change() for component in self.components)
+
+    def check_min_changed(self, height: int, width: int) -> None:
+        for component in self.components:
+            component.check_min_changed(height, width)
+
+    def changed(self, x: torch.Tensor, out: torch.Tensor, params: Params, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Pixels changed of the own image, and of the partner too for images whose component pairs."""
+        if not self.pairs:
+            return changed_pixels(x if rows is None else x.index_select(0, rows), out)
+        both = changed_from_both(x, out, params["partner"], rows)
+        choice = params["choice"] if rows is None else params["choice"].index_select(0, rows)
+        pairing = torch.tensor([c.pairs for c in self.components], device=choice.device)[choice]
+        if bool(pairing.all()):
+            return both
+        own = changed_pixels(x if rows is None else x.index_select(0, rows), out)
+        return torch.where(pairing, both, own)
+
+    def required_changed(self, params: Params, shape: torch.Size) -> torch.Tensor:
+        required = torch.zeros(shape[0], dtype=torch.int64, device=params["choice"].device)
+        for index, component in enumerate(self.components):
+            if component.requires_change():
+                own = component.required_changed(stored_params(component, params, str(index)), shape)
+                required = torch.where(params["choice"] == index, own, required)
+        return required
+
+    def redraw(self, params: Params, rows: torch.Tensor, shape: torch.Size, generator: torch.Generator) -> Params:
+        """The chosen component's redraw for each of `rows` (the choice itself is kept)."""
+        return self._per_component(params, rows, lambda c, own, mine: c.redraw(own, mine, shape, generator))
+
+    def with_fallback(self, params: Params, rows: torch.Tensor, shape: torch.Size) -> Params:
+        return self._per_component(params, rows, lambda c, own, mine: c.with_fallback(own, mine, shape))
+
+    def _per_component(self, params: Params, rows: torch.Tensor, update: Callable) -> Params:
+        """`params` with `update(component, its params, its rows among rows)` for each component
+        that enforces min_changed (only those have rows to update)."""
+        choice = params["choice"].index_select(0, rows)
+        for index, component in enumerate(self.components):
+            mine = rows[choice == index]
+            if not component.requires_change() or mine.numel() == 0:
+                continue
+            own = update(component, stored_params(component, params, str(index)), mine)
+            params = dict(params, **prefix_params(str(index), {k: v for k, v in own.items() if k != "partner"}))
+            if component.pairs:
+                params["partner"] = own["partner"]
+        return params
 
     def combine(self, images: torch.Tensor, partners: torch.Tensor, params: Params) -> torch.Tensor:
         return self._assemble(images, params, lambda rows: partners.index_select(0, rows))

@@ -11,6 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from negaug.nda.base import NDATransform, Params, check_index, register
+from negaug.nda.min_change import (
+    DEFAULT_MIN_CHANGED,
+    check_min_changed,
+    fallback_rows,
+    opposite,
+)
 from negaug.nda.sampling import MAX_REJECTION_ROUNDS
 from negaug.registry import check_bool, check_float, check_int, check_list
 
@@ -203,6 +209,11 @@ def patch_bounds(size: int) -> tuple[int, int]:
     return -(-size // 3), size // 2
 
 
+def smallest_patch(height: int, width: int) -> int:
+    """Pixels of the smallest cutout / cutmix patch of a height x width image."""
+    return patch_bounds(height)[0] * patch_bounds(width)[0]
+
+
 def check_patch_size(name: str, height: int, width: int) -> None:
     if height < 2 or width < 2:
         raise ValueError(f"{name} needs images of at least 2x2 pixels for a patch of 1/3 to 1/2 of each side, got {height}x{width}")
@@ -260,11 +271,30 @@ def patch_rows_and_cols(box: torch.Tensor, height: int, width: int, dtype: torch
 class Cutout(NDATransform):
     """Replace a random patch of each image (height in [ceil(H/3), floor(H/2)], width likewise,
     uniform position fully inside) with that patch's own per-channel mean (the paper's variant;
-    DeVries & Taylor fill with zeros). Parameters: `box` int64 (B, 4) = (top, left, height, width).
+    DeVries & Taylor fill with zeros).
+
+    `min_changed` (default 0.01, i.e. 1% of the pixels; an int is a count, 0 turns the check off):
+    a patch over a uniform region (MNIST's background) filled with its own mean changes nothing,
+    so the box of an image whose negative changes fewer pixels than this (by more than half an
+    8-bit level) is redrawn, up to 10 times; an image that still fails (a uniform image) gets its
+    patch filled with its opposite, -1 where the pixel is >= 0 and +1 elsewhere (min_change.py).
+    Parameters: `box` int64 (B, 4) = (top, left, height, width); `fallback` bool (B,), present
+    only when some image fell back.
     """
+
+    def __init__(self, min_changed: float = DEFAULT_MIN_CHANGED):
+        super().__init__()
+        self.min_changed = check_min_changed("cutout min_changed", min_changed)
+
+    def options(self) -> dict:
+        return {"min_changed": self.min_changed}
 
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
         check_patch_size("cutout", height, width)
+        self.check_min_changed(height, width)
+
+    def fallback_changes(self, height: int, width: int) -> int:
+        return smallest_patch(height, width)
 
     def check_params(self, params: Params, shape: torch.Size) -> None:
         check_boxes("cutout", params["box"], shape)
@@ -278,4 +308,10 @@ class Cutout(NDATransform):
         # The patch sums as row mask @ image @ column mask: one read of the batch.
         sums = in_rows[:, None, None, :] @ x @ in_cols[:, None, :, None]  # (B, C, 1, 1)
         mean = sums / (box[:, 2] * box[:, 3]).view(-1, 1, 1, 1)
-        return torch.lerp(x, mean, patch_mask(box, height, width, x.dtype))  # the mean inside the patch
+        mask = patch_mask(box, height, width, x.dtype)
+        out = torch.lerp(x, mean, mask)  # the mean inside the patch
+        rows = fallback_rows(params)
+        if rows is not None:  # the opposite inside the patch
+            own = x.index_select(0, rows)
+            out[rows] = torch.lerp(own, opposite(own), mask.index_select(0, rows))
+        return out
