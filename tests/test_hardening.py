@@ -484,3 +484,20 @@ def test_a_relative_base_is_read_next_to_the_file_that_names_it(tmp_path, monkey
     assert load_config("cfgs/a.yaml").nda.lam == 0.5
     monkeypatch.chdir(tmp_path / "cfgs")
     assert load_config("a.yaml").nda.lam == 0.5
+
+
+def test_resuming_a_0_2_cutout_run_says_its_draws_change(tmp_path, monkeypatch):
+    """0.3.0 redraws cutout negatives that change too few pixels (min_changed); a run written by
+    0.2.0 continues with those draws, and resume says so (jigsaw runs are unaffected)."""
+    import negaug
+
+    for transform, expected in (("cutout", 1), ("jigsaw", 0)):
+        config = tiny(tmp_path, f"nda.transform={transform}", "nda.options={}", f"train.name={transform}")
+        monkeypatch.setattr(negaug, "__version__", "0.2.0")
+        train(config)
+        monkeypatch.undo()
+        warnings = []
+        resumed = resume_config(tmp_path / transform, ["train.steps=6"])
+        train(resumed, run_dir=tmp_path / transform, resume=True, warn=warnings.append)
+        found = [w for w in warnings if "min_changed" in w]
+        assert len(found) == expected and all("written by negaug 0.2.0" in w for w in found)

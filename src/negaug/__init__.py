@@ -4,7 +4,7 @@ Submodules load on first use (`negaug.nda`, `negaug.losses`, ...), so `import ne
 """
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _SUBMODULES = ("anomaly", "data", "experiment", "losses", "metrics", "models", "nda", "registry", "repro", "viz")
 

@@ -373,6 +373,8 @@ def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Pa
 # Transforms whose random draws changed when the C kernels were retired (jigsaw, flips and
 # other_data draw exactly as before): a format-1 run that uses one resumes with the new draws.
 DRAWS_CHANGED_AFTER_FORMAT_1 = ("cutmix", "cutout", "stitch", "mixup", "gaussian_noise", "random_crop", "mixture")
+# transforms that redraw negatives changing too few pixels (`min_changed`, on by default since 0.3.0)
+MIN_CHANGED_SINCE_0_3 = ("cutmix", "cutout", "stitch", "mixup", "mixture")
 
 
 def check_state_finite(state: TrainState) -> None:
@@ -394,3 +396,8 @@ def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:
     if found.record.get("format_version") == 1 and changed and warn is not None:
         warn(f"{found.path} was written by negaug 0.1.0, whose {', '.join(sorted(changed))} drew other random "
              f"parameters: the resumed run continues with today's draws, not exactly as the run would have")
+    redrawn = {config.nda.transform, config.nda.positive} & set(MIN_CHANGED_SINCE_0_3)
+    if str(found.record.get("negaug_version", "0.1.0")) in ("0.1.0", "0.2.0") and redrawn and warn is not None:
+        warn(f"{found.path} was written by negaug {found.record.get('negaug_version', '0.1.0')}, whose "
+             f"{', '.join(sorted(redrawn))} did not redraw negatives that change too few pixels (min_changed): "
+             f"the resumed run continues with today's draws wherever such a negative occurs")
