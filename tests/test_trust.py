@@ -246,3 +246,18 @@ def test_eval_of_an_image_folder_run_uses_held_out_images_and_data_root(tmp_path
     (entry,) = json.loads((run / "eval.json").read_text())["evaluations"]
     protocol = entry["results"]["kde"]["protocol"]
     assert protocol["reference"] == "image_folder/test" and protocol["num_real"] == 8 == protocol["num_generated"]
+
+
+def test_lazy_reference_counts_as_shared_only_when_built_like_the_training_data(tmp_path, cache_dir):
+    root = write_folder(tmp_path / "images", per_class=(40, 40))
+    train = data.build("image_folder", root=root, image_size=8)  # lazy: decoded on demand
+    test = data.build("image_folder", root=root, split="test", image_size=8)
+    fake = torch.zeros(8, 3, 8, 8)
+    options = dict(feature_extractor="classifier", cache_dir=cache_dir, classifier_epochs=1, force=True)
+
+    def overlap_warnings(reference, train_data):
+        (result,) = evaluate_samples(fake, reference, ["kid"], train_data=train_data, **options).values()
+        return [w for w in result.get("warnings", []) if "training images of the feature network" in w]
+
+    assert overlap_warnings(test, train) == []
+    assert overlap_warnings(train, data.build("image_folder", root=root, image_size=8)) != []

@@ -134,11 +134,21 @@ class Evaluation:
                                                           self.space_flags)
             if extractor.name == "classifier":
                 trust.check_feature_network(extractor.meta, self.space_flags)
-                batches = feats.iterate_batches(self.reference, self.settings.batch_size)
-                overlap = trust.shared_fraction(trust.fingerprints(batches), extractor.training_fingerprints)
-                trust.check_reference_overlap(overlap, self.space_flags)
+                trust.check_reference_overlap(self._shared_with_training(extractor), self.space_flags)
             self._extractor = extractor
         return self._extractor
+
+    def _shared_with_training(self, extractor: feats.ClassifierFeatures) -> float:
+        """Share of the reference images that trained the classifier: compared image by image
+        for in-memory references; a lazy (on-disk) one is not decoded twice, so it counts as
+        shared only when it was built exactly like the training data."""
+        reference = self.reference
+        if isinstance(reference, Tensor) or hasattr(reference, "images"):
+            images = reference_tensor(reference)
+            return trust.shared_fraction(trust.fingerprints(images), extractor.training_fingerprints)
+        recipe = getattr(reference, "build_options", None)
+        same = recipe is not None and recipe == getattr(self.settings.train_data, "build_options", None)
+        return 1.0 if same or self._trained_on == "the reference itself" else 0.0
 
     def features(self) -> dict[str, tuple[Tensor, Tensor | None]]:
         """{"fake": (features, logits), "real": (features, logits)}, computed once."""
