@@ -1,11 +1,12 @@
 """NDA in your own GAN training loop: your generator, your discriminator, your loop; negaug adds
 the negatives (a Jigsaw transform) and a loss with the NDA term (eq. 3 of the paper).
 
-    python examples/nda_in_your_gan_loop.py --out scratch/own_loop            # ~3 min on 2 CPU cores
+    python examples/nda_in_your_gan_loop.py --out scratch/own_loop            # 1500 steps
     python examples/nda_in_your_gan_loop.py --out scratch/own_loop --steps 5  # a smoke run
 
 Writes OUT/samples.png (64 samples) and prints the offline-classifier FID of 1000 samples
 against MNIST-5k's test split (the classifier trains once, about a minute, and is cached).
+Measured with the defaults (seed 0): digit-like samples, fid[classifier:mnist5k-...] 25.3.
 """
 import argparse
 from pathlib import Path
@@ -78,7 +79,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     G.eval()
     with torch.no_grad():
-        negaug.viz.save_grid(G(torch.randn(64, 64, generator=rng)), out / "samples.png")
+        samples = G(torch.randn(64, 64, generator=rng))
+        negaug.viz.save_grid(samples, out / "samples.png", scale=negaug.viz.readable_scale(samples.shape[-1]))
     print(f"samples: {out / 'samples.png'}")
     if args.eval_samples:
         test_set = negaug.data.build("mnist5k", split="test")
