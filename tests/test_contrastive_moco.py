@@ -56,8 +56,12 @@ def test_step_shapes_and_stats():
     assert logits.shape == (BATCH, 1 + 16 + 2)
     assert set(stats) == {"accuracy", "positive_similarity", "queue_similarity", "nda_similarity", "nda_above_positive"}
     assert all(v.shape == () and not v.requires_grad for v in stats.values())
+    queue = model.queue.clone()
     loss, logits, stats = model(x_q, x_k, generator=gen(1))
     assert logits.shape == (BATCH, 17) and "nda_similarity" not in stats
+    q = F.normalize(model.head_q(model.encoder_q(x_q)), dim=1)  # same weights: no optimizer step
+    assert_close(stats["queue_similarity"], (q @ queue.T).mean(), rtol=1e-5, atol=1e-6)
+    assert_close(stats["positive_similarity"], logits[:, 0].mean() * 0.07, rtol=1e-5, atol=1e-6)
     batch_form = views(x_q, x_k)[:, 0]  # (B, C, H, W): every query against all B views
     assert model(x_q, x_k, batch_form, generator=gen(1))[1].shape == (BATCH, 17 + BATCH)
 

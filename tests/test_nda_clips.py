@@ -214,3 +214,14 @@ def test_image_negatives_are_unchanged_by_clip_support(name):
     weights = torch.arange(out.numel(), dtype=torch.float64).view(out.shape) / out.numel()
     checksum = (out.sum().item(), (out * weights).sum().item())
     assert checksum == pytest.approx(IMAGE_CHECKSUMS[name], rel=1e-12, abs=1e-9)
+
+
+def test_positive_augmentation_of_clips_uses_one_draw_per_clip():
+    clip = clips()
+    pda = nda.positive("jigsaw", p=0.5)
+    params = pda.sample(clip.shape, gen(0))
+    out = pda.apply(clip, params)
+    for frame in range(FRAMES):
+        assert torch.equal(out[:, frame], pda.apply(clip[:, frame], params))
+    kept = ~params["apply"]
+    assert bool(kept.any()) and torch.equal(out[kept], clip[kept])

@@ -49,7 +49,10 @@ MAX_QUEUE = 1 << 24
 
 class MoCo(nn.Module):
     """MoCo-v2 with NDA negatives (module docstring). `encoder` maps (B, C, H, W) to (B, F) and
-    has `feature_dim`; the head is `mlp_head(F, head_hidden, dim)`."""
+    has `feature_dim`; it becomes the query encoder (`encoder_q`), its BatchNorm2d layers replaced
+    in place by SplitBatchNorm2d when num_splits > 1; the head is `mlp_head(F, head_hidden, dim)`.
+    The key encoder and head start as copies; the queue starts as random unit vectors drawn from
+    torch's global RNG, like the weights' initialisation."""
 
     def __init__(self, encoder: nn.Module, dim: int = 128, head_hidden: int = 2048, queue_size: int = 65536,
                  momentum: float = 0.999, temperature: float = 0.07, nda_weight: float = 1.0, num_splits: int = 8):
@@ -97,7 +100,7 @@ class MoCo(nn.Module):
             k = self.encode_keys(x_k, generator)  # (B, D)
             nda_z = None if nda is None else self.encode_nda(nda)  # (B, M, D) or (M, D)
         loss, logits = self.objective(q, k, self.queue.clone(), nda_z)
-        stats = step_stats(q.detach(), k, self.queue, nda_z, logits.detach())
+        stats = step_stats(q.detach(), k, nda_z, logits.detach(), self.objective.temperature)
         if self.training:
             self.enqueue(k)
         return loss, logits, stats
@@ -149,16 +152,18 @@ class MoCo(nn.Module):
 
 
 @torch.no_grad()
-def step_stats(q: Tensor, k: Tensor, queue: Tensor, nda_z: Tensor | None, logits: Tensor) -> dict[str, Tensor]:
-    """Detached scalars of one step: `accuracy` (the positive has the largest logit),
-    `positive_similarity`, `queue_similarity` (mean cosines of the queries with their keys and with
-    the queue) and, with NDA, `nda_similarity` (mean cosine with the NDA negatives) and
+def step_stats(q: Tensor, k: Tensor, nda_z: Tensor | None, logits: Tensor, temperature: float) -> dict[str, Tensor]:
+    """Detached scalars of one step from the normalised queries q and keys k (B, D), the NDA
+    embeddings and `info_nce`'s logits (B, 1 + K + M): `accuracy` (the positive has the largest
+    logit), `positive_similarity`, `queue_similarity` (mean cosines of the queries with their keys
+    and with the queue) and, with NDA, `nda_similarity` (mean cosine with the NDA negatives) and
     `nda_above_positive` (fraction of queries with an NDA negative closer than their key)."""
     positive = (q * k).sum(1)  # (B,)
+    queue_columns = logits.shape[1] - 1 - (0 if nda_z is None else nda_z.shape[-2])
     stats = {
         "accuracy": (logits.argmax(1) == 0).float().mean(),
         "positive_similarity": positive.mean(),
-        "queue_similarity": (q @ queue.T).mean(),
+        "queue_similarity": logits[:, 1:1 + queue_columns].mean() * temperature,
     }
     if nda_z is not None and nda_z.numel():
         nda_sim = nda_similarities(q, nda_z)  # (B, M)
