@@ -24,6 +24,20 @@ this needs the images, so `sample(shape, generator)` alone returns the first dra
 `sample(shape, generator, images=x)` the final one, which `forward` uses; the batch keeps its size
 and order. A transform opts in by setting `min_changed` and `fallback_changes`, and by honouring a
 `fallback` flag in its params; `redraw` and `with_fallback` have generic versions here.
+
+Clips (the paper's video rule, Section 6: "the same transformation on all frames"): `forward`,
+`sample` and `apply` also take clips (B, T, C, H, W). Parameters are drawn for the frame shape
+(B, C, H, W), one draw per clip, and the clip is transformed with its frames folded into the
+channels, (B, T * C, H, W), then unfolded: every spatial transform (jigsaw, flips, crop, stitch,
+cutout, cutmix, mixup) moves or mixes the same pixels of every frame, and a clip equals its frames
+transformed one by one with the same params. Per-channel rules keep their per-image meaning: a
+cutout patch is filled with each frame's own per-channel mean; gaussian_noise adds the same noise
+image (C, H, W) to every frame; other_data repeats one source image on every frame (an image
+source) or takes a whole source clip (a source of clips (N, T, C, H, W)); `min_changed` counts the
+positions (h, w) that change in some frame, out of H * W. `transform` and `make_params` never
+see a clip: subclasses need nothing for it, except where a parameter has the channel size
+(gaussian_noise) or the output does not come from x (other_data). Image batches take exactly the
+path they took before clips existed (bit-identical outputs).
 """
 from __future__ import annotations
 
@@ -61,6 +75,19 @@ def unprefix_params(prefix: str, params: Params) -> Params:
     return {key[start:]: value for key, value in params.items() if key.startswith(prefix + ".")}
 
 
+def frame_shape(shape: Sequence[int]) -> torch.Size:
+    """The shape parameters are drawn for: (B, C, H, W) of a clip batch (B, T, C, H, W); any other
+    shape as it is."""
+    shape = torch.Size(shape)
+    return torch.Size((shape[0], *shape[2:])) if len(shape) == 5 else shape
+
+
+def fold_frames(x: torch.Tensor) -> torch.Tensor:
+    """A clip batch (B, T, C, H, W) with its frames folded into the channels, (B, T * C, H, W)
+    (frame t holds channels t * C .. t * C + C - 1); any other tensor as it is."""
+    return x.reshape(x.shape[0], -1, *x.shape[-2:]) if x.ndim == 5 else x
+
+
 def check_index(name: str, values: torch.Tensor, limit: int) -> None:
     """ValueError unless every value lies in [0, limit) (parameters given to `apply` by a caller)."""
     if values.numel() and bool(((values < 0) | (values >= limit)).any()):
@@ -80,21 +107,27 @@ class NDATransform(nn.Module):
         """Negatives of x: `apply(x, sample(x.shape, generator, x.device, images=x))`, with the
         checks done once (this is the per-step hot path)."""
         self._check_input(x)
-        return self._draw(x, resolve_generator(generator))[0]
+        if x.ndim != 5:
+            return self._draw(x, resolve_generator(generator))[0]
+        return self._draw(fold_frames(x), resolve_generator(generator), frame_shape(x.shape))[0].reshape(x.shape)
 
-    def _draw(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Params]:
-        """(negatives of x, their params on x's device); `min_changed` enforced (min_change.py)."""
-        params = self.make_params(x.shape, generator)
+    def _draw(self, x: torch.Tensor, generator: torch.Generator,
+              shape: torch.Size | None = None) -> tuple[torch.Tensor, Params]:
+        """(negatives of x, their params on x's device); `min_changed` enforced (min_change.py).
+        `shape`: the shape to draw params for, when x is a folded clip batch (default x.shape)."""
+        shape = x.shape if shape is None else shape
+        params = self.make_params(shape, generator)
         if generator.device != x.device:
             params = {key: value.to(x.device) for key, value in params.items()}
         out = self.transform(x, params)
         if self.requires_change():
-            out, params = enforce_min_changed(self, x, out, params, generator)
+            out, params = enforce_min_changed(self, x, out, params, generator, shape)
         return out, params
 
     def sample(self, shape: Sequence[int], generator: torch.Generator | None = None,
                device: torch.device | str | None = None, images: torch.Tensor | None = None) -> Params:
-        """Random parameters for a batch of `shape` (B, C, H, W), drawn only from `generator`
+        """Random parameters for a batch of `shape` (B, C, H, W) (or clips (B, T, C, H, W): one
+        draw per clip, as for (B, C, H, W)), drawn only from `generator`
         (None: a fresh generator seeded from OS entropy; the global RNG is never used), on the
         generator's device, then moved to `device` (default: left there).
 
@@ -106,19 +139,20 @@ class NDATransform(nn.Module):
         self.check_shape(shape)
         generator = resolve_generator(generator)
         if images is None or not self.requires_change():
-            params = self.make_params(shape, generator)
+            params = self.make_params(frame_shape(shape), generator)
         else:
             self._check_input(images)
             if images.shape != shape:
                 raise ValueError(f"{self.name}.sample: images of shape {tuple(images.shape)} for a batch of shape {tuple(shape)}")
-            params = self._draw(images, generator)[1]
+            params = self._draw(fold_frames(images), generator, frame_shape(shape))[1]
             device = generator.device if device is None else device
         if device is not None:
             params = {key: value.to(device) for key, value in params.items()}
         return params
 
     def apply(self, x: Any, params: Params | None = None) -> Any:  # type: ignore[override]
-        """The negatives of x (B, C, H, W) described by `params` (from `sample`); deterministic."""
+        """The negatives of x (B, C, H, W), or clips (B, T, C, H, W), described by `params` (from
+        `sample`); deterministic."""
         if params is None and callable(x):
             # nn.Module.apply(fn) (e.g. weight init over a model holding this transform) still works.
             return super().apply(x)
@@ -128,8 +162,11 @@ class NDATransform(nn.Module):
         for key, value in params.items():
             if value.shape[:1] != x.shape[:1]:
                 raise ValueError(f"{self.name}: parameter '{key}' describes {value.shape[0]} images, the batch has {x.shape[0]}")
-        self.check_params(params, x.shape)
-        return self.transform(x, {key: value.to(x.device) for key, value in params.items()})
+        self.check_params(params, frame_shape(x.shape))
+        params = {key: value.to(x.device) for key, value in params.items()}
+        if x.ndim != 5:
+            return self.transform(x, params)
+        return self.transform(fold_frames(x), params).reshape(x.shape)
 
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -141,10 +178,12 @@ class NDATransform(nn.Module):
         return getattr(type(self), "registered_name", type(self).__name__)
 
     def check_shape(self, shape: torch.Size) -> None:
-        """Raise ValueError when this transform is not defined for a batch of `shape`."""
-        if len(shape) != 4:
-            raise ValueError(f"{self.name} expects a batch of images (B, C, H, W), got shape {tuple(shape)}")
-        batch, channels, height, width = shape
+        """Raise ValueError when this transform is not defined for a batch of `shape`: images
+        (B, C, H, W) or clips (B, T, C, H, W)."""
+        if len(shape) not in (4, 5) or (len(shape) == 5 and shape[1] < 1):
+            raise ValueError(f"{self.name} expects a batch of images (B, C, H, W) or of clips (B, T, C, H, W), "
+                             f"got shape {tuple(shape)}")
+        batch, channels, height, width = frame_shape(shape)
         if batch < self.min_batch_size:
             why = "pairs each image with a different one: it " if self.min_batch_size > 1 else ""
             raise ValueError(f"{self.name} {why}needs a batch of at least {self.min_batch_size} images, got {batch}")

@@ -24,6 +24,10 @@ mixup, stitch; a mixture honours its components') enforce it whenever they draw 
    (checked when the image size is known). A fallen-back negative does not use its partner, and
    is not checked against it.
 
+Clips (B, T, C, H, W) are checked folded to (B, T * C, H, W) (base.py): a position (h, w) counts
+as changed when some channel of some frame moved, and the minimum is a fraction of H * W, as for
+one image; a redraw or a fallback applies to the whole clip (one draw per clip).
+
 The batch keeps its size and order: negative i is still made from real image i (whose label it
 takes in conditional runs). The final parameters replay: `apply(x, sample(x.shape, g, images=x))`
 equals `forward(x, g)`. Images that pass on the first draw keep it, so a batch where every image
@@ -143,20 +147,23 @@ def rows_output(transform: nn.Module, x: torch.Tensor, params: Params, rows: tor
 
 
 def enforce_min_changed(transform: nn.Module, x: torch.Tensor, out: torch.Tensor, params: Params,
-                        generator: torch.Generator) -> tuple[torch.Tensor, Params]:
+                        generator: torch.Generator, shape: torch.Size | None = None) -> tuple[torch.Tensor, Params]:
     """(negatives, params) where every negative changes at least its required pixels of x: rows
     below it are redrawn (only they), then fall back (module docstring). `out` is written in place.
-    One host sync per round (the count of rows to redraw sizes the generator's draw)."""
-    required = transform.required_changed(params, x.shape)  # (B,) int64 on x's device
+    `shape`: the shape the params were drawn for (default x.shape; (B, C, H, W) when x is a clip
+    batch folded to (B, T * C, H, W)). One host sync per round (the count of rows to redraw sizes
+    the generator's draw)."""
+    shape = x.shape if shape is None else shape
+    required = transform.required_changed(params, shape)  # (B,) int64 on x's device
     bad = (transform.changed(x, out, params) < required).nonzero().squeeze(1)
     for _ in range(MAX_REDRAWS):
         if bad.numel() == 0:
             return out, params
-        params = transform.redraw(params, bad, x.shape, generator)
+        params = transform.redraw(params, bad, shape, generator)
         redone = rows_output(transform, x, params, bad)
         out[bad] = redone
         bad = bad[transform.changed(x, redone, params, bad) < required.index_select(0, bad)]
     if bad.numel():
-        params = transform.with_fallback(params, bad, x.shape)
+        params = transform.with_fallback(params, bad, shape)
         out[bad] = rows_output(transform, x, params, bad)
     return out, params

@@ -25,7 +25,7 @@ def materialise_source(source: Any) -> torch.Tensor:
         raise ValueError(f"other_data source must be a non-empty float tensor (N, C, H, W), got {tensor.dtype} {tuple(tensor.shape)}")
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError("other_data source holds NaN or infinite values; give it images in [-1, 1]")
-    if tensor.ndim == 4 and (tensor.min() < -1 - 1e-6 or tensor.max() > 1 + 1e-6):
+    if tensor.ndim in (4, 5) and (tensor.min() < -1 - 1e-6 or tensor.max() > 1 + 1e-6):
         raise ValueError(f"other_data source images must lie in [-1, 1] like the training images, got [{tensor.min():.3g}, {tensor.max():.3g}]")
     return tensor
 
@@ -49,6 +49,9 @@ class OtherData(NDATransform):
     """Negatives drawn uniformly (with replacement) from `source`; the batch only gives the count,
     device and dtype. `source`: a float tensor (N, C, H, W) in [-1, 1] or a torch Dataset of
     (image, label) pairs (materialised once). Non-image sources (N, D) work too, for 2-D toy data.
+    For a batch of clips (B, T, C, H, W), an image source gives still clips (the drawn image on
+    every frame: the same draw on every frame, as for the other transforms), and a source of clips
+    (N, T, C, H, W) of the batch's clip shape gives whole source clips.
 
     The source is a non-persistent buffer: `.to(device)` moves it, state_dict does not store it.
     Parameters: `index` int64 (B,) into the source.
@@ -62,17 +65,20 @@ class OtherData(NDATransform):
         return {"source": f"tensor{tuple(self.source.shape)}"}
 
     def check_shape(self, shape: torch.Size) -> None:
-        if len(shape) < 2 or shape[0] < 1 or tuple(shape[1:]) != tuple(self.source.shape[1:]):
+        sample, source = tuple(shape[1:]), tuple(self.source.shape[1:])
+        still_clip = len(shape) == 5 and shape[1] >= 1 and sample[1:] == source  # image source, clip batch
+        if len(shape) < 2 or shape[0] < 1 or not (sample == source or still_clip):
             raise ValueError(
                 f"other_data source holds samples of shape {tuple(self.source.shape[1:])}, "
                 f"the batch has {tuple(shape[1:])}; resize the source to the training images"
             )
 
     def check_image_size(self, height: int, width: int, channels: int | None = None) -> None:
-        if self.source.ndim != 4:
+        if self.source.ndim not in (4, 5):
             raise ValueError(f"other_data source holds samples of shape {tuple(self.source.shape[1:])}, not images")
-        expected = (channels if channels is not None else self.source.shape[1], height, width)
-        if tuple(self.source.shape[1:]) != expected:
+        frame = tuple(self.source.shape[-3:])  # (C, H, W) of an image or of a clip's frames
+        expected = (channels if channels is not None else frame[0], height, width)
+        if frame != expected:
             raise ValueError(
                 f"other_data source images are {tuple(self.source.shape[1:])} (C, H, W), the training images "
                 f"are {expected}; resize the source to the training images"
@@ -87,4 +93,9 @@ class OtherData(NDATransform):
 
     def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         index = params["index"].to(self.source.device)
-        return self.source.index_select(0, index).to(device=x.device, dtype=x.dtype)
+        drawn = self.source.index_select(0, index)
+        if drawn.ndim == 5:  # source clips, folded like the batch (base.py)
+            drawn = drawn.flatten(1, 2)
+        elif drawn.ndim == 4 and drawn.shape[1] != x.shape[1]:  # source images, a folded clip batch: still clips
+            drawn = drawn.repeat(1, x.shape[1] // drawn.shape[1], 1, 1)
+        return drawn.to(device=x.device, dtype=x.dtype)

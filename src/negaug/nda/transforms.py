@@ -142,6 +142,7 @@ class GaussianNoise(NDATransform):
 
     `std` is in image units ([-1, 1] range); the paper does not state its value, 0.1 is our choice.
     Parameters: `noise` float32 (B, C, H, W), standard normal (`torch.randn` on the generator).
+    A clip (B, T, C, H, W) gets the same noise image on every frame (one draw per clip, base.py).
     """
 
     MAX_STD = 100.0  # in image units: far past the point where every pixel saturates
@@ -157,7 +158,10 @@ class GaussianNoise(NDATransform):
         return {"noise": torch.randn(shape, generator=generator, device=generator.device)}
 
     def transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x.add(params["noise"].to(x.dtype), alpha=self.std).clamp_(-1.0, 1.0)
+        noise = params["noise"]
+        if noise.shape[1] != x.shape[1]:  # a clip folded to (B, T * C, H, W): the same noise on every frame
+            noise = noise.repeat(1, x.shape[1] // noise.shape[1], 1, 1)
+        return x.add(noise.to(x.dtype), alpha=self.std).clamp_(-1.0, 1.0)
 
 
 @register("random_crop")
