@@ -9,7 +9,9 @@ images the GAN was trained on. The same run from the command line:
 
     negaug train default data.name=image_folder data.root=~/my_images data.image_size=32 \\
         data.options.channels=1 train.name=folder train.runs_dir=scratch/folder
-    negaug eval scratch/folder/folder --metrics kde
+    negaug eval scratch/folder/folder --metrics kde --num-samples 1000
+
+Measured with the demo folder (1000 steps, seed 0): face-like samples, no health warning.
 """
 import argparse
 from pathlib import Path
@@ -52,9 +54,9 @@ def main() -> None:
     result = train(config, run_dir=out / "run")
     print(f"trained: {result.run_dir} (samples in {result.run_dir / 'samples'}, report in {result.run_dir / 'report.md'})")
 
-    # Parzen log-likelihood of the held-out images under the samples (a few hundred images are
+    # Parzen log-likelihood of the held-out images under 1000 samples (a few hundred images are
     # too few for FID in 128 feature dimensions; with thousands, ask for fid, kid and pr)
-    entry = evaluate_run(result.run_dir, metrics=["kde"], plots=False)
+    entry = evaluate_run(result.run_dir, metrics=["kde"], num_samples=1000, plots=False)
     kde = entry["results"]["kde"]
     print(f"kde: {kde['value']:.1f} nats ({kde['protocol']['num_generated']} samples, reference "
           f"{kde['protocol']['reference']} with {kde['protocol']['num_real']} held-out images)")

@@ -39,4 +39,4 @@ def test_train_on_your_image_folder(tmp_path):
                       tmp_path=tmp_path)
     assert len(list((tmp_path / "out" / "images" / "faces").glob("*.png"))) == 100
     assert (tmp_path / "out" / "run" / "report.md").is_file()
-    assert re.search(r"kde: -?[\d.]+ nats \(20 samples, reference image_folder/test with 20 held-out images\)", out), out
+    assert re.search(r"kde: -?[\d.]+ nats \(1000 samples, reference image_folder/test with 20 held-out images\)", out), out
