@@ -77,9 +77,11 @@ def corrupt(images: torch.Tensor, name: str, severity: int = 5,
         raise ValueError(f"corruption '{name}' needs colour images (C = 3), got C = {images.shape[1]}")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    levels = torch.round((images.detach().cpu().double() + 1) * 127.5).clamp(0, 255)  # the uint8 input
+    # the uint8 input: (x + 1) * 127.5 is within 1e-5 of a level even in float32
+    levels = torch.round((images.detach().cpu().float() + 1) * 127.5).clamp_(0, 255).double()
     out = entry.fn(levels, severity, generator)
     # np.uint8(...) of the benchmark: truncation (every corruption has already clipped to [0, 255])
-    out = torch.floor(out.double().clamp(0, 255))
+    out = torch.floor(out.clamp(0, 255))
     assert out.shape == images.shape, f"{name} changed the shape"
-    return (out / 127.5 - 1).to(device=images.device, dtype=images.dtype)
+    work = torch.float64 if images.dtype == torch.float64 else torch.float32
+    return (out.to(work) / 127.5 - 1).to(device=images.device, dtype=images.dtype)

@@ -12,13 +12,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-# distanceTransform(DIST_L2, mask 5): the 5x5 chamfer metric of getDistanceTransformMask (1, 1.4,
-# 2.1969 as float32) in 16-bit fixed point, CV_FLT_TO_FIX(x, 16) = cvRound(x * 65536)
-DIST_SHIFT = 16
-CHAMFER_HV = 65536  # 1.0f
-CHAMFER_DIAG = 91750  # 1.4f * 65536 = 91750.398...
-CHAMFER_LONG = 143977  # 2.1969f * 65536 = 143976.99...: the knight's move
-CHAMFER_BORDER = (2**31 - 1) >> 2  # INIT_DIST0 outside the image
+# distanceTransform(DIST_L2, mask 5): the 5x5 chamfer metric of getDistanceTransformMask, float32
+CHAMFER_STEPS = (1.0, 1.4, 2.1969)  # horizontal/vertical, diagonal, knight's move
 CANNY_TG22 = 13573  # int(tan(22.5 deg) * 2^15 + 0.5), Canny's fixed-point slope
 R2Y, G2Y, B2Y = 0.299, 0.587, 0.114  # cvtColor RGB2GRAY coefficients, used as float32
 
@@ -66,26 +61,22 @@ def non_maximum(magnitude: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> 
     return keep
 
 
-def _scan_row(candidates: torch.Tensor) -> torch.Tensor:
-    """The left-to-right part of a chamfer pass: t[j] = min(c[j], t[j - 1] + HV) with the border
-    value before the row, as one prefix minimum: t[j] = min_k c[k] + (j - k) HV. (N, W) int64."""
-    border = torch.full_like(candidates[:, :1], CHAMFER_BORDER)
-    steps = torch.arange(candidates.shape[1] + 1) * CHAMFER_HV
-    extended = torch.cat([border, candidates], dim=1)
-    return (torch.cummin(extended - steps, dim=1).values + steps)[:, 1:]
-
-
 def chamfer_distance(zero: torch.Tensor) -> torch.Tensor:
     """`cv2.distanceTransform(src, cv2.DIST_L2, 5)` where `zero` (bool (N, H, W)) marks src == 0:
     float32 (N, H, W) distances to the nearest zero pixel of the same image.
 
-    OpenCV's two raster passes of the 5x5 chamfer mask (weights 1, 1.4, 2.1969 in 16-bit fixed
-    point), one row at a time for the whole batch: the neighbours in the rows above (below, on the
-    way back) are a min over shifted rows, and the in-row dependency a prefix minimum.
+    Two raster passes of the 5x5 chamfer mask (steps 1, 1.4 and 2.1969, not the Euclidean 1,
+    sqrt(2), sqrt(5)), accumulated in float32, with FLT_MAX outside the image (and in an image
+    without a zero pixel): what OpenCV returns in its usual builds, which run the mask through
+    Intel IPP (ippiDistanceTransform_5x5_8u32f; checked with OpenCV 3.4.18, 4.14 and 5.0). Built
+    without IPP, OpenCV accumulates in 16-bit fixed point instead, which differs by up to ~1e-4.
+    Rows above (below, on the way back) are a min over shifted rows for the whole batch; the
+    in-row step t[j] = min(c[j], t[j -+ 1] + 1) is sequential, as float32 sums must be.
     """
     n, h, w = zero.shape
-    hv, diag, knight = CHAMFER_HV, CHAMFER_DIAG, CHAMFER_LONG
-    grid = torch.full((n, h + 4, w + 4), CHAMFER_BORDER, dtype=torch.int64)  # two border rows/cols
+    hv, diag, knight = (torch.tensor(step, dtype=torch.float32) for step in CHAMFER_STEPS)
+    border = torch.finfo(torch.float32).max
+    grid = torch.full((n, h + 4, w + 4), border, dtype=torch.float32)  # two border rows and columns
 
     def row_candidates(near: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
         """min over the mask's taps in the adjacent row `near` and the row `far` beyond it."""
@@ -95,13 +86,15 @@ def chamfer_distance(zero: torch.Tensor) -> torch.Tensor:
 
     for i in range(h):  # forward pass: rows above, then left to right
         r = i + 2
-        candidates = torch.where(zero[:, i], 0, row_candidates(grid[:, r - 1], grid[:, r - 2]))
-        grid[:, r, 2:w + 2] = _scan_row(candidates)
+        candidates = torch.where(zero[:, i], 0.0, row_candidates(grid[:, r - 1], grid[:, r - 2]))
+        for j in range(w):
+            grid[:, r, j + 2] = torch.minimum(candidates[:, j], grid[:, r, j + 1] + hv)
     for i in reversed(range(h)):  # backward pass: rows below, then right to left
         r = i + 2
         candidates = torch.minimum(grid[:, r, 2:w + 2], row_candidates(grid[:, r + 1], grid[:, r + 2]))
-        grid[:, r, 2:w + 2] = _scan_row(candidates.flip(-1)).flip(-1)
-    return grid[:, 2:h + 2, 2:w + 2].float() * (1.0 / (1 << DIST_SHIFT))
+        for j in reversed(range(w)):
+            grid[:, r, j + 2] = torch.minimum(candidates[:, j], grid[:, r, j + 3] + hv)
+    return grid[:, 2:h + 2, 2:w + 2].clone()
 
 
 def _reflect101_pad(x: torch.Tensor) -> torch.Tensor:
@@ -154,12 +147,33 @@ def filter2d_uint8(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(padded, kernel.double().view(1, 1, 3, 3))[:, 0].clamp(0, 255).long()
 
 
+def fma_float32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Fused a * b + c of float32 tensors, rounded once to float32 as an FMA instruction does.
+
+    a * b is exact in float64; the float64 sum's error is recovered (TwoSum), and where the sum
+    sits exactly on a float32 tie, the error decides the side that a single rounding would take.
+    """
+    product, addend = a.double() * b.double(), c.double()
+    total = product + addend
+    back = total - product
+    error = (product - (total - back)) + (addend - back)
+    rounded = total.float()
+    other = torch.nextafter(rounded, torch.where(total > rounded.double(), torch.inf, -torch.inf).float())
+    tie = (rounded.double() + other.double()) / 2 == total
+    wanted = torch.where(error > 0, torch.maximum(rounded, other), torch.minimum(rounded, other))
+    return torch.where(tie & (error != 0), wanted, rounded)
+
+
 def rgb_to_grey(x: torch.Tensor) -> torch.Tensor:
-    """`cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)` of float32 (N, C, H, W) images: R 0.299f + G 0.587f
-    + B 0.114f in float32, in that order; a grey image counts as R = G = B. -> (N, 1, H, W)."""
+    """`cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)` of float32 (N, C, H, W) images -> (N, 1, H, W).
+
+    0.299 R + 0.587 G + 0.114 B with float32 coefficients, as OpenCV's usual (Intel IPP) builds
+    compute it on CPUs with FMA: fma(B, 0.114, fma(R, 0.299, G * 0.587)) (checked with OpenCV
+    3.4.18, 4.14 and 5.0). A grey image counts as R = G = B.
+    """
     r, g, b = (x[:, 0:1], x[:, 1:2], x[:, 2:3]) if x.shape[1] == 3 else (x, x, x)
     coeffs = torch.tensor([R2Y, G2Y, B2Y], dtype=torch.float32)
-    return r * coeffs[0] + g * coeffs[1] + b * coeffs[2]
+    return fma_float32(b, coeffs[2], fma_float32(r, coeffs[0], g * coeffs[1]))
 
 
 def affine_from_points(source: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
@@ -180,8 +194,9 @@ def _reflect101_index(index: torch.Tensor, size: int) -> torch.Tensor:
     if size == 1:
         return torch.zeros_like(index)
     period = 2 * size - 2
-    index = index.remainder(period)
-    return torch.where(index >= size, period - index, index)
+    if index.min() < 1 - size or index.max() >= period:
+        index = index.remainder(period)
+    return torch.where(index < 0, -index, torch.where(index >= size, period - index, index))
 
 
 def warp_affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:

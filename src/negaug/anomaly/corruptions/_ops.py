@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import torch
 from scipy import ndimage
@@ -51,12 +52,13 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def zoom_taps(size_in: int, size_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Linear-interpolation taps of `scipy.ndimage.zoom(order=1)` along one axis: the output pixel
-    o reads input o * (in - 1) / (out - 1) (align-corners), and scipy's weights are w0 = 1 - t,
-    w1 = 1 - w0 (not t). Returns (first index, second index, w0, w1), each (size_out,)."""
+def zoom_taps(size_in: int, size_out: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear-interpolation taps of `scipy.ndimage.zoom(order=1)` along one axis, for the output
+    pixels `keep`: output pixel o reads input o * (in - 1) / (out - 1) (align-corners), with
+    scipy's weights w0 = 1 - t and w1 = 1 - w0 (not t). Returns (first index, second index, w0,
+    w1), each (len(keep),)."""
     zoom = (size_in - 1) / (size_out - 1) if size_out > 1 else 1.0
-    coords = torch.arange(size_out, dtype=torch.float64) * zoom
+    coords = torch.arange(size_out, dtype=torch.float64)[keep] * zoom
     start = torch.floor(coords)
     w0 = 1.0 - (coords - start)
     first = start.long().clamp(0, size_in - 1)
@@ -64,33 +66,79 @@ def zoom_taps(size_in: int, size_out: int) -> tuple[torch.Tensor, torch.Tensor, 
     return first, second, w0, 1.0 - w0
 
 
-def zoom_linear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`scipy.ndimage.zoom(x, ..., order=1)` over the last two axes to `size`, bit for bit: in
-    float64, summing the four taps in scipy's order, each as (value * row weight) * column weight.
-    The result is float64; scipy then casts to the input's dtype."""
-    rows0, rows1, wr0, wr1 = zoom_taps(x.shape[-2], size[0])
-    cols0, cols1, wc0, wc1 = zoom_taps(x.shape[-1], size[1])
+def zoom_linear(x: torch.Tensor, size: tuple[int, int], rows: slice = slice(None),
+                cols: slice = slice(None), dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`scipy.ndimage.zoom(x, ..., order=1)` over the last two axes to `size` (then [rows, cols]
+    of it), bit for bit, in `dtype` (x's by default; float32 or float64). scipy computes in float64,
+    summing the four taps (value * row weight) * column weight in raster order, and casts.
+
+    A float64 result takes exactly that path. A float32 one comes from two float64 matrix products,
+    whose rounding differs from scipy's in the last bits of a double; that changes the float32
+    cast only near a float32 tie, and those few values are recomputed in scipy's order.
+    """
+    taps = zoom_taps(x.shape[-2], size[0], rows), zoom_taps(x.shape[-1], size[1], cols)
+    if (dtype or x.dtype) == torch.float64:
+        return _zoom_in_scipy_order(x, *taps)
+    (rows0, rows1, wr0, wr1), (cols0, cols1, wc0, wc1) = taps
+    row_weights = torch.zeros(len(rows0), x.shape[-2], dtype=torch.float64)
+    col_weights = torch.zeros(len(cols0), x.shape[-1], dtype=torch.float64)
+    for weights, first, second, w0, w1 in ((row_weights, rows0, rows1, wr0, wr1), (col_weights, cols0, cols1, wc0, wc1)):
+        span = torch.arange(len(first))
+        weights.index_put_((span, first), w0, accumulate=True).index_put_((span, second), w1, accumulate=True)
+    approx = row_weights @ x.double() @ col_weights.t()
+
+    def exact_at(where: torch.Tensor) -> torch.Tensor:
+        *batch, i, j = where.nonzero(as_tuple=True)
+        pick = [(rows0, wr0, cols0, wc0), (rows0, wr0, cols1, wc1), (rows1, wr1, cols0, wc0), (rows1, wr1, cols1, wc1)]
+        total = torch.zeros(len(i), dtype=torch.float64)
+        for r, wr, c, wc in pick:
+            total = total + x[(*batch, r[i], c[j])].double() * wr[i] * wc[j]
+        return total
+
+    return cast_float32_exactly(approx, exact_at)
+
+
+def _zoom_in_scipy_order(x: torch.Tensor, taps_rows, taps_cols) -> torch.Tensor:
+    (rows0, rows1, wr0, wr1), (cols0, cols1, wc0, wc1) = taps_rows, taps_cols
     x = x.double()
-    top, bottom = x[..., rows0, :], x[..., rows1, :]
-    wr0, wr1, wc0, wc1 = wr0[:, None], wr1[:, None], wc0[None, :], wc1[None, :]
-    out = top[..., cols0] * wr0 * wc0
-    out = out + top[..., cols1] * wr0 * wc1
-    out = out + bottom[..., cols0] * wr1 * wc0
-    return out + bottom[..., cols1] * wr1 * wc1
+    top = x[..., rows0, :] * wr0[:, None]  # value * row weight
+    bottom = x[..., rows1, :] * wr1[:, None]
+    out = top[..., cols0] * wc0
+    out += top[..., cols1] * wc1
+    out += bottom[..., cols0] * wc0
+    out += bottom[..., cols1] * wc1
+    return out
 
 
-def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
+def cast_float32_exactly(approx: torch.Tensor, exact_at, ulps: int = 256) -> torch.Tensor:
+    """float32 of float64 values known only to within a few units in the last place (`approx`:
+    sums of same-sign terms, so never cancelled, zero or in float32's normal range): the cast is
+    right unless a value lies within `ulps` (a power of two) double ulps of a float32 tie, i.e.
+    its 29 low mantissa bits are near 2^28; there `exact_at(mask)` supplies the exact float64
+    values (in mask.nonzero() order) to cast instead."""
+    approx = approx.contiguous()
+    low_word = approx.view(torch.int32)[..., 0::2] if sys.byteorder == "little" else approx.view(torch.int32)[..., 1::2]
+    low_bits = low_word & ((1 << 29) - 1)  # int32 arithmetic: three times faster than int64 here
+    window = ulps.bit_length()  # 2^window = 2 ulps: low bits in [2^28 - ulps, 2^28 + ulps)
+    near = ((low_bits + ulps) >> window) == ((1 << 28) >> window)
+    out = approx.float()
+    if near.any():
+        out[near] = exact_at(near).float()
+    return out
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The benchmark's `clipped_zoom`: zoom into the centre by `zoom` >= 1 and crop back to
     (H, W). Its `scipy.ndimage.zoom(centre_crop, zoom, order=1)` output has size round(crop * zoom)
-    and keeps the input's dtype (computed in float64 and cast, as scipy does)."""
+    and the input's dtype, `dtype` here (x's by default: a float32 image may come as float64);
+    only the kept (H, W) window is computed."""
     h, w = x.shape[-2:]
     crop_h, crop_w = math.ceil(h / zoom), math.ceil(w / zoom)
     top, left = (h - crop_h) // 2, (w - crop_w) // 2
     crop = x[..., top:top + crop_h, left:left + crop_w]
     size = (round(crop_h * zoom), round(crop_w * zoom))
-    zoomed = zoom_linear(crop, size).to(x.dtype)
     trim_h, trim_w = (size[0] - h) // 2, (size[1] - w) // 2
-    return zoomed[..., trim_h:trim_h + h, trim_w:trim_w + w]
+    return zoom_linear(crop, size, slice(trim_h, trim_h + h), slice(trim_w, trim_w + w), dtype)
 
 
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
@@ -207,20 +255,25 @@ def pil_box_resize(levels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _reflect_coordinate(coords: torch.Tensor, size: int) -> torch.Tensor:
     """scipy.ndimage's map_coordinate(mode='reflect') of float coordinates outside [0, size - 1]
-    (half-sample symmetric: ... b a | a b ... | y z | z y ...)."""
-    period = 2 * size
-    low = coords < 0
-    below = torch.where(coords < -period, period * torch.trunc(-coords / period) + coords, coords)
-    below = torch.where(below < -size, below + period, torch.where(below > -1e-15, 1e-15, -below) - 1)
-    above = coords - period * torch.trunc(coords / period)
-    above = torch.where(above >= size, period - above - 1, above)
-    return torch.where(low, below, torch.where(coords > size - 1, above, coords))
+    (half-sample symmetric: ... b a | a b ... | y z | z y ...); only those are touched."""
+    period, out = 2 * size, coords.clone()
+    low, high = coords < 0, coords > size - 1
+    if low.any():
+        c = coords[low]
+        c = torch.where(c < -period, period * torch.trunc(-c / period) + c, c)
+        out[low] = torch.where(c < -size, c + period, torch.where(c > -1e-15, 1e-15, -c) - 1)
+    if high.any():
+        c = coords[high]
+        c = c - period * torch.trunc(c / period)
+        out[high] = torch.where(c >= size, period - c - 1, c)
+    return out
 
 
 def _reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
-    period = 2 * size
-    index = index.remainder(period)
-    return torch.where(index >= size, period - index - 1, index)
+    """Half-sample symmetric integer indices: -1 -> 0, size -> size - 1."""
+    if index.min() < -size or index.max() >= 2 * size:
+        index = index.remainder(2 * size)
+    return torch.where(index < 0, -index - 1, torch.where(index >= size, 2 * size - index - 1, index))
 
 
 def map_coordinates_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -111,7 +111,8 @@ def zoom_blur(levels: torch.Tensor, severity: int, generator: torch.Generator) -
     end = (1.06, 1.11, 1.16, 1.21, 1.26)[severity - 1]
     zooms = np.arange(1, end, 0.01)
     x = (levels / 255).float()
+    exact = x.double()  # the float32 image's values, zoomed in float64 as scipy does
     total = torch.zeros_like(x)
     for zoom in zooms:
-        total += _ops.clipped_zoom(x, float(zoom))
+        total += _ops.clipped_zoom(exact, float(zoom), torch.float32)
     return to_255((x + total) / (len(zooms) + 1))

@@ -41,10 +41,16 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     p = value * (1 - saturation)
     q = value * (1 - f * saturation)
     t = value * (1 - (1 - f) * saturation)
-    sector = (sector.long() % 6)[:, None].expand(-1, 3, -1, -1)
-    choices = torch.stack([torch.stack(c, dim=1) for c in
-                           ((value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q))])
-    return choices.gather(0, sector[None]).squeeze(0)
+    sector = sector.long() % 6
+
+    def pick(*by_sector: torch.Tensor) -> torch.Tensor:  # np.choose over the six sectors
+        out = by_sector[5]
+        for k in range(4, -1, -1):
+            out = torch.where(sector == k, by_sector[k], out)
+        return out
+
+    return torch.stack([pick(value, q, p, p, t, value), pick(t, value, value, q, p, p),
+                        pick(p, p, t, value, value, q)], dim=1)
 
 
 def _through_hsv(levels: torch.Tensor, channel: int, change) -> torch.Tensor:

@@ -103,17 +103,24 @@ def spatter_colour(rgb: tuple[int, int, int], num_channels: int) -> torch.Tensor
     return colour if num_channels == 3 else _opencv.rgb_to_grey(colour)
 
 
+def liquid_levels(liquid: torch.Tensor) -> torch.Tensor:
+    """`(liquid * 255).astype(np.uint8)` of the benchmark for liquid >= 0: truncation, and a wrap
+    modulo 256 above 255 (what NumPy's out-of-range float-to-uint8 cast does on x86): 1.2 becomes
+    level 306 - 256 = 50, not 255. int64 levels."""
+    return torch.floor(liquid * 255).long() % 256
+
+
 def water_drops(liquid: torch.Tensor) -> torch.Tensor:
     """(N, H, W) float32: the liquid layer shaded by an embossed distance-to-rim map, normalised
     per image by its maximum. The benchmark's OpenCV chain, batched and bit-exact:
 
     the 8-bit layer `(liquid * 255).astype(np.uint8)`, which WRAPS modulo 256 where the layer
-    exceeds 1 (NumPy's float-to-uint8 cast on x86; a layer at 1.004 becomes level 0, not 255: a
-    quirk of the benchmark, reproduced), Canny edges, the mask-5 chamfer distance to the nearest
-    edge, truncated at 20, 3x3 float box blur, truncation to uint8, histogram equalisation, an
-    emboss filter saturated to uint8, an 8-bit 3x3 box blur; times the layer.
+    exceeds 1 (see `liquid_levels`: a quirk of the benchmark, reproduced), Canny edges, the
+    mask-5 chamfer distance to the nearest edge, truncated at 20, 3x3 float box blur, truncation
+    to uint8, histogram equalisation, an emboss filter saturated to uint8, an 8-bit 3x3 box blur;
+    times the layer.
     """
-    layer = torch.floor(liquid * 255).long() % 256  # liquid >= 0 here
+    layer = liquid_levels(liquid)
     edges = _opencv.canny(layer, 50, 150)
     dist = _opencv.chamfer_distance(edges).clamp(max=20.0)  # threshold(THRESH_TRUNC, 20)
     dist = torch.floor(_opencv.blur3_float(dist)).long()
