@@ -10,8 +10,9 @@ OpenCV 3.4 / 4.x compute them), written as the C code's loops, so that they shar
 negaug's batched torch. scipy, skimage and PIL calls are the real ones. Where `cv2` is installed,
 `test_opencv_transcriptions_match_cv2` checks the `cv_*` functions against OpenCV itself.
 
-Not transcribed: Wand's (ImageMagick's) motion blur, so motion_blur is not compared and snow only
-before and after its motion blur; frost (not in negaug).
+Not transcribed: Wand's (ImageMagick's) motion blur. The suite compares snow before and after it;
+where Wand and ImageMagick are installed, `test_motion_blur_and_snow_match_imagemagick` compares
+motion_blur and snow whole with the benchmark's own Wand calls. Frost is not in negaug.
 """
 from __future__ import annotations
 
@@ -123,7 +124,8 @@ def cv_box_sum3(img: np.ndarray) -> np.ndarray:
     out = np.zeros((h, w), dtype=np.float64 if img.dtype.kind == "f" else np.int64)
     for i in range(h):
         for j in range(w):
-            out[i, j] = sum(img[cv_reflect101(i + a, h), cv_reflect101(j + b, w)] for a in (-1, 0, 1) for b in (-1, 0, 1))
+            out[i, j] = sum(img[cv_reflect101(i + a, h), cv_reflect101(j + b, w)]
+                            for a in (-1, 0, 1) for b in (-1, 0, 1))
     return out
 
 
@@ -699,7 +701,8 @@ def test_registered_corruption_is_its_apply_on_the_generators_draw(name, images)
     elif name == "shot_noise":
         draws = (torch.poisson(levels / 255 * noise.PHOTONS[2], generator=g),)
     elif name == "impulse_noise":
-        draws = (torch.rand(levels.shape, generator=g) < noise.IMPULSE_AMOUNT[2], torch.rand(levels.shape, generator=g) < 0.5)
+        hit = torch.rand(levels.shape, generator=g) < noise.IMPULSE_AMOUNT[2]
+        draws = (hit, torch.rand(levels.shape, generator=g) < 0.5)
     elif name == "glass_blur":
         draws = (torch.randint(-1, 1, (1, 2, n, h, w), generator=g),)
     elif name == "fog":
@@ -729,14 +732,15 @@ def test_float32_cast_near_a_tie_takes_the_exact_value():
 
 @pytest.mark.parametrize("severity", SEVERITIES)
 def test_snow_equals_the_benchmark_before_and_after_its_motion_blur(severity, images):
-    """Snow's motion blur is ImageMagick's (not transcribed); the stages around it are exact."""
+    """Snow's motion blur is ImageMagick's (not transcribed here); the stages around it are exact."""
     rng = np.random.default_rng(severity)
     for set_name in SETS:
         grey = set_name == "grey"
         levels = as_levels(images[set_name], grey)
         normal = torch.from_numpy(rng.standard_normal((levels.shape[0], 1, 32, 32)))
         flakes = weather.snow_flakes(severity, normal)
-        ref_flakes = reference(ref_snow_before_motion_blur, images[set_name], severity, [[normal[i, 0].numpy()] for i in range(len(normal))])
+        draws = [[normal[i, 0].numpy()] for i in range(len(normal))]
+        ref_flakes = reference(ref_snow_before_motion_blur, images[set_name], severity, draws)
         assert np.array_equal(flakes[:, 0].numpy(), ref_flakes)
         blurred = torch.from_numpy(rng.integers(0, 256, flakes.shape)).double()  # any 8-bit layer
         ours = to_uint8(weather.apply_snow(levels, severity, blurred))
@@ -862,3 +866,42 @@ def test_opencv_transcriptions_match_cv2(images):
     if int(cv2.__version__.split(".")[0]) < 5:  # OpenCV 5 computes warpAffine otherwise
         warped = cv2.warpAffine(photo, matrix, (32, 32), borderMode=cv2.BORDER_REFLECT_101)
         assert np.array_equal(warped, cv_warp_affine_linear(photo, matrix))
+
+
+def test_motion_blur_and_snow_match_imagemagick(images):
+    """The benchmark's motion_blur and snow, with its Wand calls, where Wand and ImageMagick are
+    installed (negaug was checked with ImageMagick 6.9.11 Q16)."""
+    import ctypes
+
+    pytest.importorskip("wand.image")
+    cv2 = pytest.importorskip("cv2")
+    from wand.api import library
+    from wand.image import Image as WandImage
+
+    library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
+
+    def wand_motion_blur(layer_u8: np.ndarray, radius, sigma, angle) -> np.ndarray:
+        output = io.BytesIO()
+        Image.fromarray(layer_u8).save(output, format="PNG")
+        with WandImage(blob=output.getvalue()) as image:
+            library.MagickMotionBlurImage(image.wand, radius, sigma, angle)
+            decoded = cv2.imdecode(np.frombuffer(image.make_blob(), np.uint8), cv2.IMREAD_UNCHANGED)
+        return decoded[..., [2, 1, 0]] if decoded.ndim == 3 else np.stack([decoded] * 3, axis=2)
+
+    x = as_input(images["photos"], False)
+    for severity in SEVERITIES:
+        radius, sigma = blur.MOTION[severity - 1]
+        g = torch.Generator().manual_seed(severity)
+        angle = torch.rand(len(x), generator=torch.Generator().manual_seed(severity), dtype=torch.float64) * 90 - 45
+        ours = torch.round((corrupt(x, "motion_blur", severity, g).double() + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+        ref = np.stack([wand_motion_blur(im, radius, sigma, float(a)) for im, a in zip(images["photos"], angle)])
+        assert np.array_equal(ours, ref)
+        g = torch.Generator().manual_seed(severity)
+        normal = torch.randn((len(x), 1, 32, 32), generator=g, dtype=torch.float64)
+        angle = torch.rand(len(x), generator=g, dtype=torch.float64) * 90 - 135
+        flakes = weather.snow_flakes(severity, normal)[:, 0].to(torch.uint8).numpy()
+        radius, sigma = weather.SNOW[severity - 1][4:6]
+        blurred = np.stack([wand_motion_blur(f, radius, sigma, float(a))[..., 0] for f, a in zip(flakes, angle)])
+        ours = corrupt(x, "snow", severity, torch.Generator().manual_seed(severity))
+        ref = reference(ref_snow_after_motion_blur, images["photos"], severity, None, blurred)
+        assert np.array_equal(torch.round((ours.double() + 1) * 127.5).permute(0, 2, 3, 1).numpy(), ref)

@@ -52,7 +52,7 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def zoom_taps(size_in: int, size_out: int, keep: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def zoom_taps(size_in: int, size_out: int, keep: slice) -> tuple[torch.Tensor, ...]:
     """Linear-interpolation taps of `scipy.ndimage.zoom(order=1)` along one axis, for the output
     pixels `keep`: output pixel o reads input o * (in - 1) / (out - 1) (align-corners), with
     scipy's weights w0 = 1 - t and w1 = 1 - w0 (not t). Returns (first index, second index, w0,
@@ -82,7 +82,8 @@ def zoom_linear(x: torch.Tensor, size: tuple[int, int], rows: slice = slice(None
     (rows0, rows1, wr0, wr1), (cols0, cols1, wc0, wc1) = taps
     row_weights = torch.zeros(len(rows0), x.shape[-2], dtype=torch.float64)
     col_weights = torch.zeros(len(cols0), x.shape[-1], dtype=torch.float64)
-    for weights, first, second, w0, w1 in ((row_weights, rows0, rows1, wr0, wr1), (col_weights, cols0, cols1, wc0, wc1)):
+    for weights, first, second, w0, w1 in ((row_weights, rows0, rows1, wr0, wr1),
+                                           (col_weights, cols0, cols1, wc0, wc1)):
         span = torch.arange(len(first))
         weights.index_put_((span, first), w0, accumulate=True).index_put_((span, second), w1, accumulate=True)
     approx = row_weights @ x.double() @ col_weights.t()
@@ -166,6 +167,13 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
         source = (src_rows * w + src_cols).view(n, 1, h * w).expand_as(flat)
         out += weights[i] * flat.gather(2, source)
     return out.view(x.shape)
+
+
+def imagemagick_levels(values: torch.Tensor) -> torch.Tensor:
+    """8-bit levels of ImageMagick's (6.9, Q16) result `values` on the 0..255 scale: it keeps
+    pixels as 16-bit quanta (value * 257, rounded by ClampToQuantum) and hands the benchmark
+    floor(quantum / 257) (measured against Wand + ImageMagick 6.9.11 Q16: exact on every value)."""
+    return torch.floor(torch.floor(values * 257 + 0.5) / 257)
 
 
 def plasma_shapes(n: int, size: int) -> list[tuple[int, int, int]]:

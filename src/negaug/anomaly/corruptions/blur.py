@@ -96,12 +96,12 @@ def defocus_blur(levels: torch.Tensor, severity: int, generator: torch.Generator
 
 @register("motion_blur")
 def motion_blur(levels: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
-    """ImageMagick's motion blur (the benchmark calls it through Wand), approximated: see
-    `_ops.motion_blur`. ImageMagick returns 8-bit levels rounded from its own arithmetic, so we
-    round too; the result is close to the benchmark's, not equal to it (not tested bit for bit)."""
+    """ImageMagick's motion blur (the benchmark calls it through Wand): `_ops.motion_blur`, then
+    ImageMagick's 16-bit quanta truncated to 8 bits. Equal to Wand + ImageMagick 6.9.11 (Q16)
+    (tests/test_corruptions_reference.py, where Wand is installed)."""
     radius, sigma = MOTION[severity - 1]
     angle = torch.rand(levels.shape[0], generator=generator, dtype=torch.float64) * 90 - 45  # U(-45, 45)
-    return torch.round(_ops.motion_blur(levels, radius, sigma, angle)).clamp(0, 255)
+    return _ops.imagemagick_levels(_ops.motion_blur(levels, radius, sigma, angle))
 
 
 @register("zoom_blur")

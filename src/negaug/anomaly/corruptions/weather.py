@@ -26,7 +26,7 @@ def snow(levels: torch.Tensor, severity: int, generator: torch.Generator) -> tor
     angle = torch.rand(n, generator=generator, dtype=torch.float64) * 90 - 135  # U(-135, -45)
     flakes = snow_flakes(severity, normal)
     radius, sigma = SNOW[severity - 1][4:6]
-    blurred = torch.round(_ops.motion_blur(flakes, radius, sigma, angle)).clamp(0, 255)
+    blurred = _ops.imagemagick_levels(_ops.motion_blur(flakes, radius, sigma, angle))
     return apply_snow(levels, severity, blurred)
 
 
@@ -42,8 +42,8 @@ def snow_flakes(severity: int, normal: torch.Tensor) -> torch.Tensor:
 def apply_snow(levels: torch.Tensor, severity: int, blurred: torch.Tensor) -> torch.Tensor:
     """The benchmark's snow after the motion blur, exact given ImageMagick's 8-bit result
     `blurred` (N, 1, H, W): the float32 image whitened towards 1.5 grey + 0.5, plus the flakes
-    and their 180-degree turn in float64. The motion blur itself (`_ops.motion_blur`) only
-    approximates ImageMagick's, so snow as a whole is close to the benchmark, not equal."""
+    and their 180-degree turn in float64. The motion blur itself is `_ops.motion_blur` (see
+    `blur.motion_blur`)."""
     blend = SNOW[severity - 1][6]
     x = levels.float() / 255
     whitened = torch.maximum(x, _opencv.rgb_to_grey(x) * 1.5 + 0.5)
