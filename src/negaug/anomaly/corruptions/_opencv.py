@@ -226,9 +226,11 @@ def warp_affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     tx = (fixed_x & 31).float() * (1.0 / 32)
     ty = (fixed_y & 31).float() * (1.0 / 32)
     flat = x.reshape(n, c, h * w)
+    row_index = [_reflect101_index(top + dy, h) * w for dy in (0, 1)]
+    col_index = [_reflect101_index(left + dx, w) for dx in (0, 1)]
 
     def tap(dy: int, dx: int) -> torch.Tensor:
-        index = _reflect101_index(top + dy, h) * w + _reflect101_index(left + dx, w)
+        index = row_index[dy] + col_index[dx]
         return flat.gather(2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
 
     wx0, wx1, wy0, wy1 = (1 - tx)[:, None], tx[:, None], (1 - ty)[:, None], ty[:, None]

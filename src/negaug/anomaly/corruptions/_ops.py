@@ -279,7 +279,10 @@ def _reflect_coordinate(coords: torch.Tensor, size: int) -> torch.Tensor:
 
 def _reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
     """Half-sample symmetric integer indices: -1 -> 0, size -> size - 1."""
-    if index.min() < -size or index.max() >= 2 * size:
+    low, high = int(index.min()), int(index.max())
+    if low >= -1 and high <= size:  # one pixel out at most: the mirror is the edge pixel
+        return index.clamp(0, size - 1)
+    if low < -size or high >= 2 * size:
         index = index.remainder(2 * size)
     return torch.where(index < 0, -index - 1, torch.where(index >= size, 2 * size - index - 1, index))
 
@@ -294,10 +297,12 @@ def map_coordinates_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Ten
     wy0, wx0 = 1.0 - (rows - top), 1.0 - (cols - left)
     wy1, wx1 = 1.0 - wy0, 1.0 - wx0
     top, left = top.long(), left.long()
+    row_index = [_reflect_index(top + dy, h) * w for dy in (0, 1)]
+    col_index = [_reflect_index(left + dx, w) for dx in (0, 1)]
     flat = x.double().reshape(n, c, h * w)
 
     def tap(dy: int, dx: int) -> torch.Tensor:
-        index = _reflect_index(top + dy, h) * w + _reflect_index(left + dx, w)
+        index = row_index[dy] + col_index[dx]
         return flat.gather(2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
 
     wy0, wy1, wx0, wx1 = wy0[:, None], wy1[:, None], wx0[:, None], wx1[:, None]

@@ -54,18 +54,18 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 
 def _through_hsv(levels: torch.Tensor, channel: int, change) -> torch.Tensor:
-    """rgb2hsv, `change` one HSV channel, hsv2rgb; a grey image (C = 1) as its RGB copy."""
-    rgb = (levels / 255).expand(-1, 3, -1, -1)
-    hsv = rgb_to_hsv(rgb)
+    """rgb2hsv, `change` one HSV channel, hsv2rgb (of RGB images)."""
+    hsv = rgb_to_hsv(levels / 255)
     hsv[:, channel] = change(hsv[:, channel])
-    out = to_255(hsv_to_rgb(hsv))
-    return out[:, :levels.shape[1]]  # a grey pixel stays grey: R = G = B
+    return to_255(hsv_to_rgb(hsv))
 
 
 @register("brightness")
 def brightness(levels: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     """HSV value + c, clipped (skimage's rgb2hsv and hsv2rgb, as the benchmark)."""
     shift = (0.05, 0.1, 0.15, 0.2, 0.3)[severity - 1]
+    if levels.shape[1] == 1:  # a grey pixel is hue 0, saturation 0: the round trip returns V exactly
+        return to_255((levels / 255 + shift).clamp(0, 1))
     return _through_hsv(levels, 2, lambda value: (value + shift).clamp(0, 1))
 
 
