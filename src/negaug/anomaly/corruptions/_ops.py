@@ -16,7 +16,7 @@ import sys
 import torch
 from scipy import ndimage
 
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as OpenCV's RGB2GRAY
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 (the exact RGB2GRAY of the benchmark is _opencv.rgb_to_grey)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
@@ -34,14 +34,6 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
         return x
     weights = torch.tensor(LUMA, dtype=x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(dim=1, keepdim=True)
-
-
-def colour(rgb255: tuple[int, int, int], num_channels: int, dtype: torch.dtype) -> torch.Tensor:
-    """A (1, C, 1, 1) colour in [0, 1]; grey images get the colour's luminance."""
-    rgb = torch.tensor(rgb255, dtype=dtype) / 255
-    if num_channels == 1:
-        rgb = (rgb * torch.tensor(LUMA, dtype=dtype)).sum().reshape(1)
-    return rgb.view(1, num_channels, 1, 1)
 
 
 def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
