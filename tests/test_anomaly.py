@@ -2,7 +2,6 @@
 the evaluation protocol, run comparison, histograms and `negaug anomaly`."""
 from __future__ import annotations
 
-import io
 import json
 import math
 from types import SimpleNamespace
@@ -18,7 +17,7 @@ from torch.testing import assert_close
 
 from negaug import anomaly
 from negaug.anomaly import corruptions
-from negaug.anomaly.corruptions import _ops, blur, weather
+from negaug.anomaly.corruptions import _ops, blur
 
 NAMES = corruptions.names()
 FN = {name: corruptions.CORRUPTIONS.build(name).fn for name in NAMES}
@@ -208,7 +207,9 @@ def distortions(name: str, images: torch.Tensor) -> list[float]:
 
 @pytest.mark.parametrize("name", MONOTONE)
 def test_distortion_grows_with_severity(name, photos):
-    d = distortions(name, photos)
+    # snow 2 -> 3 (sparser but larger flakes) grows by ~1.5 levels on average, less than the
+    # spread of one draw on 4 images: 8 draws per photo
+    d = distortions(name, photos.repeat(8, 1, 1, 1) if name == "snow" else photos)
     # motion blur 3 -> 4 only lengthens the kernel by taps of weight ~1e-10: equal, hence the slack
     assert all(b >= a - 0.02 for a, b in zip(d, d[1:])), d
     assert d[-1] > d[0] + 1, d
@@ -226,11 +227,15 @@ def test_distortion_order_of_non_monotone_constants(photos):
 
 
 def test_elastic_severity_1_is_the_affine_warp_alone(photos):
-    x = (photos + 1) / 2
-    out = FN["elastic_transform"](x, 1, torch.Generator().manual_seed(5))
-    from negaug.anomaly.corruptions.digital import random_affine
+    from negaug.anomaly.corruptions import _opencv, digital
 
-    assert_close(out, random_affine(x, 32 * 0.08, torch.Generator().manual_seed(5)), atol=1e-5, rtol=0)
+    levels = torch.round((photos.double() + 1) * 127.5)
+    g = torch.Generator().manual_seed(5)
+    jitter, fields = torch.rand((4, 3, 2), generator=g, dtype=torch.float64), torch.rand((2, 4, 32, 32), generator=g)
+    out = digital.apply_elastic_transform(levels, 1, jitter, fields.double())
+    moves = (-2.56 + (2.56 + 2.56) * jitter).float()
+    warp = _opencv.warp_affine(levels.float() / 255, _opencv.affine_from_points(digital.affine_points((32, 32)), moves))
+    assert torch.equal(out, warp.clamp(0, 1) * 255)  # zero displacement reads every pixel back exactly
 
 
 def test_severity_is_checked(photos):
@@ -243,23 +248,30 @@ def test_severity_is_checked(photos):
 
 
 def test_brightness_and_contrast_hand_formulas():
-    x = torch.tensor([[0.2, 0.0, 0.9], [0.4, 0.0, 0.5], [0.6, 0.0, 0.1]]).view(1, 3, 1, 3)
+    """The corruptions take 8-bit levels and return the benchmark's 0..255 values before its
+    truncation."""
+    levels = torch.tensor([[51.0, 0, 229.5], [102, 0, 127.5], [153, 0, 25.5]], dtype=torch.float64).view(1, 3, 1, 3)
     g = torch.Generator()
     # severity 1 adds 0.05 to V = max: (0.2, 0.4, 0.6) * 0.65 / 0.6; black -> grey 0.05
     expected = torch.tensor([[0.2 * 0.65 / 0.6, 0.05, 0.9 * 0.95 / 0.9], [0.4 * 0.65 / 0.6, 0.05, 0.5 * 0.95 / 0.9],
-                             [0.65, 0.05, 0.1 * 0.95 / 0.9]]).view(1, 3, 1, 3)
-    assert_close(FN["brightness"](x, 1, g), expected)
-    assert_close(FN["brightness"](x, 5, g)[0, :, 0, 2], torch.tensor([1.0, 0.5 / 0.9, 0.1 / 0.9]))
-    grey = torch.tensor([0.2, 0.6]).view(1, 1, 1, 2)  # mean 0.4; severity 5 keeps 15% of the contrast
-    assert_close(FN["contrast"](grey, 5, g), torch.tensor([0.37, 0.43]).view(1, 1, 1, 2))
-    assert_close(FN["brightness"](grey, 5, g), torch.tensor([0.5, 0.9]).view(1, 1, 1, 2))
+                             [0.65, 0.05, 0.1 * 0.95 / 0.9]], dtype=torch.float64).view(1, 3, 1, 3) * 255
+    assert_close(FN["brightness"](levels, 1, g), expected)
+    assert_close(FN["brightness"](levels, 5, g)[0, :, 0, 2], torch.tensor([1.0, 0.5 / 0.9, 0.1 / 0.9], dtype=torch.float64) * 255)
+    grey = torch.tensor([51.0, 153.0], dtype=torch.float64).view(1, 1, 1, 2)  # 0.2, 0.6: mean 0.4; severity 5 keeps 15% of the contrast
+    assert_close(FN["contrast"](grey, 5, g), torch.tensor([0.37, 0.43], dtype=torch.float64).view(1, 1, 1, 2) * 255)
+    assert_close(FN["brightness"](grey, 5, g), torch.tensor([0.5, 0.9], dtype=torch.float64).view(1, 1, 1, 2) * 255)
 
 
-def test_pixelate_tiny_input_is_block_means():
-    x = torch.arange(16.0).view(1, 1, 4, 4) / 15  # severity 5: 4 px -> int(4 * 0.65) = 2 -> 4
-    blocks = torch.tensor([[2.5, 4.5], [10.5, 12.5]]) / 15
+def test_pixelate_tiny_input_is_pils_block_means():
+    """Severity 5: 4 px -> int(4 * 0.65) = 2 -> 4. Pillow rounds half up after its horizontal
+    and again after its vertical pass, so a 2x2 block of mean 42.5 becomes 43, not 42 or 43.5."""
+    levels = torch.arange(16.0, dtype=torch.float64).view(1, 1, 4, 4) * 17  # rows 0 17 34 51 | 68 .. | .. | 204 .. 255
+    # horizontal: (0 + 17) / 2 = 8.5 -> 9, 42.5 -> 43, 76.5 -> 77, ...; vertical: (9 + 77) / 2 = 43, ...
+    blocks = torch.tensor([[43.0, 77.0], [179.0, 213.0]], dtype=torch.float64)
     expected = blocks.repeat_interleave(2, 0).repeat_interleave(2, 1).view(1, 1, 4, 4)
-    assert_close(FN["pixelate"](x, 5, torch.Generator()), expected)
+    assert torch.equal(FN["pixelate"](levels, 5, torch.Generator()), expected)
+    pil = Image.fromarray(levels[0, 0].numpy().astype(np.uint8)).resize((2, 2), Image.BOX).resize((4, 4), Image.BOX)
+    assert np.array_equal(np.asarray(pil), expected[0, 0].numpy())
 
 
 @pytest.fixture(scope="module")
@@ -271,59 +283,18 @@ def as_unit(u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
 
 
-def as_hwc255(x: torch.Tensor) -> np.ndarray:
-    return x.permute(0, 2, 3, 1).numpy() * 255
-
-
-@pytest.mark.parametrize("severity", corruptions.SEVERITIES)
-def test_pixelate_and_jpeg_match_pil(severity, random_uint8):
-    factor = (0.95, 0.9, 0.85, 0.75, 0.65)[severity - 1]
-    quality = (80, 65, 58, 50, 40)[severity - 1]
-    pixelated, jpegs = [], []
-    for image in random_uint8:
-        pil = Image.fromarray(image)
-        pixelated.append(np.array(pil.resize((int(32 * factor),) * 2, Image.BOX).resize((32, 32), Image.BOX)))
-        buffer = io.BytesIO()
-        pil.save(buffer, "JPEG", quality=quality)
-        jpegs.append(np.array(Image.open(buffer)))
-    x = as_unit(random_uint8)
-    # PIL rounds to 8 bits between its horizontal and vertical passes: at most one level apart
-    assert np.abs(as_hwc255(FN["pixelate"](x, severity, None)) - np.stack(pixelated)).max() <= 1.0 + 1e-3
-    assert np.abs(as_hwc255(FN["jpeg_compression"](x, severity, None)) - np.stack(jpegs)).max() <= 1.0 + 1e-3
-
-
-def test_blur_and_hsv_corruptions_match_skimage(random_uint8):
-    from skimage import color
-    from skimage.filters import gaussian
-
-    u8 = random_uint8.copy()
-    u8[0, :4, :4], u8[0, 4:8, :4], u8[1, :3, :3] = 128, 0, 255  # grey, black and white pixels
-    x = as_unit(u8)
-    for severity, sigma in enumerate((0.4, 0.6, 0.7, 0.8, 1.0), 1):
-        reference = np.stack([gaussian(im / 255.0, sigma=sigma, channel_axis=-1) for im in u8])
-        assert np.abs(as_hwc255(FN["gaussian_blur"](x, severity, None)) / 255 - reference).max() < 1e-5
-    for severity, shift in enumerate((0.05, 0.1, 0.15, 0.2, 0.3), 1):
-        hsv = color.rgb2hsv(u8 / 255.0)
-        hsv[..., 2] = np.clip(hsv[..., 2] + shift, 0, 1)
-        assert np.abs(as_hwc255(FN["brightness"](x, severity, None)) / 255 - color.hsv2rgb(hsv)).max() < 1e-5
-    for severity, (scale, offset) in enumerate(((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)), 1):
-        hsv = color.rgb2hsv(u8 / 255.0)
-        hsv[..., 1] = np.clip(hsv[..., 1] * scale + offset, 0, 1)
-        assert np.abs(as_hwc255(FN["saturate"](x, severity, None)) / 255 - color.hsv2rgb(hsv)).max() < 1e-5
-
-
 def test_clipped_zoom_matches_scipy_zoom(random_uint8):
     from scipy.ndimage import zoom
 
     image = random_uint8[0].astype(np.float32) / 255
-    for factor in (1.0, 1.06, 1.13, 1.25):
+    for factor in (1.0, 1.02, 1.06, 1.13, 1.25, 1.75, 2.25):
         crop = math.ceil(32 / factor)
         top = (32 - crop) // 2
         zoomed = zoom(image[top:top + crop, top:top + crop], (factor, factor, 1), order=1)
         trim = (zoomed.shape[0] - 32) // 2
         reference = zoomed[trim:trim + 32, trim:trim + 32]
         ours = _ops.clipped_zoom(as_unit(random_uint8[:1]), factor)[0].permute(1, 2, 0).numpy()
-        assert np.abs(ours - reference).max() < 1e-5
+        assert np.array_equal(ours, reference)  # scipy's float64 arithmetic, cast to float32
 
 
 def test_glass_scramble_equals_the_benchmarks_sequential_sweep():
@@ -367,19 +338,24 @@ def test_defocus_kernel_is_normalised_and_symmetric():
 
 
 def test_spatter_building_blocks():
-    x = torch.tensor([[0, 0, 10, 20]], dtype=torch.uint8).view(1, 1, 4)
-    assert weather.equalize_histogram(x).tolist() == [[[0, 0, 128, 255]]]  # cdf scaled by 255 / (4 - 2)
+    from negaug.anomaly.corruptions import _opencv
+
+    x = torch.tensor([[0, 0, 10, 20]]).view(1, 1, 4)
+    assert _opencv.equalize_hist(x).tolist() == [[[0, 0, 128, 255]]]  # count above level 0 times 255 / (4 - 2)
     step = torch.zeros(1, 8, 8)
     step[:, :, 4:] = 200
-    edges = weather.canny(step, 50, 150)
+    edges = _opencv.canny(step, 50, 150)
     assert edges[0, :, 3].all() and edges.sum() == 8  # one column: non-maximum suppression keeps the left side
     line = torch.zeros(2, 1, 5, dtype=torch.bool)
     line[0, 0, 0] = True
-    dist = _ops.edge_distance(line.numpy(), cap=2.0)
-    assert dist[0, 0].tolist() == [0, 1, 2, 2, 2] and (dist[1] == 2).all()  # no edge: the cap, not image 0's
-    plasma = _ops.plasma_fractal(3, 16, 2.0, torch.Generator().manual_seed(0))
-    assert plasma.shape == (3, 16, 16)
-    assert_close(plasma.amin(dim=(1, 2)), torch.zeros(3)) and assert_close(plasma.amax(dim=(1, 2)), torch.ones(3))
+    dist = _opencv.chamfer_distance(line)
+    assert dist[0, 0].tolist() == [0, 1, 2, 3, 4] and (dist[1] > 1e38).all()  # no zero pixel: never image 0's
+    shapes = _ops.plasma_shapes(3, 16)
+    g = torch.Generator().manual_seed(0)
+    plasma = _ops.plasma_fractal([torch.rand(s, generator=g, dtype=torch.float64) for s in shapes], 16, 2.0)
+    assert plasma.shape == (3, 16, 16) and len(shapes) == 12  # 4 levels of 3 draws
+    assert_close(plasma.amin(dim=(1, 2)), torch.zeros(3, dtype=torch.float64))
+    assert_close(plasma.amax(dim=(1, 2)), torch.ones(3, dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------------------------
