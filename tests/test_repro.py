@@ -56,6 +56,27 @@ def test_config_hash_ignores_logging_but_not_training():
     assert common.config_hash(base) == common.config_hash(renamed)
     assert common.config_hash(base) != common.config_hash(load_config("default", ["nda.lam=0.5"]))
     assert common.config_hash(base) != common.config_hash(load_config("default", ["train.seed=1"]))
+    measured = load_config("default", ["eval.every=500", "eval.num_samples=5000", "eval.force=true"])
+    assert common.config_hash(base) == common.config_hash(measured)  # evaluating does not change the model
+
+
+def test_evaluating_during_training_leaves_the_trained_model_unchanged(tmp_path):
+    """Why `eval.*` is not part of the config hash: the same weights with and without evaluations."""
+    import torch
+
+    from negaug.experiment import load_config, load_run, train
+
+    weights = []
+    for every in (0, 2):
+        config = load_config("ring", ["train.steps=4", "train.log_every=1", "train.sample_every=0",
+                                      "train.checkpoint_every=0", "train.progress=false", f"eval.every={every}",
+                                      "eval.metrics=[toy, kde]", "eval.num_samples=64", f"train.name=e{every}",
+                                      f"train.runs_dir={tmp_path}", "data.options.num_samples=256"])
+        train(config)
+        run = load_run(tmp_path / f"e{every}")
+        weights.append({k: v.clone() for k, v in run.generator.state_dict().items()})
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_default_seeds():

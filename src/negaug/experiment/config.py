@@ -145,9 +145,11 @@ def check_resumable(key: str) -> None:
 
 
 def learning_settings(config: "Config") -> dict[str, Any]:
-    """The config as a dict without `preset` and the RECORDING_KEYS: what decides the trained model."""
+    """The config as a dict without `preset`, the RECORDING_KEYS and the `eval` section (how the
+    generator is measured, with its own random generators): what decides the trained model."""
     settings = config.to_dict()
     settings.pop("preset", None)
+    settings.pop("eval", None)
     for key in RECORDING_KEYS:
         section, name = key.split(".")
         settings[section].pop(name, None)
