@@ -7,8 +7,8 @@
 
 DPC, as in the reference code (github.com/TengdaHan/DPC, dpc/model_3d.py), at a CPU-sized scale:
 - a clip is cut into `num_blocks` consecutive blocks of T / num_blocks frames;
-- an encoder maps each block to a feature map z (D, h, w): here three 3x3x3 convolutions with
-  spatial stride 2 (GroupNorm + ReLU between them, none after the last), then the mean over the
+- an encoder maps each block to a feature map z (D, h, w): here len(widths) + 1 (default 3)
+  3x3x3 convolutions with spatial stride 2 (GroupNorm + ReLU between them, none after the last), then the mean over the
   block's frames (DPC: a 3D ResNet, then an average over its last temporal size);
 - a ConvGRU with 1x1 kernels (DPC's choice: one GRU per spatial position, gates by 1x1 convs)
   reads relu(z) of the first num_blocks - pred_steps blocks; a two-layer 1x1 conv head predicts
