@@ -52,12 +52,9 @@ def to_blocks(clips: torch.Tensor, num_blocks: int) -> torch.Tensor:
 
 
 def clip_negatives(nda: nn.Module, clips: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """NDA clips `(B, T, C, H, W)`: `nda` applied with one draw per clip, the same on every frame.
-
-    Frames are folded into channels, `(B, T * C, H, W)`, so that a spatial transform (jigsaw, cutout,
-    stitch, cutmix, mixup) draws its parameters once per clip; a pairing transform pairs each clip
-    with another clip. (To be replaced by a direct call once `negaug.nda` accepts clips.)"""
-    return nda(clips.flatten(1, 2), generator=generator).unflatten(1, clips.shape[1:3])
+    """NDA clips `(B, T, C, H, W)`: `nda` applied with one draw per clip, the same on every frame
+    (negaug.nda's clip rule); a pairing transform pairs each clip with another clip."""
+    return nda(clips, generator=generator)
 
 
 class BlockEncoder(nn.Module):
