@@ -11,11 +11,11 @@ import importlib
 import os
 import sys
 
-SUBCOMMANDS = ("train", "eval", "anomaly", "nda", "repro")
+SUBCOMMANDS = ("train", "eval", "anomaly", "nda", "repro", "pretrain", "probe")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="negaug", description="Negative Data Augmentation for GANs")
+    parser = argparse.ArgumentParser(prog="negaug", description="Negative Data Augmentation for GANs and contrastive learning")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     for name in SUBCOMMANDS:

@@ -9,6 +9,8 @@
 - encoders.py: registry ENCODERS ("small_cnn", "resnet18_cifar") and `mlp_head`;
 - moco.py: `MoCo` (MoCo-v2 with NDA negatives through the key encoder, single-process Shuffle-BN);
 - batchnorm.py: `SplitBatchNorm2d`, `convert_split_batch_norm`, `frozen_batch_norm_stats`;
+- augment.py: `ViewAugment`, the positive views (random resized crop, flip, colour jitter, grayscale);
+- evaluation.py: `dataset_features`, `knn_accuracy` (weighted k-NN), `linear_probe` on frozen features;
 - analysis.py: `cosine_distance` between representations of data and of its NDA (Figure 9);
 - toy.py: a 2-D problem with disjoint data / NDA supports where Theorem 2's optimum is known.
 """
@@ -17,12 +19,19 @@ from negaug.contrastive.analysis import (
     nearest_data_distance,
     representations,
 )
+from negaug.contrastive.augment import ViewAugment
 from negaug.contrastive.batchnorm import (
     SplitBatchNorm2d,
     convert_split_batch_norm,
     frozen_batch_norm_stats,
 )
 from negaug.contrastive.encoders import ENCODERS, mlp_head
+from negaug.contrastive.evaluation import (
+    dataset_features,
+    knn_accuracy,
+    knn_predict,
+    linear_probe,
+)
 from negaug.contrastive.moco import MoCo, nda_views, step_stats
 from negaug.contrastive.objectives import (
     OBJECTIVES,
@@ -39,11 +48,16 @@ __all__ = [
     "InfoNCEInBatch",
     "MoCo",
     "SplitBatchNorm2d",
+    "ViewAugment",
     "convert_split_batch_norm",
     "cosine_distance",
+    "dataset_features",
     "frozen_batch_norm_stats",
     "info_nce",
     "info_nce_in_batch",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe",
     "mlp_head",
     "nda_views",
     "nearest_data_distance",

@@ -7,7 +7,9 @@
 Modules: `config` (typed, strict settings), `build` (`build.build`: config -> `Recipe` + initial `TrainState`),
 `state` (`TrainState`: what a checkpoint holds), `checkpoint` (atomic, verified files), `steps`
 (the D and G steps; `score` is the only place training calls D), `loop` (`train`), `runs` (run
-folders, `load_run`, `resume_config`), `evaluate` and `anomaly` (a trained run's numbers).
+folders, `load_run`, `resume_config`), `evaluate` and `anomaly` (a trained run's numbers);
+`pretrain_config`, `pretrain_build`, `pretrain` and `probe` do the same for contrastive pretraining
+(`negaug pretrain`, `negaug probe`).
 It assembles the library (`negaug.nda`, `losses`, `models`, `data`, `metrics`, `anomaly`), which
 never imports it.
 """
@@ -16,12 +18,16 @@ from negaug.experiment.build import Recipe
 from negaug.experiment.config import Config, config_from_dict, load_config, preset_names
 from negaug.experiment.evaluate import evaluate_generator_of_run, evaluate_run
 from negaug.experiment.loop import CheckpointWriteError, RunWriteError, TrainResult, prepare_run, train
+from negaug.experiment.pretrain import PretrainResult, pretrain
+from negaug.experiment.pretrain_config import PretrainConfig, load_pretrain_config
+from negaug.experiment.probe import probe_run
 from negaug.experiment.runs import LoadedRun, load_run, resume_config
 from negaug.experiment.state import TrainState
 from negaug.experiment.steps import NonFiniteLossError
 
 __all__ = [
-    "AnomalyReport", "CheckpointWriteError", "Config", "LoadedRun", "NonFiniteLossError", "Recipe", "RunWriteError", "TrainResult",
-    "TrainState", "config_from_dict", "detect_anomalies", "evaluate_generator_of_run", "evaluate_run",
-    "load_config", "load_run", "prepare_run", "preset_names", "resume_config", "train",
+    "AnomalyReport", "CheckpointWriteError", "Config", "LoadedRun", "NonFiniteLossError", "PretrainConfig", "PretrainResult",
+    "Recipe", "RunWriteError", "TrainResult", "TrainState", "config_from_dict", "detect_anomalies",
+    "evaluate_generator_of_run", "evaluate_run", "load_config", "load_pretrain_config", "load_run", "prepare_run",
+    "preset_names", "pretrain", "probe_run", "resume_config", "train",
 ]

@@ -6,6 +6,12 @@ Every field has a commented default. An unknown key or a wrong type raises ``Val
 names the key and the nearest valid one; `negaug.experiment.build` checks the values that need the
 registries (dataset present, jigsaw K divides the image size, ...).
 
+The loader is shared by every kind of run: `Config` (`negaug train`) and
+`negaug.experiment.pretrain_config.PretrainConfig` (`negaug pretrain`) are `ConfigBase`
+dataclasses whose class variables say where their presets live and how their runs resume;
+`load_config(source, overrides, cls=PretrainConfig)` reads one with the same strict rules (base
+chains, overrides, `Replace`, plain option values, size limits, nearest-key errors).
+
 `RECORDING_KEYS` are the settings that change how a run is recorded, never what it learns: they
 may change when a run is resumed, and they are left out of the hash that names a cached
 reproduction run (`negaug.repro`). `check_resumable(key)` is the one rule for resumed runs.
@@ -20,7 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -110,8 +116,51 @@ class EvalConfig:
     force: bool = False  # report values the checks would refuse (near-chance features, ...) with warnings
 
 
+class ConfigBase:
+    """What a config class declares besides its fields (class variables, not config keys)."""
+
+    PRESETS: ClassVar[str] = "negaug.presets"  # package holding its YAML presets
+    DEFAULT_PRESET: ClassVar[str] = "default"  # the preset of a command without one
+    COMMAND: ClassVar[str] = "negaug train"  # the command whose runs it configures (error messages)
+    # (section, name key, options key): the options belong to the named component (`merge_layer`)
+    COMPONENT_OPTIONS: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    RECORDING_KEYS: ClassVar[tuple[str, ...]] = ()  # how a run is recorded, not what it learns
+    RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = ()  # what a resumed run may change ("eval." = the section)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Settings that change how a GAN run is recorded, not what it learns.
+RECORDING_KEYS = ("train.name", "train.runs_dir", "train.progress", "train.tensorboard", "train.log_every",
+                  "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints")
+
+
+def resumable_keys(recording_keys: tuple[str, ...]) -> tuple[str, ...]:
+    """What a resumed run may change: train longer, evaluate differently, move to another device,
+    record differently (but not under another name: the folder is the run)."""
+    return ("train.steps", "train.device", "eval.",
+            *(key for key in recording_keys if key not in ("train.name", "train.runs_dir")))
+
+
+RESUMABLE_KEYS = resumable_keys(RECORDING_KEYS)
+# The options of a component belong to the component they were written for: when a layer (a file
+# over its base, or the command line over the file) names another component without giving its
+# options, the options inherited from below are dropped (`nda.transform=stitch` over the default
+# preset must not keep jigsaw's k).
+COMPONENT_OPTIONS = (("data", "name", "options"), ("model", "name", "options"), ("loss", "name", "options"),
+                     ("nda", "transform", "options"), ("nda", "positive", "positive_options"))
+
+
 @dataclass
-class Config:
+class Config(ConfigBase):
+    COMPONENT_OPTIONS: ClassVar[tuple[tuple[str, str, str], ...]] = COMPONENT_OPTIONS
+    RECORDING_KEYS: ClassVar[tuple[str, ...]] = RECORDING_KEYS
+    RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = RESUMABLE_KEYS
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -121,36 +170,21 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     preset: str | None = None  # the preset or file this config came from (set by load_config)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-# Settings that change how a run is recorded, not what it learns.
-RECORDING_KEYS = ("train.name", "train.runs_dir", "train.progress", "train.tensorboard", "train.log_every",
-                  "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints")
-# What a resumed run may change: train longer, evaluate differently, move to another device, record
-# differently (but not under another name: the folder is the run).
-RESUMABLE_KEYS = ("train.steps", "train.device", "eval.",
-                  *(key for key in RECORDING_KEYS if key not in ("train.name", "train.runs_dir")))
-
-
-def check_resumable(key: str) -> None:
-    """ValueError unless the config key `key` may change when a run is resumed."""
-    if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in RESUMABLE_KEYS):
+def check_resumable(key: str, cls: type[ConfigBase] = Config) -> None:
+    """ValueError unless the config key `key` may change when a run of `cls` is resumed."""
+    if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in cls.RESUMABLE_KEYS):
         raise ValueError(f"{key} cannot change when resuming (it would not continue the same run); "
                          f"start a new run, or change only train.steps, train.device, train.*_every, eval.*")
 
 
-def learning_settings(config: "Config") -> dict[str, Any]:
-    """The config as a dict without `preset`, the RECORDING_KEYS and the `eval` section (how the
-    generator is measured, with its own random generators): what decides the trained model."""
+def learning_settings(config: ConfigBase) -> dict[str, Any]:
+    """The config as a dict without `preset`, its class's RECORDING_KEYS and the `eval` section (how
+    the model is measured, with its own random generators): what decides the trained model."""
     settings = config.to_dict()
     settings.pop("preset", None)
     settings.pop("eval", None)
-    for key in RECORDING_KEYS:
+    for key in type(config).RECORDING_KEYS:
         section, name = key.split(".")
         settings[section].pop(name, None)
     return settings
@@ -244,7 +278,9 @@ def check_run_name(name: str | None) -> None:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The fields of a config dataclass and their types (class variables are not config keys)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def from_dict(raw: dict[str, Any], prefix: str = "", cls: type = Config) -> Any:
@@ -301,18 +337,12 @@ def unwrap(raw: Any) -> Any:
     return raw
 
 
-# The options of a component belong to the component they were written for: when a layer (a file
-# over its base, or the command line over the file) names another component without giving its
-# options, the options inherited from below are dropped (`nda.transform=stitch` over the default
-# preset must not keep jigsaw's k).
-COMPONENT_OPTIONS = (("data", "name", "options"), ("model", "name", "options"), ("loss", "name", "options"),
-                     ("nda", "transform", "options"), ("nda", "positive", "positive_options"))
-
-
-def merge_layer(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
-    """`layer` over `base` (both raw config mappings), with the component-options rule."""
+def merge_layer(base: dict[str, Any], layer: dict[str, Any],
+                components: tuple[tuple[str, str, str], ...] = COMPONENT_OPTIONS) -> dict[str, Any]:
+    """`layer` over `base` (both raw config mappings), with the component-options rule of
+    `components` (a config class's COMPONENT_OPTIONS)."""
     merged = merge(base, layer)
-    for section, name_key, options_key in COMPONENT_OPTIONS:
+    for section, name_key, options_key in components:
         given = layer.get(section) if isinstance(layer.get(section), dict) else {}
         below = base.get(section) if isinstance(base.get(section), dict) else {}
         if name_key in given and given[name_key] != below.get(name_key):
@@ -334,8 +364,10 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def read_source(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The raw mapping of a preset name or a YAML file path. A file may name a `base` preset or file."""
+def read_source(source: str, _seen: tuple[str, ...] = (), cls: type[ConfigBase] = Config) -> dict[str, Any]:
+    """The raw mapping of a preset name (of `cls.PRESETS`) or a YAML file path. A file may name a
+    `base` preset or file."""
+    presets = preset_names(cls.PRESETS)
     if source in _seen:
         raise ValueError(f"config '{_seen[0]}': its base chain refers back to '{source}' "
                          f"({' -> '.join([*_seen, source])}); break the cycle")
@@ -343,7 +375,7 @@ def read_source(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(
-                f"config file '{source}' not found; give a YAML file or a preset ({', '.join(preset_names())})"
+                f"config file '{source}' not found; give a YAML file or a preset ({', '.join(presets)})"
             )
         try:
             text = read_text_limited(path, MAX_CONFIG_BYTES, "config file")
@@ -353,12 +385,12 @@ def read_source(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
             raise ValueError(f"{err}; a config is a few KB of plain YAML") from None
         data = _read_yaml(text, f"config file '{source}'")
     else:
-        if source not in preset_names():
+        if source not in presets:
             raise ValueError(
-                f"unknown preset '{source}'{closest(source, preset_names())}; "
-                f"valid: {', '.join(preset_names())} (or a path to a .yaml file)"
+                f"unknown preset '{source}'{closest(source, presets)}; "
+                f"valid: {', '.join(presets)} (or a path to a .yaml file)"
             )
-        text = resources.files("negaug.presets").joinpath(f"{source}.yaml").read_text()
+        text = resources.files(cls.PRESETS).joinpath(f"{source}.yaml").read_text()
         data = _read_yaml(text, f"preset '{source}'")
     base = data.pop("base", None)
     if base is not None:
@@ -367,7 +399,7 @@ def read_source(source: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         is_file = source.endswith((".yaml", ".yml")) or "/" in source
         if is_file and (base.endswith((".yaml", ".yml")) or "/" in base) and not Path(base).is_absolute():
             base = str(Path(source).parent / base)  # relative to the file that names it, not to the shell
-        data = merge_layer(read_source(base, (*_seen, source)), data)
+        data = merge_layer(read_source(base, (*_seen, source), cls), data, cls.COMPONENT_OPTIONS)
     return data
 
 
@@ -391,16 +423,18 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
-def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Resolve preset or YAML file (default: the `default` preset) plus overrides into a Config."""
-    source = source or "default"
-    raw = read_source(source)
+def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                cls: type[ConfigBase] = Config) -> Any:
+    """Resolve a preset of `cls` or a YAML file (default: `cls.DEFAULT_PRESET`) plus overrides into
+    a `cls` (default: the GAN `Config`)."""
+    source = source or cls.DEFAULT_PRESET
+    raw = read_source(source, cls=cls)
     command_line: dict[str, Any] = {}
     for text in overrides:  # one layer: `nda.options.alpha=10 nda.transform=mixup` in any order
         command_line = merge(command_line, parse_override(text))
-    raw = unwrap(merge_layer(raw, command_line))
+    raw = unwrap(merge_layer(raw, command_line, cls.COMPONENT_OPTIONS))
     raw.pop("preset", None)
-    config = from_dict(check_size(raw))
+    config = from_dict(check_size(raw), cls=cls)
     config.preset = source
     return config
 
@@ -412,12 +446,12 @@ def check_size(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Rebuild a Config saved with `to_dict` (run folders, checkpoints)."""
+def config_from_dict(raw: dict[str, Any], cls: type[ConfigBase] = Config) -> Any:
+    """Rebuild a `cls` (default: Config) saved with `to_dict` (run folders, checkpoints)."""
     if not isinstance(raw, dict):
         raise ValueError(f"a saved config must be a mapping, got {short_repr(raw)}")
     raw = dict(raw)
     preset = raw.pop("preset", None)
-    config = from_dict(check_size(raw))
+    config = from_dict(check_size(raw), cls=cls)
     config.preset = preset
     return config

@@ -24,6 +24,7 @@ from negaug.experiment.checkpoint import Accept, Checkpoint, list_steps, load_fi
 from negaug.experiment.config import (
     MAX_CONFIG_BYTES,
     Config,
+    ConfigBase,
     check_resumable,
     config_from_dict,
     learning_settings,
@@ -42,7 +43,7 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def default_run_name(config: Config) -> str:
+def default_run_name(config: ConfigBase) -> str:
     stem = Path(config.preset or "run").stem
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -52,7 +53,7 @@ LOCK_FILE = ".negaug-run.lock"
 FOREIGN_FILES_ALLOWED = ("repro_training.lock",)
 
 
-def run_dir_of(config: Config) -> Path:
+def run_dir_of(config: ConfigBase) -> Path:
     return Path(config.train.runs_dir) / (config.train.name or default_run_name(config))
 
 
@@ -106,32 +107,32 @@ def check_new_run_dir(run_dir: Path) -> None:
                          f"{', ...' if len(found) > 3 else ''}; {hint}, or choose another train.name")
 
 
-def create_run_dir(config: Config, run_dir: Path) -> None:
+def create_run_dir(config: ConfigBase, run_dir: Path, subfolders: tuple[str, ...] = ("samples", "checkpoints")) -> None:
     """Fill the new run folder `run_dir` (created and locked by the caller)."""
     check_new_run_dir(run_dir)  # again, under the lock: another process may have started there
-    for sub in ("samples", "checkpoints"):
+    for sub in subfolders:
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
 
 
-def write_config(run_dir: Path, config: Config) -> None:
+def write_config(run_dir: Path, config: ConfigBase) -> None:
     path = run_dir / "config.yaml"
     tmp = path.with_name(".config.yaml.tmp")
     tmp.write_text(config.to_yaml())
     os.replace(tmp, path)
 
 
-def read_config(run_dir: Path) -> Config:
+def read_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no config.yaml); "
-                                f"give the folder that `negaug train` created under runs/")
+                                f"give the folder that `{cls.COMMAND}` created under runs/")
     try:
         raw = yaml_load(read_text_limited(path, MAX_CONFIG_BYTES, "config"))
     except (yaml.YAMLError, ValueError, RecursionError) as err:
         raise ValueError(f"{path} is not valid YAML ({' '.join(str(err).split())[:160]}); restore it from the "
                          f"run's checkpoint record (checkpoints/*.json, key 'config')") from None
-    return config_from_dict(raw)
+    return config_from_dict(raw, cls)
 
 
 class MetricsLog:
@@ -191,36 +192,36 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def recorded_config(run_dir: Path) -> Config:
-    """The config recorded in the run's newest checkpoint whose record verifies. It, not the
-    editable config.yaml (a copy for people), is what a resumed run continues with."""
+def recorded_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
+    """The config (a `cls`) recorded in the run's newest checkpoint whose record verifies. It, not
+    the editable config.yaml (a copy for people), is what a resumed run continues with."""
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
-                                f"that `negaug train` created")
+                                f"that `{cls.COMMAND}` created")
     folder = run_dir / "checkpoints"
     for step in reversed(list_steps(folder)):
         try:
-            return config_from_dict(read_record(folder / f"{stem(step)}.json")["config"])
+            return config_from_dict(read_record(folder / f"{stem(step)}.json")["config"], cls)
         except (KeyError, ValueError):  # CheckpointError is a ValueError
             continue
     raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                  warn: Callable[[str], None] | None = None) -> Config:
-    """The config of an existing run as its newest checkpoint recorded it, with the overrides a
-    resumed run may change (`config.check_resumable`). A config.yaml that differs from it (edited
-    or broken) is reported through `warn` and rewritten when the run resumes."""
-    config = recorded_config(Path(run_dir))
+                  warn: Callable[[str], None] | None = None, cls: type[ConfigBase] = Config) -> Any:
+    """The config (a `cls`, default: Config) of an existing run as its newest checkpoint recorded
+    it, with the overrides a resumed run may change (`config.check_resumable`). A config.yaml that
+    differs from it (edited or broken) is reported through `warn` and rewritten when the run resumes."""
+    config = recorded_config(Path(run_dir), cls)
     raw = config.to_dict()
     for text in overrides:
-        check_resumable(text.split("=", 1)[0].strip())
+        check_resumable(text.split("=", 1)[0].strip(), cls)
         raw = merge(raw, parse_override(text))
-    resumed = config_from_dict(unwrap(raw))
+    resumed = config_from_dict(unwrap(raw), cls)
     if warn is not None:
         try:
-            edited = read_config(Path(run_dir))
+            edited = read_config(Path(run_dir), cls)
             changed = [key for key, value in _flat(learning_settings(edited)).items()
                        if _flat(learning_settings(config)).get(key) != value]
         except (ValueError, FileNotFoundError, OSError) as err:

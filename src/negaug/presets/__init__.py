@@ -1,14 +1,15 @@
 """The YAML presets of `negaug train PRESET` and the YAML dialect of every negaug config file
-(read by `negaug.experiment.config`; nothing here imports torch, so the CLI's help can list them)."""
+(read by `negaug.experiment.config`; nothing here imports torch, so the CLI's help can list them).
+The presets of `negaug pretrain` live apart, in `negaug.presets.pretrain`."""
 import re
 from importlib import resources
 
 import yaml
 
 
-def preset_names() -> list[str]:
-    """Names of the bundled presets, sorted."""
-    files = resources.files(__name__).iterdir()
+def preset_names(package: str = __name__) -> list[str]:
+    """Names of the bundled presets of `package` (default: those of `negaug train`), sorted."""
+    files = resources.files(package).iterdir()
     return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
 
 

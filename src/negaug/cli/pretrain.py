@@ -1,0 +1,89 @@
+"""`negaug pretrain [PRESET | CONFIG.yaml] [section.key=value ...]` and `--resume RUN`: contrastive
+pretraining (MoCo-v2) with NDA negatives, behind `negaug.experiment.pretrain.pretrain`."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from negaug.cli.train import _split_source, _StopFlag
+
+HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
+
+EPILOG = """examples:
+  negaug pretrain                                   # the mnist preset: small CNN, CPU, a few minutes
+  negaug pretrain mnist nda.transform=jigsaw        # the same with jigsaw negatives (Appendix N)
+  negaug pretrain cifar10 nda.transform=jigsaw data.root=~/data   # the paper's CIFAR-10 settings (GPU)
+  negaug pretrain my.yaml train.steps=2000 train.name=mine
+  negaug pretrain --resume runs/mine train.steps=4000
+  negaug probe runs/mine                            # linear probe + k-NN -> runs/mine/probe.json
+presets: {presets}"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from negaug.presets import preset_names
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG.format(presets=", ".join(preset_names("negaug.presets.pretrain")))
+    parser.add_argument("source", nargs="?", default=None,
+                        help="a pretraining preset or a YAML config file (default: the 'mnist' preset)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. nda.transform=jigsaw")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its latest checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+
+
+def _announce(config):
+    def on_start(run_dir, device, step) -> None:
+        start = f" from step {step}" if step else ""
+        print(f"negaug: pretraining {config.train.steps} steps{start} in {run_dir} on {device}", flush=True)
+
+    return on_start
+
+
+def _warn(message: str) -> None:
+    print(f"negaug: warning: {message}", file=sys.stderr)
+
+
+def run(args) -> int:
+    from negaug.experiment import NonFiniteLossError, RunWriteError, resume_config
+    from negaug.experiment.pretrain import (
+        check_pretrain_run,
+        prepare_pretraining,
+        pretrain,
+    )
+    from negaug.experiment.pretrain_config import PretrainConfig, load_pretrain_config
+
+    source, overrides = _split_source(args)
+    if args.resume:
+        if source is not None:
+            raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
+        if (Path(args.resume) / "checkpoints").is_dir():
+            check_pretrain_run(args.resume)  # a GAN run: say so, not "no usable checkpoint"
+        config = resume_config(args.resume, overrides, warn=_warn, cls=PretrainConfig)
+    else:
+        config = load_pretrain_config(source, overrides)
+    if args.dry_run:
+        prepare_pretraining(config)  # the same checks as a real run
+        print(config.to_yaml(), end="")
+        return 0
+    flag = _StopFlag()
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = pretrain(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=lambda: flag.requested,
+                          on_start=_announce(config), warn=_warn)
+    except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
+        print(f"negaug: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.interrupted:
+        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
+              f"negaug pretrain --resume {result.run_dir}", file=sys.stderr)
+        return 128 + (flag.signal or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+    knn = f", k-NN accuracy {100 * result.knn['value']:.2f}%" if result.knn else ""
+    print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s{knn})")
+    print(f"next: negaug probe {result.run_dir}   # linear probe, k-NN, NDA distances -> {result.run_dir}/probe.json\n"
+          f"      negaug pretrain --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
+    return 0

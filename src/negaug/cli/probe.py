@@ -1,0 +1,40 @@
+"""`negaug probe RUN`: linear probe and k-NN accuracy of a pretrained run's frozen encoder, and the
+cosine distances between data and NDA representations (`negaug.experiment.probe.probe_run`:
+RUN/probe.json, the histogram in RUN/probe/), printed as a table."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "linear probe + k-NN accuracy of a `negaug pretrain` run, and data-vs-NDA distances -> RUN/probe.json"
+
+EPILOG = """examples:
+  negaug probe runs/mnist-20261130-101500            # the run's eval.probe_epochs (100) on its latest checkpoint
+  negaug probe runs/mine --epochs 20 --device cpu
+  negaug probe runs/c10 --data-root ~/data --checkpoint runs/c10/checkpoints/step_0097500.json
+Appends one entry to RUN/probe.json and writes the distance histogram to RUN/probe/."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("run", help="run folder written by `negaug pretrain` (runs/<name>)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="linear-probe epochs on the frozen features (default: the run's eval.probe_epochs)")
+    parser.add_argument("--checkpoint", default="latest", help="latest or a checkpoint path (default: latest)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe's batch order and NDA draws (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=256, help="feature and probe batch size (default: 256)")
+    parser.add_argument("--data-root", default=None, help="where the run's dataset lives (default: the run's data.root)")
+    parser.add_argument("--download", action="store_true", help="download the run's dataset if it is missing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from negaug.experiment.probe import format_probe, probe_run
+
+    entry = probe_run(args.run, epochs=args.epochs, checkpoint=args.checkpoint, device=args.device, seed=args.seed,
+                      batch_size=args.batch_size, data_root=args.data_root, download=args.download,
+                      warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+    print(format_probe(entry))
+    print(f"appended to {args.run}/probe.json")
+    return 0

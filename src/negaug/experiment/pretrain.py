@@ -1,0 +1,282 @@
+"""Contrastive pretraining (MoCo-v2 with NDA negatives): one plain function, read top to bottom.
+
+    result = pretrain(load_pretrain_config("mnist", ["nda.transform=jigsaw"]))
+
+Per step: a batch, two positive views of it (`ViewAugment`), with NDA the negatives of both views
+(Appendix N: M = 2 per query, encoded by the key encoder), the MoCo loss, an SGD step at the
+schedule's learning rate; then logging, k-NN accuracy and checkpoints on their schedules. Every
+random draw comes from a seeded stream of the `PretrainState`, which the checkpoints hold, so
+`resume=True` continues bit-identically on the CPU. The run folder, lock, checkpoint files, NaN
+guard and process-wide settings are those of `negaug train` (`experiment.loop`, `runs`, `checkpoint`).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from negaug import viz
+from negaug.contrastive import dataset_features, knn_accuracy, nda_views
+from negaug.experiment import checkpoint, runs
+from negaug.experiment.checkpoint import list_steps, read_record, stem
+from negaug.experiment.loop import (
+    RunWriteError,
+    check_state_finite,
+    run_process_settings,
+    save_checkpoint,
+)
+from negaug.experiment.pretrain_build import (
+    PretrainRecipe,
+    PretrainState,
+    build_pretraining,
+    learning_rate,
+)
+from negaug.experiment.pretrain_config import PretrainConfig
+from negaug.experiment.steps import NonFiniteLossError
+from negaug.files import write_atomically
+
+FEATURE_BATCH = 512  # images per forward pass when computing k-NN features
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    step: int  # optimizer steps done
+    interrupted: bool = False  # stopped early on request (SIGINT/SIGTERM); a checkpoint was saved
+    seconds: float = 0.0
+    last_log: dict[str, Any] = field(default_factory=dict)
+    knn: dict[str, Any] | None = None  # the last k-NN accuracy of this session (with its protocol)
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_pretraining(config: PretrainConfig) -> tuple[PretrainRecipe, PretrainState]:
+    """The recipe and initial state of a run after every check (`negaug pretrain --dry-run`)."""
+    if not isinstance(config, PretrainConfig):
+        raise TypeError(f"pretrain needs a PretrainConfig (load_pretrain_config), got {type(config).__name__}")
+    return build_pretraining(config)
+
+
+def pretrain(config: PretrainConfig, run_dir: str | Path | None = None, resume: bool = False,
+             stop_requested: Callable[[], bool] = lambda: False, warn: Callable[[str], None] | None = None,
+             on_log: Callable[[dict[str, Any]], None] | None = None,
+             on_start: Callable[[Path, torch.device, int], None] | None = None) -> PretrainResult:
+    """Pretrain (or, with resume=True, continue) the run in `run_dir` (default:
+    `train.runs_dir/train.name`); returns where it ended. `on_start(run_dir, device, step)` is
+    called once the run folder is ready, `on_log(record)` at every log line and k-NN result."""
+    warnings: list[str] = []
+
+    def record_warning(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    config = copy.deepcopy(config)
+    if run_dir is not None and not resume:
+        config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
+    if resume and run_dir is None:
+        if config.train.name is None:
+            raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
+        run_dir = Path(config.train.runs_dir) / config.train.name
+    recipe, state = prepare_pretraining(config)  # every check happens here, before a run folder exists
+    run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
+    if resume and not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
+                                f"that `negaug pretrain` created")
+    if resume:
+        check_pretrain_run(run_dir)
+    if not resume:
+        runs.check_new_run_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with runs.RunLock(run_dir), run_process_settings(config, recipe.device):
+        if resume:
+            restore(run_dir, state, record_warning)
+        else:
+            runs.create_run_dir(config, run_dir, subfolders=("checkpoints",))
+        if on_start is not None:
+            on_start(run_dir, recipe.device, state.step)
+        try:
+            runs.write_config(run_dir, config)
+            result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
+        except OSError as err:
+            where = err.filename or run_dir
+            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
+                                f"last checkpoint intact (continue with negaug pretrain --resume {run_dir})") from None
+    result.warnings = warnings
+    return result
+
+
+def check_pretrain_run(run_dir: str | Path) -> None:
+    """ValueError when the newest readable checkpoint record of `run_dir` holds a config that is
+    not a pretraining one (a GAN run of `negaug train`)."""
+    folder = Path(run_dir) / "checkpoints"
+    for step in reversed(list_steps(folder)):
+        try:
+            raw = read_record(folder / f"{stem(step)}.json").get("config")
+        except ValueError:  # a bad record: find_checkpoint reports it and falls back
+            continue
+        if isinstance(raw, dict) and "objective" not in raw:
+            raise ValueError(f"{run_dir} is not a `negaug pretrain` run (its config has no 'objective' section); "
+                             f"GAN runs are continued by `negaug train --resume`, evaluated by `negaug eval`")
+        return
+
+
+def restore(run_dir: Path, state: PretrainState, warn) -> None:
+    """Load the newest checkpoint of `run_dir` that fits `state` (bad ones are reported and skipped)."""
+    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
+                                   accept=lambda candidate: state.load_state_dict(candidate.state))
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+
+
+def pretrain_step(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, step: int) -> None:
+    """One optimizer step of MoCo with NDA negatives; its statistics go to `state.stats`."""
+    images, _ = state.batches.next()  # (B, C, H, W) on the device
+    x_q = recipe.augment(images, generator=state.augment_rng)
+    x_k = recipe.augment(images, generator=state.augment_rng)
+    nda = None if recipe.negative is None else nda_views(recipe.negative, [x_q, x_k], state.nda_rng)  # (B, 2, C, H, W)
+    lr = learning_rate(config, step)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    state.model.train()
+    loss, _, stats = state.model(x_q, x_k, nda=nda, generator=state.shuffle_rng)
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteLossError(f"non-finite contrastive loss at step {step}; lower optim.lr (now {lr:.3g}) "
+                                 f"or raise objective.temperature")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.stats.report("loss", loss)
+    for name, value in stats.items():
+        state.stats.report(name, value)
+    state.stats.report("lr", lr)
+
+
+def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, run_dir: Path,
+          stop_requested: Callable[[], bool], on_log) -> PretrainResult:
+    settings = config.train
+    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
+               dynamic_ncols=True, desc="pretrain")
+    start = window_start = time.perf_counter()
+    window_step, last, knn, interrupted = state.step, {}, None, False
+    try:
+        while state.step < settings.steps:
+            step = state.step + 1
+            pretrain_step(config, recipe, state, step)
+            state.step = step
+            bar.update(1)
+            if step % settings.log_every == 0 or step == settings.steps:
+                check_state_finite(state)
+                now = time.perf_counter()
+                last = {"step": step, **state.stats.collect(),
+                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start}
+                window_start, window_step = now, step
+                _emit(last, log, on_log)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}")
+            if settings.knn_every and step % settings.knn_every == 0 and step < settings.steps:
+                knn = _knn(config, recipe, state, log, on_log)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                save_checkpoint(config, state, run_dir)
+            if stop_requested():
+                interrupted = True
+                break
+        if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
+            save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
+        if not interrupted and recipe.test_dataset is not None:
+            knn = _knn(config, recipe, state, log, on_log)  # always at the end: the run's number
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    seconds = time.perf_counter() - start
+    if not interrupted and runs.is_main_process():
+        write_report(config, run_dir, state.step, last, knn, seconds)
+    return PretrainResult(run_dir, state.step, interrupted, seconds, last, knn)
+
+
+def _emit(record: dict[str, Any], log, on_log) -> None:
+    if log is not None:
+        log.write(record)
+    if on_log is not None:
+        on_log(record)
+
+
+def knn_of_model(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState) -> dict[str, Any]:
+    """Weighted k-NN accuracy (eval.knn_k, eval.knn_temperature) of the query encoder's features
+    (eval mode, no augmentation): the training split is the bank, the test split the queries."""
+    encoder = state.model.encoder_q
+    bank = dataset_features(encoder, recipe.dataset, FEATURE_BATCH, recipe.device)
+    queries = dataset_features(encoder, recipe.test_dataset, FEATURE_BATCH, recipe.device)
+    result = knn_accuracy(bank, recipe.dataset.labels, queries, recipe.test_dataset.labels, recipe.num_classes,
+                          config.eval.knn_k, config.eval.knn_temperature)
+    result["protocol"].update(features="query encoder (before the head), eval mode, no augmentation",
+                              bank_split=config.data.split, query_split="test", data=config.data.name,
+                              step=state.step)
+    return result
+
+
+def _knn(config, recipe, state, log, on_log) -> dict[str, Any]:
+    result = knn_of_model(config, recipe, state)
+    record = {"step": state.step, "knn": result}
+    _emit(record, log, on_log)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def write_report(config: PretrainConfig, run_dir: Path, step: int, last: dict[str, Any],
+                 knn: dict[str, Any] | None, seconds: float) -> None:
+    model, objective, nda, optim = config.model, config.objective, config.nda, config.optim
+    encoder_options = f" {model.options}" if model.options else ""
+    nda_options = f" {nda.options}" if nda.options else ""
+    lines = [
+        f"# Pretraining run {run_dir.name}", "",
+        (f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split), batch "
+         f"{config.data.batch_size}; seed {config.train.seed}"),
+        f"- encoder: {model.encoder}{encoder_options}; head: {model.head_hidden}-d hidden, {model.dim}-d output",
+        (f"- MoCo: queue {objective.queue_size}, momentum {objective.momentum}, temperature "
+         f"{objective.temperature}, Shuffle-BN splits {objective.num_splits}"),
+        f"- NDA: {nda.transform}{nda_options} (nda_weight {nda.nda_weight}; negatives of both views)",
+        (f"- SGD: lr {optim.lr} ({optim.schedule}, warmup {optim.warmup_steps}), momentum {optim.momentum}, "
+         f"weight decay {optim.weight_decay}"),
+        f"- {step} steps, {seconds:.0f} s this session", "",
+    ]
+    if knn is not None:
+        protocol = knn["protocol"]
+        lines += ["## k-NN accuracy", "",
+                  (f"**{100 * knn['value']:.2f}%** at step {protocol['step']}: weighted k-NN (k = {protocol['k']}, "
+                   f"temperature {protocol['temperature']}) on {protocol['num_bank']} {protocol['bank_split']} "
+                   f"features, {protocol['num_queries']} {protocol['query_split']} queries, "
+                   f"{protocol['feature_dim']}-d features of the query encoder. Linear probe: "
+                   f"`negaug probe {run_dir}`."), ""]
+    lines += ["## Last logged values", "", "| name | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    lines += _curves(run_dir)
+    write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def _curves(run_dir: Path) -> list[str]:
+    """Loss / contrastive accuracy and k-NN accuracy curves of the whole run (every session)."""
+    records = [r for r in runs.read_metrics(run_dir) if isinstance(r.get("step"), int)]
+    logged = [r for r in records if isinstance(r.get("loss"), (int, float))]
+    knn = [r for r in records if isinstance(r.get("knn"), dict) and isinstance(r["knn"].get("value"), (int, float))]
+    lines = ["", "## Curves", ""]
+    if len(logged) >= 2:
+        series = {key: ([r["step"] for r in logged if key in r], [r[key] for r in logged if key in r])
+                  for key in ("loss", "accuracy") if any(key in r for r in logged)}
+        viz.save_line_plot(series, run_dir / "curves_loss.png", xlabel="step", ylabel="value",
+                           title="InfoNCE loss and contrastive accuracy")
+        lines.append("![loss](curves_loss.png)")
+    if knn:
+        viz.save_line_plot({"k-NN accuracy": ([r["step"] for r in knn], [r["knn"]["value"] for r in knn])},
+                           run_dir / "curves_knn.png", xlabel="step", ylabel="accuracy", title="k-NN accuracy (test)")
+        lines.append("![k-NN accuracy](curves_knn.png)")
+    return lines if len(lines) > 3 else []

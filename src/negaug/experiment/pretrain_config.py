@@ -1,0 +1,123 @@
+"""The typed, strict configuration of `negaug pretrain`: MoCo-v2 with NDA negatives.
+
+    cfg = load_pretrain_config("mnist", ["nda.transform=jigsaw", "train.steps=200"])
+
+Read by the loader of `negaug.experiment.config` (same rules: unknown keys and wrong types name the
+key and the nearest valid one, base chains, `section.key=value` overrides, plain option values);
+its presets live in `negaug.presets.pretrain`, apart from `negaug train`'s. The values that need
+the registries (encoder, dataset, NDA transform) are checked by
+`negaug.experiment.pretrain.prepare_pretraining` before any run folder exists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from negaug.experiment.config import ConfigBase, DataConfig, load_config, resumable_keys
+from negaug.presets import preset_names
+
+
+@dataclass
+class PretrainDataConfig(DataConfig):
+    batch_size: int = 256  # images per step; each gives a query view and a key view
+
+
+@dataclass
+class EncoderConfig:
+    encoder: str = "small_cnn"  # `negaug.contrastive.ENCODERS` name: small_cnn (CPU), resnet18_cifar (GPU)
+    options: dict = field(default_factory=dict)  # encoder options (width); in_channels comes from the data
+    head_hidden: int = 2048  # hidden width of the MLP projection head (0: one linear layer, MoCo v1)
+    dim: int = 128  # output dimension of the head: the embedding InfoNCE compares
+
+
+@dataclass
+class ObjectiveConfig:
+    queue_size: int = 65536  # negatives kept from past batches (MoCo's K)
+    momentum: float = 0.99  # key encoder = momentum * key + (1 - momentum) * query, every step
+    temperature: float = 0.07  # InfoNCE temperature
+    num_splits: int = 8  # Shuffle-BN sub-batches in one process (1: plain BN, which lets the positive leak)
+
+
+@dataclass
+class PretrainNDAConfig:
+    transform: str = "none"  # `negaug.nda` transform whose views are extra negatives (eq. 8), or "none"
+    options: dict = field(default_factory=dict)  # transform options (jigsaw: k)
+    nda_weight: float = 1.0  # weight of the NDA terms in InfoNCE's denominator (1: eq. 8 as printed)
+
+
+@dataclass
+class AugmentConfig:
+    """The positive views (`negaug.contrastive.ViewAugment`); MoCo-v2's CIFAR recipe by default."""
+
+    crop_scale: list | None = field(default_factory=lambda: [0.2, 1.0])  # random resized crop: area share; null: no crop
+    crop_ratio: list = field(default_factory=lambda: [0.75, 1.3333333333333333])  # crop width / height range
+    flip_prob: float = 0.5  # horizontal flip probability
+    jitter_prob: float = 0.8  # colour jitter probability
+    brightness: float = 0.4  # brightness factor in [1 - b, 1 + b] (0: off)
+    contrast: float = 0.4  # contrast factor in [1 - c, 1 + c] (0: off)
+    saturation: float = 0.4  # saturation factor in [1 - s, 1 + s] (0: off; no effect on grey images)
+    grayscale_prob: float = 0.2  # grayscale probability (no effect on grey images)
+
+
+@dataclass
+class PretrainOptimConfig:
+    lr: float = 0.3  # SGD learning rate at the end of the warmup
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay
+    schedule: str = "cosine"  # "cosine" (decay to 0 at train.steps) or "constant"
+    warmup_steps: int = 0  # linear warmup from 0 over these steps
+
+
+@dataclass
+class PretrainTrainConfig:
+    steps: int = 1000  # optimizer steps (one batch each)
+    seed: int = 0  # seeds weights, queue, data order, augmentation, NDA and Shuffle-BN draws
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    log_every: int = 50  # steps between lines in metrics.jsonl
+    checkpoint_every: int = 500  # steps between checkpoints; 0: only at the end
+    keep_checkpoints: int = 2  # most recent checkpoints kept
+    knn_every: int = 0  # steps between k-NN accuracies (eval.knn_*) during training; 0: only at the end
+    runs_dir: str = "runs"  # parent folder of run folders
+    name: str | None = None  # run folder name; None: <preset>-<timestamp>
+    progress: bool = True  # progress bar with rate and time left
+    deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
+
+
+@dataclass
+class PretrainEvalConfig:
+    knn_k: int = 200  # neighbours of the weighted k-NN classifier (Wu et al. 2018, MoCo's CIFAR demo)
+    knn_temperature: float = 0.1  # the k-NN vote weights are exp(cosine / knn_temperature)
+    probe_epochs: int = 100  # epochs of the linear probe (`negaug probe`) on frozen features
+
+
+@dataclass
+class PretrainConfig(ConfigBase):
+    PRESETS: ClassVar[str] = "negaug.presets.pretrain"
+    DEFAULT_PRESET: ClassVar[str] = "mnist"
+    COMMAND: ClassVar[str] = "negaug pretrain"
+    COMPONENT_OPTIONS: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("data", "name", "options"), ("model", "encoder", "options"), ("nda", "transform", "options"))
+    RECORDING_KEYS: ClassVar[tuple[str, ...]] = (
+        "train.name", "train.runs_dir", "train.progress", "train.log_every", "train.checkpoint_every",
+        "train.keep_checkpoints", "train.knn_every")
+    RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
+
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    nda: PretrainNDAConfig = field(default_factory=PretrainNDAConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
+    eval: PretrainEvalConfig = field(default_factory=PretrainEvalConfig)
+    preset: str | None = None  # the preset or file this config came from (set by load_config)
+
+
+def load_pretrain_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+    """A pretraining preset (`negaug.presets.pretrain`; default "mnist") or YAML file plus overrides."""
+    return load_config(source, overrides, cls=PretrainConfig)
+
+
+def pretrain_preset_names() -> list[str]:
+    """The bundled presets of `negaug pretrain`, sorted."""
+    return preset_names(PretrainConfig.PRESETS)
