@@ -262,3 +262,24 @@ def test_a_quick_run_never_overwrites_full_results(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds the results of a full run" in err
     assert (out / "results.json").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["results.json"]
+
+
+def test_contrastive_tiny_and_cache(tmp_path):
+    """MoCo-v2 arms are `negaug pretrain` runs, cached by config hash like the GAN arms; the table
+    compares each NDA arm with the baseline on the per-seed probe numbers."""
+    out = tmp_path / "contrastive"
+    assert main(["repro", "contrastive", "--tiny", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert (out / "linear_probe.png").stat().st_size > 1000 and (out / "figure9_distance.png").stat().st_size > 1000
+    assert "| linear probe |" in report and "Table 6" in report
+    (baseline,), (jigsaw,) = results["per_seed"]["mnist"]["baseline"], results["per_seed"]["mnist"]["jigsaw"]
+    for entry in (baseline, jigsaw):
+        assert 0.0 <= entry["linear_probe"] <= 1.0 and 0.0 <= entry["knn"] <= 1.0 and entry["step"] == 3
+        assert entry["protocols"]["linear_probe"]["epochs"] == 2
+    table = results["tables"]["mnist"]["linear_probe"]
+    assert table["baseline"]["values"] == [baseline["linear_probe"]] and table["jigsaw"]["nda"]["values"] == [jigsaw["linear_probe"]]
+    assert not any(r["cached"] for r in results["runs"])
+    again = repro.run("contrastive", tmp_path / "again", size="tiny", runs_dir=out / "runs")
+    assert all(r["cached"] for r in again["runs"])
+    assert again["per_seed"]["mnist"]["jigsaw"][0]["linear_probe"] == jigsaw["linear_probe"]  # same run, same probe

@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 from negaug.files import read_limited
 from negaug.registry import Registry
-from negaug.repro import anomaly, numerosity, quality, toy
+from negaug.repro import anomaly, contrastive, numerosity, quality, toy
 from negaug.repro.common import SIZES, Study, default_seeds
 
 EXPERIMENTS = Registry("experiment")
-for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality}.items():
+for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality,
+                       "contrastive": contrastive}.items():
     EXPERIMENTS.register(_name)(_module.run)
 
 

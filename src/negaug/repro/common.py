@@ -29,7 +29,10 @@ from scipy import stats
 
 from negaug.experiment import load_run, train
 from negaug.experiment.checkpoint import load_latest
-from negaug.experiment.config import Config, learning_settings, load_config
+from negaug.experiment.config import ConfigBase, learning_settings, load_config
+from negaug.experiment.pretrain import pretrain
+from negaug.experiment.pretrain_config import load_pretrain_config
+from negaug.experiment.probe import load_pretrained
 from negaug.files import write_atomically
 from negaug.metrics.protocol import library_versions
 
@@ -48,6 +51,11 @@ class Arm:
     name: str  # "baseline" or "nda"
     preset: str
     overrides: list[str]
+    kind: str = "gan"  # "gan" (negaug train) or "pretrain" (negaug pretrain: MoCo-v2)
+
+
+# how each kind of arm is configured, trained and loaded back
+KINDS = {"gan": (load_config, train, load_run), "pretrain": (load_pretrain_config, pretrain, load_pretrained)}
 
 
 @dataclass
@@ -98,7 +106,7 @@ def default_seeds(size: str, num_seeds: int | None) -> list[int]:
 # trained arms, cached by config hash
 
 
-def config_hash(config: Config) -> str:
+def config_hash(config: ConfigBase) -> str:
     """SHA-256 of the settings that change the trained model (`config.learning_settings`: not
     where or how the run is recorded)."""
     return hashlib.sha256(json.dumps(learning_settings(config), sort_keys=True, default=str).encode()).hexdigest()
@@ -110,7 +118,7 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
     Processes may share a runs folder (e.g. one per seed): a run that another live process is
     training is waited for, not trained twice."""
     overrides = [*arm.overrides, f"train.seed={seed}", "train.progress=false"]
-    config = load_config(arm.preset, overrides)
+    config = KINDS[arm.kind][0](arm.preset, overrides)
     key = config_hash(config)[:12]
     run_dir = study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
     done = run_dir / DONE_FILE
@@ -118,7 +126,7 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
         _acquire(study, run_dir)  # waits while another live process trains this run
         try:
             if not done.is_file():
-                seconds = _train(study, config, run_dir, f"{label} {arm.name} seed {seed}")
+                seconds = _train(study, config, run_dir, f"{label} {arm.name} seed {seed}", arm.kind)
                 done.write_text(json.dumps({"seconds": seconds, "config_hash": key}))
                 return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
         finally:
@@ -127,17 +135,18 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
     return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
 
 
-def _train(study: Study, config, run_dir: Path, what: str) -> float:
+def _train(study: Study, config, run_dir: Path, what: str, kind: str = "gan") -> float:
     """Train (resuming an interrupted run of the same config); returns the seconds it took."""
+    _, trainer, loader = KINDS[kind]
     study.progress(f"{what}: training {config.train.steps} steps -> {run_dir}")
     resume = load_latest(run_dir / "checkpoints") is not None
     if not resume:  # killed before its first good checkpoint: this repro-owned folder starts over
         _empty_run_dir(run_dir)
     start = time.perf_counter()
-    result = train(config, run_dir=run_dir, resume=resume, warn=lambda message: study.progress(f"warning: {message}"))
+    result = trainer(config, run_dir=run_dir, resume=resume, warn=lambda message: study.progress(f"warning: {message}"))
     if result.interrupted:
         raise KeyboardInterrupt
-    load_run(run_dir)  # fail here, not in the middle of an evaluation, if the checkpoint is unusable
+    loader(run_dir)  # fail here, not in the middle of an evaluation, if the checkpoint is unusable
     return time.perf_counter() - start
 
 
