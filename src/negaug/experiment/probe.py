@@ -56,7 +56,7 @@ def load_pretrained(run_dir: str | Path, checkpoint: str = "latest", device: str
     """(config, MoCo model in eval mode, checkpoint, training split) of a `negaug pretrain` run,
     restored without unpickling anything and without touching the caller's random generators.
     `data_root` / `download` override the run's data.root / data.download."""
-    run_dir, device = require_run_dir(run_dir), torch.device(device)
+    run_dir, device = require_run_dir(run_dir, "negaug pretrain"), torch.device(device)
     check_pretrain_run(run_dir)
     parts: dict[str, Any] = {}
 
@@ -79,7 +79,7 @@ def probe_run(run_dir: str | Path, epochs: int | None = None, checkpoint: str = 
     """Linear probe, k-NN accuracy and NDA cosine distances of a pretrained run (module docstring);
     the entry is appended to RUN/probe.json and returned. `data_root` / `download` override the
     run's data.root / data.download (probing on another machine than the one that trained)."""
-    run_dir = require_run_dir(run_dir)
+    run_dir = require_run_dir(run_dir, "negaug pretrain")
     check_seed("--seed", seed)
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
@@ -208,7 +208,7 @@ def distance_comparison(runs: dict[str, str | Path], path: str | Path, transform
     "MoCo-v2 + jigsaw NDA": nda_run})."""
     key, series, means = f"cosine_distance/{space}/{transform}", {}, []
     for label, run_dir in runs.items():
-        entries = read_evaluations(require_run_dir(run_dir) / "probe.json")["evaluations"]
+        entries = read_evaluations(require_run_dir(run_dir, "negaug pretrain") / "probe.json")["evaluations"]
         found = [e["results"][key] for e in entries if key in e.get("results", {})]
         if not found:
             raise ValueError(f"{run_dir} has no probe entry with {key}; run negaug probe {run_dir}")

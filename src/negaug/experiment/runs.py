@@ -271,11 +271,11 @@ def use_data_folder(config: Config, data_root: str | Path | None, download: bool
         config.data.download = True
 
 
-def require_run_dir(run_dir: str | Path) -> Path:
+def require_run_dir(run_dir: str | Path, writer: str = "negaug train") -> Path:
     """`run_dir` as a Path; FileNotFoundError (one line) when it is not an existing folder."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `negaug train`")
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; give a folder written by `{writer}`")
     return run_dir
 
 
