@@ -4,12 +4,15 @@
     results = repro.run("numerosity", out_dir="results/numerosity", size="quick", seeds=[0])
 
 Experiments (`repro.names()`): numerosity (Appendix A), toy (Figure 3), anomaly (Table 5, small
-scale), quality (FID / precision / recall with and without NDA). Each trains a baseline arm and
+scale), quality (FID / precision / recall with and without NDA), contrastive (Table 6 and Figure 9
+at small scale: MoCo-v2 without NDA and with three NDA arms), video (Table 7 on a synthetic
+stand-in: DPC on moving_mnist, linear probes on frozen features). Each trains a baseline arm and
 an NDA arm with the same preset, budget and seeds, evaluates both and writes `out_dir/results.json`
 (every number with its protocol and settings), `out_dir/report.md` (claim tables, mean ± std over
 seeds) and PNG plots. Sizes: "tiny" (CI smoke test, seconds), "quick" (minutes), "full" (the
 reported numbers, 3 seeds by default). Trained runs are cached under `runs_dir` (default
-`out_dir/runs`) by config hash: anomaly and quality share their two arms when given one runs folder.
+`out_dir/runs`) by config hash: anomaly and quality share their two arms when given one runs folder
+(video trains in-process and caches its DPC weights the same way, by a hash of its settings).
 """
 from __future__ import annotations
 
@@ -19,12 +22,12 @@ from typing import Any, Callable
 
 from negaug.files import read_limited
 from negaug.registry import Registry
-from negaug.repro import anomaly, contrastive, numerosity, quality, toy
+from negaug.repro import anomaly, contrastive, numerosity, quality, toy, video
 from negaug.repro.common import SIZES, Study, default_seeds
 
 EXPERIMENTS = Registry("experiment")
 for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality,
-                       "contrastive": contrastive}.items():
+                       "contrastive": contrastive, "video": video}.items():
     EXPERIMENTS.register(_name)(_module.run)
 
 

@@ -12,6 +12,7 @@ least two seeds.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -21,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -123,14 +124,11 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
     run_dir = study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
     done = run_dir / DONE_FILE
     if not done.is_file():
-        _acquire(study, run_dir)  # waits while another live process trains this run
-        try:
+        with training_lock(study, run_dir):  # waits while another live process trains this run
             if not done.is_file():
                 seconds = _train(study, config, run_dir, f"{label} {arm.name} seed {seed}", arm.kind)
                 done.write_text(json.dumps({"seconds": seconds, "config_hash": key}))
                 return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
-        finally:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
     study.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
     return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
 
@@ -159,6 +157,18 @@ def _empty_run_dir(run_dir: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+@contextlib.contextmanager
+def training_lock(study: Study, run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`'s training lock (the folder is created), waiting while a live process holds
+    it; the lock is released on exit. Inside, check `run_dir / DONE_FILE` again: the holder we
+    waited for may have finished the run."""
+    _acquire(study, run_dir)
+    try:
+        yield
+    finally:
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
 
 
 def _acquire(study: Study, run_dir: Path) -> None:

@@ -3,7 +3,7 @@
 true modes. Each plot has a `*_figure` function (the Figure, for tests) and a writer."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,5 +86,38 @@ def grouped_bars_figure(values: Mapping[str, Mapping[str, tuple[float, float]]],
     axes.set(ylabel=ylabel, title=title)
     if ylim is not None:
         axes.set_ylim(*ylim)
+    viz.legend_below(figure)
+    return figure
+
+
+def points_over_bars(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path, ylabel: str, title: str = "",
+                     chance: Mapping[str, float] | None = None) -> Path:
+    """`points_over_bars_figure(...)` as a PNG."""
+    return viz.save_figure(points_over_bars_figure(values, ylabel, title, chance), path)
+
+
+def points_over_bars_figure(values: Mapping[str, Mapping[str, Sequence[float]]], ylabel: str, title: str = "",
+                            chance: Mapping[str, float] | None = None) -> Figure:
+    """values[arm][group] = per-seed values: per group one bar per arm at the mean, each seed a black
+    dot on its bar (spread evenly across the bar, no randomness); `chance[group]` a dashed line."""
+    groups = list(next(iter(values.values())))
+    figure = viz.new_figure(max(5.0, 1.3 * len(groups) + 1.5), 4.4)
+    axes = figure.add_subplot()
+    x = np.arange(len(groups))
+    width = 0.8 / len(values)
+    colour = viz.colours(list(values))
+    for i, (arm, by_group) in enumerate(values.items()):
+        centres = x + (i - (len(values) - 1) / 2) * width
+        axes.bar(centres, [float(np.mean(by_group[g])) for g in groups], width, label=arm, color=colour[arm])
+        for centre, group in zip(centres, groups):
+            seeds = np.asarray(by_group[group], dtype=float)
+            offsets = np.linspace(-0.25, 0.25, seeds.size) * width if seeds.size > 1 else np.zeros(1)
+            axes.scatter(centre + offsets, seeds, s=12, color="black", zorder=3,
+                         label="seeds" if i == 0 and group == groups[0] else None)
+    for j, group in enumerate(groups if chance else ()):
+        axes.hlines(chance[group], j - 0.45, j + 0.45, colors="black", linestyles="--", linewidth=1,
+                    label="chance" if j == 0 else None)
+    axes.set_xticks(x, groups, fontsize=8)
+    axes.set(ylabel=ylabel, title=title, ylim=(0, 1))
     viz.legend_below(figure)
     return figure
