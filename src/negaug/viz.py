@@ -141,7 +141,7 @@ COLOURS = {
     "loss/d": "black", "loss/g": "tab:green",
 }
 ALIASES = {
-    "gan": "baseline", "nda-gan": "nda", "reference": "real", "negative": "negatives",
+    "gan": "baseline", "nda-gan": "nda", "no nda": "baseline", "reference": "real", "negative": "negatives",
     "d_out/real": "real", "d_out/generated": "generated", "d_out/generated_g_step": "generated",
     "d_out/negative": "negatives",
 }

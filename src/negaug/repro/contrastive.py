@@ -104,7 +104,8 @@ def save_figures(study: Study, results: dict[str, Any]) -> list:
                                "cosine distance x vs jigsaw(x)")):
         values: dict[str, dict[str, tuple[float, float]]] = {}
         for task, table in results["tables"].items():
-            for arm, entry in table[key].items():
+            baseline_first = {"baseline": table[key]["baseline"], **table[key]}
+            for arm, entry in baseline_first.items():
                 stats = entry if arm == "baseline" else entry["nda"]
                 label = "no NDA" if arm == "baseline" else f"{arm} NDA"
                 values.setdefault(label, {})[task] = (stats["mean"], stats["std"])

@@ -72,7 +72,8 @@ def grouped_bars_figure(values: Mapping[str, Mapping[str, tuple[float, float]]],
                         ylim: tuple[float, float] | None = None) -> Figure:
     """values[arm][group] = (mean, std): bars per group, one per arm, with std error bars."""
     groups = list(next(iter(values.values())))
-    figure = viz.new_figure(max(5.0, 0.45 * len(groups) + 2), 4.4)
+    width_inches = max(5.0, 0.45 * len(groups) + 2)
+    figure = viz.new_figure(width_inches, 4.4)
     axes = figure.add_subplot()
     x = np.arange(len(groups))
     width = 0.8 / len(values)
@@ -82,11 +83,12 @@ def grouped_bars_figure(values: Mapping[str, Mapping[str, tuple[float, float]]],
         stds = [by_group[g][1] for g in groups]
         axes.bar(x + (i - (len(values) - 1) / 2) * width, means, width, yerr=stds, label=arm,
                  color=colour[arm], capsize=2)
-    axes.set_xticks(x, groups, rotation=70, fontsize=7)
+    many = len(groups) > 6  # e.g. the 29 OOD sets of the anomaly experiment
+    axes.set_xticks(x, groups, rotation=70 if many else 0, fontsize=7 if many else 10)
     axes.set(ylabel=ylabel, title=title)
     if ylim is not None:
         axes.set_ylim(*ylim)
-    viz.legend_below(figure)
+    viz.legend_below(figure, max_columns=4 if width_inches >= 7 else 3)
     return figure
 
 
