@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import inspect
-import math
 import pickle
 import pkgutil
 import random
@@ -27,7 +25,6 @@ import torch
 
 import negaug
 from negaug import data, losses, models, nda
-from negaug.data import files as data_files
 from negaug.metrics import features as feats
 from negaug.registry import Registry
 
