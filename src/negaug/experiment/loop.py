@@ -74,6 +74,23 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     """Train (or, with resume=True, continue) the run in `run_dir` (default:
     `train.runs_dir/train.name`); returns where it ended. `on_start(run_dir, device, step)` is
     called once the run folder is ready, `on_log(record)` at every log line."""
+    return run_session(
+        config, run_dir, resume, "negaug train", prepare_run, restore,
+        lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log, warn),
+        warn, on_start)
+
+
+def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
+                prepare: Callable[[Any], tuple[Any, Any]], restore_state: Callable[..., None],
+                loop: Callable[..., Any], warn: Callable[[str], None] | None,
+                on_start: Callable[[Path, torch.device, int], None] | None,
+                subfolders: tuple[str, ...] = ("samples", "checkpoints"),
+                check_existing: Callable[[Path], None] | None = None):
+    """What `negaug train` and `negaug pretrain` share around their loops: every check
+    (`prepare(config) -> (recipe, state)`) before a run folder exists, the new folder or the
+    resumed one (`restore_state(config, run_dir, state, warn)`), the run lock, the process
+    settings, config.yaml, and a failed write reported as RunWriteError with the run intact.
+    `loop(config, recipe, state, run_dir, warn)` returns a result with a `warnings` list."""
     warnings: list[str] = []
 
     def record_warning(message: str) -> None:
@@ -88,28 +105,30 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
         if config.train.name is None:
             raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
         run_dir = Path(config.train.runs_dir) / config.train.name
-    recipe, state = prepare_run(config)  # every check happens here, before a run folder exists
+    recipe, state = prepare(config)  # every check happens here, before a run folder exists
     run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
     if resume and not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
-                                f"that `negaug train` created")
+                                f"that `{command}` created")
+    if resume and check_existing is not None:
+        check_existing(run_dir)
     if not resume:
         runs.check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     with runs.RunLock(run_dir), run_process_settings(config, recipe.device):
         if resume:
-            restore(config, run_dir, state, record_warning)
+            restore_state(config, run_dir, state, record_warning)
         else:
-            runs.create_run_dir(config, run_dir)
+            runs.create_run_dir(config, run_dir, subfolders=subfolders)
         if on_start is not None:
             on_start(run_dir, recipe.device, state.step)
         try:
             runs.write_config(run_dir, config)
-            result = _loop(config, recipe, state, run_dir, stop_requested, on_log, record_warning)
+            result = loop(config, recipe, state, run_dir, record_warning)
         except OSError as err:
             where = err.filename or run_dir
             raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
-                                f"last checkpoint intact (continue with negaug train --resume {run_dir})") from None
+                                f"last checkpoint intact (continue with {command} --resume {run_dir})") from None
     result.warnings = warnings
     return result
 

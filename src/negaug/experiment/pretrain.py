@@ -11,7 +11,6 @@ guard and process-wide settings are those of `negaug train` (`experiment.loop`, 
 """
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +24,7 @@ from negaug import viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.checkpoint import list_steps, read_record, stem
-from negaug.experiment.loop import (
-    RunWriteError,
-    check_state_finite,
-    run_process_settings,
-    save_checkpoint,
-)
+from negaug.experiment.loop import check_state_finite, run_session, save_checkpoint
 from negaug.experiment.pretrain_build import (
     PretrainRecipe,
     PretrainState,
@@ -69,46 +63,11 @@ def pretrain(config: PretrainConfig, run_dir: str | Path | None = None, resume: 
     """Pretrain (or, with resume=True, continue) the run in `run_dir` (default:
     `train.runs_dir/train.name`); returns where it ended. `on_start(run_dir, device, step)` is
     called once the run folder is ready, `on_log(record)` at every log line and k-NN result."""
-    warnings: list[str] = []
-
-    def record_warning(message: str) -> None:
-        warnings.append(message)
-        if warn is not None:
-            warn(message)
-
-    config = copy.deepcopy(config)
-    if run_dir is not None and not resume:
-        config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
-    if resume and run_dir is None:
-        if config.train.name is None:
-            raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
-        run_dir = Path(config.train.runs_dir) / config.train.name
-    recipe, state = prepare_pretraining(config)  # every check happens here, before a run folder exists
-    run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
-    if resume and not (run_dir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
-                                f"that `negaug pretrain` created")
-    if resume:
-        check_pretrain_run(run_dir)
-    if not resume:
-        runs.check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    with runs.RunLock(run_dir), run_process_settings(config, recipe.device):
-        if resume:
-            restore(run_dir, state, record_warning)
-        else:
-            runs.create_run_dir(config, run_dir, subfolders=("checkpoints",))
-        if on_start is not None:
-            on_start(run_dir, recipe.device, state.step)
-        try:
-            runs.write_config(run_dir, config)
-            result = _loop(config, recipe, state, run_dir, stop_requested, on_log)
-        except OSError as err:
-            where = err.filename or run_dir
-            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
-                                f"last checkpoint intact (continue with negaug pretrain --resume {run_dir})") from None
-    result.warnings = warnings
-    return result
+    return run_session(
+        config, run_dir, resume, "negaug pretrain", prepare_pretraining,
+        lambda config, folder, state, warn: restore(folder, state, warn),
+        lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log),
+        warn, on_start, subfolders=("checkpoints",), check_existing=check_pretrain_run)
 
 
 def check_pretrain_run(run_dir: str | Path) -> None:
