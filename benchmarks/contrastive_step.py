@@ -1,6 +1,11 @@
 """MoCo-v2 training-step speed: the cost of NDA negatives.
 
     python benchmarks/contrastive_step.py [--iters 10] [--batch 256] [--width 32] [--threads 2] [--clock process|wall]
+    python benchmarks/contrastive_step.py --preset mnist [--iters 8] [--threads 1]
+
+--preset: the whole `negaug pretrain` step of a preset (batch, two augmented views, NDA views of
+both views as `negaug pretrain` makes them, MoCo forward/backward, SGD), without NDA and with
+cutout and jigsaw NDA, in the same run.
 
 One step = draw a batch of two views, make the NDA views (cutout by default), MoCo forward (query
 encoder with gradient; momentum update; key encoder on the keys; key encoder on the NDA views
@@ -66,6 +71,18 @@ def make_runner(args: argparse.Namespace, mode: str):
     return step
 
 
+def preset_runner(preset: str, transform: str):
+    """One `negaug pretrain` step of `preset` with `nda.transform=transform` (the real step:
+    augmentation, NDA views of both views, MoCo, optimizer)."""
+    from negaug.experiment.pretrain import prepare_pretraining, pretrain_step
+    from negaug.experiment.pretrain_config import load_pretrain_config
+
+    config = load_pretrain_config(preset, [f"nda.transform={transform}", "train.device=cpu"])
+    recipe, state = prepare_pretraining(config)
+    step = iter(range(1, 1 << 30))
+    return lambda: pretrain_step(config, recipe, state, next(step))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=int, default=10, help="rounds; each round times every row once")
@@ -76,6 +93,7 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=4096)
     parser.add_argument("--splits", type=int, default=8)
     parser.add_argument("--transform", default="cutout")
+    parser.add_argument("--preset", default=None, help="time the whole step of this `negaug pretrain` preset instead")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=["process", "wall"], default="process",
                         help="process: CPU time of this process (all its threads), robust to other jobs on a shared "
@@ -83,11 +101,15 @@ def main() -> None:
     args = parser.parse_args()
     clock = time.process_time if args.clock == "process" else time.perf_counter
     torch.set_num_threads(args.threads)
-    rows = {"no NDA": "none", "per-sample M=1": "m1", "per-sample M=2": "m2", "batch B/4": "quarter"}
-    runners = {name: make_runner(args, mode) for name, mode in rows.items()}
+    if args.preset:
+        runners = {"no NDA": preset_runner(args.preset, "none"), "cutout (M=2)": preset_runner(args.preset, "cutout"),
+                   "jigsaw (M=2)": preset_runner(args.preset, "jigsaw")}
+    else:
+        rows = {"no NDA": "none", "per-sample M=1": "m1", "per-sample M=2": "m2", "batch B/4": "quarter"}
+        runners = {name: make_runner(args, mode) for name, mode in rows.items()}
     for runner in runners.values():  # warm-up
         runner()
-    times: dict[str, list[float]] = {name: [] for name in rows}
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.iters):
         for name, runner in runners.items():
             start = clock()
@@ -95,8 +117,10 @@ def main() -> None:
                 runner()
             times[name].append((clock() - start) / args.steps)
     base = statistics.median(times["no NDA"])
-    print(f"small_cnn width {args.width}, batch {args.batch}, 32 px, queue {args.queue}, {args.splits} BN splits, "
-          f"NDA {args.transform}, {args.threads} threads, torch {torch.__version__}; {args.clock} time, median of "
+    setting = (f"preset {args.preset}" if args.preset else
+               f"small_cnn width {args.width}, batch {args.batch}, 32 px, queue {args.queue}, {args.splits} BN splits, "
+               f"NDA {args.transform}")
+    print(f"{setting}, {args.threads} threads, torch {torch.__version__}; {args.clock} time, median of "
           f"{args.iters} rounds")
     for name, values in times.items():
         median = statistics.median(values)
