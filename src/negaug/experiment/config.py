@@ -60,6 +60,7 @@ class LossConfig:
     options: dict = field(default_factory=dict)  # loss options
     gradient_penalty: float | None = None  # WGAN-GP weight; None: the loss's own default (10 for wgan-gp, else 0)
     r1_penalty: float = 0.0  # R1 penalty weight on real images (0: off)
+    consistency: float = 0.0  # CR-GAN weight on mean (D(x) - D(T(x)))^2 over real x, T = flip + shift (0: off; paper: 10)
     weight_clip: float | None = None  # WGAN weight clipping; None: the loss's own default (0.01 for wgan, else off)
 
 
@@ -102,6 +103,7 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
+    diffaugment: str = "none"  # DiffAugment policy for every image D sees, e.g. "color,translation,cutout"; "none": off
 
 
 @dataclass
