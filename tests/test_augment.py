@@ -5,7 +5,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from negaug.augment import ConsistencyTransform, DiffAugment, consistency_penalty, translate
+from negaug.augment import (
+    ConsistencyTransform,
+    DiffAugment,
+    consistency_penalty,
+    translate,
+)
 from negaug.augment.diffaugment import adjust_color, cutout
 
 GRID = torch.arange(16.0).view(1, 1, 4, 4)  # rows 0-3, 4-7, 8-11, 12-15
@@ -171,12 +176,12 @@ def test_consistency_penalty_equals_a_hand_computation_with_a_linear_d():
 
 def test_consistency_penalty_is_zero_for_a_d_invariant_to_t():
     conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(1))
-    D = lambda x: conv(x).squeeze(1)  # noqa: E731
+    D = lambda x: conv(x).squeeze(1)
     constant = torch.rand(8, 3, 1, 1, generator=torch.Generator().manual_seed(0)).expand(8, 3, 32, 32)
     transformed = ConsistencyTransform()(constant, generator=torch.Generator().manual_seed(1))
     assert consistency_penalty(D(constant), D(transformed)).item() == 0.0  # flips and reflections keep constants
     x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    mean_d = lambda t: t.mean(dim=(1, 2, 3))  # noqa: E731  (invariant to flips, not to shifts)
+    mean_d = lambda t: t.mean(dim=(1, 2, 3))
     flipped = ConsistencyTransform(flip_prob=1.0).apply(x, params(flip=[True] * 8, shift_y=[0] * 8, shift_x=[0] * 8))
     assert consistency_penalty(mean_d(x), mean_d(flipped)).item() == pytest.approx(0.0, abs=1e-12)
     assert consistency_penalty(D(x), D(transformed_by(x, 3))).item() > 1e-6  # a generic D is not invariant

@@ -151,6 +151,17 @@ def test_every_image_d_sees_is_augmented_in_both_steps(tmp_path, spectral_norm):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in state.generator.parameters())
 
 
+def test_augmentation_keys_leave_the_settings_hash_of_earlier_runs_alone():
+    """Cached reproduction runs are named by a hash of `learning_settings`: the keys added in 0.4
+    count only when on, so every run cached before them keeps its name."""
+    from negaug.experiment.config import learning_settings
+
+    off = learning_settings(load_config("default"))
+    assert "diffaugment" not in off["train"] and "consistency" not in off["loss"]
+    on = learning_settings(load_config("default", list(AUGMENTED)))
+    assert on["train"]["diffaugment"] == "color,translation,cutout" and on["loss"]["consistency"] == 10.0
+
+
 def test_resume_refuses_changes_that_break_the_run(tmp_path):
     train(tiny(tmp_path, "train.name=r", "train.steps=2"))
     with pytest.raises(ValueError, match="nda.lam cannot change when resuming"):
