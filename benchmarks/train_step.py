@@ -45,7 +45,8 @@ def make_run(width: int, channels: int, transform: str | None, mode: str, precis
                     num_classes=0, gp_weight=0.0, r1_weight=0.0, clip_value=0.0, precision=precision, device=device)
     state = TrainState(G, D, None, torch.optim.Adam(G.parameters(), 2e-4, betas=(0.0, 0.999)),
                        torch.optim.Adam(D.parameters(), 2e-4, betas=(0.0, 0.999)), None,
-                       BatchStream(data, 64, 0, device), torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+                       BatchStream(data, 64, 0, device), torch.Generator().manual_seed(1), torch.Generator().manual_seed(2),
+                       torch.Generator().manual_seed(3))
     return recipe, state
 
 

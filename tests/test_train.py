@@ -92,15 +92,74 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path):
     assert not torch.equal(flat(tmp_path / "a", "generator."), flat(tmp_path / "c", "generator."))
 
 
-def test_resume_continues_exactly(tmp_path):
-    train(tiny(tmp_path, "train.name=whole", "train.steps=6"))
-    train(tiny(tmp_path, "train.name=split", "train.steps=2"))
+AUGMENTED = ("train.diffaugment=color,translation,cutout", "loss.consistency=10")
+
+
+@pytest.mark.parametrize("extra", [(), AUGMENTED], ids=["plain", "diffaugment+consistency"])
+def test_resume_continues_exactly(tmp_path, extra):
+    train(tiny(tmp_path, "train.name=whole", "train.steps=6", *extra))
+    train(tiny(tmp_path, "train.name=split", "train.steps=2", *extra))
     config = resume_config(tmp_path / "split", ["train.steps=6"])
     result = train(config, run_dir=tmp_path / "split", resume=True)
     assert result.step == 6
     assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "split"))
     steps = [json.loads(l)["step"] for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_augmentation_off_draws_nothing_and_equals_explicitly_off(tmp_path):
+    """Default off: the augmentation stream is never drawn from and the run is the one with the
+    options given explicitly off; on, each option changes training."""
+    train(tiny(tmp_path, "train.name=default"))
+    train(tiny(tmp_path, "train.name=explicit", "train.diffaugment=none", "loss.consistency=0"))
+    assert_same_weights(weights(tmp_path / "default"), weights(tmp_path / "explicit"))
+    untouched = torch.Generator().manual_seed(0 + 3).get_state()  # train.seed + 3, as `build` seeds it
+    assert torch.equal(ckpt.load_latest(tmp_path / "default" / "checkpoints").state["rng"]["augment"], untouched)
+    for name, extra in (("diffaugment", AUGMENTED[0]), ("consistency", AUGMENTED[1])):
+        train(tiny(tmp_path, f"train.name={name}", extra))
+        assert not torch.equal(flat(tmp_path / "default"), flat(tmp_path / name)), name
+    records = [json.loads(line) for line in (tmp_path / "consistency" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss/consistency"] > 0 for r in records)
+
+
+@pytest.mark.parametrize("spectral_norm", [True, False], ids=["per-sample D", "batch-norm D"])
+def test_every_image_d_sees_is_augmented_in_both_steps(tmp_path, spectral_norm):
+    """DiffAugment transforms real, generated and negative batches in the D step and the generated
+    batch in the G step (draws from the augmentation stream in both); CR's T(x) is scored through
+    `score`: with a batch-dependent D, in a call of its own."""
+    from negaug.experiment.build import build
+    from negaug.experiment.stats import Stats
+    from negaug.experiment.steps import discriminator_step, generator_step
+
+    config = tiny(tmp_path, *AUGMENTED, f"model.options.spectral_norm={str(spectral_norm).lower()}")
+    recipe, state = build(config)
+    seen = []
+    state.discriminator.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    real, labels = state.batches.next()
+    before = state.augment_rng.get_state()
+    discriminator_step(recipe, state, real, labels, 1, Stats())
+    assert len(seen) == (1 if spectral_norm else 4)  # real, generated, negatives, T(real)
+    images = torch.cat(seen)
+    assert images.shape[0] == 4 * 8
+    assert (images[:8] != real).any(dim=(1, 2, 3)).all()  # the reals D saw are augmented
+    assert ((images == 0).flatten(1).sum(1) >= 16 * 16 // 4).all()  # each of the 4 kinds carries its cutout
+    after_d = state.augment_rng.get_state()
+    assert not torch.equal(before, after_d)
+    seen.clear()
+    generator_step(recipe, state, 1, Stats())
+    assert len(seen) == 1 and not torch.equal(after_d, state.augment_rng.get_state())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in state.generator.parameters())
+
+
+def test_augmentation_keys_leave_the_settings_hash_of_earlier_runs_alone():
+    """Cached reproduction runs are named by a hash of `learning_settings`: the keys added in 0.4
+    count only when on, so every run cached before them keeps its name."""
+    from negaug.experiment.config import learning_settings
+
+    off = learning_settings(load_config("default"))
+    assert "diffaugment" not in off["train"] and "consistency" not in off["loss"]
+    on = learning_settings(load_config("default", list(AUGMENTED)))
+    assert on["train"]["diffaugment"] == "color,translation,cutout" and on["loss"]["consistency"] == 10.0
 
 
 def test_resume_refuses_changes_that_break_the_run(tmp_path):
@@ -243,6 +302,11 @@ def cli(capsys, *args):
     ("model.name=dcgann", "did you mean 'dcgan'"),
     ("train.steps=abc", "train.steps: expected int"),
     ("nda.mode=mix", "nda.mode='mix' is not one of weighted, mixture"),
+    ("train.diffaugment=color,flip", "train.diffaugment: unknown DiffAugment op 'flip'"),
+    ("train.diffaugment=colour", "valid: color, translation, cutout"),
+    ("train.diffaugment=", "train.diffaugment: expected str, got None"),
+    ("loss.consistency=-1", "loss.consistency=-1.0 must be >= 0"),
+    ("loss.consistency=ten", "loss.consistency: expected float"),
 ])
 def test_bad_config_is_one_line_exit_2_before_any_work(tmp_path, capsys, override, expected):
     code, out, err = cli(capsys, *TINY, f"train.runs_dir={tmp_path}", "train.name=bad", override)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from negaug import data, losses, metrics, models
+from negaug import augment, data, losses, metrics, models
 from negaug import nda as nda_transforms
 from negaug.experiment.config import Config, check_run_name
 from negaug.experiment.state import TrainState
@@ -47,6 +47,9 @@ class Recipe:
     clip_value: float  # WGAN weight clipping, 0: off
     precision: str  # fp32, bf16 or fp16
     device: torch.device
+    diffaugment: augment.DiffAugment | None = None  # applied to every image D sees (both steps), or None
+    consistency: augment.ConsistencyTransform | None = None  # CR-GAN's T on real images, or None (off)
+    consistency_weight: float = 0.0  # weight of the CR penalty, 0: off
 
     def autocast(self):
         """The autocast context of `precision` (a no-op for fp32)."""
@@ -245,6 +248,25 @@ def check_penalties(config: Config, discriminator: nn.Module, gp_weight: float, 
                 f"(or model.options.d_batch_norm=false), or {key}=0")
 
 
+def build_augmentation(config: Config, dataset) -> tuple[augment.DiffAugment | None, augment.ConsistencyTransform | None]:
+    """DiffAugment (`train.diffaugment`) and CR-GAN's transform (`loss.consistency` > 0), or None
+    for each that is off; both need images."""
+    policy, weight = config.train.diffaugment, config.loss.consistency
+    if weight < 0:
+        raise ValueError(f"loss.consistency={weight} must be >= 0 (0: off; CR-GAN uses 10)")
+    diffaugment = None
+    if policy != "none":
+        try:
+            diffaugment = augment.DiffAugment(policy)
+        except ValueError as err:
+            raise _with_key("train.diffaugment", err) from None
+    consistency = augment.ConsistencyTransform() if weight > 0 else None
+    if (diffaugment is not None or consistency is not None) and not _is_image_dataset(dataset):
+        key = "train.diffaugment" if diffaugment is not None else "loss.consistency"
+        raise ValueError(f"{key} augments images, but '{config.data.name}' holds points; turn it off for this dataset")
+    return diffaugment, consistency
+
+
 def check_eval(config: Config) -> None:
     """Metric names and the extractor choice of in-training evaluation."""
     settings = config.eval
@@ -294,7 +316,7 @@ def check_tensorboard(config: Config) -> None:
 
 def build(config: Config) -> tuple[Recipe, TrainState]:
     """The recipe and the initial training state of a run; raises before any training work.
-    Weights, data order, latents and NDA draws are seeded by `train.seed`."""
+    Weights, data order, latents, NDA and augmentation draws are seeded by `train.seed`."""
     check_scalars(config)
     check_eval(config)
     check_tensorboard(config)
@@ -308,11 +330,13 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     check_eval_reference(config)
     loss, gp_weight, clip_value = build_loss(config)
     negative, positive = build_nda(config, dataset, config.train.seed)
+    diffaugment, consistency = build_augmentation(config, dataset)
     generator, discriminator, num_classes = build_models(config, dataset)
     check_penalties(config, discriminator, gp_weight, config.loss.r1_penalty)
     recipe = Recipe(dataset, loss, negative, positive, config.nda.lam, config.nda.mode, config.nda.positive_prob,
                     config.data.batch_size, config.optim.num_d_steps, num_classes, gp_weight,
-                    config.loss.r1_penalty, clip_value, config.train.precision, device)
+                    config.loss.r1_penalty, clip_value, config.train.precision, device,
+                    diffaugment, consistency, config.loss.consistency)
     return recipe, new_state(config, dataset, generator, discriminator, device)
 
 
@@ -337,4 +361,5 @@ def new_state(config: Config, dataset, generator: nn.Module, discriminator: nn.M
         batches=BatchStream(dataset, config.data.batch_size, seed, device, config.data.num_workers),
         latent_rng=torch.Generator().manual_seed(seed + 1),
         nda_rng=torch.Generator().manual_seed(seed + 2),
+        augment_rng=torch.Generator().manual_seed(seed + 3),
     )

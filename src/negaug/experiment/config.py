@@ -60,6 +60,7 @@ class LossConfig:
     options: dict = field(default_factory=dict)  # loss options
     gradient_penalty: float | None = None  # WGAN-GP weight; None: the loss's own default (10 for wgan-gp, else 0)
     r1_penalty: float = 0.0  # R1 penalty weight on real images (0: off)
+    consistency: float = 0.0  # CR-GAN weight on mean (D(x) - D(T(x)))^2 over real x, T = flip + shift (0: off; paper: 10)
     weight_clip: float | None = None  # WGAN weight clipping; None: the loss's own default (0.01 for wgan, else off)
 
 
@@ -102,6 +103,7 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
+    diffaugment: str = "none"  # DiffAugment policy for every image D sees, e.g. "color,translation,cutout"; "none": off
 
 
 @dataclass
@@ -126,6 +128,9 @@ class ConfigBase:
     COMPONENT_OPTIONS: ClassVar[tuple[tuple[str, str, str], ...]] = ()
     RECORDING_KEYS: ClassVar[tuple[str, ...]] = ()  # how a run is recorded, not what it learns
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = ()  # what a resumed run may change ("eval." = the section)
+    # keys added after runs were cached, with their "off" value: left out of `learning_settings` while
+    # off, so that the hash naming a cached reproduction run is the one it had before they existed
+    LATER_KEYS: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,6 +165,7 @@ class Config(ConfigBase):
     COMPONENT_OPTIONS: ClassVar[tuple[tuple[str, str, str], ...]] = COMPONENT_OPTIONS
     RECORDING_KEYS: ClassVar[tuple[str, ...]] = RECORDING_KEYS
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = RESUMABLE_KEYS
+    LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0}  # negaug 0.4
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -179,14 +185,19 @@ def check_resumable(key: str, cls: type[ConfigBase] = Config) -> None:
 
 
 def learning_settings(config: ConfigBase) -> dict[str, Any]:
-    """The config as a dict without `preset`, its class's RECORDING_KEYS and the `eval` section (how
-    the model is measured, with its own random generators): what decides the trained model."""
+    """The config as a dict without `preset`, its class's RECORDING_KEYS, its LATER_KEYS that are
+    off and the `eval` section (how the model is measured, with its own random generators): what
+    decides the trained model."""
     settings = config.to_dict()
     settings.pop("preset", None)
     settings.pop("eval", None)
     for key in type(config).RECORDING_KEYS:
         section, name = key.split(".")
         settings[section].pop(name, None)
+    for key, off in type(config).LATER_KEYS.items():
+        section, name = key.split(".")
+        if settings[section].get(name) == off:
+            settings[section].pop(name)
     return settings
 
 

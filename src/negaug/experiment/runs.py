@@ -222,8 +222,8 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     if warn is not None:
         try:
             edited = read_config(Path(run_dir), cls)
-            changed = [key for key, value in _flat(learning_settings(edited)).items()
-                       if _flat(learning_settings(config)).get(key) != value]
+            before, after = _flat(learning_settings(config)), _flat(learning_settings(edited))
+            changed = [key for key in {**before, **after} if before.get(key) != after.get(key)]  # both ways
         except (ValueError, FileNotFoundError, OSError) as err:
             changed = [f"unreadable: {str(err).splitlines()[0][:300]}"]
         if changed:

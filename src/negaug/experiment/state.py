@@ -5,8 +5,9 @@ holds.
     state.load_state_dict(d)    <- the same dict, e.g. read back by `negaug.experiment.checkpoint`
 
 It holds G, D, the EMA of G, both optimizers, the fp16 grad scaler, the step, every random stream
-(latents, NDA draws, torch's global CPU generator and, on a GPU, its CUDA generator) and the data
-stream's position, so that a resumed run continues bit-identically (on the CPU).
+(latents, NDA draws, DiffAugment and CR draws, torch's global CPU generator and, on a GPU, its CUDA
+generator) and the data stream's position, so that a resumed run continues bit-identically (on the
+CPU).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class TrainState:
     batches: BatchStream  # the endless, seeded stream of real batches
     latent_rng: torch.Generator  # latents and the labels of generated samples
     nda_rng: torch.Generator  # NDA and PDA draws, and the gradient penalty's interpolation on the CPU
+    augment_rng: torch.Generator  # DiffAugment and consistency-regularisation draws (unused when both are off)
     step: int = 0  # generator steps done
     best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
     stats: Stats = field(default_factory=Stats)  # logged statistics accumulated since the last log line
@@ -49,7 +51,7 @@ class TrainState:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "rng": {"latent": self.latent_rng.get_state(), "nda": self.nda_rng.get_state(),
-                    "torch": torch.get_rng_state()},
+                    "augment": self.augment_rng.get_state(), "torch": torch.get_rng_state()},
             "batches": self.batches.state_dict(),
             "best": self.best,
             "stats": self.stats.state_dict(),
@@ -79,6 +81,8 @@ class TrainState:
         rng = state["rng"]
         self.latent_rng.set_state(rng["latent"])
         self.nda_rng.set_state(rng["nda"])
+        if "augment" in rng:  # checkpoints of negaug <= 0.3.0 have none (and no augmentation)
+            self.augment_rng.set_state(rng["augment"])
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.batches.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.batches.device)

@@ -6,7 +6,14 @@ architecture (eq. 3 of the paper: the discriminator's fake side is lam * G + (1 
   their loss terms weighted lam and 1 - lam;
 - mixture mode: one fake batch of B samples, round(lam * B) generated and the rest negatives, so
   the discriminator does no extra work.
-The generator step never sees negatives. Conditional runs give each negative the label of the real
+The generator step never sees negatives.
+
+DiffAugment (`train.diffaugment`), when on, transforms every batch D scores: real, generated and
+negative in the D step (each kind with its own per-sample draws), generated in the G step (G's
+gradient flows through it). Negatives pass through it too, so that "not augmented" can never tell
+D that an image is a negative. The penalties act on the images as D saw them. Consistency
+regularisation (`loss.consistency`) scores T(x) of the real batch D saw as one more kind of
+sample and adds weight * mean (D(x) - D(T(x)))^2 to D's loss. Conditional runs give each negative the label of the real
 image it was made from: a transform returns one negative per real image, in order (its
 `min_changed` redraws or falls back, never drops; negaug/nda/min_change.py), so the negative
 batch always has B images.
@@ -22,6 +29,7 @@ import contextlib
 
 import torch
 
+from negaug.augment import consistency_penalty
 from negaug.experiment.build import Recipe
 from negaug.experiment.state import TrainState
 from negaug.experiment.stats import Stats
@@ -100,22 +108,50 @@ def discriminator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, la
     with torch.no_grad(), recipe.autocast():
         fake = state.generator(z, fake_labels)
     parts = [(real, real_labels), (fake, fake_labels)]
-    if negatives is not None:  # mixture mode: the fake batch is generated + B - round(lam B) negatives
+    if negatives is not None:  # mixture mode: the fake side is generated + B - round(lam B) negatives
         num_negatives = batch - num_generated if mixture else batch
         parts.append((negatives[:num_negatives], None if real_labels is None else real_labels[:num_negatives]))
-    d_real, d_generated, *rest = score(recipe, state.discriminator, parts)
+    parts = augment_for_d(recipe, state, parts)  # what D sees: (real, generated[, negatives])
+    consistency = consistency_part(recipe, state, parts[0])
+    d_real, d_generated, *rest = score(recipe, state.discriminator, parts + consistency)
+    d_real_transformed = rest.pop() if consistency else None
     d_neg = rest[0] if rest else None
     if mixture:  # one fake batch, generated + negatives; a gradient penalty interpolates towards all of it
         loss, terms = recipe.loss.d_loss(d_real, torch.cat([d_generated, d_neg]), None, lam=1.0)
-        fake_side, penalty_negatives = torch.cat([fake.to(real.dtype), parts[2][0].to(real.dtype)]), None
+        fake_side, penalty_negatives = torch.cat([parts[1][0].to(real.dtype), parts[2][0].to(real.dtype)]), None
     else:
         loss, terms = recipe.loss.d_loss(d_real, d_generated, d_neg, lam=recipe.lam if d_neg is not None else 1.0)
-        fake_side, penalty_negatives = fake, negatives
-    loss = loss + _penalties(recipe, state, real, real_labels, fake_side, penalty_negatives, stats)
+        fake_side, penalty_negatives = parts[1][0], parts[2][0] if negatives is not None else None
+    loss = loss + _penalties(recipe, state, parts[0][0], real_labels, fake_side, penalty_negatives, stats)
+    if d_real_transformed is not None:
+        terms = {**terms, "consistency": consistency_penalty(d_real, d_real_transformed)}  # logged as loss/consistency
+        loss = loss + recipe.consistency_weight * terms["consistency"]
     check_finite(step, loss, terms, "discriminator")
     _backward_and_step(loss, state.opt_d, state.scaler)
     if recipe.clip_value > 0:
         clip_weights(state.discriminator, recipe.clip_value)
+    _report_d_step(stats, loss, terms, d_real, d_generated, d_neg)
+
+
+def augment_for_d(recipe: Recipe, state: TrainState, parts: list[Part]) -> list[Part]:
+    """DiffAugment of every kind of sample D is about to score (each with its own per-sample draws
+    from `augment_rng`, differentiable for G's step); the parts unchanged when it is off."""
+    if recipe.diffaugment is None:
+        return parts
+    return [(recipe.diffaugment(images, generator=state.augment_rng), labels) for images, labels in parts]
+
+
+def consistency_part(recipe: Recipe, state: TrainState, real: Part) -> list[Part]:
+    """[(T(x), labels)] for CR-GAN, with x the real images as D sees them (after DiffAugment when
+    on); [] when CR is off. `score` gives the transformed batch its own call for a batch-dependent D."""
+    if recipe.consistency is None:
+        return []
+    images, labels = real
+    return [(recipe.consistency(images, generator=state.augment_rng), labels)]
+
+
+def _report_d_step(stats: Stats, loss: torch.Tensor, terms: dict[str, torch.Tensor], d_real: torch.Tensor,
+                   d_generated: torch.Tensor, d_neg: torch.Tensor | None) -> None:
     stats.report("loss/d", loss)
     for name, value in terms.items():
         stats.report(f"loss/{name}", value)
@@ -170,7 +206,7 @@ def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats) -
     try:
         with recipe.autocast():
             fake = state.generator(z, labels)
-        (d_fake,) = score(recipe, state.discriminator, [(fake, labels)])
+        (d_fake,) = score(recipe, state.discriminator, augment_for_d(recipe, state, [(fake, labels)]))
         loss = recipe.loss.g_loss(d_fake)
         check_finite(step, loss, {"g": loss}, "generator")
         _backward_and_step(loss, state.opt_g, state.scaler)
