@@ -18,7 +18,7 @@ import torch
 
 from negaug.data.paired import IGNORE, nearest_palette_classes
 
-__all__ = ["IGNORE", "confusion_matrix", "nearest_palette_classes", "segmentation_scores"]
+__all__ = ["IGNORE", "confusion_matrix", "nearest_palette_classes", "score_translation", "segmentation_scores"]
 
 
 def confusion_matrix(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -52,3 +52,31 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
             "class_accuracy": float((correct[present] / truth[present]).mean()),
             "mean_iou": float((correct[seen] / union[seen]).mean()),
             "num_classes_in_truth": int(present.sum()), "num_classes_in_union": int(seen.sum())}
+
+
+@torch.no_grad()
+def score_translation(generator: torch.nn.Module, dataset, num_samples: int | None = None, batch_size: int = 64,
+                      device: torch.device | str = "cpu") -> dict:
+    """Segmentation scores of `generator` (photo -> label image) on the first `num_samples` pairs of
+    a paired dataset (None: all), the generated label images read to the nearest palette colour.
+    The generator is run as given (call `.eval()` first for dropout off). Returns the scores,
+    the confusion matrix and the majority-class pixel accuracy of the same pixels (the accuracy of
+    predicting the most frequent true class everywhere), with the protocol."""
+    count = len(dataset) if num_samples is None else min(int(num_samples), len(dataset))
+    if count < 1 or batch_size < 1:
+        raise ValueError("score_translation needs at least one pair and batch_size >= 1")
+    k = dataset.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    for index in torch.arange(count).split(batch_size):
+        conditions, _ = dataset.get_batch(index)
+        generated = generator(conditions.to(device)).float().cpu()
+        predicted = nearest_palette_classes(generated, dataset.palette)
+        confusion += confusion_matrix(predicted, dataset.class_maps(index), k)
+    scores = segmentation_scores(confusion)
+    truth = confusion.sum(1)
+    scores.update(majority_pixel_accuracy=float(truth.max() / truth.sum()), confusion=confusion.tolist(),
+                  protocol={"num_pairs": count, "num_pixels": int(truth.sum()), "classes": list(dataset.class_names),
+                            "prediction": "nearest palette colour (RGB) of each generated pixel",
+                            "mean_iou_over": "classes in the ground truth or the prediction",
+                            "class_accuracy_over": "classes in the ground truth", "ignored": f"truth {IGNORE} (void)"})
+    return scores
