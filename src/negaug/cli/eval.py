@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "evaluate a run's generator: FID/KID/IS/precision-recall, KDE, dot counts, toy metrics -> RUN/eval.json"
+HELP = ("evaluate a run's generator: FID/KID/IS/precision-recall, KDE, dot counts, toy metrics (pix2pix runs: "
+        "segmentation scores) -> RUN/eval.json")
 # Spelled out so that building the parser (every `negaug` call) does not import torch;
 # tests check them against the registries.
 METRIC_NAMES = ("dots", "fid", "is", "kde", "kid", "pr", "toy")
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from negaug.experiment.evaluate import evaluate_run, format_results
+    from negaug.experiment.translate_config import is_translation_run
+
+    if is_translation_run(args.run):
+        from negaug.cli.pix2pix import run_eval
+
+        return run_eval(args)
 
     entry = evaluate_run(args.run, metrics=args.metrics, num_samples=args.num_samples, seed=args.seed,
                          checkpoint=args.checkpoint, feature_extractor=args.feature_extractor,

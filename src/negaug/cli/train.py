@@ -13,6 +13,7 @@ EPILOG = """examples:
   negaug train cifar10 data.root=~/data train.device=cuda
   negaug train my.yaml nda.lam=0.5 train.steps=5000 train.name=lam05
   negaug train --resume runs/lam05 train.steps=8000
+  negaug train pix2pix-scenes nda.transform=jigsaw   # Pix2Pix photo -> labels with Jigsaw NDA (Table 4)
 presets: {presets}"""
 
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from negaug.presets import preset_names
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EPILOG.format(presets=", ".join(preset_names()))
+    parser.epilog = EPILOG.format(presets=", ".join(preset_names() + preset_names("negaug.presets.translate")))
     parser.add_argument("source", nargs="?", default=None,
                         help="a preset name or a YAML config file (default: the 'default' preset)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. nda.lam=0.5")
@@ -61,8 +62,13 @@ def _announce(config):
 
 def run(args) -> int:
     from negaug.experiment import NonFiniteLossError, RunWriteError, load_config, prepare_run, resume_config, train
+    from negaug.experiment.translate_config import is_translation_run, is_translation_source
 
     source, overrides = _split_source(args)
+    if is_translation_run(args.resume) if args.resume else is_translation_source(source):
+        from negaug.cli.pix2pix import run_train
+
+        return run_train(args, source, overrides)
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")

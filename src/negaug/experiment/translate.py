@@ -26,6 +26,9 @@ from tqdm.auto import tqdm
 
 from negaug import viz
 from negaug.experiment import checkpoint, runs
+from negaug.experiment.build import resolve_device
+from negaug.experiment.config import config_from_dict
+from negaug.experiment.evaluate import append_evaluation, read_evaluations
 from negaug.experiment.loop import check_state_finite, run_session, save_checkpoint
 from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.translate_build import TranslationRecipe, TranslationState, build_translation
@@ -240,3 +243,73 @@ def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict
     if sample.exists():
         lines += ["", "## Samples (condition | output | target)", "", f"![samples](samples/{sample.name})"]
     write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# a trained run: loading and `negaug eval`
+
+
+@dataclass
+class LoadedTranslationRun:
+    run_dir: Path
+    config: TranslationConfig
+    step: int
+    generator: torch.nn.Module  # eval mode
+    checkpoint_path: Path
+
+
+def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest", device: str | torch.device = "cpu",
+                         warn=None, data_root: str | Path | None = None) -> LoadedTranslationRun:
+    """G and the config of a Pix2Pix run at a checkpoint ("latest" or a path), restored by the
+    training state's own `load_state_dict` without touching the caller's random generators."""
+    device = torch.device(device)
+    parts: dict[str, Any] = {}
+
+    def accept(found) -> None:
+        config = config_from_dict(found.record["config"], TranslationConfig)
+        if data_root is not None:
+            config.data.root = str(data_root)
+        config.train.device = str(device)
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if device.type == "cuda" else []):
+            recipe, state = build_translation(config)
+            state.load_state_dict(found.state)
+        parts.update(config=config, state=state)
+
+    found = runs.find_checkpoint(Path(run_dir), checkpoint_choice, warn=warn, accept=accept)
+    generator = parts["state"].generator.eval()
+    return LoadedTranslationRun(Path(run_dir), parts["config"], found.step, generator, found.path)
+
+
+def evaluate_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest", num_samples: int | None = None,
+                             batch_size: int = 64, device: str = "auto", data_root: str | Path | None = None,
+                             warn=None) -> dict[str, Any]:
+    """Segmentation scores of a Pix2Pix run's G (eval mode) on its eval.split; the entry is
+    appended to RUN/eval.json (as `negaug eval` does for GAN runs) and returned."""
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    run_dir = runs.require_run_dir(run_dir)
+    device = resolve_device(device, key="--device")
+    read_evaluations(run_dir / "eval.json")  # a damaged results file fails now, not after the work
+    loaded = load_translation_run(run_dir, checkpoint_choice, device, warn=warn, data_root=data_root)
+    config = loaded.config
+    config.eval.num_samples, config.eval.batch_size = num_samples, batch_size
+    recipe, _ = build_translation(config)
+    scores = score_translation(loaded.generator, recipe.test_dataset, num_samples, batch_size, device)
+    scores["protocol"].update(split=config.eval.split, data=config.data.name, step=loaded.step,
+                              generator="eval mode (dropout off)")
+    entry = {"step": int(loaded.step), "checkpoint": str(loaded.checkpoint_path), "checkpoint_choice": checkpoint_choice,
+             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": {"segmentation": scores}}
+    append_evaluation(run_dir / "eval.json", entry)
+    return entry
+
+
+def format_scores(entry: dict[str, Any]) -> str:
+    scores = entry["results"]["segmentation"]
+    protocol = scores["protocol"]
+    lines = [f"step {entry['step']} ({entry['checkpoint']})",
+             f"segmentation of generated label maps, {protocol['split']} split, {protocol['num_pairs']} pairs"]
+    lines += [f"{label:<40} {scores[key]:>8.4f}" for key, label in SCORES]
+    lines.append(f"{'majority-class pixel acc. (reference)':<40} {scores['majority_pixel_accuracy']:>8.4f}")
+    return "\n".join(lines)
