@@ -121,7 +121,7 @@ class PairedDataset:
 # scenes: procedural street-like photos and their label maps
 
 SCENE_SIZES = {"train": 2000, "test": 500}  # pairs per split unless num_samples is given
-SCENE_CHUNK = 128  # scenes rendered together; fixed, so the output never depends on memory settings
+SCENE_CHUNK = 32  # scenes rendered together; fixed, so the output never depends on memory settings
 SKY, BUILDING, ROAD, SIDEWALK, TERRAIN, VEGETATION, POLE, CAR = range(8)
 # photo texture: amplitude of the pixel noise of each class (vegetation and terrain are rough)
 TEXTURE = (0.015, 0.04, 0.03, 0.04, 0.07, 0.09, 0.02, 0.02)
