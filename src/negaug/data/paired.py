@@ -22,8 +22,9 @@ RGB image back to classes (the segmentation metrics read generated label images 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ class PairedDataset:
         condition, target = self.get_batch(torch.tensor([i]))
         return condition[0], target[0]
 
-    def subset(self, index) -> "PairedDataset":
+    def subset(self, index) -> PairedDataset:
         index = as_index(index, len(self))
         return PairedDataset(self.conditions[index], self.classes[index], self.palette.tolist(), self.class_names,
                              self.name)

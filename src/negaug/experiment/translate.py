@@ -31,7 +31,11 @@ from negaug.experiment.config import config_from_dict
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
 from negaug.experiment.loop import check_state_finite, run_session, save_checkpoint
 from negaug.experiment.steps import NonFiniteLossError
-from negaug.experiment.translate_build import TranslationRecipe, TranslationState, build_translation
+from negaug.experiment.translate_build import (
+    TranslationRecipe,
+    TranslationState,
+    build_translation,
+)
 from negaug.experiment.translate_config import TranslationConfig
 from negaug.files import write_atomically
 from negaug.metrics.segmentation import score_translation
@@ -226,10 +230,10 @@ def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict
     negatives = (f"{nda.transform} {nda.options or ''} of the real target with its true condition, "
                  f"lambda = {nda.lam}" if nda.transform != "none" else "none")
     lines = [f"# Pix2Pix run {run_dir.name}", "",
-             f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split), "
-             f"{config.data.image_size} px, batch {config.data.batch_size}; seed {config.train.seed}",
-             f"- U-Net width {model.width}, PatchGAN n_layers {model.d_layers}, {model.norm} norm, "
-             f"dropout {model.dropout}; objective: {objective}; D loss x {loss.d_scale}",
+             (f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split), "
+              f"{config.data.image_size} px, batch {config.data.batch_size}; seed {config.train.seed}"),
+             (f"- U-Net width {model.width}, PatchGAN n_layers {model.d_layers}, {model.norm} norm, "
+              f"dropout {model.dropout}; objective: {objective}; D loss x {loss.d_scale}"),
              f"- NDA: {negatives}", f"- {step} steps, {seconds:.0f} s this session", ""]
     if scores is not None:
         protocol = scores["protocol"]
@@ -271,7 +275,7 @@ def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest",
             config.data.root = str(data_root)
         config.train.device = str(device)
         with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if device.type == "cuda" else []):
-            recipe, state = build_translation(config)
+            _, state = build_translation(config)
             state.load_state_dict(found.state)
         parts.update(config=config, state=state)
 

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from negaug.experiment.checkpoint import list_steps, read_record, stem
-from negaug.experiment.config import MAX_CONFIG_BYTES, ConfigBase, load_config, resumable_keys
+from negaug.experiment.config import (
+    MAX_CONFIG_BYTES,
+    ConfigBase,
+    load_config,
+    resumable_keys,
+)
 from negaug.files import read_text_limited
 from negaug.presets import preset_names, yaml_load
 

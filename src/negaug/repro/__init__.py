@@ -17,8 +17,9 @@ reported numbers, 3 seeds by default). Trained runs are cached under `runs_dir` 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from negaug.files import read_limited
 from negaug.registry import Registry

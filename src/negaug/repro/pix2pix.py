@@ -93,6 +93,6 @@ def report(results: dict[str, Any]) -> list[str]:
                                    [[objective, *(common.verdict(table[key]) for _, key, _ in MEASURES)]
                                     for objective, table in results["tables"].items()]), ""]
     majority = [r["majority_pixel_accuracy"] for rows in results["per_seed"].values() for r in rows]
-    lines += [f"Majority-class pixel accuracy of the test split (predict the most frequent class everywhere): "
-              f"{majority[0]:.3f}.", ""]
+    lines += [(f"Majority-class pixel accuracy of the test split (predict the most frequent class everywhere): "
+               f"{majority[0]:.3f}."), ""]
     return lines
