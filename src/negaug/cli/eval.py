@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "evaluate a run's generator: FID/KID/IS/precision-recall, KDE, dot counts, toy metrics -> RUN/eval.json"
+HELP = ("evaluate a run's generator: FID/KID/IS/precision-recall, KDE, dot counts, toy metrics (pix2pix runs: "
+        "segmentation scores) -> RUN/eval.json")
 # Spelled out so that building the parser (every `negaug` call) does not import torch;
 # tests check them against the registries.
 METRIC_NAMES = ("dots", "fid", "is", "kde", "kid", "pr", "toy")
@@ -50,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from negaug.experiment.evaluate import evaluate_run, format_results
+    from negaug.experiment.translate_config import is_translation_run
+
+    if is_translation_run(args.run):
+        return _run_translation(args)
 
     entry = evaluate_run(args.run, metrics=args.metrics, num_samples=args.num_samples, seed=args.seed,
                          checkpoint=args.checkpoint, feature_extractor=args.feature_extractor,
@@ -58,4 +63,20 @@ def run(args: argparse.Namespace) -> int:
                          data_root=args.data_root, download=args.download,
                          warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     print(format_results(entry))
+    return 0
+
+
+def _run_translation(args) -> int:
+    """`negaug eval` of a Pix2Pix run: segmentation scores of its label maps."""
+    from negaug.experiment.translate import evaluate_translation_run, format_scores
+
+    given = [flag for flag, value in (("--metrics", args.metrics), ("--feature-extractor", args.feature_extractor),
+                                      ("--inception-weights", args.inception_weights)) if value]
+    if given:
+        raise ValueError(f"{args.run} is a pix2pix run, scored by segmentation of its label maps; "
+                         f"{', '.join(given)} apply to GAN runs only")
+    entry = evaluate_translation_run(args.run, checkpoint_choice=args.checkpoint, num_samples=args.num_samples,
+                                     batch_size=args.batch_size, device=args.device, data_root=args.data_root,
+                                     warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+    print(format_scores(entry))
     return 0

@@ -5,8 +5,8 @@ import argparse
 import sys
 
 # Spelled out so that building the parser does not import torch; a test checks them against negaug.repro.names().
-EXPERIMENT_NAMES = ("anomaly", "contrastive", "numerosity", "quality", "toy", "video")
-HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video)"
+EXPERIMENT_NAMES = ("anomaly", "contrastive", "numerosity", "pix2pix", "quality", "toy", "video")
+HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix)"
 
 EPILOG = """examples:
   negaug repro toy --quick --out scratch/toy            # smoke version, minutes, in a scratch folder
@@ -15,6 +15,7 @@ EPILOG = """examples:
   negaug repro quality --out results/quality --runs-dir results/runs   # reuses anomaly's runs
   negaug repro contrastive --quick --out scratch/contrastive   # MoCo-v2 with/without NDA, probes
   negaug repro video --quick --out scratch/video   # DPC with / without jigsaw clips, synthetic clips
+  negaug repro pix2pix --quick --out scratch/pix2pix   # Table 4: {cGAN, L1+cGAN} x {no NDA, jigsaw} on scenes
 Trained runs are cached in --runs-dir (default OUT/runs) by config hash; a rerun reuses them."""
 
 

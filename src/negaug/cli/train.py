@@ -13,6 +13,7 @@ EPILOG = """examples:
   negaug train cifar10 data.root=~/data train.device=cuda
   negaug train my.yaml nda.lam=0.5 train.steps=5000 train.name=lam05
   negaug train --resume runs/lam05 train.steps=8000
+  negaug train pix2pix-scenes nda.transform=jigsaw   # Pix2Pix photo -> labels with Jigsaw NDA (Table 4)
 presets: {presets}"""
 
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from negaug.presets import preset_names
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EPILOG.format(presets=", ".join(preset_names()))
+    parser.epilog = EPILOG.format(presets=", ".join(preset_names() + preset_names("negaug.presets.translate")))
     parser.add_argument("source", nargs="?", default=None,
                         help="a preset name or a YAML config file (default: the 'default' preset)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. nda.lam=0.5")
@@ -60,9 +61,22 @@ def _announce(config):
 
 
 def run(args) -> int:
-    from negaug.experiment import NonFiniteLossError, RunWriteError, load_config, prepare_run, resume_config, train
+    from negaug.experiment import (
+        NonFiniteLossError,
+        RunWriteError,
+        load_config,
+        prepare_run,
+        resume_config,
+        train,
+    )
+    from negaug.experiment.translate_config import (
+        is_translation_run,
+        is_translation_source,
+    )
 
     source, overrides = _split_source(args)
+    if is_translation_run(args.resume) if args.resume else is_translation_source(source):
+        return _run_translation(args, source, overrides)
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
@@ -93,5 +107,57 @@ def run(args) -> int:
     print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s)")
     print(f"next: negaug eval {result.run_dir}   # sample quality -> {result.run_dir}/eval.json\n"
           f"      negaug anomaly {result.run_dir}   # the discriminator as an anomaly detector\n"
+          f"      negaug train --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
+    return 0
+
+
+def _warn_line(message: str) -> None:
+    print(f"negaug: warning: {message}", file=sys.stderr)
+
+
+def _run_translation(args, source: str | None, overrides: list[str]) -> int:
+    """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`)."""
+    from negaug.experiment import NonFiniteLossError, RunWriteError, resume_config
+    from negaug.experiment.translate import prepare_translation, train_translation
+    from negaug.experiment.translate_config import (
+        TranslationConfig,
+        load_translation_config,
+    )
+
+    if args.resume:
+        if source is not None:
+            raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
+        config = resume_config(args.resume, overrides, warn=_warn_line, cls=TranslationConfig)
+    else:
+        config = load_translation_config(source, overrides)
+    if args.dry_run:
+        prepare_translation(config)  # the same checks as a real run
+        print(config.to_yaml(), end="")
+        return 0
+
+    def on_start(run_dir, device, step) -> None:
+        start = f" from step {step}" if step else ""
+        print(f"negaug: training pix2pix {config.train.steps} steps{start} in {run_dir} on {device}", flush=True)
+
+    flag = _StopFlag()
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = train_translation(config, run_dir=args.resume, resume=bool(args.resume),
+                                   stop_requested=lambda: flag.requested, on_start=on_start, warn=_warn_line)
+    except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
+        print(f"negaug: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.interrupted:
+        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
+              f"negaug train --resume {result.run_dir}", file=sys.stderr)
+        return 128 + (flag.signal or signal.SIGINT)
+    scores = result.scores or {}
+    summary = ", ".join(f"{key} {scores[key]:.3f}" for key in ("pixel_accuracy", "class_accuracy", "mean_iou")
+                        if key in scores)
+    print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s; test {summary})")
+    print(f"next: negaug eval {result.run_dir}   # segmentation scores -> {result.run_dir}/eval.json\n"
           f"      negaug train --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0

@@ -17,17 +17,18 @@ reported numbers, 3 seeds by default). Trained runs are cached under `runs_dir` 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from negaug.files import read_limited
 from negaug.registry import Registry
-from negaug.repro import anomaly, contrastive, numerosity, quality, toy, video
+from negaug.repro import anomaly, contrastive, numerosity, pix2pix, quality, toy, video
 from negaug.repro.common import SIZES, Study, default_seeds
 
 EXPERIMENTS = Registry("experiment")
 for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality,
-                       "contrastive": contrastive, "video": video}.items():
+                       "contrastive": contrastive, "video": video, "pix2pix": pix2pix}.items():
     EXPERIMENTS.register(_name)(_module.run)
 
 

@@ -20,9 +20,10 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ from negaug.experiment.config import ConfigBase, learning_settings, load_config
 from negaug.experiment.pretrain import pretrain
 from negaug.experiment.pretrain_config import load_pretrain_config
 from negaug.experiment.probe import load_pretrained
+from negaug.experiment.translate import load_translation_run, train_translation
+from negaug.experiment.translate_config import load_translation_config
 from negaug.files import write_atomically
 from negaug.metrics.protocol import library_versions
 
@@ -52,11 +55,12 @@ class Arm:
     name: str  # "baseline" or "nda"
     preset: str
     overrides: list[str]
-    kind: str = "gan"  # "gan" (negaug train) or "pretrain" (negaug pretrain: MoCo-v2)
+    kind: str = "gan"  # "gan" (negaug train), "pretrain" (negaug pretrain: MoCo-v2) or "translation" (pix2pix)
 
 
 # how each kind of arm is configured, trained and loaded back
-KINDS = {"gan": (load_config, train, load_run), "pretrain": (load_pretrain_config, pretrain, load_pretrained)}
+KINDS = {"gan": (load_config, train, load_run), "pretrain": (load_pretrain_config, pretrain, load_pretrained),
+         "translation": (load_translation_config, train_translation, load_translation_run)}
 
 
 @dataclass

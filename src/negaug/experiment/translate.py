@@ -1,0 +1,319 @@
+"""Pix2Pix with NDA (Table 4 of the paper): one plain training function, read top to bottom.
+
+    result = train_translation(load_translation_config("pix2pix-scenes", ["nda.transform=jigsaw"]))
+
+Per step (as pix2pix's `optimize_parameters`): a batch of pairs (condition c, target y), one
+forward of G (dropout on), one D update, one G update on the same G(c).
+- D: real pairs (y, c) against the fake side lam * (G(c), c) + (1 - lam) * (NDA(y), c): the
+  negative is a transform of the REAL target paired with its TRUE condition (eq. 3; weighted as
+  the authors' code, `GANLoss.d_loss`), every patch score a sample; times loss.d_scale (0.5).
+- G: the GAN loss of (G(c), c) + loss.l1_weight * |G(c) - y| (0: cGAN only); negatives never enter.
+D is called in one function, `score_pairs`. Every random draw comes from a seeded stream of the
+`TranslationState`, which the checkpoints hold, so `resume=True` continues bit-identically on the
+CPU. Run folder, lock, checkpoints, NaN guard and process settings are those of `negaug train`.
+At the end the test split is scored (`negaug.metrics.segmentation`) into metrics.jsonl and report.md.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from negaug import viz
+from negaug.experiment import checkpoint, runs
+from negaug.experiment.build import resolve_device
+from negaug.experiment.config import config_from_dict
+from negaug.experiment.evaluate import append_evaluation, read_evaluations
+from negaug.experiment.loop import check_state_finite, run_session, save_checkpoint
+from negaug.experiment.steps import NonFiniteLossError
+from negaug.experiment.translate_build import (
+    TranslationRecipe,
+    TranslationState,
+    build_translation,
+)
+from negaug.experiment.translate_config import TranslationConfig
+from negaug.files import write_atomically
+from negaug.metrics.segmentation import score_translation
+from negaug.models import is_batch_dependent
+
+SCORES = (("pixel_accuracy", "per-pixel acc."), ("class_accuracy", "per-class acc."), ("mean_iou", "mean IoU"))
+
+
+@dataclass
+class TranslationResult:
+    run_dir: Path
+    step: int
+    interrupted: bool = False
+    seconds: float = 0.0
+    last_log: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] | None = None  # the test-split segmentation scores at the end
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_translation(config: TranslationConfig) -> tuple[TranslationRecipe, TranslationState]:
+    """The recipe and initial state of a run after every check (`negaug train --dry-run`)."""
+    if not isinstance(config, TranslationConfig):
+        raise TypeError(f"train_translation needs a TranslationConfig, got {type(config).__name__}")
+    return build_translation(config)
+
+
+def train_translation(config: TranslationConfig, run_dir: str | Path | None = None, resume: bool = False,
+                      stop_requested: Callable[[], bool] = lambda: False, warn: Callable[[str], None] | None = None,
+                      on_log: Callable[[dict[str, Any]], None] | None = None,
+                      on_start: Callable[[Path, torch.device, int], None] | None = None) -> TranslationResult:
+    """Train (or, with resume=True, continue) the Pix2Pix run in `run_dir` (default:
+    `train.runs_dir/train.name`); returns where it ended."""
+    return run_session(
+        config, run_dir, resume, "negaug train", prepare_translation,
+        lambda config, folder, state, warn: restore(folder, state, warn),
+        lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log),
+        warn, on_start)
+
+
+def restore(run_dir: Path, state: TranslationState, warn) -> None:
+    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
+                                   accept=lambda candidate: state.load_state_dict(candidate.state))
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+
+
+def score_pairs(discriminator: torch.nn.Module, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Raw patch scores, flattened to (B_i * P,), of each part (images, conditions): the one
+    function through which training calls D. A batch-dependent D (batch norm) scores each part in
+    its own call, so that its statistics never mix real, generated and negative pairs."""
+    groups = [[part] for part in parts] if is_batch_dependent(discriminator) else [parts]
+    scores: list[torch.Tensor] = []
+    for group in groups:
+        images = torch.cat([x for x, _ in group]) if len(group) > 1 else group[0][0]
+        conditions = torch.cat([c for _, c in group]) if len(group) > 1 else group[0][1]
+        out = discriminator(images, conditions).float()  # (B, 1, P_h, P_w)
+        scores += [part.reshape(-1) for part in out.split([x.shape[0] for x, _ in group])]
+    return scores
+
+
+def translation_step(recipe: TranslationRecipe, state: TranslationState, step: int) -> None:
+    """One D update and one G update on a batch of pairs; statistics go to `state.stats`."""
+    condition, target = state.batches.next()  # (B, C, S, S) each, in [-1, 1]
+    negatives = recipe.negative(target, generator=state.nda_rng) if recipe.negative is not None else None
+    generated = state.generator(condition)
+    parts = [(target, condition), (generated.detach(), condition)]
+    if negatives is not None:
+        parts.append((negatives, condition))  # the true condition: only the target is wrong
+    d_real, d_generated, *rest = score_pairs(state.discriminator, parts)
+    d_neg = rest[0] if rest else None
+    loss_d, terms = recipe.loss.d_loss(d_real, d_generated, d_neg, lam=recipe.lam if d_neg is not None else None)
+    loss_d = recipe.d_scale * loss_d
+    _check_finite(loss_d, step, "discriminator")
+    state.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    state.opt_d.step()
+    state.discriminator.requires_grad_(False)
+    try:
+        (d_fake,) = score_pairs(state.discriminator, [(generated, condition)])
+        loss_gan = recipe.loss.g_loss(d_fake)
+        l1 = (generated - target).abs().mean()
+        loss_g = loss_gan + recipe.l1_weight * l1 if recipe.l1_weight > 0 else loss_gan
+        _check_finite(loss_g, step, "generator")
+        state.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        state.opt_g.step()
+    finally:
+        state.discriminator.requires_grad_(True)
+    for name, value in {"loss/d": loss_d, "loss/g": loss_g, "loss/g_gan": loss_gan, "loss/l1": l1,
+                        "d_out/real": d_real, "d_out/generated": d_generated, **{f"loss/{k}": v for k, v in terms.items()},
+                        **({"d_out/negative": d_neg} if d_neg is not None else {})}.items():
+        state.stats.report(name, value.detach())
+
+
+def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteLossError(f"non-finite {where} loss at step {step}; lower the learning rate "
+                                 f"(optim.lr_g, optim.lr_d)")
+
+
+def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState, run_dir: Path,
+          stop_requested: Callable[[], bool], on_log) -> TranslationResult:
+    settings = config.train
+    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
+               dynamic_ncols=True, desc="pix2pix")
+    start = window_start = time.perf_counter()
+    window_step, last, scores, interrupted = state.step, {}, None, False
+    try:
+        while state.step < settings.steps:
+            step = state.step + 1
+            state.generator.train()
+            state.discriminator.train()
+            translation_step(recipe, state, step)
+            state.step = step
+            bar.update(1)
+            if step % settings.log_every == 0 or step == settings.steps:
+                check_state_finite(state)
+                now = time.perf_counter()
+                last = {"step": step, **state.stats.collect(),
+                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start}
+                window_start, window_step = now, step
+                _emit(last, log, on_log)
+                bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3f}" for k in ("loss/d", "loss/g")})
+            if settings.sample_every and step % settings.sample_every == 0:
+                save_samples(config, recipe, state, run_dir)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                save_checkpoint(config, state, run_dir)
+            if stop_requested():
+                interrupted = True
+                break
+        if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
+            save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
+        if not interrupted:
+            if not (settings.sample_every and state.step % settings.sample_every == 0):
+                save_samples(config, recipe, state, run_dir)
+            scores = test_scores(config, recipe, state)
+            _emit({"step": state.step, "eval": scores}, log, on_log)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    seconds = time.perf_counter() - start
+    if not interrupted and runs.is_main_process():
+        write_report(config, run_dir, state.step, last, scores, seconds)
+    return TranslationResult(run_dir, state.step, interrupted, seconds, last, scores)
+
+
+def _emit(record: dict[str, Any], log, on_log) -> None:
+    if log is not None:
+        log.write(record)
+    if on_log is not None:
+        on_log(record)
+
+
+def test_scores(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState) -> dict[str, Any]:
+    """Segmentation scores of G (eval mode: dropout off) on eval.split, with the run's step."""
+    generator = state.generator
+    was_training = generator.training
+    generator.eval()
+    try:
+        scores = score_translation(generator, recipe.test_dataset, config.eval.num_samples, config.eval.batch_size,
+                                   recipe.device)
+    finally:
+        generator.train(was_training)
+    scores["protocol"].update(split=config.eval.split, data=config.data.name, step=state.step,
+                              generator="eval mode (dropout off)")
+    return scores
+
+
+@torch.no_grad()
+def save_samples(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState, run_dir: Path) -> None:
+    """samples/step_*.png: one row per test pair, condition | output (eval mode) | target."""
+    if not runs.is_main_process():
+        return
+    count = min(config.train.num_sample_images, len(recipe.test_dataset))
+    conditions, targets = recipe.test_dataset.get_batch(torch.arange(count))
+    generator = state.generator
+    was_training = generator.training
+    generator.eval()
+    outputs = generator(conditions.to(recipe.device)).float().cpu()
+    generator.train(was_training)
+    rows = torch.stack([conditions, outputs, targets], 1).flatten(0, 1)  # (3 * count, C, S, S)
+    picture = viz.make_grid(rows, nrow=3, scale=viz.readable_scale(rows.shape[-1]))
+    viz.write_png(picture, run_dir / "samples" / f"{checkpoint.stem(state.step)}.png")
+
+
+def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict[str, Any],
+                 scores: dict[str, Any] | None, seconds: float) -> None:
+    model, loss, nda = config.model, config.loss, config.nda
+    objective = f"cGAN ({loss.gan})" + (f" + {loss.l1_weight:g} x L1" if loss.l1_weight > 0 else " only")
+    negatives = (f"{nda.transform} {nda.options or ''} of the real target with its true condition, "
+                 f"lambda = {nda.lam}" if nda.transform != "none" else "none")
+    lines = [f"# Pix2Pix run {run_dir.name}", "",
+             (f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split), "
+              f"{config.data.image_size} px, batch {config.data.batch_size}; seed {config.train.seed}"),
+             (f"- U-Net width {model.width}, PatchGAN n_layers {model.d_layers}, {model.norm} norm, "
+              f"dropout {model.dropout}; objective: {objective}; D loss x {loss.d_scale}"),
+             f"- NDA: {negatives}", f"- {step} steps, {seconds:.0f} s this session", ""]
+    if scores is not None:
+        protocol = scores["protocol"]
+        lines += [f"## Segmentation scores ({protocol['split']} split, {protocol['num_pairs']} pairs)", "",
+                  "| measure | value |", "|---|---|"]
+        lines += [f"| {label} | {scores[key]:.3f} |" for key, label in SCORES]
+        lines += [f"| majority-class pixel acc. (reference) | {scores['majority_pixel_accuracy']:.3f} |", ""]
+    lines += ["## Last logged values", "", "| name | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    sample = run_dir / "samples" / f"{checkpoint.stem(step)}.png"
+    if sample.exists():
+        lines += ["", "## Samples (condition | output | target)", "", f"![samples](samples/{sample.name})"]
+    write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# a trained run: loading and `negaug eval`
+
+
+@dataclass
+class LoadedTranslationRun:
+    run_dir: Path
+    config: TranslationConfig
+    step: int
+    generator: torch.nn.Module  # eval mode
+    checkpoint_path: Path
+
+
+def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest", device: str | torch.device = "cpu",
+                         warn=None, data_root: str | Path | None = None) -> LoadedTranslationRun:
+    """G and the config of a Pix2Pix run at a checkpoint ("latest" or a path), restored by the
+    training state's own `load_state_dict` without touching the caller's random generators."""
+    device = torch.device(device)
+    parts: dict[str, Any] = {}
+
+    def accept(found) -> None:
+        config = config_from_dict(found.record["config"], TranslationConfig)
+        if data_root is not None:
+            config.data.root = str(data_root)
+        config.train.device = str(device)
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if device.type == "cuda" else []):
+            _, state = build_translation(config)
+            state.load_state_dict(found.state)
+        parts.update(config=config, state=state)
+
+    found = runs.find_checkpoint(Path(run_dir), checkpoint_choice, warn=warn, accept=accept)
+    generator = parts["state"].generator.eval()
+    return LoadedTranslationRun(Path(run_dir), parts["config"], found.step, generator, found.path)
+
+
+def evaluate_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest", num_samples: int | None = None,
+                             batch_size: int = 64, device: str = "auto", data_root: str | Path | None = None,
+                             warn=None) -> dict[str, Any]:
+    """Segmentation scores of a Pix2Pix run's G (eval mode) on its eval.split; the entry is
+    appended to RUN/eval.json (as `negaug eval` does for GAN runs) and returned."""
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    run_dir = runs.require_run_dir(run_dir)
+    device = resolve_device(device, key="--device")
+    read_evaluations(run_dir / "eval.json")  # a damaged results file fails now, not after the work
+    loaded = load_translation_run(run_dir, checkpoint_choice, device, warn=warn, data_root=data_root)
+    config = loaded.config
+    config.eval.num_samples, config.eval.batch_size = num_samples, batch_size
+    recipe, _ = build_translation(config)
+    scores = score_translation(loaded.generator, recipe.test_dataset, num_samples, batch_size, device)
+    scores["protocol"].update(split=config.eval.split, data=config.data.name, step=loaded.step,
+                              generator="eval mode (dropout off)")
+    entry = {"step": int(loaded.step), "checkpoint": str(loaded.checkpoint_path), "checkpoint_choice": checkpoint_choice,
+             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": {"segmentation": scores}}
+    append_evaluation(run_dir / "eval.json", entry)
+    return entry
+
+
+def format_scores(entry: dict[str, Any]) -> str:
+    scores = entry["results"]["segmentation"]
+    protocol = scores["protocol"]
+    lines = [f"step {entry['step']} ({entry['checkpoint']})",
+             f"segmentation of generated label maps, {protocol['split']} split, {protocol['num_pairs']} pairs"]
+    lines += [f"{label:<40} {scores[key]:>8.4f}" for key, label in SCORES]
+    lines.append(f"{'majority-class pixel acc. (reference)':<40} {scores['majority_pixel_accuracy']:>8.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""Turn a TranslationConfig into a Pix2Pix run's parts, checking every value before any work.
+
+    recipe, state = build_translation(config)
+
+`TranslationRecipe` is what every step does and never changes (paired data, NDA transform, losses,
+device); `TranslationState` is what training changes and the only definition of what a checkpoint
+holds: G, D, both Adam optimizers, the step, the data stream's position and every random stream
+(NDA draws; dropout draws from torch's global generator, which the state holds too).
+Each failure is a one-line `ValueError` / `FileNotFoundError` naming the config key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from negaug import losses, nda
+from negaug.data.paired import PairedDataset, build_paired
+from negaug.experiment.build import _with_key, check_seed, resolve_device
+from negaug.experiment.config import check_run_name
+from negaug.experiment.stats import Stats
+from negaug.experiment.stream import BatchStream
+from negaug.experiment.translate_config import TranslationConfig
+from negaug.losses import GANLoss, check_lam
+from negaug.models.pix2pix import PatchDiscriminator, UNetGenerator, build_pix2pix
+
+MAX_SAMPLE_IMAGES = 64
+
+
+class PairStream(BatchStream):
+    """The seeded, resumable stream of `BatchStream` over pairs: `next() -> (conditions, targets)`."""
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        conditions, targets = self.dataset.get_batch(self._advance())
+        return conditions.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+
+@dataclass(frozen=True)
+class TranslationRecipe:
+    dataset: PairedDataset  # training pairs
+    test_dataset: PairedDataset  # eval.split: samples and the segmentation scores
+    negative: nn.Module | None  # NDA transform of the real targets, or None
+    loss: GANLoss
+    lam: float  # share of G(c) on D's fake side (1 without NDA)
+    l1_weight: float
+    d_scale: float
+    device: torch.device
+
+
+@dataclass
+class TranslationState:
+    generator: UNetGenerator
+    discriminator: PatchDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    batches: PairStream
+    nda_rng: torch.Generator  # NDA draws
+    step: int = 0  # optimizer steps done
+    best: dict[str, Any] | None = None  # unused (kept for the shared checkpoint writer)
+    stats: Stats = field(default_factory=Stats)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"step": self.step, "generator": self.generator.state_dict(),
+                 "discriminator": self.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
+                 "opt_d": self.opt_d.state_dict(),
+                 "rng": {"nda": self.nda_rng.get_state(), "torch": torch.get_rng_state()},
+                 "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
+        if self.batches.device.type == "cuda":  # dropout draws from it on GPUs
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.batches.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
+        `torch.random.fork_rng` to keep the caller's)."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.nda_rng.set_state(state["rng"]["nda"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.batches.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.batches.device)
+        self.batches.load_state_dict(state["batches"])
+        self.stats.load_state_dict(state["stats"])
+        self.step = int(state["step"])
+
+    def non_finite(self, limit: int = 3) -> list[str]:
+        """Names of up to `limit` parameters, buffers or Adam moments holding NaN or infinity."""
+        named = [(f"generator.{k}", v) for k, v in self.generator.state_dict().items()]
+        named += [(f"discriminator.{k}", v) for k, v in self.discriminator.state_dict().items()]
+        for label, optimizer in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            params = [param for group in optimizer.param_groups for param in group["params"]]
+            named += [(f"{label}.state.{index}.{key}", value) for index, param in enumerate(params)
+                      for key, value in optimizer.state.get(param, {}).items() if isinstance(value, torch.Tensor)]
+        named = [(name, tensor) for name, tensor in named if tensor.is_floating_point() and tensor.numel()]
+        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
+        return [name for (name, _), ok in zip(named, finite) if not ok][:limit]
+
+
+def check_translation_scalars(config: TranslationConfig) -> None:
+    """Ranges that need no registry, each error naming its key."""
+    train, optim = config.train, config.optim
+    check_run_name(train.name)
+    check_seed("train.seed", train.seed)
+    for key, value in {"data.batch_size": config.data.batch_size, "train.steps": train.steps,
+                       "train.log_every": train.log_every, "train.keep_checkpoints": train.keep_checkpoints,
+                       "train.num_sample_images": train.num_sample_images,
+                       "eval.batch_size": config.eval.batch_size}.items():
+        if value < 1:
+            raise ValueError(f"{key}={value} must be at least 1")
+    for key, value in {"train.checkpoint_every": train.checkpoint_every, "train.sample_every": train.sample_every,
+                       "loss.l1_weight": config.loss.l1_weight}.items():
+        if value < 0:
+            raise ValueError(f"{key}={value} must be >= 0")
+    if train.num_sample_images > MAX_SAMPLE_IMAGES:
+        raise ValueError(f"train.num_sample_images={train.num_sample_images} must be at most {MAX_SAMPLE_IMAGES}")
+    if config.eval.num_samples is not None and config.eval.num_samples < 1:
+        raise ValueError(f"eval.num_samples={config.eval.num_samples} must be at least 1 (or null: the whole split)")
+    for key, value in {"optim.lr_g": optim.lr_g, "optim.lr_d": optim.lr_d, "loss.d_scale": config.loss.d_scale}.items():
+        if not value > 0:
+            raise ValueError(f"{key}={value} must be positive")
+    for key, value in {"optim.beta1": optim.beta1, "optim.beta2": optim.beta2}.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{key}={value} must be in [0, 1)")
+    try:
+        check_lam(config.nda.lam)
+    except ValueError as err:
+        raise _with_key("nda.lam", err) from None
+
+
+def build_paired_split(config: TranslationConfig, split: str) -> PairedDataset:
+    settings = config.data
+    try:
+        return build_paired(settings.name, root=settings.root, split=split, image_size=settings.image_size,
+                            **settings.options)
+    except ValueError as err:
+        raise _with_key("data", err) from None
+
+
+def build_loss(config: TranslationConfig) -> GANLoss:
+    try:
+        loss = losses.build(config.loss.gan, **config.loss.options)
+    except ValueError as err:
+        raise _with_key("loss.gan", err) from None
+    if loss.gp_weight or loss.clip_value is not None:
+        raise ValueError(f"loss.gan='{config.loss.gan}' needs a Lipschitz critic (weight clipping or a gradient "
+                         f"penalty), which pix2pix runs do not support; use nonsaturating, lsgan or hinge")
+    return loss
+
+
+def build_negative(config: TranslationConfig, dataset: PairedDataset) -> nn.Module | None:
+    """The NDA transform of the targets (None for "none"), tried on two targets now."""
+    if config.nda.transform == "none":
+        return None
+    if config.nda.transform == "other_data":
+        raise ValueError("nda.transform='other_data' is not available for pix2pix runs; use jigsaw, stitch, cutout, ...")
+    try:
+        negative = nda.build(config.nda.transform, **config.nda.options)
+        negative(dataset.get_batch(torch.arange(2))[1], generator=torch.Generator().manual_seed(0))
+    except ValueError as err:
+        raise _with_key("nda", err) from None
+    return negative
+
+
+def build_networks(config: TranslationConfig, dataset: PairedDataset) -> tuple[UNetGenerator, PatchDiscriminator]:
+    """G and D with weights drawn from `train.seed` (the caller's global generator is left as it was)."""
+    settings = config.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        try:
+            return build_pix2pix(dataset.image_size, dataset.num_channels, dataset.target_channels,
+                                 width=settings.width, norm=settings.norm, dropout=settings.dropout,
+                                 d_layers=settings.d_layers, d_width=settings.d_width)
+        except ValueError as err:
+            raise _with_key("model", err) from None
+
+
+def build_translation(config: TranslationConfig) -> tuple[TranslationRecipe, TranslationState]:
+    """The recipe and the initial state of a Pix2Pix run; raises before any training work."""
+    check_translation_scalars(config)
+    device = resolve_device(config.train.device)
+    dataset = build_paired_split(config, config.data.split)
+    test_dataset = build_paired_split(config, config.eval.split)
+    loss, negative = build_loss(config), build_negative(config, dataset)
+    generator, discriminator = build_networks(config, dataset)
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    betas = (config.optim.beta1, config.optim.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.optim.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.optim.lr_d, betas=betas)
+    seed = config.train.seed
+    state = TranslationState(generator, discriminator, opt_g, opt_d,
+                             PairStream(dataset, config.data.batch_size, seed, device),
+                             nda_rng=torch.Generator().manual_seed(seed + 2))
+    lam = config.nda.lam if negative is not None else 1.0
+    recipe = TranslationRecipe(dataset, test_dataset, negative, loss, lam, config.loss.l1_weight,
+                               config.loss.d_scale, device)
+    return recipe, state
