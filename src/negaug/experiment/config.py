@@ -61,6 +61,8 @@ class LossConfig:
     gradient_penalty: float | None = None  # WGAN-GP weight; None: the loss's own default (10 for wgan-gp, else 0)
     r1_penalty: float = 0.0  # R1 penalty weight on real images (0: off)
     weight_clip: float | None = None  # WGAN weight clipping; None: the loss's own default (0.01 for wgan, else off)
+    r2_penalty: float = 0.0  # R2 penalty weight on D's fake side (R3GAN: with r1_penalty, rpgan); 0: off
+    feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 (D's features) added to the G loss; 0: off
 
 
 @dataclass
