@@ -32,7 +32,13 @@ import torch
 from negaug.experiment.build import Recipe
 from negaug.experiment.state import TrainState
 from negaug.experiment.stats import Stats
-from negaug.losses import clip_weights, feature_matching_loss, gradient_penalty, r1_penalty, r2_penalty
+from negaug.losses import (
+    clip_weights,
+    feature_matching_loss,
+    gradient_penalty,
+    r1_penalty,
+    r2_penalty,
+)
 from negaug.models import is_batch_dependent
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)

@@ -15,10 +15,15 @@ from typing import Any
 
 from negaug.losses import fgan, mmd, relativistic, standard  # noqa: F401  (registers the losses)
 from negaug.losses.base import LOSSES, GANLoss, check_lam
-from negaug.losses.fgan import FGANLoss
 from negaug.losses.feature_matching import feature_matching_loss
+from negaug.losses.fgan import FGANLoss
 from negaug.losses.mmd import MMDLoss, mmd2
-from negaug.losses.penalties import clip_weights, gradient_penalty, r1_penalty, r2_penalty
+from negaug.losses.penalties import (
+    clip_weights,
+    gradient_penalty,
+    r1_penalty,
+    r2_penalty,
+)
 from negaug.losses.relativistic import RelativisticPairing
 
 
