@@ -269,3 +269,22 @@ def test_tiny_ring_run_with_nda_trains_and_covers_modes(tmp_path, option):
     assert expected in last and math.isfinite(last[expected])
     if option == "mmd":
         assert "loss/d" not in last  # no discriminator step
+
+
+@pytest.mark.parametrize("minibatch", [0, 4])
+def test_feature_matching_calls_d_features_like_score(tmp_path, monkeypatch, minibatch):
+    """`steps.features` groups by kind exactly like `score`: one call for a per-sample D, one per
+    kind for a batch-dependent one (minibatch discrimination)."""
+    sizes = []
+    original = models.mlp.MLPDiscriminator.features
+    monkeypatch.setattr(models.mlp.MLPDiscriminator, "features",
+                        lambda self, x: (sizes.append(x.shape[0]), original(self, x))[1])
+    config = load_config("ring", [*FAST, f"model.options.minibatch_discrimination={minibatch}", "loss.r1_penalty=0",
+                                  "loss.feature_matching=1", "data.batch_size=8", "train.steps=1", "nda.mode=mixture",
+                                  "nda.lam=0.25", f"train.runs_dir={tmp_path}", "train.name=r"])
+    result = train(config)
+    if minibatch:  # D step: real, generated, negatives; G step: score(generated), features(generated), features(real)
+        assert sizes == [8, 2, 6, 8, 8, 8]
+    else:  # D step: one call; G step: score(generated), then features of generated + real in one call
+        assert sizes == [16, 8, 16]
+    assert result.last_log["loss/feature_matching"] >= 0
