@@ -13,10 +13,11 @@ from negaug.experiment.steps import score
 
 # (model name, options, image size, channels) for every registered model, at a tiny width;
 # a model added to the registry without an entry here fails `test_every_model_is_covered`.
+MINIBATCH = {"minibatch_discrimination": 3, "minibatch_kernel_dim": 2}  # batch-dependent by design
 VARIANTS = {
-    "mlp": [{}],
-    "dcgan": [{}, {"spectral_norm": True}, {"d_batch_norm": False}],
-    "sngan_resnet": [{}, {"spectral_norm": False}],
+    "mlp": [{}, MINIBATCH],
+    "dcgan": [{}, {"spectral_norm": True}, {"d_batch_norm": False}, {"spectral_norm": True, **MINIBATCH}],
+    "sngan_resnet": [{}, {"spectral_norm": False}, MINIBATCH],
 }
 SHAPES = {"mlp": (None, None), "dcgan": (16, 3), "sngan_resnet": (16, 3)}
 CASES = [(name, options, num_classes) for name, variants in VARIANTS.items() for options in variants for num_classes in (0, 3)]

@@ -152,17 +152,23 @@ def training_step_gradients(case: str, loss_name: str, num_classes: int) -> None
     real = torch.rand(data_shape(case), generator=gen) * 2 - 1
     neg = real.flip(-1)  # any batch of negatives
     fake = G(G.sample_latent(BATCH, generator=gen), y)
+    if not loss.uses_discriminator:  # mmd (GMMN): G alone
+        loss.generator_loss(G(G.sample_latent(BATCH, generator=gen), y), real, neg, lam=0.5)[0].backward()
+        check_gradients(G, set())
+        return
     d_loss, _ = loss.d_loss(D(real, y), D(fake.detach(), y), D(neg, y), lam=0.5)
     if loss.gp_weight:
         d_loss = d_loss + L.gradient_penalty(D, real, fake, y, weight=loss.gp_weight, generator=gen)
     d_loss.backward()
     # The Wasserstein objectives are invariant to a constant shift of the critic, and so is the
     # hinge loss while every score lies in (-1, 1) (as at init): the head's bias then gets exactly
-    # zero gradient (-1 + lam + (1 - lam)). Every other parameter must move.
-    exempt = {"projection.linear.bias"} if loss_name in ("wgan", "wgan-gp", "hinge") else set()
+    # zero gradient (-1 + lam + (1 - lam)); rpgan scores differences D(fake) - D(real), blind to
+    # the bias by construction. Every other parameter must move.
+    exempt = {"projection.linear.bias"} if loss_name in ("wgan", "wgan-gp", "hinge", "rpgan") else set()
     check_gradients(D, exempt)
     D.zero_grad(set_to_none=True)
-    loss.g_loss(D(G(G.sample_latent(BATCH, generator=gen), y), y)).backward()
+    d_fake = D(G(G.sample_latent(BATCH, generator=gen), y), y)
+    (loss.g_loss(d_fake, D(real, y)) if loss.pairs_with_real else loss.g_loss(d_fake)).backward()
     check_gradients(G, set())
 
 

@@ -50,6 +50,8 @@ class Recipe:
     diffaugment: augment.DiffAugment | None = None  # applied to every image D sees (both steps), or None
     consistency: augment.ConsistencyTransform | None = None  # CR-GAN's T on real images, or None (off)
     consistency_weight: float = 0.0  # weight of the CR penalty, 0: off
+    r2_weight: float = 0.0  # R2 penalty weight (D's fake side), 0: off
+    fm_weight: float = 0.0  # feature-matching weight in the G loss, 0: off
 
     def autocast(self):
         """The autocast context of `precision` (a no-op for fp32)."""
@@ -233,14 +235,43 @@ def build_loss(config: Config):
     clip = float(getattr(loss, "clip_value", 0.0) or 0.0) if clip is None else clip
     if gp < 0 or clip < 0 or config.loss.r1_penalty < 0:
         raise ValueError("loss.gradient_penalty, loss.weight_clip and loss.r1_penalty must be >= 0")
+    for key in ("r2_penalty", "feature_matching"):
+        if getattr(config.loss, key) < 0:
+            raise ValueError(f"loss.{key}={getattr(config.loss, key)} must be >= 0 (0: off)")
+    if not loss.uses_discriminator:
+        check_no_discriminator(config, gp, clip)
     return loss, gp, clip
+
+
+def check_no_discriminator(config: Config, gp: float, clip: float) -> None:
+    """A loss without a discriminator (mmd, GMMN) refuses the settings that act on one."""
+    name = config.loss.name
+    settings = {"loss.gradient_penalty": gp, "loss.weight_clip": clip, "loss.r1_penalty": config.loss.r1_penalty,
+                "loss.r2_penalty": config.loss.r2_penalty, "loss.feature_matching": config.loss.feature_matching,
+                "loss.consistency": config.loss.consistency}
+    for key, value in settings.items():
+        if value > 0:
+            raise ValueError(f"{key}={value:g} acts on a discriminator, which loss.name={name} has none of; set {key}=0")
+    if config.train.diffaugment != "none":
+        raise ValueError(f"train.diffaugment={config.train.diffaugment} augments what a discriminator sees, which "
+                         f"loss.name={name} has none of; set train.diffaugment=none")
+    if config.model.conditional:
+        raise ValueError(f"loss.name={name} is unconditional (GMMN); set model.conditional=false")
+    if config.nda.mode != "weighted":
+        raise ValueError(f"nda.mode={config.nda.mode} mixes D's fake batch, which loss.name={name} has none of; "
+                         f"use nda.mode=weighted (negatives enter as a repulsive MMD term)")
 
 
 def check_penalties(config: Config, discriminator: nn.Module, gp_weight: float, r1_weight: float) -> None:
     """Gradient penalties are per-sample input gradients: meaningless for a D with batch norm."""
     if not models.is_batch_dependent(discriminator):
         return
-    for key, weight in (("loss.gradient_penalty", gp_weight), ("loss.r1_penalty", r1_weight)):
+    for key, weight in (("loss.gradient_penalty", gp_weight), ("loss.r1_penalty", r1_weight),
+                        ("loss.r2_penalty", config.loss.r2_penalty)):
+        if weight > 0 and config.model.options.get("minibatch_discrimination"):
+            raise ValueError(f"{key}={weight:g} needs a discriminator whose scores do not depend on the batch, but "
+                             f"minibatch discrimination compares each sample with the batch; set "
+                             f"model.options.minibatch_discrimination=0, or {key}=0")
         if weight > 0:
             raise ValueError(
                 f"{key}={weight:g} needs a discriminator whose scores do not depend on the batch, but the "
@@ -336,7 +367,8 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     recipe = Recipe(dataset, loss, negative, positive, config.nda.lam, config.nda.mode, config.nda.positive_prob,
                     config.data.batch_size, config.optim.num_d_steps, num_classes, gp_weight,
                     config.loss.r1_penalty, clip_value, config.train.precision, device,
-                    diffaugment, consistency, config.loss.consistency)
+                    diffaugment, consistency, config.loss.consistency,
+                    r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching)
     return recipe, new_state(config, dataset, generator, discriminator, device)
 
 

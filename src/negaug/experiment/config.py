@@ -62,6 +62,8 @@ class LossConfig:
     r1_penalty: float = 0.0  # R1 penalty weight on real images (0: off)
     consistency: float = 0.0  # CR-GAN weight on mean (D(x) - D(T(x)))^2 over real x, T = flip + shift (0: off; paper: 10)
     weight_clip: float | None = None  # WGAN weight clipping; None: the loss's own default (0.01 for wgan, else off)
+    r2_penalty: float = 0.0  # R2 penalty weight on D's fake side (R3GAN: with r1_penalty, rpgan); 0: off
+    feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 (D's features) added to the G loss; 0: off
 
 
 @dataclass
@@ -165,7 +167,8 @@ class Config(ConfigBase):
     COMPONENT_OPTIONS: ClassVar[tuple[tuple[str, str, str], ...]] = COMPONENT_OPTIONS
     RECORDING_KEYS: ClassVar[tuple[str, ...]] = RECORDING_KEYS
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = RESUMABLE_KEYS
-    LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0}  # negaug 0.4
+    LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0,  # negaug 0.4
+                                            "loss.r2_penalty": 0.0, "loss.feature_matching": 0.0}
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -185,10 +185,11 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
             step = state.step + 1
             state.generator.train()
             state.discriminator.train()
-            for _ in range(recipe.num_d_steps):
+            for _ in range(recipe.num_d_steps if recipe.loss.uses_discriminator else 1):  # mmd: no D
                 real, labels = state.batches.next()
-                discriminator_step(recipe, state, real, labels, step, stats)
-            generator_step(recipe, state, step, stats)
+                if recipe.loss.uses_discriminator:
+                    discriminator_step(recipe, state, real, labels, step, stats)
+            generator_step(recipe, state, step, stats, real, labels)  # the last real batch (rpgan, fm, mmd)
             if state.ema is not None:
                 state.ema.update(state.generator, step)
             state.step = step

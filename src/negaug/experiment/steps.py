@@ -21,7 +21,14 @@ batch always has B images.
 D is called in exactly one function, `score`, by the D step, the G step and the penalties. A
 per-sample D scores real, generated and negative samples in one call; a batch-dependent D (batch
 norm) scores each kind in its own call, so that the generated batch is normalised alone in both
-steps (`Discriminator.batch_dependent`).
+steps (`Discriminator.batch_dependent`). `features` (D's penultimate features, for feature
+matching) follows the same rule.
+
+Objectives of the classic toolkit (docs/training.md, "Classic GAN toolkit"): a relativistic loss
+(`loss.pairs_with_real`) scores a real batch in the G step too (the last D step's); feature
+matching (`loss.feature_matching`) adds ||E f(x) - E f(G(z))||^2 to the G loss; R2
+(`loss.r2_penalty`) is R1 on D's fake side; a loss without a discriminator (`mmd`, GMMN) trains G
+alone in `mmd_generator_step`, with NDA as a repulsive term.
 """
 from __future__ import annotations
 
@@ -33,7 +40,13 @@ from negaug.augment import consistency_penalty
 from negaug.experiment.build import Recipe
 from negaug.experiment.state import TrainState
 from negaug.experiment.stats import Stats
-from negaug.losses import clip_weights, gradient_penalty, r1_penalty
+from negaug.losses import (
+    clip_weights,
+    feature_matching_loss,
+    gradient_penalty,
+    r1_penalty,
+    r2_penalty,
+)
 from negaug.models import is_batch_dependent
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
@@ -83,7 +96,7 @@ def score(recipe: Recipe, discriminator: torch.nn.Module, parts: list[Part], aut
     mix kinds of samples: the generated batch it normalises in the D step is made like the one it
     normalises in the G step (mixing them let D tell the steps apart and G train on noise).
     """
-    groups = [[part] for part in parts] if is_batch_dependent(discriminator) else [parts]
+    groups = _groups(discriminator, parts)
     scores: list[torch.Tensor] = []
     for group in groups:
         x = torch.cat([images.to(group[0][0].dtype) for images, _ in group]) if len(group) > 1 else group[0][0]
@@ -92,6 +105,23 @@ def score(recipe: Recipe, discriminator: torch.nn.Module, parts: list[Part], aut
             out = discriminator(_channels_last(x, recipe), labels).float()
         scores += out.split([images.shape[0] for images, _ in group])
     return scores
+
+
+def _groups(discriminator: torch.nn.Module, parts: list[Part]) -> list[list[Part]]:
+    """The parts D scores together: all at once for a per-sample D, one call per kind otherwise."""
+    return [[part] for part in parts] if is_batch_dependent(discriminator) else [parts]
+
+
+def features(recipe: Recipe, discriminator: torch.nn.Module, parts: list[Part]) -> list[torch.Tensor]:
+    """D's penultimate features (`D.features`), float32 (B_i, F), of each part, grouped by
+    `_groups` like `score` (a batch-dependent D sees one kind of sample per call)."""
+    out: list[torch.Tensor] = []
+    for group in _groups(discriminator, parts):
+        x = torch.cat([images.to(group[0][0].dtype) for images, _ in group]) if len(group) > 1 else group[0][0]
+        with recipe.autocast():
+            f = discriminator.features(_channels_last(x, recipe)).float().flatten(1)
+        out += f.split([images.shape[0] for images, _ in group])
+    return out
 
 
 def discriminator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, labels: torch.Tensor,
@@ -166,7 +196,7 @@ def _penalties(recipe: Recipe, state: TrainState, real: torch.Tensor, real_label
     """Gradient penalty (towards the generated batch and, in weighted mode, the negatives) and R1.
     Both call D through `score`; `build` refuses them for a batch-dependent D."""
     total: torch.Tensor | float = 0.0
-    if recipe.gp_weight == 0 and recipe.r1_weight == 0:
+    if recipe.gp_weight == 0 and recipe.r1_weight == 0 and recipe.r2_weight == 0:
         return total
 
     def critic(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -184,7 +214,22 @@ def _penalties(recipe: Recipe, state: TrainState, real: torch.Tensor, real_label
         r1 = r1_penalty(critic, real.float(), real_labels)
         stats.report("loss/r1", r1)
         total = total + recipe.r1_weight * r1
+    if recipe.r2_weight > 0:
+        total = total + recipe.r2_weight * _r2(recipe, critic, fake, negatives, real_labels, stats)
     return total
+
+
+def _r2(recipe: Recipe, critic, fake: torch.Tensor, negatives: torch.Tensor | None,
+        real_labels: torch.Tensor | None, stats: Stats) -> torch.Tensor:
+    """R2 on D's fake side (R3GAN): the generated batch (or the mixed one) and, in weighted mode,
+    lam * R2(generated) + (1 - lam) * R2(negatives). Conditional fakes take the real labels, as
+    the gradient penalty's interpolates do."""
+    labels = None if real_labels is None else real_labels[: fake.shape[0]]
+    r2 = r2_penalty(critic, fake.float(), labels)
+    if negatives is not None:
+        r2 = recipe.lam * r2 + (1 - recipe.lam) * r2_penalty(critic, negatives.float(), real_labels)
+    stats.report("loss/r2", r2)
+    return r2
 
 
 def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -198,19 +243,52 @@ def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sca
         optimizer.step()
 
 
-def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats) -> None:
+def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats,
+                   real: torch.Tensor | None = None, real_labels: torch.Tensor | None = None) -> None:
     """One update of G on `recipe.batch_size` samples; the loss is the plain GAN generator loss
-    (negatives never enter)."""
-    z, labels = sample_generated(recipe, state, recipe.batch_size)
+    (negatives never enter), + `fm_weight` * feature matching. `real` (B, ...) and its labels: the
+    last D step's real batch, needed by a relativistic loss, feature matching and `mmd`."""
+    if not recipe.loss.uses_discriminator:
+        return mmd_generator_step(recipe, state, real, step, stats)
+    pairs = recipe.loss.pairs_with_real
+    assert real is not None or not (pairs or recipe.fm_weight > 0), "this G loss needs the real batch"
+    z, labels = sample_generated(recipe, state, real.shape[0] if pairs else recipe.batch_size)
+    real_labels = real_labels if recipe.num_classes else None
     state.discriminator.requires_grad_(False)  # no D weight gradients: saves a third of D's backward
     try:
         with recipe.autocast():
             fake = state.generator(z, labels)
-        (d_fake,) = score(recipe, state.discriminator, augment_for_d(recipe, state, [(fake, labels)]))
-        loss = recipe.loss.g_loss(d_fake)
-        check_finite(step, loss, {"g": loss}, "generator")
+        parts = augment_for_d(recipe, state, [(fake, labels)] + ([(real, real_labels)] if pairs else []))
+        d_fake, *d_real = score(recipe, state.discriminator, parts)
+        loss = recipe.loss.g_loss(d_fake, d_real[0]) if pairs else recipe.loss.g_loss(d_fake)
+        terms = {"g": loss}
+        if recipe.fm_weight > 0:
+            seen = parts if pairs else parts + augment_for_d(recipe, state, [(real, real_labels)])
+            fake_features, real_features = features(recipe, state.discriminator, seen[:2])
+            terms["feature_matching"] = feature_matching_loss(real_features, fake_features)
+            loss = loss + recipe.fm_weight * terms["feature_matching"]
+        check_finite(step, loss, terms, "generator")
         _backward_and_step(loss, state.opt_g, state.scaler)
     finally:
         state.discriminator.requires_grad_(True)
     stats.report("loss/g", loss)
+    if recipe.fm_weight > 0:
+        stats.report("loss/feature_matching", terms["feature_matching"])
     stats.report("d_out/generated_g_step", d_fake.detach())  # compare with d_out/generated of the D step
+
+
+def mmd_generator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, step: int, stats: Stats) -> None:
+    """GMMN (`loss.name=mmd`): G minimises MMD^2(G(z), real) - (1 - lam) MMD^2(G(z), NDA(real)) on
+    a real batch (B, ...) in the data space; no discriminator is called."""
+    negatives = recipe.negative(real, generator=state.nda_rng) if recipe.negative is not None else None
+    if recipe.positive is not None:
+        real = apply_positive(recipe, state, real)
+    z, _ = sample_generated(recipe, state, real.shape[0])
+    with recipe.autocast():
+        fake = state.generator(z, None)
+    loss, terms = recipe.loss.generator_loss(fake, real, negatives, lam=recipe.lam if negatives is not None else 1.0)
+    check_finite(step, loss, terms, "generator")
+    _backward_and_step(loss, state.opt_g, state.scaler)
+    stats.report("loss/g", loss)
+    for name, value in terms.items():
+        stats.report(f"loss/{name}", value)

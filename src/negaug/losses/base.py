@@ -44,11 +44,16 @@ class GANLoss:
       ``clip_value``: WGAN weight-clipping bound, apply ``clip_weights(D, clip_value)`` after each
         D step (None: no clipping).
       ``gp_weight``: weight of ``gradient_penalty`` added to the D loss (0: no penalty).
+      ``pairs_with_real``: the generator loss needs D's scores of a real batch too (relativistic
+        losses: ``g_loss(d_fake, d_real)``).
+      ``uses_discriminator``: False for objectives without a D (``mmd``): the loop skips the D step.
     """
 
     name: str = "base"
     clip_value: float | None = None
     gp_weight: float = 0.0
+    pairs_with_real: bool = False
+    uses_discriminator: bool = True
 
     def real_term(self, d_real: Tensor) -> Tensor:
         raise NotImplementedError
@@ -102,8 +107,9 @@ class GANLoss:
             return real + fake, terms
         return real + (lam * fake + (1.0 - lam) * neg), terms
 
-    def g_loss(self, d_fake: Tensor) -> Tensor:
+    def g_loss(self, d_fake: Tensor, d_real: Tensor | None = None) -> Tensor:
         """Generator loss (to minimise) on D's raw outputs for generated images, (B,) -> scalar.
+        ``d_real`` (D's outputs on a real batch) is ignored here; relativistic losses use it.
 
         Negatives never enter the generator step: NDA changes only what D learns.
         """

@@ -72,6 +72,19 @@ def r1_penalty(D: Critic, real: Tensor, y: Tensor | None = None, weight: float =
     return 0.5 * weight * grad.square().sum(dim=1).mean()
 
 
+def r2_penalty(D: Critic, fake: Tensor, y: Tensor | None = None, weight: float = 1.0) -> Tensor:
+    """R2 penalty (Mescheder et al. 2018; with R1 the regulariser of R3GAN, Huang et al. 2024):
+    ``weight / 2 * E_fake ||grad_x D(x, y)||_2^2``, the zero-centred penalty of R1 on fake samples.
+
+    ``fake`` (B, ...) is detached: the penalty trains D only. With NDA the loop passes the fake side
+    of eq. 3 (the generated and negative batches, weighted lam and 1 - lam, or the mixed batch).
+    Returns: a scalar tensor >= 0.
+    """
+    check_float("r2_penalty weight", weight, low=0.0)
+    grad = _input_gradient(D, fake, y).flatten(1)
+    return 0.5 * weight * grad.square().sum(dim=1).mean()
+
+
 @torch.no_grad()
 def clip_weights(D: nn.Module, c: float) -> None:
     """WGAN weight clipping (Arjovsky et al. 2017): clamp every parameter of D to [-c, c], in place.

@@ -9,7 +9,8 @@ feature space ("fid", "kid", "is", "pr"); in any other space the key carries it:
 ``fid[classifier:mnist5k-1a2b3c4d]``, ``kid[raw]``, ``fid[inception:0badc0de]`` (non-standard
 weights). So an offline number is never reported as "FID": ``find_result(results, "fid")`` finds
 only the standard one, ``find_metric(results, "fid")`` an FID in whatever space was used.
-Other metrics: "kde", "dots", "toy_negative_fraction", "toy_high_quality", "toy_modes_covered".
+Other metrics: "kde", "dots", "toy_negative_fraction", "toy_high_quality", "toy_modes_covered";
+"mmd" (Gaussian-kernel MMD^2, on request) is keyed by its feature space like "kid".
 
 A value that would mislead is refused with a one-line ValueError naming the fix (see
 `negaug.metrics.trust`): features near chance, a reference the feature network was trained on,
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from negaug.data import other_split, toy_mode_assignment, toy_negative_region_mask
+from negaug.losses.mmd import mmd2
 from negaug.metrics import dots as dots_metrics
 from negaug.metrics import features as feats
 from negaug.metrics import trust
@@ -67,6 +69,8 @@ class EvalSettings:
     toy_negative_kind: str = "both"  # negative region of the 2-D toys: between | center | both
     toy_num_std: float = 3.0  # a high-quality sample lies within this many std of a mode
     toy_min_share: float = 0.01  # a mode is covered when it gets this share of all samples
+    mmd_max_samples: int = 2000  # rows per set for "mmd" (a seeded subset: memory grows as its square)
+    mmd_bandwidth_factors: tuple = (0.5, 1.0, 2.0)  # "mmd" bandwidths: these times the real rows' median distance
 
 
 def make_settings(**options: Any) -> EvalSettings:
@@ -252,6 +256,28 @@ def _kid(evaluation: Evaluation) -> dict[str, dict]:
     return {evaluation.key("kid"): evaluation.result("kid", mean, False, protocol, std=None if whole else std)}
 
 
+@METRICS.register("mmd")
+def _mmd(evaluation: Evaluation) -> dict[str, dict]:
+    """Unbiased MMD^2 with a mixture of Gaussian kernels in the feature space of fid / kid, on at
+    most ``mmd_max_samples`` seeded rows per set; bandwidths: the median pairwise distance of the
+    real rows times ``mmd_bandwidth_factors`` (each recorded in the protocol)."""
+    f, s = evaluation.features(), evaluation.settings
+    generator = torch.Generator().manual_seed(evaluation.seed)
+    real, fake = (rows[torch.randperm(rows.shape[0], generator=generator)[: s.mmd_max_samples].to(rows.device)].double()
+                  for rows in (f["real"][0], f["fake"][0]))
+    if min(real.shape[0], fake.shape[0]) < 2:
+        raise ValueError("metric 'mmd' needs at least 2 real and 2 generated samples")
+    median = float(torch.pdist(real).median())
+    sigmas = [median * factor for factor in s.mmd_bandwidth_factors]
+    if not median > 0:
+        raise ValueError("metric 'mmd': the real features are all equal (median distance 0); no bandwidth fits")
+    value = float(mmd2(real, fake, sigmas, unbiased=True))
+    protocol = evaluation.protocol(mmd_samples=[real.shape[0], fake.shape[0]], kernel="sum of exp(-d^2 / (2 s^2))",
+                                   estimator="unbiased", sigmas=sigmas, median_distance=median,
+                                   bandwidth_factors=list(s.mmd_bandwidth_factors))
+    return {evaluation.key("mmd"): evaluation.result("mmd", value, False, protocol)}
+
+
 @METRICS.register("is")
 def _is(evaluation: Evaluation) -> dict[str, dict]:
     logits = evaluation.features()["fake"][1]
@@ -385,7 +411,7 @@ def check_feature_space(reference: Any, metrics: list[str] | None = None, **opti
     settings = make_settings(**options)
     evaluation = Evaluation(torch.empty(0), reference, 0, settings)
     requested = list(metrics) if metrics else default_metrics(reference, evaluation.data_name)
-    if any(name in FEATURE_METRICS for name in requested):
+    if any(name in (*FEATURE_METRICS, "mmd") for name in requested):
         evaluation.extractor()
     return list(evaluation.space_flags.warnings)
 

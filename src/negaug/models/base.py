@@ -50,6 +50,13 @@ def check_power_of_two(image_size: int, smallest: int, model: str) -> int:
     return int(math.log2(image_size))
 
 
+def check_minibatch_options(model: str, minibatch_discrimination: Any, minibatch_kernel_dim: Any) -> tuple[int, int]:
+    """(kernels, kernel_dim) of the minibatch-discrimination option (0 kernels: off); ValueError
+    naming the option otherwise."""
+    kernels = check_int(f"{model} minibatch_discrimination", minibatch_discrimination, 0, MAX_UNITS)
+    return kernels, check_int(f"{model} minibatch_kernel_dim", minibatch_kernel_dim, 1, 256)
+
+
 def check_network_options(model: str, num_classes: Any, width: Any, latent_dim: Any, init: Any,
                           flags: dict[str, Any]) -> None:
     """ValueError naming the option unless the options every model shares are of the right type
@@ -105,8 +112,10 @@ class Discriminator(nn.Module):
 
 def has_batch_statistics(module: nn.Module) -> bool:
     """Whether ``module`` holds a layer that normalises with statistics of the batch in train
-    mode (any ``nn.BatchNorm*`` or ``nn.SyncBatchNorm``)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    mode (any ``nn.BatchNorm*`` or ``nn.SyncBatchNorm``) or that mixes samples by design (a layer
+    with ``mixes_samples = True``: minibatch discrimination)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) or getattr(m, "mixes_samples", False) is True
+               for m in module.modules())
 
 
 def is_batch_dependent(discriminator: nn.Module) -> bool:

@@ -23,6 +23,7 @@ from negaug.models.base import (
     MODELS,
     Discriminator,
     Generator,
+    check_minibatch_options,
     check_network_options,
     check_power_of_two,
     require_labels,
@@ -53,7 +54,8 @@ class DCGANGenerator(Generator):
 
 
 class DCGANDiscriminator(Discriminator):
-    def __init__(self, image_size: int, channels: int, num_classes: int, width: int, batch_norm: bool):
+    def __init__(self, image_size: int, channels: int, num_classes: int, width: int, batch_norm: bool,
+                 minibatch: tuple[int, int] = (0, 5)):
         super().__init__()
         stages = check_power_of_two(image_size, 8, "dcgan") - 2
         widths = [width * 2**i for i in range(stages)]  # 32 px: [w, 2w, 4w]
@@ -64,9 +66,10 @@ class DCGANDiscriminator(Discriminator):
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2))
         self.body = nn.Sequential(*layers)
-        self.batch_dependent = batch_norm and len(widths) > 1  # 8 px has no BN layer
+        # 8 px has no BN layer; minibatch discrimination mixes samples by design
+        self.batch_dependent = (batch_norm and len(widths) > 1) or minibatch[0] > 0
         self.num_features = widths[-1] * 4 * 4
-        self.projection = ProjectionHead(self.num_features, num_classes)
+        self.projection = ProjectionHead(self.num_features, num_classes, *minibatch)
 
     def features(self, x: Tensor) -> Tensor:
         """x (B, C, H, W) in [-1, 1] -> (B, 16 * widths[-1])."""
@@ -84,16 +87,21 @@ def dcgan(
     g_spectral_norm: bool = False,
     d_batch_norm: bool = True,
     init: str = "normal",
+    minibatch_discrimination: int = 0,
+    minibatch_kernel_dim: int = 5,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """DCGAN G and D. ``width``: base channels (64 as Radford et al.); ``latent_dim``: 100 as
     Radford et al.; ``spectral_norm``: SN instead of BN in D; ``g_spectral_norm``: SN on G's
     weights too (BN kept); ``d_batch_norm``: BN in D when SN is off (false: no normalisation, a
-    per-sample critic for gradient penalties, as WGAN-GP); ``init``: "normal" = N(0, 0.02)."""
+    per-sample critic for gradient penalties, as WGAN-GP); ``init``: "normal" = N(0, 0.02);
+    ``minibatch_discrimination``: kernels of a minibatch-discrimination layer in D's head (0: off;
+    makes D batch-dependent) with ``minibatch_kernel_dim`` numbers each (Salimans et al. 2016)."""
     check_power_of_two(image_size, 8, "dcgan")
     check_int("dcgan channels", channels, 1, MAX_UNITS)
     flags = {"spectral_norm": spectral_norm, "g_spectral_norm": g_spectral_norm, "d_batch_norm": d_batch_norm}
     check_network_options("dcgan", num_classes, width, latent_dim, init, flags)
+    minibatch = check_minibatch_options("dcgan", minibatch_discrimination, minibatch_kernel_dim)
     G = DCGANGenerator(image_size, channels, num_classes, latent_dim, width)
     batch_norm = d_batch_norm and not spectral_norm
-    D = DCGANDiscriminator(image_size, channels, num_classes, width, batch_norm=batch_norm)
+    D = DCGANDiscriminator(image_size, channels, num_classes, width, batch_norm=batch_norm, minibatch=minibatch)
     return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)

@@ -36,17 +36,52 @@ class ClassBatchNorm2d(nn.Module):
         return x * self.gain[y][:, :, None, None] + self.bias[y][:, :, None, None]
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016, sec. 3.2): features f (B, A) -> (B, A + K).
+
+    ``M = f T`` with T (A, K, C) gives each sample K rows of C numbers; ``c_k(i, j) =
+    exp(-||M_i,k - M_j,k||_1)`` and ``o(x_i)_k = sum_j c_k(i, j)``, appended to f. The sum runs
+    over the whole batch *including j = i*, as Salimans et al.'s code: each o_k is 1 + the
+    closeness to the other samples (a collapsed batch of B gives B, a spread-out one about 1).
+    A sample's output depends on the rest of the batch by design (``mixes_samples``): a D using
+    it must declare ``batch_dependent = True``. Batched: O(B^2 K C) memory, no loop over samples.
+    """
+
+    mixes_samples = True  # read by `negaug.models.base.has_batch_statistics`
+
+    def __init__(self, in_features: int, num_kernels: int, kernel_dim: int = 5):
+        super().__init__()
+        self.num_kernels, self.kernel_dim = num_kernels, kernel_dim
+        # N(0, 0.05) as Salimans et al.; a plain parameter, so init_weights and spectral norm leave it alone
+        self.T = nn.Parameter(0.05 * torch.randn(in_features, num_kernels, kernel_dim))
+
+    def forward(self, f: Tensor) -> Tensor:
+        m = torch.einsum("ba,akc->bkc", f, self.T.to(f.dtype))  # (B, K, C)
+        l1 = (m[:, None] - m[None]).abs().sum(-1)  # (B, B, K): ||M_i,k - M_j,k||_1
+        o = torch.exp(-l1).sum(dim=1)  # (B, K), j = i included (+1)
+        return torch.cat([f, o], dim=1)
+
+
 class ProjectionHead(nn.Module):
     """Discriminator head ``w . phi + b (+ embed(y) . phi)`` (projection discriminator, Miyato &
-    Koyama 2018). ``forward(features (B, F), y (B,) or None) -> (B,)`` raw scores."""
+    Koyama 2018). ``forward(features (B, F), y (B,) or None) -> (B,)`` raw scores.
 
-    def __init__(self, num_features: int, num_classes: int = 0):
+    ``minibatch_kernels > 0`` puts a ``MinibatchDiscrimination`` layer in the feature path:
+    ``phi = [f, o(f)]`` of F + minibatch_kernels numbers (the head then depends on the batch)."""
+
+    def __init__(self, num_features: int, num_classes: int = 0, minibatch_kernels: int = 0,
+                 minibatch_kernel_dim: int = 5):
         super().__init__()
         self.num_classes = num_classes
+        self.minibatch = (MinibatchDiscrimination(num_features, minibatch_kernels, minibatch_kernel_dim)
+                          if minibatch_kernels > 0 else None)
+        num_features += minibatch_kernels
         self.linear = nn.Linear(num_features, 1)
         self.embed = nn.Embedding(num_classes, num_features) if num_classes > 0 else None
 
     def forward(self, features: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.minibatch is not None:
+            features = self.minibatch(features)  # (B, F + K)
         out = self.linear(features).squeeze(1)  # (B,)
         y = require_labels(y, self.num_classes)
         if y is None:

@@ -19,6 +19,7 @@ from negaug.models.base import (
     MODELS,
     Discriminator,
     Generator,
+    check_minibatch_options,
     check_network_options,
     require_labels,
 )
@@ -46,7 +47,8 @@ class MLPGenerator(Generator):
 
 
 class MLPDiscriminator(Discriminator):
-    def __init__(self, data_dim: int, num_classes: int, width: int, depth: int):
+    def __init__(self, data_dim: int, num_classes: int, width: int, depth: int,
+                 minibatch: tuple[int, int] = (0, 5)):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = data_dim
@@ -54,9 +56,9 @@ class MLPDiscriminator(Discriminator):
             layers += [nn.Linear(c_in, width), nn.LeakyReLU(0.2)]
             c_in = width
         self.body = nn.Sequential(*layers)
-        self.batch_dependent = False  # linear layers and activations only
+        self.batch_dependent = minibatch[0] > 0  # linear layers and activations, + minibatch discrimination
         self.num_features = c_in
-        self.projection = ProjectionHead(c_in, num_classes)
+        self.projection = ProjectionHead(c_in, num_classes, *minibatch)
 
     def features(self, x: Tensor) -> Tensor:
         """x (B, data_dim) -> (B, width)."""
@@ -75,9 +77,12 @@ def mlp(
     spectral_norm: bool = False,
     g_spectral_norm: bool = False,
     init: str = "default",
+    minibatch_discrimination: int = 0,
+    minibatch_kernel_dim: int = 5,
 ) -> tuple[MLPGenerator, MLPDiscriminator]:
     """MLP G and D for points of ``data_dim`` features. ``width``: hidden units; ``depth``: hidden
-    layers; ``init``: "default" (PyTorch's init, which trains toys well) or "normal"/"xavier"/"orthogonal"."""
+    layers; ``init``: "default" (PyTorch's init, which trains toys well) or "normal"/"xavier"/"orthogonal";
+    ``minibatch_discrimination`` / ``minibatch_kernel_dim``: as dcgan's (0 kernels: off)."""
     if image_size is not None or channels is not None:
         raise ValueError(
             "model 'mlp' is for vector data (the 2-D toys, data_dim=2): image_size and channels must be "
@@ -87,6 +92,7 @@ def mlp(
     check_int("mlp depth", depth, 1, MAX_DEPTH)
     flags = {"spectral_norm": spectral_norm, "g_spectral_norm": g_spectral_norm}
     check_network_options("mlp", num_classes, width, latent_dim, init, flags)
+    minibatch = check_minibatch_options("mlp", minibatch_discrimination, minibatch_kernel_dim)
     G = MLPGenerator(data_dim, num_classes, latent_dim, width, depth)
-    D = MLPDiscriminator(data_dim, num_classes, width, depth)
+    D = MLPDiscriminator(data_dim, num_classes, width, depth, minibatch)
     return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)

@@ -22,6 +22,7 @@ from negaug.models.base import (
     MODELS,
     Discriminator,
     Generator,
+    check_minibatch_options,
     check_network_options,
     check_power_of_two,
     require_labels,
@@ -100,16 +101,18 @@ class ResNetGenerator(Generator):
 
 
 class ResNetDiscriminator(Discriminator):
-    def __init__(self, image_size: int, channels: int, num_classes: int, width: int):
+    def __init__(self, image_size: int, channels: int, num_classes: int, width: int,
+                 minibatch: tuple[int, int] = (0, 5)):
         super().__init__()
         num_down = check_power_of_two(image_size, 16, "sngan_resnet") - 3  # image_size -> 8 px
         blocks: list[nn.Module] = [FirstBlock(channels, width)]
         blocks += [DownBlock(width, width, down=True) for _ in range(num_down - 1)]
         blocks += [DownBlock(width, width, down=False) for _ in range(2)]
         self.blocks = nn.Sequential(*blocks)
-        self.batch_dependent = False  # no normalisation layers: each score depends on its image only
+        # no normalisation layers: each score depends on its image only, unless minibatch discrimination
+        self.batch_dependent = minibatch[0] > 0
         self.num_features = width
-        self.projection = ProjectionHead(width, num_classes)
+        self.projection = ProjectionHead(width, num_classes, *minibatch)
 
     def features(self, x: Tensor) -> Tensor:
         """x (B, C, H, W) in [-1, 1] -> (B, width): ReLU then global *sum* pooling (Miyato et al.)."""
@@ -126,14 +129,18 @@ def sngan_resnet(
     spectral_norm: bool = True,
     g_spectral_norm: bool = False,
     init: str = "normal",
+    minibatch_discrimination: int = 0,
+    minibatch_kernel_dim: int = 5,
 ) -> tuple[ResNetGenerator, ResNetDiscriminator]:
     """SNGAN ResNet G and D. ``width``: D channels, G gets ``2 * width`` (256 / 128 at the default);
     ``spectral_norm``: SN on D (default on, Miyato et al.); ``g_spectral_norm``: SN on G too (as
-    the NDA authors' BigGAN); ``init``: "normal" = N(0, 0.02) as the NDA authors ("xavier" as SNGAN)."""
+    the NDA authors' BigGAN); ``init``: "normal" = N(0, 0.02) as the NDA authors ("xavier" as SNGAN);
+    ``minibatch_discrimination`` / ``minibatch_kernel_dim``: as dcgan's (0 kernels: off)."""
     check_power_of_two(image_size, 16, "sngan_resnet")
     check_int("sngan_resnet channels", channels, 1, MAX_UNITS)
     flags = {"spectral_norm": spectral_norm, "g_spectral_norm": g_spectral_norm}
     check_network_options("sngan_resnet", num_classes, width, latent_dim, init, flags)
+    minibatch = check_minibatch_options("sngan_resnet", minibatch_discrimination, minibatch_kernel_dim)
     G = ResNetGenerator(image_size, channels, num_classes, latent_dim, 2 * width)
-    D = ResNetDiscriminator(image_size, channels, num_classes, width)
+    D = ResNetDiscriminator(image_size, channels, num_classes, width, minibatch)
     return finish(G, init, g_spectral_norm), finish(D, init, spectral_norm)
