@@ -9,7 +9,11 @@ from torch import nn
 from torch.testing import assert_close
 
 import negaug.models as M
-from negaug.models.biggan import ConditionalBatchNorm2d, SelfAttention, orthogonal_penalty
+from negaug.models.biggan import (
+    ConditionalBatchNorm2d,
+    SelfAttention,
+    orthogonal_penalty,
+)
 
 
 def build(num_classes: int = 0, seed: int = 0, **options):

@@ -11,6 +11,7 @@ process: model weights are initialised from `train.seed` inside `torch.random.fo
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ class Recipe:
     clip_value: float  # WGAN weight clipping, 0: off
     precision: str  # fp32, bf16 or fp16
     device: torch.device
+    ortho_reg: float = 0.0  # weight of the orthogonal penalty on G's weights in the G step, 0: off
 
     def autocast(self):
         """The autocast context of `precision` (a no-op for fp32)."""
@@ -106,6 +108,8 @@ def check_scalars(config: Config) -> None:
     for key in ("lr_g", "lr_d", "eps"):
         if getattr(optim, key) <= 0:
             raise ValueError(f"optim.{key}={getattr(optim, key)} must be positive")
+    if not 0.0 <= optim.ortho_reg < math.inf:
+        raise ValueError(f"optim.ortho_reg={optim.ortho_reg} must be a finite number >= 0 (0: off; BigGAN: 1e-4)")
     for key in ("beta1", "beta2"):
         if not 0.0 <= getattr(optim, key) < 1.0:
             raise ValueError(f"optim.{key}={getattr(optim, key)} must be in [0, 1)")
@@ -312,7 +316,7 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     check_penalties(config, discriminator, gp_weight, config.loss.r1_penalty)
     recipe = Recipe(dataset, loss, negative, positive, config.nda.lam, config.nda.mode, config.nda.positive_prob,
                     config.data.batch_size, config.optim.num_d_steps, num_classes, gp_weight,
-                    config.loss.r1_penalty, clip_value, config.train.precision, device)
+                    config.loss.r1_penalty, clip_value, config.train.precision, device, config.optim.ortho_reg)
     return recipe, new_state(config, dataset, generator, discriminator, device)
 
 

@@ -82,6 +82,9 @@ class OptimConfig:
     beta2: float = 0.999  # Adam beta2
     eps: float = 1e-8  # Adam epsilon
     num_d_steps: int = 4  # discriminator steps per generator step
+    # BigGAN's orthogonal regularisation on G: ortho_reg * sum ||W W^T * (1 - I)||_F^2 over G's conv
+    # and linear weights is added to the G loss (BigGAN: 1e-4; the NDA authors: 0). 0: off
+    ortho_reg: float = 0.0
 
 
 @dataclass
@@ -178,6 +181,11 @@ def check_resumable(key: str, cls: type[ConfigBase] = Config) -> None:
                          f"start a new run, or change only train.steps, train.device, train.*_every, eval.*")
 
 
+# Keys added after runs were cached, with the value that trains as before they existed: left out
+# of `learning_settings` at that value, so the hash of every earlier cached run stays the same.
+LATER_KEYS: dict[str, Any] = {"optim.ortho_reg": 0.0}
+
+
 def learning_settings(config: ConfigBase) -> dict[str, Any]:
     """The config as a dict without `preset`, its class's RECORDING_KEYS and the `eval` section (how
     the model is measured, with its own random generators): what decides the trained model."""
@@ -187,6 +195,10 @@ def learning_settings(config: ConfigBase) -> dict[str, Any]:
     for key in type(config).RECORDING_KEYS:
         section, name = key.split(".")
         settings[section].pop(name, None)
+    for key, neutral in LATER_KEYS.items():
+        section, name = key.split(".")
+        if name in settings.get(section, {}) and settings[section][name] == neutral:
+            del settings[section][name]
     return settings
 
 

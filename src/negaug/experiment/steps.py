@@ -26,7 +26,7 @@ from negaug.experiment.build import Recipe
 from negaug.experiment.state import TrainState
 from negaug.experiment.stats import Stats
 from negaug.losses import clip_weights, gradient_penalty, r1_penalty
-from negaug.models import is_batch_dependent
+from negaug.models import is_batch_dependent, orthogonal_penalty
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
 
@@ -172,9 +172,15 @@ def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats) -
             fake = state.generator(z, labels)
         (d_fake,) = score(recipe, state.discriminator, [(fake, labels)])
         loss = recipe.loss.g_loss(d_fake)
-        check_finite(step, loss, {"g": loss}, "generator")
+        terms = {"g": loss}
+        if recipe.ortho_reg > 0:  # BigGAN's orthogonal regularisation of G's weights
+            terms["ortho"] = orthogonal_penalty(state.generator)
+            loss = loss + recipe.ortho_reg * terms["ortho"]
+        check_finite(step, loss, terms, "generator")
         _backward_and_step(loss, state.opt_g, state.scaler)
     finally:
         state.discriminator.requires_grad_(True)
-    stats.report("loss/g", loss)
+    stats.report("loss/g", terms["g"])
+    if "ortho" in terms:
+        stats.report("loss/ortho", terms["ortho"])
     stats.report("d_out/generated_g_step", d_fake.detach())  # compare with d_out/generated of the D step

@@ -193,16 +193,17 @@ def raw_weight(module: nn.Module) -> Tensor:
 
 
 def orthogonal_penalty(module: nn.Module) -> Tensor:
-    """BigGAN's orthogonal regularisation (Brock et al. 2019, eq. 3): the sum over every conv and
-    linear weight W of ``module`` (flattened to (out, in * kh * kw), before spectral norm) of
+    """BigGAN's orthogonal regularisation (Brock et al. 2019, eq. 3): the sum over every conv,
+    transposed conv and linear weight W of ``module`` (flattened from its first dimension, as
+    BigGAN-PyTorch: (out, in * kh * kw) for a conv; before spectral norm) of
     ||W W^T * (1 - I)||_F^2, a scalar float32 tensor. Embeddings (the shared class embedding, the
     projection) are left out, as BigGAN-PyTorch leaves out G's shared embedding.
     BigGAN-PyTorch's `utils.ortho(model, strength)` adds ``strength * 2 (W W^T * (1 - I)) W`` to
     the gradient: the gradient of ``strength / 2`` times this penalty."""
     total = torch.zeros((), device=next(module.parameters()).device)
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = raw_weight(m).flatten(1).float()  # (out, fan_in)
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            w = raw_weight(m).flatten(1).float()  # (weight.shape[0], rest)
             gram = w @ w.T  # (out, out)
             total = total + (gram - torch.diag(torch.diagonal(gram))).square().sum()
     return total
