@@ -1,6 +1,7 @@
 """Training-step speed: NDA overhead, negaug vs a minimal hand-written loop, bf16 precision.
 
     python benchmarks/train_step.py [--iters 30] [--width 64] [--channels 3] [--d-norm spectral|batch]
+                                    [--biggan-widths 64,8]
 
 One iteration = one discriminator step + one generator step, DCGAN 32 px, batch 64, hinge loss,
 on the CPU. Every row is measured in the same run, interleaved in rounds (so a slow period of the
@@ -10,6 +11,8 @@ minimal loop; bf16 + channels_last >= 1.3x faster than fp32.
 `--d-norm spectral` (default, as the default preset) gives D spectral norm: a per-sample D that
 `negaug.experiment.steps.score` calls once per step on real, generated and negative samples together;
 `--d-norm batch` gives D batch norm: one call per kind of sample (the discriminator contract).
+`--biggan-widths 64,8` adds rows for the paper's model, BigGAN at 32 px (SN in G and D; width 64 is
+the authors' ch), no NDA and jigsaw NDA weighted, at each width; their ratios are to the DCGAN rows.
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ SPECTRAL_NORM = {"spectral": True, "batch": False}
 
 
 def make_run(width: int, channels: int, transform: str | None, mode: str, precision: str,
-             d_norm: str) -> tuple[Recipe, TrainState]:
+             d_norm: str, model: str = "dcgan") -> tuple[Recipe, TrainState]:
     torch.manual_seed(0)
     data = TensorImageDataset(torch.rand(2048, channels, 32, 32) * 2 - 1, torch.zeros(2048, dtype=torch.long))
-    G, D = models.build("dcgan", image_size=32, channels=channels, width=width, spectral_norm=SPECTRAL_NORM[d_norm])
+    G, D = models.build(model, image_size=32, channels=channels, width=width, spectral_norm=SPECTRAL_NORM[d_norm])
     if precision == "bf16":
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
@@ -50,8 +53,8 @@ def make_run(width: int, channels: int, transform: str | None, mode: str, precis
     return recipe, state
 
 
-def negaug_runner(width, channels, d_norm, transform=None, mode="weighted", precision="fp32"):
-    recipe, state = make_run(width, channels, transform, mode, precision, d_norm)
+def negaug_runner(width, channels, d_norm, transform=None, mode="weighted", precision="fp32", model="dcgan"):
+    recipe, state = make_run(width, channels, transform, mode, precision, d_norm, model)
     stats = Stats()
 
     def step(i):
@@ -109,6 +112,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--d-norm", choices=sorted(SPECTRAL_NORM), default="spectral",
                         help="D normalisation: spectral (the default preset) or batch")
+    parser.add_argument("--biggan-widths", default="", help="comma-separated BigGAN widths to add rows for (e.g. 64,8)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,6 +124,9 @@ def main() -> None:
         "negaug, jigsaw NDA, weighted": negaug_runner(w, ch, norm, "jigsaw", "weighted"),
         "negaug, no NDA, bf16 + channels_last": negaug_runner(w, ch, norm, precision="bf16"),
     }
+    for bw in (int(v) for v in args.biggan_widths.split(",") if v):
+        runners[f"biggan width {bw}, no NDA"] = negaug_runner(bw, ch, norm, model="biggan")
+        runners[f"biggan width {bw}, jigsaw NDA, weighted"] = negaug_runner(bw, ch, norm, "jigsaw", "weighted", model="biggan")
     ms = measure(runners, args.iters, args.rounds)
     base, plain = ms["minimal hand-written loop"], ms["negaug, no NDA"]
     print(f"DCGAN {ch}x32x32, width {w}, {norm} norm in D, batch 64, 1 D + 1 G step, torch {torch.__version__}, "

@@ -27,6 +27,20 @@ def test_paper_presets_follow_appendix_k():
     assert c100.data.name == "cifar100" and c100.model.name == c10.model.name  # base preset inherited
 
 
+@pytest.mark.parametrize("name,image_size,fid_samples", [("cifar10", None, 10000), ("cifar100", None, 10000),
+                                                         ("stl10", 32, 8000), ("celeba64", 64, 19962)])
+def test_paper_presets_train_the_authors_biggan(name, image_size, fid_samples):
+    cfg = load_config(name)
+    assert cfg.model.name == "biggan" and cfg.data.image_size == image_size  # None: the data's own 32 px
+    options = cfg.model.options
+    assert (options["width"], options["latent_dim"], options["attention"]) == (64, 128, 0)
+    # train_C10.sh: N02 init, SN in G and D, G_ortho 0, no --G_shared / --hier
+    assert options["init"] == "normal" and options["spectral_norm"] and options["g_spectral_norm"]
+    assert not options["hierarchical"] and not options["shared_embedding"] and cfg.optim.ortho_reg == 0.0
+    assert (cfg.train.ema_decay, cfg.train.ema_start) == (0.9999, 1000)
+    assert (cfg.eval.num_samples, cfg.eval.best_metric) == (fid_samples, "fid")
+
+
 def test_overrides_are_typed_and_nested():
     cfg = load_config("default", ["nda.lam=0.5", "train.steps=7", "nda.options.k=4", "train.tensorboard=true"])
     assert cfg.nda.lam == 0.5 and isinstance(cfg.nda.lam, float)

@@ -18,8 +18,9 @@ VARIANTS = {
     "mlp": [{}, MINIBATCH],
     "dcgan": [{}, {"spectral_norm": True}, {"d_batch_norm": False}, {"spectral_norm": True, **MINIBATCH}],
     "sngan_resnet": [{}, {"spectral_norm": False}, MINIBATCH],
+    "biggan": [{}, {"spectral_norm": False, "attention": 8}],
 }
-SHAPES = {"mlp": (None, None), "dcgan": (16, 3), "sngan_resnet": (16, 3)}
+SHAPES = {"mlp": (None, None), "dcgan": (16, 3), "sngan_resnet": (16, 3), "biggan": (32, 3)}
 CASES = [(name, options, num_classes) for name, variants in VARIANTS.items() for options in variants for num_classes in (0, 3)]
 
 
@@ -29,7 +30,7 @@ def test_every_model_is_covered():
 
 def _build(name, options, num_classes):
     image_size, channels = SHAPES[name]
-    width = {"mlp": {"width": 8}, "dcgan": {"width": 4}, "sngan_resnet": {"width": 4}}[name]
+    width = {"mlp": {"width": 8}, "dcgan": {"width": 4}, "sngan_resnet": {"width": 4}, "biggan": {"width": 2}}[name]
     torch.manual_seed(0)
     _, D = models.build(name, image_size=image_size, channels=channels, num_classes=num_classes, **width, **options)
     shape = (2,) if image_size is None else (channels, image_size, image_size)

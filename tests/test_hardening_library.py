@@ -465,6 +465,7 @@ NDA_BASE = {"other_data": {"source": torch.zeros(5, 3, 8, 8)}}
 MODEL_BASE = {
     "dcgan": {"image_size": 8, "channels": 1, "width": 4, "latent_dim": 4},
     "sngan_resnet": {"image_size": 16, "channels": 1, "width": 4, "latent_dim": 4},
+    "biggan": {"image_size": 32, "channels": 1, "width": 1, "latent_dim": 8},
     "mlp": {"image_size": None, "channels": None, "width": 4, "depth": 1, "latent_dim": 4},
 }
 DATA_BASE = {"dots": {"num_samples": 3, "image_size": 16}, "ring": {"num_samples": 8}, "grid": {"num_samples": 8},

@@ -22,6 +22,10 @@ CASES = {
     "dcgan-sn": dict(image_size=16, channels=1, width=4, spectral_norm=True, g_spectral_norm=True, _name="dcgan"),
     "sngan_resnet": dict(image_size=32, channels=3, width=4),
     "sngan_resnet-16px-nosn": dict(image_size=16, channels=1, width=4, spectral_norm=False, _name="sngan_resnet"),
+    "biggan": dict(image_size=32, channels=3, width=2),
+    "biggan-64px-gray": dict(image_size=64, channels=1, width=2, _name="biggan"),
+    "biggan-unshared": dict(image_size=32, channels=3, width=2, hierarchical=False, shared_embedding=False,
+                            g_spectral_norm=False, _name="biggan"),
 }
 LOSSES_PER_MODEL = ["hinge", "nonsaturating", "wgan-gp", "fgan-kl"]
 
@@ -107,8 +111,11 @@ def test_unconditional_models_ignore_labels(case):
 
 
 def perturb_class(G: nn.Module, k: int) -> None:
-    """Change only the parameters that belong to class k (CBN rows; the MLP's one-hot input column)."""
+    """Change only the parameters that belong to class k (CBN rows; BigGAN's shared embedding row;
+    the MLP's one-hot input column)."""
     with torch.no_grad():
+        if getattr(G, "shared", None) is not None:
+            G.shared.weight[k] += 0.5
         for m in G.modules():
             if isinstance(m, ClassBatchNorm2d) and m.num_classes:
                 m.gain[k] += 0.5
@@ -306,7 +313,7 @@ def test_invalid_builds_raise():
     with pytest.raises(ValueError, match="did you mean 'width'"):
         M.build("dcgan", image_size=32, channels=3, widht=8)
     with pytest.raises(ValueError, match="unknown model"):
-        M.build("biggan", image_size=32, channels=3)
+        M.build("bigan", image_size=32, channels=3)
     with pytest.raises(ValueError, match="init"):
         M.build("dcgan", image_size=32, channels=3, init="uniform")
 

@@ -283,3 +283,11 @@ def test_contrastive_tiny_and_cache(tmp_path):
     again = repro.run("contrastive", tmp_path / "again", size="tiny", runs_dir=out / "runs")
     assert all(r["cached"] for r in again["runs"])
     assert again["per_seed"]["mnist"]["jigsaw"][0]["linear_probe"] == jigsaw["linear_probe"]  # same run, same probe
+
+
+def test_config_hash_leaves_out_keys_added_later_at_their_neutral_value():
+    from negaug.experiment.config import learning_settings, load_config
+
+    base = load_config("default")
+    assert "ortho_reg" not in learning_settings(base)["optim"]  # runs cached before the key keep their hash
+    assert common.config_hash(base) != common.config_hash(load_config("default", ["optim.ortho_reg=1e-4"]))

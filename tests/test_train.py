@@ -404,3 +404,52 @@ def test_tensorboard_without_the_package_is_refused_before_any_folder(tmp_path):
     with pytest.raises(ValueError, match="needs the tensorboard package"):
         train(tiny(tmp_path, "train.name=tb", "train.tensorboard=true"))
     assert not (tmp_path / "tb").exists()
+
+
+def _one_generator_step(config, hand: bool = False):
+    """(G parameters after one G step, stats) of a freshly built run; `hand`: the plain G step written
+    out here (hinge generator loss, Adam), to compare with `generator_step`."""
+    from negaug.experiment.build import build
+    from negaug.experiment.stats import Stats
+    from negaug.experiment.steps import generator_step, sample_generated
+
+    recipe, state = build(config)
+    stats = Stats()
+    if hand:
+        z, labels = sample_generated(recipe, state, recipe.batch_size)
+        state.discriminator.requires_grad_(False)
+        loss = -state.discriminator(state.generator(z, labels), labels).mean()
+        state.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        state.opt_g.step()
+    else:
+        generator_step(recipe, state, 1, stats)
+    return [p.detach().clone() for p in state.generator.parameters()], stats.collect(), state
+
+
+def test_ortho_reg_zero_leaves_the_generator_step_bit_identical(tmp_path):
+    after, stats, _ = _one_generator_step(tiny(tmp_path))
+    by_hand, _, _ = _one_generator_step(tiny(tmp_path), hand=True)
+    assert all(torch.equal(a, b) for a, b in zip(after, by_hand))
+    assert "loss/ortho" not in stats and "loss/g" in stats
+
+
+def test_ortho_reg_adds_the_orthogonal_penalty_to_the_generator_loss(tmp_path):
+    from negaug.experiment.build import build
+    from negaug.models import orthogonal_penalty
+
+    _, state = build(tiny(tmp_path))
+    expected = float(orthogonal_penalty(state.generator).detach())  # G's weights before the step
+    plain, plain_stats, _ = _one_generator_step(tiny(tmp_path))
+    after, stats, _ = _one_generator_step(tiny(tmp_path, "optim.ortho_reg=10.0"))
+    assert stats["loss/ortho"] == pytest.approx(expected, rel=1e-6) and expected > 0
+    assert stats["loss/g"] == pytest.approx(plain_stats["loss/g"], rel=1e-6)  # loss/g stays the GAN loss
+    assert not all(torch.equal(a, b) for a, b in zip(after, plain))
+
+
+@pytest.mark.parametrize("value", ["-1e-4", "nan", "inf"])
+def test_ortho_reg_must_be_finite_and_non_negative(tmp_path, value):
+    from negaug.experiment.build import build
+
+    with pytest.raises(ValueError, match="optim.ortho_reg"):
+        build(tiny(tmp_path, f"optim.ortho_reg={value}"))

@@ -11,6 +11,7 @@ process: model weights are initialised from `train.seed` inside `torch.random.fo
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,7 @@ class Recipe:
     consistency_weight: float = 0.0  # weight of the CR penalty, 0: off
     r2_weight: float = 0.0  # R2 penalty weight (D's fake side), 0: off
     fm_weight: float = 0.0  # feature-matching weight in the G loss, 0: off
+    ortho_reg: float = 0.0  # weight of the orthogonal penalty on G's weights in the G step, 0: off
 
     def autocast(self):
         """The autocast context of `precision` (a no-op for fp32)."""
@@ -111,6 +113,8 @@ def check_scalars(config: Config) -> None:
     for key in ("lr_g", "lr_d", "eps"):
         if getattr(optim, key) <= 0:
             raise ValueError(f"optim.{key}={getattr(optim, key)} must be positive")
+    if not 0.0 <= optim.ortho_reg < math.inf:
+        raise ValueError(f"optim.ortho_reg={optim.ortho_reg} must be a finite number >= 0 (0: off; BigGAN: 1e-4)")
     for key in ("beta1", "beta2"):
         if not 0.0 <= getattr(optim, key) < 1.0:
             raise ValueError(f"optim.{key}={getattr(optim, key)} must be in [0, 1)")
@@ -368,7 +372,8 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
                     config.data.batch_size, config.optim.num_d_steps, num_classes, gp_weight,
                     config.loss.r1_penalty, clip_value, config.train.precision, device,
                     diffaugment, consistency, config.loss.consistency,
-                    r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching)
+                    r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching,
+                    ortho_reg=config.optim.ortho_reg)
     return recipe, new_state(config, dataset, generator, discriminator, device)
 
 

@@ -85,6 +85,9 @@ class OptimConfig:
     beta2: float = 0.999  # Adam beta2
     eps: float = 1e-8  # Adam epsilon
     num_d_steps: int = 4  # discriminator steps per generator step
+    # BigGAN's orthogonal regularisation on G: ortho_reg * sum ||W W^T * (1 - I)||_F^2 over G's conv
+    # and linear weights is added to the G loss (BigGAN: 1e-4; the NDA authors: 0). 0: off
+    ortho_reg: float = 0.0
 
 
 @dataclass
@@ -168,7 +171,8 @@ class Config(ConfigBase):
     RECORDING_KEYS: ClassVar[tuple[str, ...]] = RECORDING_KEYS
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = RESUMABLE_KEYS
     LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0,  # negaug 0.4
-                                            "loss.r2_penalty": 0.0, "loss.feature_matching": 0.0}
+                                            "loss.r2_penalty": 0.0, "loss.feature_matching": 0.0,
+                                            "optim.ortho_reg": 0.0}
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -199,8 +203,8 @@ def learning_settings(config: ConfigBase) -> dict[str, Any]:
         settings[section].pop(name, None)
     for key, off in type(config).LATER_KEYS.items():
         section, name = key.split(".")
-        if settings[section].get(name) == off:
-            settings[section].pop(name)
+        if name in settings.get(section, {}) and settings[section][name] == off:
+            del settings[section][name]
     return settings
 
 

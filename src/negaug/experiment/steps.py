@@ -47,7 +47,7 @@ from negaug.losses import (
     r1_penalty,
     r2_penalty,
 )
-from negaug.models import is_batch_dependent
+from negaug.models import is_batch_dependent, orthogonal_penalty
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
 
@@ -267,13 +267,17 @@ def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats,
             fake_features, real_features = features(recipe, state.discriminator, seen[:2])
             terms["feature_matching"] = feature_matching_loss(real_features, fake_features)
             loss = loss + recipe.fm_weight * terms["feature_matching"]
+        if recipe.ortho_reg > 0:  # BigGAN's orthogonal regularisation of G's weights
+            terms["ortho"] = orthogonal_penalty(state.generator)
+            loss = loss + recipe.ortho_reg * terms["ortho"]
         check_finite(step, loss, terms, "generator")
         _backward_and_step(loss, state.opt_g, state.scaler)
     finally:
         state.discriminator.requires_grad_(True)
-    stats.report("loss/g", loss)
-    if recipe.fm_weight > 0:
-        stats.report("loss/feature_matching", terms["feature_matching"])
+    stats.report("loss/g", terms["g"])
+    for name in ("feature_matching", "ortho"):
+        if name in terms:
+            stats.report(f"loss/{name}", terms[name])
     stats.report("d_out/generated_g_step", d_fake.detach())  # compare with d_out/generated of the D step
 
 

@@ -4,7 +4,7 @@
     x = G(G.sample_latent(64, generator=g))      # (64, 3, 32, 32) in [-1, 1]
     scores = D(x)                                # (64,) raw scores
 
-Registered: mlp (2-D points), dcgan, sngan_resnet.
+Registered: mlp (2-D points), dcgan, sngan_resnet, biggan.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 
 from torch import nn
 
-from negaug.models import dcgan, mlp, sngan_resnet  # noqa: F401  (registers the models)
+from negaug.models import biggan, dcgan, mlp, sngan_resnet  # noqa: F401  (registers the models)
 from negaug.models.base import MODELS, Discriminator, Generator, is_batch_dependent
+from negaug.models.biggan import orthogonal_penalty
 from negaug.models.ema import EMA, recompute_batch_norm_stats
 
 
@@ -36,4 +37,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["EMA", "recompute_batch_norm_stats", "Generator", "Discriminator", "is_batch_dependent", "build", "names", "count_parameters"]
+__all__ = ["EMA", "recompute_batch_norm_stats", "Generator", "Discriminator", "is_batch_dependent", "build", "names", "count_parameters",
+           "orthogonal_penalty"]
