@@ -719,3 +719,14 @@ def test_evaluate_generator_takes_your_own_generator():
         assert torch.equal(fake, net(torch.randn(100, 2, generator=torch.Generator().manual_seed(3))))
     with pytest.raises(ValueError, match="pass latent_dim="):
         evaluate_generator(lambda z: net(z), reference, ["kde"], num_samples=10)
+
+
+def test_protocol_records_the_negaug_version_that_ran_not_stale_install_metadata():
+    """Regression: an editable install made in 0.2.0 recorded "negaug": "0.2.0" in eval.json
+    for numbers computed by 0.3.0 (the version came from package metadata)."""
+    import negaug
+    from negaug.metrics.protocol import library_versions
+
+    versions = library_versions()
+    assert versions["negaug"] == negaug.__version__
+    assert set(versions) == {"negaug", "torch", "torchmetrics", "torch-fidelity", "numpy", "scipy"}

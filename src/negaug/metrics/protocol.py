@@ -17,10 +17,14 @@ _PACKAGES = ("negaug", "torch", "torchmetrics", "torch-fidelity", "numpy", "scip
 def library_versions() -> dict[str, str | None]:
     """Installed versions of the packages a metric value can depend on (None: not installed).
 
-    Read from package metadata, so nothing heavy (torch-fidelity) is imported.
+    Read from package metadata, so nothing heavy (torch-fidelity) is imported; negaug's own from
+    `negaug.__version__`, the code that ran (an editable install's metadata keeps the version it
+    was installed with, which recorded "0.2.0" for numbers computed by 0.3.0).
     """
-    versions: dict[str, str | None] = {}
-    for name in _PACKAGES:
+    from negaug import __version__
+
+    versions: dict[str, str | None] = {"negaug": __version__}
+    for name in _PACKAGES[1:]:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
