@@ -1,7 +1,7 @@
 """Training-step speed: NDA overhead, negaug vs a minimal hand-written loop, bf16 precision.
 
     python benchmarks/train_step.py [--iters 30] [--width 64] [--channels 3] [--d-norm spectral|batch]
-                                    [--biggan-widths 64,8]
+                                    [--biggan-widths 64,8] [--pix2pix-widths 16,4]
 
 One iteration = one discriminator step + one generator step, DCGAN 32 px, batch 64, hinge loss,
 on the CPU. Every row is measured in the same run, interleaved in rounds (so a slow period of the
@@ -13,6 +13,9 @@ minimal loop; bf16 + channels_last >= 1.3x faster than fp32.
 `--d-norm batch` gives D batch norm: one call per kind of sample (the discriminator contract).
 `--biggan-widths 64,8` adds rows for the paper's model, BigGAN at 32 px (SN in G and D; width 64 is
 the authors' ch), no NDA and jigsaw NDA weighted, at each width; their ratios are to the DCGAN rows.
+`--pix2pix-widths 16,4` adds rows for Pix2Pix (`negaug train pix2pix-scenes`: U-Net + PatchGAN on
+the offline scenes at 64 px, batch 16, L1 + cGAN; width 16 is the CPU preset's, 64 the paper's):
+one whole translation step (1 D + 1 G update), no NDA and jigsaw NDA.
 """
 from __future__ import annotations
 
@@ -89,6 +92,17 @@ def minimal_runner(width, channels, d_norm):
     return step
 
 
+def pix2pix_runner(width: int, transform: str):
+    """One `negaug train pix2pix-scenes` step at U-Net/PatchGAN width `width` (128 training pairs)."""
+    from negaug.experiment.translate import prepare_translation, translation_step
+    from negaug.experiment.translate_config import load_translation_config
+
+    config = load_translation_config("pix2pix-scenes", [f"model.width={width}", f"nda.transform={transform}",
+                                                        "data.options={num_samples: 128}", "train.device=cpu"])
+    recipe, state = prepare_translation(config)
+    return lambda i: translation_step(recipe, state, i + 1)
+
+
 def measure(runners: dict, iters: int, rounds: int) -> dict[str, float]:
     for run in runners.values():  # warm-up
         for i in range(3):
@@ -113,6 +127,7 @@ def main() -> None:
     parser.add_argument("--d-norm", choices=sorted(SPECTRAL_NORM), default="spectral",
                         help="D normalisation: spectral (the default preset) or batch")
     parser.add_argument("--biggan-widths", default="", help="comma-separated BigGAN widths to add rows for (e.g. 64,8)")
+    parser.add_argument("--pix2pix-widths", default="", help="comma-separated Pix2Pix widths to add rows for (e.g. 16,4)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,6 +142,9 @@ def main() -> None:
     for bw in (int(v) for v in args.biggan_widths.split(",") if v):
         runners[f"biggan width {bw}, no NDA"] = negaug_runner(bw, ch, norm, model="biggan")
         runners[f"biggan width {bw}, jigsaw NDA, weighted"] = negaug_runner(bw, ch, norm, "jigsaw", "weighted", model="biggan")
+    for pw in (int(v) for v in args.pix2pix_widths.split(",") if v):
+        runners[f"pix2pix width {pw}, 64 px, batch 16, no NDA"] = pix2pix_runner(pw, "none")
+        runners[f"pix2pix width {pw}, 64 px, batch 16, jigsaw NDA"] = pix2pix_runner(pw, "jigsaw")
     ms = measure(runners, args.iters, args.rounds)
     base, plain = ms["minimal hand-written loop"], ms["negaug, no NDA"]
     print(f"DCGAN {ch}x32x32, width {w}, {norm} norm in D, batch 64, 1 D + 1 G step, torch {torch.__version__}, "
