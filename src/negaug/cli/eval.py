@@ -9,7 +9,7 @@ HELP = ("evaluate a run's generator: FID/KID/IS/precision-recall, KDE, dot count
         "segmentation scores) -> RUN/eval.json")
 # Spelled out so that building the parser (every `negaug` call) does not import torch;
 # tests check them against the registries.
-METRIC_NAMES = ("dots", "fid", "is", "kde", "kid", "mmd", "pr", "toy")
+METRIC_NAMES = ("dots", "fid", "is", "kde", "kid", "mmd", "nnd", "pr", "toy")
 FEATURE_NAMES = ("classifier", "inception", "raw")
 INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 

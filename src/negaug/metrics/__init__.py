@@ -5,7 +5,7 @@
   ..., "protocol"}} (a run's generator with its config's settings: ``negaug.experiment.evaluate``).
 - ``negaug.metrics.features``: feature-extractor registry ("inception", "classifier", "raw").
 - Values: ``fid_from_features``, ``kernel_distance``, ``inception_score``, ``precision_recall``,
-  ``kde_log_likelihood``, ``count_dots``, ``toy_quality``.
+  ``kde_log_likelihood``, ``count_dots``, ``toy_quality``, ``neural_net_distance``.
 
 torch-fidelity is imported only when the Inception features are built (it installs a top-level
 ``tests`` package; importing it lazily keeps it away from everything else).
@@ -29,6 +29,7 @@ from negaug.metrics.fid import feature_statistics, fid_from_features, frechet_di
 from negaug.metrics.inception_score import inception_score
 from negaug.metrics.kde import kde_log_likelihood, parzen_log_likelihood
 from negaug.metrics.kid import kernel_distance
+from negaug.metrics.nn_distance import neural_net_distance
 from negaug.metrics.precision_recall import precision_recall
 from negaug.metrics.toy import toy_quality
 
@@ -42,6 +43,6 @@ __all__ = [
     "METRICS", "EvalSettings", "check_feature_space", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
     "evaluate_samples", "feature_statistics", "features", "fid_from_features",
     "find_metric", "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
-    "kde_log_likelihood", "kernel_distance", "names", "parzen_log_likelihood", "precision_recall", "record_sampling", "result_names",
+    "kde_log_likelihood", "kernel_distance", "names", "neural_net_distance", "parzen_log_likelihood", "precision_recall", "record_sampling", "result_names",
     "toy_quality",
 ]

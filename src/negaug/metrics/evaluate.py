@@ -10,7 +10,8 @@ feature space ("fid", "kid", "is", "pr"); in any other space the key carries it:
 weights). So an offline number is never reported as "FID": ``find_result(results, "fid")`` finds
 only the standard one, ``find_metric(results, "fid")`` an FID in whatever space was used.
 Other metrics: "kde", "dots", "toy_negative_fraction", "toy_high_quality", "toy_modes_covered";
-"mmd" (Gaussian-kernel MMD^2, on request) is keyed by its feature space like "kid".
+"mmd" (Gaussian-kernel MMD^2, on request) is keyed by its feature space like "kid"; "nnd" (Arora et
+al.'s neural-net distance, on request) works on the samples themselves, with a fresh critic.
 
 A value that would mislead is refused with a one-line ValueError naming the fix (see
 `negaug.metrics.trust`): features near chance, a reference the feature network was trained on,
@@ -35,6 +36,7 @@ from negaug.metrics.fid import fid_from_features
 from negaug.metrics.inception_score import inception_score
 from negaug.metrics.kde import kde_log_likelihood
 from negaug.metrics.kid import kernel_distance
+from negaug.metrics.nn_distance import neural_net_distance
 from negaug.metrics.precision_recall import precision_recall
 from negaug.metrics.protocol import library_versions
 from negaug.metrics.toy import toy_quality
@@ -71,6 +73,10 @@ class EvalSettings:
     toy_min_share: float = 0.01  # a mode is covered when it gets this share of all samples
     mmd_max_samples: int = 2000  # rows per set for "mmd" (a seeded subset: memory grows as its square)
     mmd_bandwidth_factors: tuple = (0.5, 1.0, 2.0)  # "mmd" bandwidths: these times the real rows' median distance
+    nnd_width: int = 64  # "nnd" critic: MLP hidden units (Arora et al.'s neural-net distance)
+    nnd_depth: int = 2  # "nnd" critic: hidden layers
+    nnd_steps: int = 200  # "nnd" critic: Adam steps on the fit halves
+    nnd_clip: float = 0.01  # "nnd" critic: every parameter clipped to [-clip, clip] (WGAN)
 
 
 def make_settings(**options: Any) -> EvalSettings:
@@ -276,6 +282,17 @@ def _mmd(evaluation: Evaluation) -> dict[str, dict]:
                                    estimator="unbiased", sigmas=sigmas, median_distance=median,
                                    bandwidth_factors=list(s.mmd_bandwidth_factors))
     return {evaluation.key("mmd"): evaluation.result("mmd", value, False, protocol)}
+
+
+@METRICS.register("nnd")
+def _nnd(evaluation: Evaluation) -> dict[str, dict]:
+    """Arora et al.'s neural-net distance with a fresh weight-clipped MLP critic on the samples
+    themselves (pixels or points, flattened): fit on seeded halves, reported on the other halves."""
+    s = evaluation.settings
+    real, fake = reference_tensor(evaluation.reference), evaluation.fake.float()
+    found = neural_net_distance(real, fake, s.nnd_width, s.nnd_depth, s.nnd_steps, s.nnd_clip, seed=evaluation.seed)
+    protocol = evaluation.protocol(False, nnd=found["protocol"])
+    return {"nnd": evaluation.result("nnd", found["value"], False, protocol, train_value=found["train_value"])}
 
 
 @METRICS.register("is")
