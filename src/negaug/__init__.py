@@ -6,7 +6,8 @@ import importlib
 
 __version__ = "0.3.0"
 
-_SUBMODULES = ("anomaly", "data", "experiment", "losses", "metrics", "models", "nda", "registry", "repro", "viz")
+_SUBMODULES = ("anomaly", "augment", "contrastive", "data", "experiment", "losses", "metrics", "models", "nda", "registry",
+               "repro", "video", "viz")
 
 
 def __getattr__(name: str):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from negaug import __version__
+
 _PACKAGES = ("negaug", "torch", "torchmetrics", "torch-fidelity", "numpy", "scipy")
 
 
@@ -21,8 +23,6 @@ def library_versions() -> dict[str, str | None]:
     `negaug.__version__`, the code that ran (an editable install's metadata keeps the version it
     was installed with, which recorded "0.2.0" for numbers computed by 0.3.0).
     """
-    from negaug import __version__
-
     versions: dict[str, str | None] = {"negaug": __version__}
     for name in _PACKAGES[1:]:
         try:
