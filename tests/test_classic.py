@@ -197,6 +197,9 @@ FAST = ["train.device=cpu", "train.progress=false", "train.sample_every=0", "tra
      "minibatch discrimination compares each sample"),
     (["model.options.minibatch_discrimination=-4", "loss.r1_penalty=0"], "minibatch_discrimination=-4 must be an integer"),
     (["loss.name=mmd", "loss.r1_penalty=0", "loss.options.sigmas=[-1]"], "mmd sigmas=-1"),
+    # bug: mmd has no D step, so a minibatch-discrimination D was built, never called, and the option did nothing
+    (["loss.name=mmd", "loss.r1_penalty=0", "model.options.minibatch_discrimination=4"],
+     "set model.options.minibatch_discrimination=0"),
 ])
 def test_config_errors_are_one_line_value_errors(overrides, message):
     with pytest.raises(ValueError) as err:
@@ -288,3 +291,16 @@ def test_feature_matching_calls_d_features_like_score(tmp_path, monkeypatch, min
     else:  # D step: one call; G step: score(generated), then features of generated + real in one call
         assert sizes == [16, 8, 16]
     assert result.last_log["loss/feature_matching"] >= 0
+
+
+def test_mmd_generator_step_adds_the_orthogonal_penalty(tmp_path):
+    """Bug: `optim.ortho_reg` was added in the GAN G step only, so with loss.name=mmd it was silently
+    ignored. The logged loss/ortho is the penalty of G's weights before the step."""
+    from negaug.models.biggan import orthogonal_penalty
+    config = load_config("ring", [*FAST, "loss.name=mmd", "loss.r1_penalty=0", "optim.ortho_reg=0.5",
+                                  "train.steps=1", "train.log_every=1", f"train.runs_dir={tmp_path}", "train.name=r"])
+    _, state = build(config)
+    expected = orthogonal_penalty(state.generator).item()  # the same seed builds the same initial G
+    result = train(config)
+    (record,) = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if "loss/g" in r]
+    assert expected > 0 and record["loss/ortho"] == pytest.approx(expected, rel=1e-5)

@@ -244,6 +244,18 @@ def test_cli_trains_resumes_exactly_and_evaluates(tmp_path, capsys):
     assert entry["results"]["segmentation"]["pixel_accuracy"] == logged["pixel_accuracy"]
 
 
+@pytest.mark.parametrize("flags", [["--seed", "3"], ["--seed", "0"], ["--download"], ["--force"]])
+def test_eval_flags_a_pix2pix_run_would_ignore_are_refused(tmp_path, capsys, flags):
+    """Bug: `negaug eval RUN --seed 3` (and --download, --force) on a pix2pix run exited 0 with the
+    same scores as without it: the G is scored in eval mode without latents, from local data."""
+    assert main(["train", "pix2pix-scenes", *TINY, "train.steps=2", f"train.runs_dir={tmp_path}", "train.name=r"]) == 0
+    capsys.readouterr()
+    code = main(["eval", str(tmp_path / "r"), "--device", "cpu", *flags])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"{flags[0]} apply to GAN runs only" in lines[0], lines
+    assert not (tmp_path / "r/eval.json").exists()
+
+
 def test_a_yaml_file_based_on_the_preset_is_a_pix2pix_run(tmp_path, capsys):
     config = tmp_path / "mine.yaml"
     config.write_text("base: pix2pix-scenes\nmodel: {width: 4}\n")

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the run's eval.feature_extractor)")
     parser.add_argument("--inception-weights", default=None,
                         help=f"TF-Inception weights file ({INCEPTION_FILENAME}); never downloaded")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID subsets (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the latents and of KID subsets (default: 0)")
     parser.add_argument("--checkpoint", default="latest", help="latest, best or a checkpoint path (default: latest)")
     parser.add_argument("--batch-size", type=int, default=250, help="generator / feature batch size (default: 250)")
     parser.add_argument("--data-root", default=None,
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if is_translation_run(args.run):
         return _run_translation(args)
 
-    entry = evaluate_run(args.run, metrics=args.metrics, num_samples=args.num_samples, seed=args.seed,
+    entry = evaluate_run(args.run, metrics=args.metrics, num_samples=args.num_samples,
+                         seed=0 if args.seed is None else args.seed,
                          checkpoint=args.checkpoint, feature_extractor=args.feature_extractor,
                          inception_weights=args.inception_weights, batch_size=args.batch_size, device=args.device,
                          plots=not args.no_plots, progress=not args.quiet, force=args.force,
@@ -70,8 +71,11 @@ def _run_translation(args) -> int:
     """`negaug eval` of a Pix2Pix run: segmentation scores of its label maps."""
     from negaug.experiment.translate import evaluate_translation_run, format_scores
 
+    # a Pix2Pix G is scored in eval mode (no latents, no randomness) on data that is never downloaded
     given = [flag for flag, value in (("--metrics", args.metrics), ("--feature-extractor", args.feature_extractor),
-                                      ("--inception-weights", args.inception_weights)) if value]
+                                      ("--inception-weights", args.inception_weights),
+                                      ("--seed", args.seed is not None), ("--download", args.download),
+                                      ("--force", args.force)) if value]
     if given:
         raise ValueError(f"{args.run} is a pix2pix run, scored by segmentation of its label maps; "
                          f"{', '.join(given)} apply to GAN runs only")

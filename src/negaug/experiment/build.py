@@ -261,6 +261,9 @@ def check_no_discriminator(config: Config, gp: float, clip: float) -> None:
                          f"loss.name={name} has none of; set train.diffaugment=none")
     if config.model.conditional:
         raise ValueError(f"loss.name={name} is unconditional (GMMN); set model.conditional=false")
+    if config.model.options.get("minibatch_discrimination"):
+        raise ValueError(f"model.options.minibatch_discrimination is a discriminator layer, which loss.name={name} "
+                         f"has none of; set model.options.minibatch_discrimination=0")
     if config.nda.mode != "weighted":
         raise ValueError(f"nda.mode={config.nda.mode} mixes D's fake batch, which loss.name={name} has none of; "
                          f"use nda.mode=weighted (negatives enter as a repulsive MMD term)")

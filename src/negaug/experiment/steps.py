@@ -291,6 +291,9 @@ def mmd_generator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, st
     with recipe.autocast():
         fake = state.generator(z, None)
     loss, terms = recipe.loss.generator_loss(fake, real, negatives, lam=recipe.lam if negatives is not None else 1.0)
+    if recipe.ortho_reg > 0:  # BigGAN's orthogonal regularisation of G's weights, as in `generator_step`
+        terms = {**terms, "ortho": orthogonal_penalty(state.generator)}
+        loss = loss + recipe.ortho_reg * terms["ortho"]
     check_finite(step, loss, terms, "generator")
     _backward_and_step(loss, state.opt_g, state.scaler)
     stats.report("loss/g", loss)
