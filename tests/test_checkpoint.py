@@ -52,6 +52,20 @@ def test_latest_and_prune(tmp_path):
     assert ckpt.load_latest(tmp_path).step == 4
 
 
+def test_prune_removes_tensor_files_orphaned_by_a_kill_during_an_earlier_prune(tmp_path):
+    """Regression (red team): kill -9 between unlinking a pruned checkpoint's record and its tensors
+    left step_0000003.safetensors forever; the next prune removes it, never a newer or protected one."""
+    for step in (1, 2, 3, 4, 5):
+        ckpt.save(tmp_path, step, _tensors(step), {})
+    (tmp_path / "step_0000003.json").unlink()  # what the kill left: tensors without their record
+    (tmp_path / "step_0000002.json").unlink()  # a protected step's orphan stays
+    (tmp_path / "step_0000009.safetensors").write_bytes(b"newer than every record: a save in progress")
+    ckpt.prune(tmp_path, keep=2, protect={2})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["step_0000002.safetensors", "step_0000004.json", "step_0000004.safetensors",
+                     "step_0000005.json", "step_0000005.safetensors", "step_0000009.safetensors"]
+
+
 def test_truncated_checkpoint_falls_back_and_is_named(tmp_path):
     ckpt.save(tmp_path, 1, _tensors(1.0), {})
     ckpt.save(tmp_path, 2, _tensors(2.0), {})

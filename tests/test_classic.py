@@ -192,6 +192,8 @@ FAST = ["train.device=cpu", "train.progress=false", "train.sample_every=0", "tra
     (["loss.name=mmd"], "loss.r1_penalty=0.1 acts on a discriminator"),
     (["loss.name=mmd", "loss.r1_penalty=0", "loss.feature_matching=1"], "loss.feature_matching=1 acts on a discriminator"),
     (["loss.name=mmd", "loss.r1_penalty=0", "nda.mode=mixture"], "use nda.mode=weighted"),
+    # regression (red team): mmd ran one G step per step whatever optim.num_d_steps said
+    (["loss.name=mmd", "loss.r1_penalty=0", "optim.num_d_steps=4"], "set optim.num_d_steps=1"),
     (["model.options.minibatch_discrimination=4"], "set model.options.minibatch_discrimination=0, or loss.r1_penalty=0"),
     (["model.options.minibatch_discrimination=4", "loss.r1_penalty=0", "loss.r2_penalty=1"],
      "minibatch discrimination compares each sample"),

@@ -256,6 +256,9 @@ def check_no_discriminator(config: Config, gp: float, clip: float) -> None:
     for key, value in settings.items():
         if value > 0:
             raise ValueError(f"{key}={value:g} acts on a discriminator, which loss.name={name} has none of; set {key}=0")
+    if config.optim.num_d_steps != 1:
+        raise ValueError(f"optim.num_d_steps={config.optim.num_d_steps} counts discriminator steps, which "
+                         f"loss.name={name} has none of (one G step per step); set optim.num_d_steps=1")
     if config.train.diffaugment != "none":
         raise ValueError(f"train.diffaugment={config.train.diffaugment} augments what a discriminator sees, which "
                          f"loss.name={name} has none of; set train.diffaugment=none")

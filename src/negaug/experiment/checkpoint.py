@@ -211,6 +211,20 @@ def prune(folder: Path, keep: int, protect: set[int] = frozenset()) -> None:
             continue
         (folder / f"{stem(step)}.json").unlink(missing_ok=True)  # the record first: no half-checkpoint looks good
         (folder / f"{stem(step)}.safetensors").unlink(missing_ok=True)
+    _remove_orphan_tensors(folder, protect)
+
+
+def _remove_orphan_tensors(folder: Path, protect: set[int]) -> None:
+    """Delete tensor files older than the newest record that have no record of their own: what a
+    kill between unlinking a pruned checkpoint's record and its tensors leaves behind."""
+    steps = set(list_steps(folder))
+    if not steps:
+        return
+    newest = max(steps)
+    for path in folder.glob("step_*.safetensors"):
+        digits = path.name[len("step_"):-len(".safetensors")]
+        if digits.isdigit() and int(digits) < newest and int(digits) not in steps and int(digits) not in protect:
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
