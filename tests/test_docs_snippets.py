@@ -29,7 +29,7 @@ def context(tmp_path, monkeypatch):
 
 def test_every_docs_page_with_python_is_covered():
     covered = {"anomaly.md", "data.md", "evaluation.md", "models.md", "nda.md", "training.md",
-               "contrastive.md"}  # contrastive.md: tests/test_contrastive_readme.py
+               "contrastive.md", "pix2pix.md"}  # contrastive.md: tests/test_contrastive_readme.py; pix2pix.md: tests/test_pix2pix.py
     assert {p.name for p in DOCS.glob("*.md") if blocks(p.name)} == covered
 
 
@@ -56,8 +56,12 @@ def test_evaluation_snippet_runs(context):
 
 def test_training_snippet_runs(context):
     """As written but 2 steps instead of 500, in the test's folder."""
-    (block,) = blocks("training.md")
+    block, mixgan = blocks("training.md")
     block = block.replace('"train.steps=500"', '"train.steps=2", "train.progress=false"')
     assert "train.steps=2" in block
     exec(block, context)
     assert context["run"].step == 2
+    mixgan = mixgan.replace("range(400)", "range(3)")  # the MIX+GAN example, 3 steps instead of 400
+    assert "range(3)" in mixgan
+    exec(mixgan, context)
+    assert context["points"].shape == (2000, 2) and set(context["component"].tolist()) <= {0, 1, 2}
