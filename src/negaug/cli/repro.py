@@ -5,8 +5,8 @@ import argparse
 import sys
 
 # Spelled out so that building the parser does not import torch; a test checks them against negaug.repro.names().
-EXPERIMENT_NAMES = ("anomaly", "contrastive", "numerosity", "pix2pix", "quality", "toy", "video")
-HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix)"
+EXPERIMENT_NAMES = ("anomaly", "contrastive", "lessons", "numerosity", "pix2pix", "quality", "toy", "video")
+HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix, lessons)"
 
 EPILOG = """examples:
   negaug repro toy --quick --out scratch/toy            # smoke version, minutes, in a scratch folder

@@ -23,12 +23,22 @@ from typing import Any
 
 from negaug.files import read_limited
 from negaug.registry import Registry
-from negaug.repro import anomaly, contrastive, numerosity, pix2pix, quality, toy, video
+from negaug.repro import (
+    anomaly,
+    contrastive,
+    lessons,
+    numerosity,
+    pix2pix,
+    quality,
+    toy,
+    video,
+)
 from negaug.repro.common import SIZES, Study, default_seeds
 
 EXPERIMENTS = Registry("experiment")
 for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality,
-                       "contrastive": contrastive, "video": video, "pix2pix": pix2pix}.items():
+                       "contrastive": contrastive, "video": video, "pix2pix": pix2pix,
+                       "lessons": lessons}.items():
     EXPERIMENTS.register(_name)(_module.run)
 
 
