@@ -247,15 +247,15 @@ def plot_divergences(rows: list[dict[str, float]], path: Path) -> Path:
     thetas = [r["theta"] for r in rows]
     js.plot(dense, [analytic_divergences(t)["js"] for t in dense], label="analytic")
     js.scatter([0.0], [0.0], color="C0", zorder=3)
-    js.plot(thetas, [r["estimated_js"] for r in rows], "o--", label="estimated (logistic D)")
-    js.set(xlabel="theta", ylabel="nats", title="JS(P0, P_theta): jumps at 0")
+    js.plot(thetas, [r["estimated_js"] for r in rows], "o", label="estimated (logistic D)")
+    js.set(xlabel="theta", ylabel="nats", title="JS: jumps at theta = 0")
     top = 2.0
     kl.plot(dense, [top if t != 0 else math.nan for t in dense], label="analytic: +inf (clipped)")
     kl.scatter([0.0], [0.0], color="C0", zorder=3)
-    kl.set(xlabel="theta", ylim=(-0.1, top + 0.2), title="KL (both directions): inf for theta != 0")
+    kl.set(xlabel="theta", ylim=(-0.1, top + 0.2), title="KL (both ways): inf off 0")
     w.plot(dense, [abs(t) for t in dense], label="analytic |theta|")
-    w.plot(thetas, [r["estimated_w1"] for r in rows], "o--", label="estimated (WGAN-GP critic)")
-    w.set(xlabel="theta", title="W1(P0, P_theta) = |theta|: continuous")
+    w.plot(thetas, [r["estimated_w1"] for r in rows], "o", label="estimated (WGAN-GP critic)")
+    w.set(xlabel="theta", title="W1 = |theta|: continuous")
     for axes in (js, kl, w):
         axes.legend(fontsize=7)
     return viz.save_figure(figure, path)
