@@ -16,6 +16,7 @@ EPILOG = """examples:
   negaug repro contrastive --quick --out scratch/contrastive   # MoCo-v2 with/without NDA, probes
   negaug repro video --quick --out scratch/video   # DPC with / without jigsaw clips, synthetic clips
   negaug repro pix2pix --quick --out scratch/pix2pix   # Table 4: {cGAN, L1+cGAN} x {no NDA, jigsaw} on scenes
+  negaug repro lessons --quick --out scratch/lessons   # the seed documents' lessons: gradients, JS/KL/W1, mode collapse
 Trained runs are cached in --runs-dir (default OUT/runs) by config hash; a rerun reuses them."""
 
 
