@@ -6,8 +6,10 @@
 Experiments (`repro.names()`): numerosity (Appendix A), toy (Figure 3), anomaly (Table 5, small
 scale), quality (FID / precision / recall with and without NDA), contrastive (Table 6 and Figure 9
 at small scale: MoCo-v2 without NDA and with three NDA arms), video (Table 7 on a synthetic
-stand-in: DPC on moving_mnist, linear probes on frozen features). Each trains a baseline arm and
-an NDA arm with the same preset, budget and seeds, evaluates both and writes `out_dir/results.json`
+stand-in: DPC on moving_mnist, linear probes on frozen features), pix2pix (Table 4), lessons (the
+seed documents' lessons: vanishing minimax gradient, JS/KL/W1 between parallel segments, mode
+collapse on the 5 x 5 grid; not a baseline-vs-NDA comparison). Each other experiment trains a
+baseline arm and an NDA arm with the same preset, budget and seeds, evaluates both and writes `out_dir/results.json`
 (every number with its protocol and settings), `out_dir/report.md` (claim tables, mean ± std over
 seeds) and PNG plots. Sizes: "tiny" (CI smoke test, seconds), "quick" (minutes), "full" (the
 reported numbers, 3 seeds by default). Trained runs are cached under `runs_dir` (default
@@ -23,12 +25,22 @@ from typing import Any
 
 from negaug.files import read_limited
 from negaug.registry import Registry
-from negaug.repro import anomaly, contrastive, numerosity, pix2pix, quality, toy, video
+from negaug.repro import (
+    anomaly,
+    contrastive,
+    lessons,
+    numerosity,
+    pix2pix,
+    quality,
+    toy,
+    video,
+)
 from negaug.repro.common import SIZES, Study, default_seeds
 
 EXPERIMENTS = Registry("experiment")
 for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality,
-                       "contrastive": contrastive, "video": video, "pix2pix": pix2pix}.items():
+                       "contrastive": contrastive, "video": video, "pix2pix": pix2pix,
+                       "lessons": lessons}.items():
     EXPERIMENTS.register(_name)(_module.run)
 
 
