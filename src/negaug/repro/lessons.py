@@ -265,7 +265,7 @@ def plot_divergences(rows: list[dict[str, float]], path: Path) -> Path:
 
 def plot_modes(per_arm: dict[str, list[dict[str, Any]]], shown: dict[str, torch.Tensor], dataset, path: Path) -> Path:
     shown = {name: shown[name] for name in GRID_ARMS if name in shown}
-    figure = viz.new_figure(3.0 * len(shown), 3.2)
+    figure = viz.new_figure(3.0 * len(shown), 3.8)  # room for two-line titles above square axes
     for i, (name, points) in enumerate(shown.items()):
         axes = figure.add_subplot(1, len(shown), i + 1)
         axes.scatter(dataset.centers[:, 0], dataset.centers[:, 1], s=20, c="lightgrey", marker="s")
