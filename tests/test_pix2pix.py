@@ -66,6 +66,28 @@ def test_every_parameter_gets_a_gradient(norm):
     assert missing == []
 
 
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_bf16_autocast_and_channels_last_match_fp32(norm):
+    """The generic model checks for bf16 and channels_last: same shapes, finite, close to fp32
+    (bf16 keeps ~3 significant digits), and every parameter still gets a gradient."""
+    torch.manual_seed(0)
+    G, D = build_pix2pix(64, 3, 3, width=4, norm=norm)
+    G.eval()  # dropout off: the two passes must see the same network
+    c = torch.randn(2, 3, 64, 64)
+    reference = D(G(c), c)
+    G.to(memory_format=torch.channels_last)
+    D.to(memory_format=torch.channels_last)
+    c_last = c.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = G(c_last)
+        scores = D(y, c_last)
+    assert y.shape == (2, 3, 64, 64) and scores.shape == reference.shape
+    assert torch.isfinite(scores.float()).all()
+    assert 0 < (scores.float() - reference).abs().max() < 0.1 * reference.abs().max() + 0.05
+    scores.float().mean().backward()
+    assert all(p.grad is not None for p in [*G.parameters(), *D.parameters()])
+
+
 @pytest.mark.parametrize("norm, dependent", [("instance", False), ("batch", True), ("none", False)])
 def test_batch_dependent_is_declared_truthfully(norm, dependent):
     torch.manual_seed(0)
