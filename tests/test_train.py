@@ -327,7 +327,20 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     code, _, _ = cli(capsys, "--resume", str(tmp_path / "r"), "train.steps=4")
     assert code == 0 and ckpt.list_steps(tmp_path / "r" / "checkpoints")[-1] == 4
     code, _, err = cli(capsys, "--resume", str(tmp_path / "nothing"))
+    assert code == 2 and "nothing does not exist" in err and not (tmp_path / "nothing").exists()
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(capsys, "--resume", str(tmp_path / "empty"))
     assert code == 2 and "not a negaug run folder" in err
+
+
+def test_resume_of_a_missing_folder_says_it_does_not_exist(tmp_path, capsys):
+    """Regression (red team): `--resume runs/k2` on a folder that does not exist said "not a negaug
+    run folder (no checkpoints/)", as if the folder were there but wrong."""
+    for argv in (["train", "--resume"], ["pretrain", "--resume"]):
+        from negaug.cli import main
+        code = main([*argv, str(tmp_path / "k2")])
+        err = capsys.readouterr().err
+        assert code == 2 and "k2 does not exist" in err and err.count("\n") == 1
 
 
 # --- kills and signals (subprocesses) ---------------------------------------------------------

@@ -107,6 +107,8 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
         run_dir = Path(config.train.runs_dir) / config.train.name
     recipe, state = prepare(config)  # every check happens here, before a run folder exists
     run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
+    if resume and not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir} does not exist; give the run folder that `{command}` created")
     if resume and not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
                                 f"that `{command}` created")

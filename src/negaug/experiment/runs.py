@@ -196,6 +196,9 @@ def recorded_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
     """The config (a `cls`) recorded in the run's newest checkpoint whose record verifies. It, not
     the editable config.yaml (a copy for people), is what a resumed run continues with."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"{run_dir} does not exist; give the run folder that `{cls.COMMAND}` created "
+                                f"(train.runs_dir/train.name, e.g. runs/<name>)")
     if not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a negaug run folder (no checkpoints/); give the folder "
                                 f"that `{cls.COMMAND}` created")
