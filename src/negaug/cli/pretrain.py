@@ -3,11 +3,10 @@ pretraining (MoCo-v2) with NDA negatives, behind `negaug.experiment.pretrain.pre
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
-from negaug.cli.train import _split_source, _StopFlag
+from negaug.cli.train import _split_source, run_until_stopped
 
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
 
@@ -46,7 +45,7 @@ def _warn(message: str) -> None:
 
 
 def run(args) -> int:
-    from negaug.experiment import NonFiniteLossError, RunWriteError, resume_config
+    from negaug.experiment import resume_config
     from negaug.experiment.pretrain import (
         check_pretrain_run,
         prepare_pretraining,
@@ -67,21 +66,11 @@ def run(args) -> int:
         prepare_pretraining(config)  # the same checks as a real run
         print(config.to_yaml(), end="")
         return 0
-    flag = _StopFlag()
-    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = pretrain(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=lambda: flag.requested,
-                          on_start=_announce(config), warn=_warn)
-    except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
-        print(f"negaug: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if result.interrupted:
-        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
-              f"negaug pretrain --resume {result.run_dir}", file=sys.stderr)
-        return 128 + (flag.signal or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+    result, code = run_until_stopped(
+        lambda stop: pretrain(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                              on_start=_announce(config), warn=_warn), "negaug pretrain")
+    if code is not None:
+        return code
     knn = f", k-NN accuracy {100 * result.knn['value']:.2f}%" if result.knn else ""
     print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s{knn})")
     print(f"next: negaug probe {result.run_dir}   # linear probe, k-NN, NDA distances -> {result.run_dir}/probe.json\n"

@@ -29,6 +29,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
 
 
+def run_until_stopped(session, command: str):
+    """Run `session(stop_requested)` (a training function) with SIGINT/SIGTERM asking it to save a
+    checkpoint and stop. Returns (result, None) when it finished, (result or None, exit code) when
+    it failed mid-run (1) or was stopped (128 + signal: 130 for Ctrl-C, 143 for SIGTERM)."""
+    from negaug.experiment import NonFiniteLossError, RunWriteError
+
+    flag = _StopFlag()
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = session(lambda: flag.requested)
+    except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
+        print(f"negaug: error: {err}", file=sys.stderr)
+        return None, 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.interrupted:
+        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
+              f"{command} --resume {result.run_dir}", file=sys.stderr)
+        return result, 128 + (flag.signal or signal.SIGINT)
+    return result, None
+
+
 def _split_source(args) -> tuple[str | None, list[str]]:
     """The first positional may be an override when no preset is given."""
     source, overrides = args.source, list(args.overrides)
@@ -62,8 +85,6 @@ def _announce(config):
 
 def run(args) -> int:
     from negaug.experiment import (
-        NonFiniteLossError,
-        RunWriteError,
         load_config,
         prepare_run,
         resume_config,
@@ -81,29 +102,18 @@ def run(args) -> int:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
         config = resume_config(args.resume, overrides,
-                               warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+                               warn=_warn_line)
     else:
         config = load_config(source, overrides)
     if args.dry_run:
         prepare_run(config)  # the same checks as a real run, so a dry run catches every bad value
         print(config.to_yaml(), end="")
         return 0
-    flag = _StopFlag()
-    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = train(config, run_dir=args.resume, resume=bool(args.resume),
-                       stop_requested=lambda: flag.requested, on_start=_announce(config),
-                       warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
-    except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
-        print(f"negaug: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if result.interrupted:
-        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
-              f"negaug train --resume {result.run_dir}", file=sys.stderr)
-        return 128 + (flag.signal or signal.SIGINT)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+    result, code = run_until_stopped(
+        lambda stop: train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                           on_start=_announce(config), warn=_warn_line), "negaug train")
+    if code is not None:
+        return code
     print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s)")
     print(f"next: negaug eval {result.run_dir}   # sample quality -> {result.run_dir}/eval.json\n"
           f"      negaug anomaly {result.run_dir}   # the discriminator as an anomaly detector\n"
@@ -117,7 +127,7 @@ def _warn_line(message: str) -> None:
 
 def _run_translation(args, source: str | None, overrides: list[str]) -> int:
     """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`)."""
-    from negaug.experiment import NonFiniteLossError, RunWriteError, resume_config
+    from negaug.experiment import resume_config
     from negaug.experiment.translate import prepare_translation, train_translation
     from negaug.experiment.translate_config import (
         TranslationConfig,
@@ -139,21 +149,11 @@ def _run_translation(args, source: str | None, overrides: list[str]) -> int:
         start = f" from step {step}" if step else ""
         print(f"negaug: training pix2pix {config.train.steps} steps{start} in {run_dir} on {device}", flush=True)
 
-    flag = _StopFlag()
-    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = train_translation(config, run_dir=args.resume, resume=bool(args.resume),
-                                   stop_requested=lambda: flag.requested, on_start=on_start, warn=_warn_line)
-    except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
-        print(f"negaug: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if result.interrupted:
-        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
-              f"negaug train --resume {result.run_dir}", file=sys.stderr)
-        return 128 + (flag.signal or signal.SIGINT)
+    result, code = run_until_stopped(
+        lambda stop: train_translation(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                                       on_start=on_start, warn=_warn_line), "negaug train")
+    if code is not None:
+        return code
     scores = result.scores or {}
     summary = ", ".join(f"{key} {scores[key]:.3f}" for key in ("pixel_accuracy", "class_accuracy", "mean_iou")
                         if key in scores)
