@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "negaug"
 
 LAYERS = {  # top-level module or package of negaug -> its layer
     "registry": 0, "presets": 0, "viz": 0, "files": 0, "nda": 0, "losses": 0, "models": 0, "data": 0, "metrics": 0, "anomaly": 0,
-    "contrastive": 0, "augment": 0,
+    "contrastive": 0, "augment": 0, "distributed": 0,
     "video": 0,
     "experiment": 1, "repro": 2, "cli": 3, "__main__": 3, "__init__": 0,
 }

@@ -1,0 +1,124 @@
+"""Data parallelism on PyTorch's own engine (`torchrun`): the few collective operations negaug
+needs, as plain functions over `torch.distributed`. Every function is a no-op (or the identity)
+in a single process, so library code calls them unconditionally and a run without `torchrun`
+computes exactly what it computed before.
+
+    if distributed.init_from_env("cpu"):      # torchrun set WORLD_SIZE > 1: gloo on CPUs, NCCL on GPUs
+        ...
+    loss.backward()
+    distributed.all_reduce_gradients(D.parameters())    # the mean gradient over ranks, one flat buffer
+    features = distributed.all_gather_cat(local_features)   # (sum of local B, ...) in rank order
+
+Why an explicit all-reduce and not DistributedDataParallel: a GAN step backpropagates through D
+several times per update (the D loss, gradient penalties with double backward, the G step through
+a frozen D), which DDP's hooks mishandle (pytorch issues 47562 and 63812). Averaging the
+flattened gradients once after each phase's backward is exact and simple.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's global rank (0 in a single process)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 in a single process)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank() -> int:
+    """This process's rank on its node (`LOCAL_RANK`, set by torchrun; 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def launched_by_torchrun() -> bool:
+    """Whether the environment asks for more than one process (torchrun's WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device_type: str) -> bool:
+    """Join the process group torchrun describes (`env://`: MASTER_ADDR, MASTER_PORT, RANK,
+    WORLD_SIZE) with NCCL for ``device_type == "cuda"`` and gloo otherwise; returns whether the
+    run is distributed. Without torchrun (WORLD_SIZE unset or 1) nothing happens."""
+    if not launched_by_torchrun():
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://")
+    return is_distributed()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Replace each parameter's ``.grad`` by its mean over ranks, in one flat all-reduce per
+    dtype and device. A parameter without a gradient on this rank counts as a zero gradient (and
+    gets one when another rank has one), so every rank steps the same parameters."""
+    if not is_distributed():
+        return
+    params = [p for p in parameters if p.requires_grad]
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.nn.Parameter]] = {}
+    for p in params:
+        groups.setdefault((p.dtype, p.device), []).append(p)
+    scale = 1.0 / dist.get_world_size()
+    for group in groups.values():
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.mul_(scale)
+        offset = 0
+        for p in group:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (in place)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=src)
+
+
+def all_gather_cat(tensor: Tensor) -> Tensor:
+    """Concatenate every rank's ``tensor`` (B_r, ...) along dim 0 in rank order; the ranks may
+    hold different B_r (the rest of the shape and the dtype must agree). The identity in a
+    single process. With gloo the tensors are gathered on the CPU and moved back."""
+    if not is_distributed():
+        return tensor
+    device = tensor.device
+    on_cpu = dist.get_backend() == "gloo"
+    local = tensor.detach().cpu() if on_cpu else tensor.detach().contiguous()
+    sizes = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([local.shape[0]], device=local.device))
+    counts = [int(s) for s in sizes]
+    padded = local.new_zeros((max(counts), *local.shape[1:]))
+    padded[:local.shape[0]] = local
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:c] for g, c in zip(gathered, counts)]).to(device)
+
+
+def shard(count: int) -> tuple[int, int]:
+    """This rank's contiguous share [start, stop) of ``count`` items: the first ``count % world``
+    ranks take one more. Concatenating every rank's share in rank order gives 0..count-1."""
+    world, me = world_size(), rank()
+    base, extra = divmod(count, world)
+    start = me * base + min(me, extra)
+    return start, start + base + (1 if me < extra else 0)
