@@ -1,5 +1,6 @@
 """The classic GAN toolkit (issue 15, second half), after Arora et al. 2017: the neural-net
 distance (a metric, "nnd") and MIX+GAN (mixtures of generators and discriminators)."""
+import json
 import math
 
 import pytest
@@ -169,3 +170,119 @@ def test_tiny_mixgan_with_nda_trains_on_the_ring():
     # measured: 3 modes, 0.36 high quality, 0.04 negative; an untrained G puts nothing near a mode
     assert q["modes_covered"] >= 2 and q["high_quality_fraction"] > 0.2 and q["negative_fraction"] < 0.15
     assert min(mix.g_weights().tolist()) > 0.2  # the entropy term keeps every generator in play
+
+
+# --- MIX+GAN in negaug train (model.mixture) --------------------------------------------------
+
+from negaug.cli import main  # noqa: E402
+from negaug.experiment import load_config, resume_config, train  # noqa: E402
+from negaug.models.mixture import MixtureDiscriminator, MixtureGenerator  # noqa: E402
+
+
+class ConstantD(nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, y=None):
+        return torch.full((x.shape[0],), self.value)
+
+
+def test_mixture_generator_picks_components_by_the_inverse_cdf_of_its_weights():
+    G = MixtureGenerator([Constant(0.0), Constant(1.0), Constant(2.0)])
+    with torch.no_grad():
+        G.logits.copy_(torch.tensor([0.2, 0.3, 0.5]).log())  # cumulative 0.2, 0.5, 1.0
+    u = torch.tensor([0.0, 0.1, 0.21, 0.49, 0.51, 0.99])
+    z = torch.cat([torch.zeros(6, 2), u[:, None]], dim=1)
+    assert G.components(z).tolist() == [0, 0, 1, 1, 2, 2]
+    torch.testing.assert_close(G(z)[:, 0], torch.tensor([0.0, 0, 1, 1, 2, 2]))
+    assert G.latent_dim == 3 and G.sample_latent(5, torch.Generator().manual_seed(0)).shape == (5, 3)
+    u_drawn = G.sample_latent(4000, torch.Generator().manual_seed(0))[:, -1]
+    assert 0 <= float(u_drawn.min()) and float(u_drawn.max()) < 1 and abs(float(u_drawn.mean()) - 0.5) < 0.02
+
+
+def test_mixture_discriminator_scores_the_weighted_mean_of_its_members():
+    D = MixtureDiscriminator([ConstantD(1.0), ConstantD(-3.0)])
+    with torch.no_grad():
+        D.logits.copy_(torch.tensor([math.log(3.0), 0.0]))  # wD = (3/4, 1/4)
+    torch.testing.assert_close(D(torch.zeros(2, 5)), torch.tensor([0.0, 0.0]))  # 0.75 - 0.75
+    assert not D.batch_dependent
+    assert MixtureDiscriminator([nn.Sequential(nn.BatchNorm1d(2))]).batch_dependent
+
+
+MIX_TINY = ["data.name=grid", "model.name=mlp", "model.options.width=16", "model.options.depth=2", "model.mixture=3",
+            "loss.name=nonsaturating", "data.batch_size=32", "train.steps=6", "train.progress=false",
+            "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=3", "train.ema_decay=0.9",
+            "train.ema_start=2", "train.device=cpu", "nda.transform=other_data", "nda.lam=0.5",
+            "nda.options.dataset=toy_negatives", "eval.every=0"]
+
+
+def test_mixture_trains_from_the_config_and_resumes_exactly(tmp_path):
+    from test_train import assert_same_weights, weights
+    train(load_config(None, [*MIX_TINY, f"train.runs_dir={tmp_path}", "train.name=whole"]))
+    train(load_config(None, [*MIX_TINY, f"train.runs_dir={tmp_path}", "train.name=split", "train.steps=3"]))
+    train(resume_config(tmp_path / "split", ["train.steps=6"]), run_dir=tmp_path / "split", resume=True)
+    whole = weights(tmp_path / "whole")
+    assert_same_weights(whole, weights(tmp_path / "split"))
+    names = whole[1].keys()
+    assert {"generator.logits", "discriminator.logits", "ema.logits"} <= set(names)
+    assert sum(k.startswith("generator.members.2.") for k in names) > 0  # three generators checkpointed
+    record = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()][-1]
+    for side in ("g", "d"):
+        weights_logged = [record[f"mix/{side}_weight{k}"] for k in range(3)]
+        assert abs(sum(weights_logged) - 1) < 1e-5 and min(weights_logged) > 0.2
+    assert record["d_out/negative"] < record["d_out/real"]  # D learns the negatives are fake
+    for key in ("loss/d_real", "loss/d_fake", "loss/d_neg", "loss/d_entropy", "loss/g_entropy", "d_out/generated_g_step"):
+        assert math.isfinite(record[key]), key
+
+
+def test_mixture_of_one_is_the_plain_pair(tmp_path):
+    """model.mixture=1 is the plain G and D: same weights, no mixture modules."""
+    from test_train import assert_same_weights, weights
+    base = [k for k in MIX_TINY if not k.startswith("model.mixture")]
+    train(load_config(None, [*base, f"train.runs_dir={tmp_path}", "train.name=a"]))
+    train(load_config(None, [*base, "model.mixture=1", f"train.runs_dir={tmp_path}", "train.name=b"]))
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert not any("logits" in k for k in weights(tmp_path / "a")[1])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.mixture=0", "model.mixture=0 must be in 1..16"),
+    ("model.mixture=17", "model.mixture=17 must be in 1..16"),
+    ("loss.r1_penalty=1", "loss.r1_penalty=1 is not supported with model.mixture=3"),
+    ("loss.name=wgan-gp", "loss.gradient_penalty=10 is not supported with model.mixture=3"),
+    ("loss.name=wgan", "loss.weight_clip=0.01 is not supported with model.mixture=3"),
+    ("loss.feature_matching=1", "loss.feature_matching=1 is not supported"),
+    ("loss.name=mmd", "loss.name=mmd has no discriminator"),
+    ("nda.mode=mixture", "nda.mode is not supported with model.mixture=3; set nda.mode=weighted"),
+    ("model.mixture_entropy=-1", "model.mixture_entropy=-1.0 must be a finite number >= 0"),
+])
+def test_mixture_refuses_what_it_cannot_train_in_one_line(tmp_path, capsys, override, expected):
+    code = main(["train", *MIX_TINY, f"train.runs_dir={tmp_path}", "train.name=bad", override])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_mixture_keys_leave_the_settings_hash_of_earlier_runs_alone():
+    from negaug.experiment.config import learning_settings
+    plain = learning_settings(load_config(None, []))
+    assert "mixture" not in plain["model"] and "mixture_entropy" not in plain["model"]
+    assert learning_settings(load_config(None, ["model.mixture=3"]))["model"]["mixture"] == 3
+
+
+def test_batch_norm_mixture_members_never_see_mixed_batches(tmp_path, monkeypatch):
+    """The D contract for MIX+GAN: every D_j call holds one kind of sample (8 each), both steps."""
+    from negaug import models
+    config = load_config("default", ["data.options.classes=[0, 1]", "model.options.width=4", "train.device=cpu",
+                                     "model.options.spectral_norm=false", "data.batch_size=8", "train.steps=1",
+                                     "train.progress=false", "train.sample_every=0", "model.mixture=2",
+                                     f"train.runs_dir={tmp_path}", "train.name=r"])
+    sizes = []
+    original = models.dcgan.DCGANDiscriminator.forward
+    monkeypatch.setattr(models.dcgan.DCGANDiscriminator, "forward",
+                        lambda self, x, y=None: (sizes.append(x.shape[0]), original(self, x, y))[1])
+    train(config)
+    # D step: per D_j real, negatives, 2 generated; G step: per D_j 2 generated -> 12 calls of 8
+    assert sizes == [8] * 12

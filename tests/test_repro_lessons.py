@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from negaug.cli import main
-from negaug.repro import lessons
+from negaug.repro import lessons, toolkit
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +83,32 @@ def test_lessons_tiny_writes_report_and_figures(tmp_path):
     assert set(results["modes_covered"]) == set(lessons.GRID_ARMS)
     for entries in results["mode_collapse_per_arm"].values():
         (entry,) = entries
-        assert sum(entry["mode_counts"]) <= lessons.SIZES["tiny"]["num_samples"]
+        assert sum(entry["mode_counts"]) <= toolkit.SIZES["tiny"]["grid_samples"]
         assert 0 <= entry["modes_covered"] <= 25 and entry["num_modes"] == 25
+    assert len(results["mode_collapse_per_arm"]["mixgan"][0]["g_weights"]) == 3  # model.mixture=3 in negaug train
     report = (out / "report.md").read_text()
     assert "Mode collapse on the 5 x 5 grid" in report and "![divergences" in report
+
+
+def test_toolkit_tiny_trains_every_arm_and_writes_both_tables(tmp_path):
+    out = tmp_path / "toolkit"
+    assert main(["repro", "toolkit", "--tiny", "--out", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    arms = {toolkit.arm_name(m, nda) for m in toolkit.METHODS for nda in (False, True)}
+    assert set(results["grid"]) == arms and set(results["mnist"]) == arms
+    configs = {r["arm"]: r["config"] for r in results["runs"]}
+    assert configs["mixgan"]["model"]["mixture"] == 3 and configs["mmd_nda"]["loss"]["name"] == "mmd"
+    assert configs["plain"]["nda"]["transform"] == "none" and configs["rpgan_nda"]["nda"]["transform"] != "none"
+    for row in results["grid"].values():
+        assert 0 <= row["modes_covered"]["mean"] <= 25
+    for name, row in results["mnist"].items():
+        assert row["fid"]["mean"] > 0 and 0 <= row["precision"]["mean"] <= 1, name
+    assert results["grid"]["plain"]["vs_plain"]["modes_covered"]["difference"] == 0
+    report = (out / "report.md").read_text()
+    assert "## 5 x 5 grid (25 modes)" in report and "## MNIST-5k" in report and "MIX+GAN" in report
+    for name in ("grid_samples.png", "mnist_samples.png"):
+        assert (out / name).stat().st_size > 0
+    # the lessons' grid arms are the toolkit's: one runs folder, no second training
+    assert main(["repro", "lessons", "--tiny", "--out", str(tmp_path / "lessons"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    lessons_runs = json.loads((tmp_path / "lessons" / "results.json").read_text())["runs"]
+    assert lessons_runs and all(r["cached"] for r in lessons_runs)

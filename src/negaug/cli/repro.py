@@ -5,8 +5,8 @@ import argparse
 import sys
 
 # Spelled out so that building the parser does not import torch; a test checks them against negaug.repro.names().
-EXPERIMENT_NAMES = ("anomaly", "contrastive", "lessons", "numerosity", "pix2pix", "quality", "toy", "video")
-HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix, lessons)"
+EXPERIMENT_NAMES = ("anomaly", "contrastive", "lessons", "numerosity", "pix2pix", "quality", "toolkit", "toy", "video")
+HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix, lessons, toolkit)"
 
 EPILOG = """examples:
   negaug repro toy --quick --out scratch/toy            # smoke version, minutes, in a scratch folder
@@ -17,6 +17,7 @@ EPILOG = """examples:
   negaug repro video --quick --out scratch/video   # DPC with / without jigsaw clips, synthetic clips
   negaug repro pix2pix --quick --out scratch/pix2pix   # Table 4: {cGAN, L1+cGAN} x {no NDA, jigsaw} on scenes
   negaug repro lessons --quick --out scratch/lessons   # the seed documents' lessons: gradients, JS/KL/W1, mode collapse
+  negaug repro toolkit --quick --out scratch/toolkit   # FM, minibatch, MMD, MIX+GAN, RpGAN vs plain GAN, +/- NDA
 Trained runs are cached in --runs-dir (default OUT/runs) by config hash; a rerun reuses them."""
 
 

@@ -22,6 +22,7 @@ from negaug import augment, data, losses, metrics, models
 from negaug import nda as nda_transforms
 from negaug.experiment.config import Config, check_run_name
 from negaug.experiment.state import TrainState
+from negaug.models.mixture import MAX_COMPONENTS, MixtureDiscriminator, MixtureGenerator
 from negaug.experiment.stream import BatchStream
 from negaug.registry import closest
 
@@ -54,6 +55,7 @@ class Recipe:
     r2_weight: float = 0.0  # R2 penalty weight (D's fake side), 0: off
     fm_weight: float = 0.0  # feature-matching weight in the G loss, 0: off
     ortho_reg: float = 0.0  # weight of the orthogonal penalty on G's weights in the G step, 0: off
+    mixture_entropy: float | None = None  # MIX+GAN (G and D are mixtures): entropy weight; None: one G, one D
 
     def autocast(self):
         """The autocast context of `precision` (a no-op for fp32)."""
@@ -92,6 +94,9 @@ def check_scalars(config: Config) -> None:
     """Checks that need no registry: ranges and enumerations."""
     nda, optim, train = config.nda, config.optim, config.train
     check_run_name(train.name)
+    if not 1 <= config.model.mixture <= MAX_COMPONENTS:
+        raise ValueError(f"model.mixture={config.model.mixture} must be in 1..{MAX_COMPONENTS} (1: one G and one D; "
+                         f"MIX+GAN: e.g. 3)")
     check_seed("train.seed", train.seed)
     check_seed("eval.seed", config.eval.seed)
     if not 0.0 < nda.lam <= 1.0:
@@ -219,13 +224,17 @@ def build_models(config: Config, dataset) -> tuple[nn.Module, nn.Module, int]:
         shape = {"image_size": dataset.image_size, "channels": dataset.num_channels}
     else:
         shape = {"image_size": None, "channels": None, "data_dim": getattr(dataset, "dim", 2)}
+    count = settings.mixture
     try:
         with torch.random.fork_rng(devices=[]):  # weight init is the one user of the global RNG
             torch.manual_seed(config.train.seed)
-            generator, discriminator = models.build(settings.name, num_classes=num_classes, **shape, **settings.options)
+            pairs = [models.build(settings.name, num_classes=num_classes, **shape, **settings.options)
+                     for _ in range(count)]  # MIX+GAN: each pair initialised in turn from the one seed
     except (ValueError, TypeError) as err:
         raise _with_key("model", err) from None
-    return generator, discriminator, num_classes
+    if count == 1:
+        return pairs[0][0], pairs[0][1], num_classes
+    return MixtureGenerator([g for g, _ in pairs]), MixtureDiscriminator([d for _, d in pairs]), num_classes
 
 
 def build_loss(config: Config):
@@ -244,7 +253,33 @@ def build_loss(config: Config):
             raise ValueError(f"loss.{key}={getattr(config.loss, key)} must be >= 0 (0: off)")
     if not loss.uses_discriminator:
         check_no_discriminator(config, gp, clip)
+    if config.model.mixture != 1:
+        check_mixture(config, gp, clip)
     return loss, gp, clip
+
+
+def check_mixture(config: Config, gp: float, clip: float) -> None:
+    """MIX+GAN (`model.mixture` > 1) trains on the mixed game's payoff with a plain D step: it
+    refuses what would act on one D (penalties, clipping, augmentation, features) or mix kinds."""
+    key = f"model.mixture={config.model.mixture}"
+    if config.loss.name == "mmd":
+        raise ValueError(f"{key} mixes generators and discriminators, and loss.name=mmd has no discriminator; "
+                         f"set model.mixture=1, or use a GAN loss (e.g. loss.name=nonsaturating)")
+    if not 0.0 <= config.model.mixture_entropy < math.inf:
+        raise ValueError(f"model.mixture_entropy={config.model.mixture_entropy} must be a finite number >= 0 (Arora et al.: 0.01)")
+    settings = {"loss.gradient_penalty": gp, "loss.weight_clip": clip, "loss.r1_penalty": config.loss.r1_penalty,
+                "loss.r2_penalty": config.loss.r2_penalty, "loss.feature_matching": config.loss.feature_matching,
+                "loss.consistency": config.loss.consistency}
+    for name, value in settings.items():
+        if value > 0:
+            raise ValueError(f"{name}={value:g} is not supported with {key} (MIX+GAN trains on the mixed payoff "
+                             f"alone); set {name}=0 or model.mixture=1")
+    refused = {"train.diffaugment": (config.train.diffaugment != "none", "none"),
+               "model.conditional": (config.model.conditional, "false"),
+               "nda.mode": (config.nda.mode != "weighted", "weighted")}
+    for name, (on, fix) in refused.items():
+        if on:
+            raise ValueError(f"{name} is not supported with {key}; set {name}={fix} or model.mixture=1")
 
 
 def check_no_discriminator(config: Config, gp: float, clip: float) -> None:
@@ -379,7 +414,8 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
                     config.loss.r1_penalty, clip_value, config.train.precision, device,
                     diffaugment, consistency, config.loss.consistency,
                     r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching,
-                    ortho_reg=config.optim.ortho_reg)
+                    ortho_reg=config.optim.ortho_reg,
+                    mixture_entropy=config.model.mixture_entropy if config.model.mixture > 1 else None)
     return recipe, new_state(config, dataset, generator, discriminator, device)
 
 

@@ -52,6 +52,8 @@ class ModelConfig:
     name: str = "dcgan"  # model registry name (`negaug.models.names()`)
     conditional: bool = False  # class-conditional G and D (labels from the dataset)
     options: dict = field(default_factory=dict)  # architecture options (width, latent_dim, spectral_norm, ...)
+    mixture: int = 1  # MIX+GAN: K generators and K discriminators with learned mixture weights (1: off)
+    mixture_entropy: float = 0.01  # MIX+GAN: weight of the entropy regulariser on the mixture weights
 
 
 @dataclass
@@ -172,7 +174,8 @@ class Config(ConfigBase):
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = RESUMABLE_KEYS
     LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0,  # negaug 0.4
                                             "loss.r2_penalty": 0.0, "loss.feature_matching": 0.0,
-                                            "optim.ortho_reg": 0.0}
+                                            "optim.ortho_reg": 0.0, "model.mixture": 1,
+                                            "model.mixture_entropy": 0.01}
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

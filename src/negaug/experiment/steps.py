@@ -28,7 +28,10 @@ Objectives of the classic toolkit (docs/training.md, "Classic GAN toolkit"): a r
 (`loss.pairs_with_real`) scores a real batch in the G step too (the last D step's); feature
 matching (`loss.feature_matching`) adds ||E f(x) - E f(G(z))||^2 to the G loss; R2
 (`loss.r2_penalty`) is R1 on D's fake side; a loss without a discriminator (`mmd`, GMMN) trains G
-alone in `mmd_generator_step`, with NDA as a repulsive term.
+alone in `mmd_generator_step`, with NDA as a repulsive term. MIX+GAN (`model.mixture` > 1: G
+and D are `negaug.models.mixture` mixtures) trains on the mixed game's payoff in
+`mixture_discriminator_step` / `mixture_generator_step`: each D_j scores each kind of sample in its
+own call, so a batch-dependent D_j sees one kind per call as `score` guarantees.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from negaug.losses import (
     r2_penalty,
 )
 from negaug.models import is_batch_dependent, orthogonal_penalty
+from negaug.models.mixture import mixed_d_loss, mixed_g_loss
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
 
@@ -127,6 +131,8 @@ def features(recipe: Recipe, discriminator: torch.nn.Module, parts: list[Part]) 
 def discriminator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, labels: torch.Tensor,
                        step: int, stats: Stats) -> None:
     """One update of D on a real batch (B, ...) against lam * G + (1 - lam) * NDA."""
+    if recipe.mixture_entropy is not None:
+        return mixture_discriminator_step(recipe, state, real, step, stats)
     batch = real.shape[0]
     real_labels = labels if recipe.num_classes else None
     negatives = recipe.negative(real, generator=state.nda_rng) if recipe.negative is not None else None  # from clean reals
@@ -250,6 +256,8 @@ def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats,
     last D step's real batch, needed by a relativistic loss, feature matching and `mmd`."""
     if not recipe.loss.uses_discriminator:
         return mmd_generator_step(recipe, state, real, step, stats)
+    if recipe.mixture_entropy is not None:
+        return mixture_generator_step(recipe, state, step, stats, real)
     pairs = recipe.loss.pairs_with_real
     assert real is not None or not (pairs or recipe.fm_weight > 0), "this G loss needs the real batch"
     z, labels = sample_generated(recipe, state, real.shape[0] if pairs else recipe.batch_size)
@@ -299,3 +307,53 @@ def mmd_generator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, st
     stats.report("loss/g", loss)
     for name, value in terms.items():
         stats.report(f"loss/{name}", value)
+
+
+def mixture_discriminator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, step: int, stats: Stats) -> None:
+    """MIX+GAN's D step: every D_j against every G_i on one real batch (B, ...), weighted wG_i wD_j,
+    with NDA on each D_j's fake side (eq. 3, weighted mode), minus beta H(wD) (Arora et al. 2017)."""
+    negatives = recipe.negative(real, generator=state.nda_rng) if recipe.negative is not None else None
+    if recipe.positive is not None:
+        real = apply_positive(recipe, state, real)
+    z, _ = sample_generated(recipe, state, real.shape[0])
+    G, D = state.generator, state.discriminator
+    with torch.no_grad(), recipe.autocast():
+        fakes = G.every(z)
+    with recipe.autocast():
+        loss, terms = mixed_d_loss(D, recipe.loss, real, fakes, negatives, recipe.lam if negatives is not None else None,
+                                   recipe.mixture_entropy, g_weights=G.weights())
+    outputs = {name: terms.pop(name) for name in ("out_real", "out_generated", "out_negative") if name in terms}
+    check_finite(step, loss, terms, "discriminator")
+    _backward_and_step(loss, state.opt_d, state.scaler)
+    stats.report("loss/d", loss)
+    for name, value in terms.items():
+        stats.report(f"loss/{name}", value)
+    for name, value in outputs.items():
+        stats.report(f"d_out/{name.removeprefix('out_')}", value)
+    for j, weight in enumerate(D.weights().detach()):
+        stats.report(f"mix/d_weight{j}", weight)
+
+
+def mixture_generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats, real: torch.Tensor) -> None:
+    """MIX+GAN's G step: every G_i against every D_j, weighted wG_i wD_j (wG trained), minus
+    beta H(wG); `real` (B, ...) for relativistic losses. Negatives never enter."""
+    G, D = state.generator, state.discriminator
+    z, _ = sample_generated(recipe, state, real.shape[0] if recipe.loss.pairs_with_real else recipe.batch_size)
+    D.requires_grad_(False)
+    try:
+        with recipe.autocast():
+            loss, terms = mixed_g_loss(D, recipe.loss, G.every(z), recipe.mixture_entropy, real, g_weights=G.weights())
+        generated = terms.pop("out_generated")
+        if recipe.ortho_reg > 0:
+            terms["ortho"] = orthogonal_penalty(G)
+            loss = loss + recipe.ortho_reg * terms["ortho"]
+        check_finite(step, loss, terms, "generator")
+        _backward_and_step(loss, state.opt_g, state.scaler)
+    finally:
+        D.requires_grad_(True)
+    stats.report("loss/g", loss)
+    for name, value in terms.items():
+        stats.report(f"loss/{name}", value)
+    stats.report("d_out/generated_g_step", generated)
+    for i, weight in enumerate(G.weights().detach()):
+        stats.report(f"mix/g_weight{i}", weight)

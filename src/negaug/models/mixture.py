@@ -14,6 +14,14 @@ weights are constants in it. With NDA (eq. 3 of Sinha et al.) each D_j's fake si
 ``lam * (G mixture) + (1 - lam) * NDA``: ``L_D(G_i, D_j) = loss.d_loss(D_j(x), D_j(G_i(z)),
 D_j(negatives), lam)``, so summed over i with weights wG the fake side is exactly that mixture.
 
+Each side is one module with negaug's G / D interface, so `negaug train` (``model.mixture=K``)
+checkpoints, averages (EMA), samples and evaluates a mixture like any other pair:
+- ``MixtureGenerator``: latents carry one extra coordinate u ~ U[0, 1), the component draw, so
+  ``G(z)`` is a deterministic function of ``z`` and ``sample_latent`` samples the mixture exactly
+  (component i with probability wG_i, by inverse CDF of the weights at u);
+- ``MixtureDiscriminator``: ``D(x)`` is the mixture's expected score sum_j wD_j D_j(x) (for uses
+  outside training, e.g. anomaly scoring); training uses each D_j's own scores.
+
     mix = MixGAN([mlp()[0] for _ in range(3)], [mlp()[1] for _ in range(3)])
     terms = mixgan_step(mix, losses.build("nonsaturating"), real, negatives, 0.5, d_opt, g_opt, rng)
     points, component = mix.sample(1000, torch.Generator().manual_seed(0))
@@ -24,6 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from negaug.losses.base import GANLoss
+from negaug.models.base import is_batch_dependent
+
+MAX_COMPONENTS = 16
 
 
 def entropy(weights: Tensor) -> Tensor:
@@ -31,84 +42,190 @@ def entropy(weights: Tensor) -> Tensor:
     return -(weights * torch.log(weights.clamp_min(1e-30))).sum()
 
 
+def _call(module: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
+    return module(x) if labels is None else module(x, labels)
+
+
+class MixtureGenerator(nn.Module):
+    """K generators of one output shape and latent size with mixture logits ``logits`` (K,),
+    zeros at start (uniform). Input: z (B, noise_dim + 1), the last column the component draw u."""
+
+    def __init__(self, generators: list[nn.Module]):
+        super().__init__()
+        if not 1 <= len(generators) <= MAX_COMPONENTS:
+            raise ValueError(f"a mixture needs 1..{MAX_COMPONENTS} generators, got {len(generators)}")
+        if len({int(G.latent_dim) for G in generators}) != 1:
+            raise ValueError("MixGAN: every generator must have the same latent_dim (they share latents)")
+        self.members = nn.ModuleList(generators)
+        self.logits = nn.Parameter(torch.zeros(len(generators)))
+        self.noise_dim = int(generators[0].latent_dim)
+        self.latent_dim = self.noise_dim + 1  # the size of z this module takes: noise and u
+        self.num_classes = int(getattr(generators[0], "num_classes", 0) or 0)
+
+    def weights(self) -> Tensor:
+        """(K,) softmax of ``logits``: sums to 1."""
+        return self.logits.softmax(dim=0)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> Tensor:
+        """(n, noise_dim + 1): standard normal noise and, last, u ~ U[0, 1), from ``generator``."""
+        if device is None:
+            device = self.logits.device
+        noise = torch.randn(n, self.noise_dim, generator=generator, device=device)
+        return torch.cat([noise, torch.rand(n, 1, generator=generator, device=device)], dim=1)
+
+    def components(self, z: Tensor) -> Tensor:
+        """(B,) int64: the component of each latent, i with probability wG_i when u ~ U[0, 1)."""
+        edges = self.weights().detach().cumsum(0)[:-1].to(z.dtype)
+        return torch.searchsorted(edges, z[:, -1].contiguous(), right=True)
+
+    def every(self, z: Tensor, labels: Tensor | None = None) -> list[Tensor]:
+        """[G_i(noise) for each i], each (B, ...): every member on the whole batch (the G step)."""
+        noise = z[:, :self.noise_dim]
+        return [_call(G, noise, labels) for G in self.members]
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Samples of the mixture (B, ...): row b from component ``components(z)[b]``. Every member
+        runs on the whole batch (as in training, so batch-norm statistics match the G step)."""
+        outputs = torch.stack(self.every(z, labels))  # (K, B, ...)
+        component = self.components(z)
+        return outputs[component, torch.arange(z.shape[0], device=z.device)]
+
+
+class MixtureDiscriminator(nn.Module):
+    """K' discriminators with mixture logits ``logits`` (K',), zeros at start (uniform)."""
+
+    def __init__(self, discriminators: list[nn.Module]):
+        super().__init__()
+        if not 1 <= len(discriminators) <= MAX_COMPONENTS:
+            raise ValueError(f"a mixture needs 1..{MAX_COMPONENTS} discriminators, got {len(discriminators)}")
+        self.members = nn.ModuleList(discriminators)
+        self.logits = nn.Parameter(torch.zeros(len(discriminators)))
+        self.batch_dependent = any(is_batch_dependent(D) for D in discriminators)
+
+    def weights(self) -> Tensor:
+        """(K',) softmax of ``logits``: sums to 1."""
+        return self.logits.softmax(dim=0)
+
+    def every(self, x: Tensor, labels: Tensor | None = None) -> list[Tensor]:
+        """[D_j(x) for each j], each (B,) raw scores."""
+        return [_call(D, x, labels) for D in self.members]
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(B,) the mixture's expected score sum_j wD_j D_j(x)."""
+        return torch.einsum("j,jb->b", self.weights().to(x.dtype), torch.stack(self.every(x, labels)))
+
+
 class MixGAN(nn.Module):
-    """K generators and K' discriminators (any negaug G / D of one data shape and latent size)
-    with mixture logits ``g_logits`` (K,) and ``d_logits`` (K',), zeros at start (uniform)."""
+    """A ``MixtureGenerator`` (``.generator``) and a ``MixtureDiscriminator`` (``.discriminator``)."""
 
     def __init__(self, generators: list[nn.Module], discriminators: list[nn.Module]):
         super().__init__()
         if not generators or not discriminators:
             raise ValueError("MixGAN needs at least one generator and one discriminator")
-        if len({int(G.latent_dim) for G in generators}) != 1:
-            raise ValueError("MixGAN: every generator must have the same latent_dim (they share latents)")
-        self.generators, self.discriminators = nn.ModuleList(generators), nn.ModuleList(discriminators)
-        self.g_logits = nn.Parameter(torch.zeros(len(generators)))
-        self.d_logits = nn.Parameter(torch.zeros(len(discriminators)))
-        self.latent_dim = int(generators[0].latent_dim)
+        self.generator = MixtureGenerator(generators)
+        self.discriminator = MixtureDiscriminator(discriminators)
+        self.latent_dim = self.generator.noise_dim  # the members' latent size
+
+    @property
+    def generators(self) -> nn.ModuleList:
+        return self.generator.members
+
+    @property
+    def discriminators(self) -> nn.ModuleList:
+        return self.discriminator.members
+
+    @property
+    def g_logits(self) -> nn.Parameter:
+        return self.generator.logits
+
+    @property
+    def d_logits(self) -> nn.Parameter:
+        return self.discriminator.logits
 
     def g_weights(self) -> Tensor:
-        """(K,) softmax of ``g_logits``: sums to 1."""
-        return self.g_logits.softmax(dim=0)
+        return self.generator.weights()
 
     def d_weights(self) -> Tensor:
-        """(K',) softmax of ``d_logits``: sums to 1."""
-        return self.d_logits.softmax(dim=0)
+        return self.discriminator.weights()
 
     def generator_parameters(self) -> list[nn.Parameter]:
-        return [*self.generators.parameters(), self.g_logits]
+        return list(self.generator.parameters())
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
-        return [*self.discriminators.parameters(), self.d_logits]
+        return list(self.discriminator.parameters())
 
-    def every_generator(self, z: Tensor) -> list[Tensor]:
-        """[G_i(z) for each i]: each (B, ...) from the same latents z (B, latent_dim)."""
-        return [G(z) for G in self.generators]
+    def every_generator(self, noise: Tensor) -> list[Tensor]:
+        """[G_i(noise) for each i]: each (B, ...) from the same noise (B, latent_dim)."""
+        return [G(noise) for G in self.generators]
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
-        """``n`` samples of the mixture and the component of each (n,): component i drawn with
-        probability wG_i, then G_i(z), z ~ N(0, I); all randomness from ``generator`` (CPU)."""
-        component = torch.multinomial(self.g_weights().detach().cpu(), n, replacement=True, generator=generator)
-        z = torch.randn(n, self.latent_dim, generator=generator).to(device)
-        out = None
-        for i, G in enumerate(self.generators):
-            rows = (component == i).nonzero().squeeze(1).to(device)
-            if rows.numel() == 0:
-                continue
-            x = G(z[rows])
-            out = x.new_empty(n, *x.shape[1:]) if out is None else out
-            out[rows] = x
-        return out, component
+        """``n`` samples of the mixture and the component of each (n,); latents from
+        ``generator`` (CPU): component i with probability wG_i."""
+        z = self.generator.sample_latent(n, generator=generator, device="cpu").to(device)
+        return self.generator(z), self.generator.components(z).cpu()
 
 
-def mixed_d_loss(mix: MixGAN, loss: GANLoss, real: Tensor, fakes: list[Tensor], negatives: Tensor | None,
-                 lam: float | None, entropy_weight: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """L_D = sum_ij wG_i wD_j loss.d_loss(D_j(real), D_j(fakes[i]), D_j(negatives), lam) - beta H(wD);
-    wG is a constant here (the D step does not move the generators' weights)."""
-    w_g, w_d = mix.g_weights().detach(), mix.d_weights()
+def mixed_d_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, real: Tensor, fakes: list[Tensor],
+                 negatives: Tensor | None, lam: float | None, entropy_weight: float,
+                 g_weights: Tensor | None = None, labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_D = sum_ij wG_i wD_j loss.d_loss(D_j(real), D_j(fakes[i]), D_j(negatives), lam) - beta H(wD).
+
+    ``mix``: a MixGAN, or a MixtureDiscriminator with ``g_weights`` (K,) given; wG is a constant
+    here (the D step does not move the generators' weights). ``labels`` (B,) for conditional D's.
+    Returned terms: the wG wD-weighted pair terms (``d_real``, ``d_fake``, ...), ``d_pairs``,
+    ``d_entropy`` and the mixture's mean scores ``out_real`` / ``out_generated`` / ``out_negative``
+    (sum_j wD_j D_j and, for generated, also over wG_i), detached."""
+    D_mix = mix.discriminator if isinstance(mix, MixGAN) else mix
+    w_g = (mix.g_weights() if g_weights is None else g_weights).detach()
+    w_d = D_mix.weights()
     total = real.new_zeros(())
-    for j, D in enumerate(mix.discriminators):
-        d_real = D(real)
-        d_neg = D(negatives) if negatives is not None else None
+    terms: dict[str, Tensor] = {}
+    out = {"out_real": 0.0, "out_generated": 0.0, "out_negative": 0.0}
+    for j, D in enumerate(D_mix.members):
+        d_real = _call(D, real, labels).float()
+        d_neg = _call(D, negatives, labels).float() if negatives is not None else None
+        out["out_real"] = out["out_real"] + w_d[j].detach() * d_real.detach().mean()
+        if d_neg is not None:
+            out["out_negative"] = out["out_negative"] + w_d[j].detach() * d_neg.detach().mean()
         for i, fake in enumerate(fakes):
-            pair, _ = loss.d_loss(d_real, D(fake.detach()), d_neg, lam)
-            total = total + w_g[i] * w_d[j] * pair
+            d_fake = _call(D, fake.detach(), labels).float()
+            pair, pair_terms = loss.d_loss(d_real, d_fake, d_neg, lam)
+            weight = w_g[i] * w_d[j]
+            total = total + weight * pair
+            for name, value in pair_terms.items():
+                terms[name] = terms.get(name, 0.0) + weight.detach() * value.detach()
+            out["out_generated"] = out["out_generated"] + weight.detach() * d_fake.detach().mean()
     h = entropy(w_d)
-    return total - entropy_weight * h, {"d_pairs": total.detach(), "d_entropy": h.detach()}
+    if negatives is None:
+        out.pop("out_negative")
+    return total - entropy_weight * h, {**terms, "d_pairs": total.detach(), "d_entropy": h.detach(),
+                                        **{k: torch.as_tensor(v) for k, v in out.items()}}
 
 
-def mixed_g_loss(mix: MixGAN, loss: GANLoss, fakes: list[Tensor], entropy_weight: float,
-                 real: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def mixed_g_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, fakes: list[Tensor], entropy_weight: float,
+                 real: Tensor | None = None, g_weights: Tensor | None = None,
+                 labels: Tensor | None = None, real_labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """L_G = sum_ij wG_i wD_j loss.g_loss(D_j(fakes[i]), D_j(real)) - beta H(wG); wD a constant.
-    ``real`` only for losses that pair with a real batch (``loss.pairs_with_real``)."""
-    w_g, w_d = mix.g_weights(), mix.d_weights().detach()
-    total = fakes[0].new_zeros(())
-    for j, D in enumerate(mix.discriminators):
-        d_real = D(real) if loss.pairs_with_real else None
+
+    ``mix``: a MixGAN, or a MixtureDiscriminator with ``g_weights`` (K,) given (with its graph:
+    the G step trains the generators' weights). ``real`` only for losses that pair with a real
+    batch (``loss.pairs_with_real``). Terms: ``g_pairs``, ``g_entropy``, ``out_generated``."""
+    D_mix = mix.discriminator if isinstance(mix, MixGAN) else mix
+    w_g = mix.g_weights() if g_weights is None else g_weights
+    w_d = D_mix.weights().detach()
+    total = fakes[0].new_zeros((), dtype=torch.float32)
+    out_generated = 0.0
+    for j, D in enumerate(D_mix.members):
+        d_real = _call(D, real, real_labels).float() if loss.pairs_with_real else None
         for i, fake in enumerate(fakes):
-            total = total + w_g[i] * w_d[j] * loss.g_loss(D(fake), d_real)
+            d_fake = _call(D, fake, labels).float()
+            total = total + w_g[i] * w_d[j] * (loss.g_loss(d_fake, d_real) if d_real is not None else loss.g_loss(d_fake))
+            out_generated = out_generated + (w_g[i] * w_d[j]).detach() * d_fake.detach().mean()
     h = entropy(w_g)
-    return total - entropy_weight * h, {"g_pairs": total.detach(), "g_entropy": h.detach()}
+    return total - entropy_weight * h, {"g_pairs": total.detach(), "g_entropy": h.detach(),
+                                        "out_generated": torch.as_tensor(out_generated)}
 
 
 def mixgan_step(mix: MixGAN, loss: GANLoss, real: Tensor, negatives: Tensor | None, lam: float | None,

@@ -8,7 +8,9 @@ scale), quality (FID / precision / recall with and without NDA), contrastive (Ta
 at small scale: MoCo-v2 without NDA and with three NDA arms), video (Table 7 on a synthetic
 stand-in: DPC on moving_mnist, linear probes on frozen features), pix2pix (Table 4), lessons (the
 seed documents' lessons: vanishing minimax gradient, JS/KL/W1 between parallel segments, mode
-collapse on the 5 x 5 grid; not a baseline-vs-NDA comparison). Each other experiment trains a
+collapse on the 5 x 5 grid; not a baseline-vs-NDA comparison), toolkit (feature matching,
+minibatch discrimination, MMD, MIX+GAN and RpGAN against the plain GAN with and without NDA on
+the 5 x 5 grid and MNIST-5k). Each other experiment trains a
 baseline arm and an NDA arm with the same preset, budget and seeds, evaluates both and writes `out_dir/results.json`
 (every number with its protocol and settings), `out_dir/report.md` (claim tables, mean ± std over
 seeds) and PNG plots. Sizes: "tiny" (CI smoke test, seconds), "quick" (minutes), "full" (the
@@ -32,6 +34,7 @@ from negaug.repro import (
     numerosity,
     pix2pix,
     quality,
+    toolkit,
     toy,
     video,
 )
@@ -40,7 +43,7 @@ from negaug.repro.common import SIZES, Study, default_seeds
 EXPERIMENTS = Registry("experiment")
 for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality,
                        "contrastive": contrastive, "video": video, "pix2pix": pix2pix,
-                       "lessons": lessons}.items():
+                       "lessons": lessons, "toolkit": toolkit}.items():
     EXPERIMENTS.register(_name)(_module.run)
 
 

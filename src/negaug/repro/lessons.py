@@ -9,15 +9,15 @@
    P_theta = (theta, U[0,1]). Analytic: JS = log 2 and KL = inf for theta != 0 (both 0 at 0),
    W1 = |theta|. Estimated on samples: W1 by a WGAN-GP critic (E_P0 f - E_Ptheta f on held-out
    samples), JS by a trained logistic D (log 2 + 0.5 (E log D(x) + E log(1 - D(y)))).
-3. Mode collapse on the 5 x 5 grid: a plain GAN, feature matching, minibatch discrimination
-   (trained by `negaug.experiment.train`, cached by config hash like the other reproductions),
-   MIX+GAN (`negaug.models.mixture.mixgan_step` in a small loop) and the plain GAN with NDA, equal
-   steps; measured by modes covered (`negaug.metrics.toy.toy_quality`).
+3. Mode collapse on the 5 x 5 grid: a plain GAN, feature matching, minibatch discrimination,
+   MIX+GAN (`model.mixture=3`) and the plain GAN with NDA, equal steps, each trained by
+   `negaug.experiment.train` and cached by config hash (the grid arms of `negaug repro toolkit`,
+   shared with it through one runs folder); measured by modes covered
+   (`negaug.metrics.toy.toy_quality`).
 """
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +26,15 @@ from torch import nn
 
 from negaug import data, losses, models, viz
 from negaug.experiment import load_run
-from negaug.metrics.toy import toy_quality
-from negaug.models.mixture import MixGAN, mixgan_step
-from negaug.repro import common
+from negaug.repro import common, toolkit
 from negaug.repro.common import Arm, Study
 
-SIZES: dict[str, dict[str, Any]] = {
-    "tiny": {"checkpoints": [0, 5, 20], "critic_steps": 30, "thetas": [0.0, 1.0], "grid_steps": 5,
-             "grid_width": 16, "num_samples": 500, "batch_size": 64},
+SIZES: dict[str, dict[str, Any]] = {  # the grid's settings: `negaug repro toolkit`'s of the same size
+    "tiny": {"checkpoints": [0, 5, 20], "critic_steps": 30, "thetas": [0.0, 1.0]},
     "quick": {"checkpoints": [0, 10, 30, 100, 300, 1000], "critic_steps": 400,
-              "thetas": [-1.0, -0.5, -0.2, 0.0, 0.2, 0.5, 1.0], "grid_steps": 5000, "grid_width": 128,
-              "num_samples": 5000, "batch_size": 256},
+              "thetas": [-1.0, -0.5, -0.2, 0.0, 0.2, 0.5, 1.0]},
     "full": {"checkpoints": [0, 10, 30, 100, 300, 1000, 3000], "critic_steps": 1000,
-             "thetas": [-1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0], "grid_steps": 10000,
-             "grid_width": 128, "num_samples": 10000, "batch_size": 256},
+             "thetas": [-1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0]},
 }
 LOG2 = math.log(2.0)
 
@@ -155,72 +150,31 @@ def divergences(thetas: list[float], steps: int, seed: int) -> list[dict[str, fl
 # ---------------------------------------------------------------------------------------------
 # 3. mode collapse on the 5 x 5 grid
 
-# 4 kernels of 3 numbers: the (B, B, K, C) kernel at B = 256 made 8 x 5 run 15 times slower per step than the plain D
-MINIBATCH = ["model.options.minibatch_discrimination=4", "model.options.minibatch_kernel_dim=3"]
-# arm name (run folders) -> label (report, figure)
+# arm name (run folders) -> label (report, figure): arms of `negaug repro toolkit`'s grid, which shares their runs
 GRID_ARMS = {"plain": "plain GAN", "feature_matching": "feature matching", "minibatch": "minibatch discrimination",
              "mixgan": "MIX+GAN (3 G, 3 D)", "plain_nda": "plain GAN + NDA"}
 
 
 def grid_arms(size: str) -> list[Arm]:
-    """The arms trained by negaug.experiment.train: the `ring` preset on the grid, no R1 (a plain
-    GAN that collapses is the point), no NDA unless the arm says so."""
-    s = SIZES[size]
-    shared = ["data.name=grid", f"train.steps={s['grid_steps']}", f"model.options.width={s['grid_width']}",
-              f"data.batch_size={s['batch_size']}", "loss.r1_penalty=0.0", "train.sample_every=0",
-              "train.checkpoint_every=0"]
-    plain = [*shared, "nda.transform=none"]
-    return [Arm("plain", "ring", plain), Arm("feature_matching", "ring", [*plain, "loss.feature_matching=1.0"]),
-            Arm("minibatch", "ring", [*plain, *MINIBATCH]),
-            Arm("plain_nda", "ring", shared)]
-
-
-def evaluate_points(dataset, points: torch.Tensor) -> dict[str, Any]:
-    quality = toy_quality(data.toy_negative_region_mask(dataset, points, "both"),
-                          data.toy_mode_assignment(dataset, points), dataset.num_classes)
-    return {k: quality[k] for k in ("modes_covered", "num_modes", "high_quality_fraction", "negative_fraction",
-                                    "mode_counts")}
-
-
-def train_mixgan(size: str, seed: int, num_components: int = 3) -> tuple[MixGAN, float]:
-    """MIX+GAN on the grid: `num_components` MLP generators and discriminators (the plain arm's
-    architecture, orthogonal init), non-saturating loss, the plain arm's steps, batch and Adam."""
-    s = SIZES[size]
-    torch.manual_seed(seed)
-    pairs = [models.build("mlp", None, None, width=s["grid_width"], init="orthogonal") for _ in range(num_components)]
-    mix = MixGAN([g for g, _ in pairs], [d for _, d in pairs])
-    d_opt = torch.optim.Adam(mix.discriminator_parameters(), lr=1e-3, betas=(0.5, 0.999))
-    g_opt = torch.optim.Adam(mix.generator_parameters(), lr=1e-3, betas=(0.5, 0.999))
-    dataset = data.build("grid", split="train")
-    gen = torch.Generator().manual_seed(seed)
-    loss = losses.build("nonsaturating")
-    start = time.perf_counter()
-    for _ in range(s["grid_steps"]):
-        real, _ = dataset.sample(s["batch_size"], generator=gen)
-        mixgan_step(mix, loss, real, None, None, d_opt, g_opt, gen)
-    return mix.eval(), time.perf_counter() - start
+    """The arms trained by negaug.experiment.train (`model.mixture=3` for MIX+GAN): the toolkit's
+    grid arms, the `ring` preset on the grid without R1, no NDA unless the arm says so."""
+    return [toolkit.grid_arm(name.removesuffix("_nda"), name.endswith("_nda"), size) for name in GRID_ARMS]
 
 
 def mode_collapse(study: Study) -> tuple[dict[str, list[dict[str, Any]]], list, dict[str, torch.Tensor]]:
-    """Modes covered per arm and seed; also the trained arms (records) and seed 0's samples."""
-    s = SIZES[study.size]
+    """Modes covered per arm and seed; also the trained arms (records) and the first seed's samples."""
     per_arm: dict[str, list[dict[str, Any]]] = {name: [] for name in GRID_ARMS}
     trained, shown = [], {}
     for seed in study.seeds:
         for arm in grid_arms(study.size):
-            t = common.train_arm(study, arm, seed, "lessons-grid")
+            t, points, dataset = toolkit.grid_points(study, arm, seed)
             trained.append(t)
-            run = load_run(t.run_dir)
-            dataset = run.reference_dataset("test")
-            points = common.generate(run.generator, s["num_samples"], seed=10_000 + seed)
-            per_arm[arm.name].append({"seed": seed, **evaluate_points(dataset, points)})
+            entry = {"seed": seed, **toolkit.evaluate_points(dataset, points)}
+            generator = load_run(t.run_dir).generator
+            if hasattr(generator, "weights"):  # MIX+GAN: the learned mixture weights of the generators
+                entry["g_weights"] = generator.weights().tolist()
+            per_arm[arm.name].append(entry)
             shown.setdefault(arm.name, points[:2000])
-        study.progress(f"lessons grid MIX+GAN seed {seed}: training {s['grid_steps']} steps")
-        mix, seconds = train_mixgan(study.size, seed)
-        points, _ = mix.sample(s["num_samples"], torch.Generator().manual_seed(10_000 + seed))
-        per_arm["mixgan"].append({"seed": seed, "train_seconds": round(seconds, 1),
-                                   "g_weights": mix.g_weights().tolist(), **evaluate_points(dataset, points)})
-        shown.setdefault("mixgan", points[:2000])
     return per_arm, trained, shown
 
 
@@ -301,9 +255,10 @@ def summarize(study: Study, gradients, divs, per_arm, trained) -> dict[str, Any]
     return {
         "experiment": "lessons", "paper": "seed documents: lecture notes (002), f-GAN/WGAN slides (003), "
         "Arora et al. notes (004)", "size": study.size, "seeds": study.seeds,
-        "settings": {**SIZES[study.size], "grid_arms": {a.name: a.overrides for a in grid_arms(study.size)},
-                     "mixgan": "3 MLP generators + 3 MLP discriminators, nonsaturating, entropy weight 0.01, "
-                               "Adam 1e-3 (0.5, 0.999), no R1, no NDA"},
+        "settings": {**SIZES[study.size], **{k: v for k, v in toolkit.SIZES[study.size].items() if k.startswith("grid")},
+                     "grid_arms": {a.name: a.overrides for a in grid_arms(study.size)},
+                     "mixgan": "model.mixture=3: 3 MLP generators + 3 MLP discriminators, nonsaturating, entropy "
+                               "weight 0.01, Adam 1e-3 (0.5, 0.999), no R1, no NDA"},
         "protocol": {"vanishing_gradient": "real N(2, 0.5^2), fixed G(z) = -2 + 0.5 z, D = mlp(width 32, depth 2) "
                                            "trained with the minimax D loss (Adam 5e-3); norms on 1024 held-out latents",
                      "divergences": "critic/D = mlp(width 64, depth 2); WGAN-GP (gp 10, Adam 1e-3) and logistic "
@@ -350,8 +305,8 @@ def report(results: dict[str, Any]) -> list[str]:
                               div_rows), "",
         "![divergences between parallel segments](divergences.png)", "",
         "## 3. Mode collapse on the 5 x 5 grid (25 modes)", "",
-        (f"{s['grid_steps']} steps per arm (MLP width {s['grid_width']}, batch {s['batch_size']}), "
-         f"{s['num_samples']} samples per arm and seed; {results['protocol']['modes']}. MIX+GAN: {s['mixgan']}."), "",
+        (f"{s['grid_steps']} steps per arm (MLP width {s['grid_width']}, batch {s['grid_batch']}), "
+         f"{s['grid_samples']} samples per arm and seed; {results['protocol']['modes']}. MIX+GAN: {s['mixgan']}."), "",
         common.markdown_table(["arm", "modes covered (mean ± std)", "per seed", "share within 3 std of a mode"],
                               mode_rows), "",
         "![samples per arm (seed of the first run)](mode_collapse.png)", "",
