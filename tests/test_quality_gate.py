@@ -97,3 +97,21 @@ def test_training_with_diffaugment_or_consistency_still_learns(tmp_path, digits,
     assert abs(d_step - g_step) < 0.5 + 0.25 * abs(d_step), f"D scores generated images {d_step:.2f} in its step, {g_step:.2f} in G's"
     if "loss.consistency=10" in extra:
         assert 0.0 < last["loss/consistency"] < 1.0  # D kept near-invariant to flips and shifts
+
+
+@pytest.mark.parametrize("d_norm", ["batch_norm", "spectral_norm"])
+def test_mixgan_training_learns(tmp_path, digits, untrained_fd, d_norm):
+    """MIX+GAN (model.mixture=2): the mixture's samples move towards the data, the mixture D
+    (sum_j wD_j D_j) separates real images from jigsaw negatives, D scores generated images alike
+    in its step and in G's, and neither side's weights collapse onto one component."""
+    sn = "true" if d_norm == "spectral_norm" else "false"
+    config = load_config("default", [*GATE, "model.mixture=2", f"model.options.spectral_norm={sn}",
+                                     f"train.runs_dir={tmp_path}", "train.name=gate"])
+    fd, auroc, last = gate_measurements(train(config).run_dir, digits)
+    assert 2.0 < fd < 30.0 and fd < 0.4 * untrained_fd, f"samples did not move towards the data: pixel FD {fd:.1f}"
+    assert 0.9 < auroc <= 1.0, f"D does not separate real images from jigsaw negatives: AUROC {auroc:.3f}"
+    assert last["loss/d"] > 0.05, "D's hinge loss at its floor"
+    d_step, g_step = last["d_out/generated"], last["d_out/generated_g_step"]
+    assert abs(d_step - g_step) < 0.5 + 0.25 * abs(d_step), f"D scores generated images {d_step:.2f} in its step, {g_step:.2f} in G's"
+    for side in ("g", "d"):
+        assert min(last[f"mix/{side}_weight{k}"] for k in range(2)) > 0.3
