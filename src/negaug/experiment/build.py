@@ -380,7 +380,22 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
                     diffaugment, consistency, config.loss.consistency,
                     r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching,
                     ortho_reg=config.optim.ortho_reg)
-    return recipe, new_state(config, dataset, generator, discriminator, device)
+    state = new_state(config, dataset, generator, discriminator, device)
+    if config.train.compile:  # after the EMA's copy: a deep copy would share the compiled call of G
+        check_compile(config, gp_weight)
+        state.generator.compile()  # in place: parameters and state_dict keys unchanged
+        state.discriminator.compile()
+    return recipe, state
+
+
+def check_compile(config: Config, gp_weight: float) -> None:
+    """torch.compile cannot backpropagate twice through a compiled D (its backward is compiled
+    without create_graph), which the gradient penalties need: refuse the combination up front."""
+    for key, weight in (("loss.gradient_penalty", gp_weight), ("loss.r1_penalty", config.loss.r1_penalty),
+                        ("loss.r2_penalty", config.loss.r2_penalty)):
+        if weight > 0:
+            raise ValueError(f"train.compile=true cannot be combined with {key}={weight:g}: torch.compile does not "
+                             f"support the double backward of a gradient penalty; set train.compile=false or {key}=0")
 
 
 def new_state(config: Config, dataset, generator: nn.Module, discriminator: nn.Module,

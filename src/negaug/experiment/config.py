@@ -109,6 +109,7 @@ class TrainConfig:
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
     diffaugment: str = "none"  # DiffAugment policy for every image D sees, e.g. "color,translation,cutout"; "none": off
+    compile: bool = False  # torch.compile G and D (nn.Module.compile: same weights and checkpoint keys)
 
 
 @dataclass
@@ -172,7 +173,7 @@ class Config(ConfigBase):
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = RESUMABLE_KEYS
     LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0,  # negaug 0.4
                                             "loss.r2_penalty": 0.0, "loss.feature_matching": 0.0,
-                                            "optim.ortho_reg": 0.0}
+                                            "optim.ortho_reg": 0.0, "train.compile": False}
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
