@@ -122,3 +122,26 @@ def shard(count: int) -> tuple[int, int]:
     base, extra = divmod(count, world)
     start = me * base + min(me, extra)
     return start, start + base + (1 if me < extra else 0)
+
+
+def batch_shard(count: int, batch_size: int) -> tuple[int, int] | None:
+    """This rank's rows [start, stop) of ``count`` rows processed in batches of ``batch_size``:
+    whole batches, split over ranks as `shard` splits items, so each batch is exactly the batch a
+    single process would form (a batch-dependent network gives the same outputs) and the shares
+    concatenated in rank order are 0..count-1. None where sharding does not apply: one process,
+    or fewer batches than ranks (then every rank computes all rows and nothing is gathered)."""
+    num_batches = -(-count // batch_size)
+    if not is_distributed() or num_batches < world_size():
+        return None
+    first, last = shard(num_batches)
+    return first * batch_size, min(last * batch_size, count)
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank ``src``'s picklable ``obj`` on every rank (the other ranks' ``obj`` is ignored); the
+    identity in a single process. NCCL needs ``torch.cuda.set_device`` to have been called."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -11,6 +11,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
+from negaug import distributed
+
 
 @torch.no_grad()
 def score(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None,
@@ -20,6 +22,8 @@ def score(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor |
     The images must be preprocessed as the training data were (same [-1, 1] scaling and size).
     Runs in eval mode without gradients, in batches on the discriminator's device; the module's
     train/eval mode is restored afterwards. labels: int64 (N,) for a conditional D, or None.
+    Under ``torchrun`` (the same call on every rank) each rank scores its share of whole batches and
+    every rank returns all N scores in order (`negaug.distributed.batch_shard`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -28,25 +32,26 @@ def score(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor |
     if images.numel() and (images.min() < -1.001 or images.max() > 1.001):
         raise ValueError(f"images must be in [-1, 1] as in training, got values in "
                          f"[{images.min().item():.3g}, {images.max().item():.3g}]")
+    share = distributed.batch_shard(images.shape[0], batch_size)  # under torchrun: this rank's whole batches
+    first, stop = share or (0, images.shape[0])
     parameter = next(discriminator.parameters(), None)
     device = parameter.device if parameter is not None else images.device
     was_training = discriminator.training
     discriminator.eval()
     try:
         scores = []
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start:start + batch_size].to(device)
-            if labels is None:
-                out = discriminator(x)
-            else:
-                out = discriminator(x, labels[start:start + batch_size].to(device))
+        for start in range(first, stop, batch_size):
+            end = min(start + batch_size, stop)
+            x = images[start:end].to(device)
+            out = discriminator(x) if labels is None else discriminator(x, labels[start:end].to(device))
             if out.numel() != x.shape[0]:
                 raise ValueError(f"the discriminator returned shape {tuple(out.shape)} for a batch of "
                                  f"{x.shape[0]}; expected ({x.shape[0]},)")
             scores.append(out.reshape(-1).float().cpu())
     finally:
         discriminator.train(was_training)
-    return torch.cat(scores) if scores else torch.empty(0)
+    local = torch.cat(scores) if scores else torch.empty(0)
+    return local if share is None else distributed.all_gather_cat(local)
 
 
 def fpr_at_tpr(scores_in: torch.Tensor, scores_out: torch.Tensor, tpr: float = 0.95) -> float:

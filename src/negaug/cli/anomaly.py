@@ -40,8 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from negaug import anomaly
+    from negaug import anomaly, distributed
     from negaug.experiment.anomaly import detect_anomalies
+    from negaug.experiment.evaluate import join_torchrun
+
+    args.device = join_torchrun(args.device)  # torchrun: each process scores its share of every set
+    main = distributed.rank() == 0
 
     bars: list[tqdm] = []  # made once the sets are known, so an early error prints only itself
 
@@ -54,11 +58,14 @@ def run(args: argparse.Namespace) -> int:
             args.run, ood=args.ood, severity=args.severity, num_images=args.num_images, seed=args.seed,
             checkpoint=args.checkpoint, split=args.split, data_root=args.data_root, download=args.download,
             batch_size=args.batch_size, device=args.device, output=args.output,
-            on_plan=lambda total: bars.append(tqdm(total=total, desc="anomaly", unit="set", file=sys.stderr)),
+            on_plan=lambda total: bars.append(tqdm(total=total, desc="anomaly", unit="set", file=sys.stderr,
+                                                   disable=not main)),
             on_progress=advance, warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     finally:
         for bar in bars:
             bar.close()
+    if not main:
+        return 0
     print(anomaly.format_results(report.results))
     for name, why in report.results["skipped"].items():
         print(f"skipped {name}: {why}")

@@ -50,11 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from negaug.experiment.evaluate import evaluate_run, format_results
+    from negaug import distributed
+    from negaug.experiment.evaluate import evaluate_run, format_results, join_torchrun
     from negaug.experiment.translate_config import is_translation_run
 
     if is_translation_run(args.run):
+        if distributed.launched_by_torchrun():
+            raise ValueError("a pix2pix run is evaluated in one process; run negaug eval without torchrun")
         return _run_translation(args)
+    args.device = join_torchrun(args.device)  # torchrun: each process samples and extracts its share
 
     entry = evaluate_run(args.run, metrics=args.metrics, num_samples=args.num_samples,
                          seed=0 if args.seed is None else args.seed,
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                          plots=not args.no_plots, progress=not args.quiet, force=args.force,
                          data_root=args.data_root, download=args.download,
                          warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
-    print(format_results(entry))
+    if distributed.rank() == 0:
+        print(format_results(entry))
     return 0
 
 

@@ -15,7 +15,7 @@ from negaug import anomaly
 from negaug.anomaly.ood import last_images
 from negaug.experiment.build import check_seed, resolve_device
 from negaug.experiment.evaluate import MAX_RESULTS_BYTES, append_evaluation, read_evaluations
-from negaug.experiment.runs import load_run, require_run_dir
+from negaug.experiment.runs import is_main_process, load_run, require_run_dir
 from negaug.files import read_limited
 
 DEFAULT_OOD = "corruption/all,noise/all"
@@ -77,7 +77,7 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
                                             batch_size=batch_size, data_root=data_root, download=download,
                                             on_progress=on_progress)
     histograms = output.with_name(output.stem + "_histograms.png") if differences else None
-    if histograms is not None:
+    if histograms is not None and is_main_process():  # under torchrun: the scores are gathered, rank 0 writes
         label = f"{run_dir.name} (step {loaded.step})"
         corrupted = any(name.startswith("corruption/") for name in differences)
         title = f"D(clean) - D(ood), {label}" + (f", severity {severity}" if corrupted else "")
@@ -88,5 +88,6 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
         "data_root": data_root,
     })
     results["histograms"] = histograms.name if histograms is not None else None
-    append_evaluation(output, results)
+    if is_main_process():
+        append_evaluation(output, results)
     return AnomalyReport(results, output, histograms)

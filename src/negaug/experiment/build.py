@@ -405,6 +405,8 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     check_best_metric(config, dataset)
     check_eval_reference(config)
     loss, gp_weight, clip_value = build_loss(config)
+    if config.train.compile:
+        check_compile(config, gp_weight)
     negative, positive = build_nda(config, dataset, config.train.seed)
     diffaugment, consistency = build_augmentation(config, dataset)
     generator, discriminator, num_classes = build_models(config, dataset)
@@ -416,7 +418,21 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
                     r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching,
                     ortho_reg=config.optim.ortho_reg,
                     mixture_entropy=config.model.mixture_entropy if config.model.mixture > 1 else None)
-    return recipe, new_state(config, dataset, generator, discriminator, device)
+    state = new_state(config, dataset, generator, discriminator, device)
+    if config.train.compile:  # after the EMA's copy: a deep copy would share the compiled call of G
+        state.generator.compile()  # in place: parameters and state_dict keys unchanged
+        state.discriminator.compile()
+    return recipe, state
+
+
+def check_compile(config: Config, gp_weight: float) -> None:
+    """torch.compile cannot backpropagate twice through a compiled D (its backward is compiled
+    without create_graph), which the gradient penalties need: refuse the combination up front."""
+    for key, weight in (("loss.gradient_penalty", gp_weight), ("loss.r1_penalty", config.loss.r1_penalty),
+                        ("loss.r2_penalty", config.loss.r2_penalty)):
+        if weight > 0:
+            raise ValueError(f"train.compile=true cannot be combined with {key}={weight:g}: torch.compile does not "
+                             f"support the double backward of a gradient penalty; set train.compile=false or {key}=0")
 
 
 def new_state(config: Config, dataset, generator: nn.Module, discriminator: nn.Module,

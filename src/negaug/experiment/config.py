@@ -111,6 +111,7 @@ class TrainConfig:
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
     diffaugment: str = "none"  # DiffAugment policy for every image D sees, e.g. "color,translation,cutout"; "none": off
+    compile: bool = False  # torch.compile G and D (nn.Module.compile: same weights and checkpoint keys)
 
 
 @dataclass
@@ -154,7 +155,7 @@ RECORDING_KEYS = ("train.name", "train.runs_dir", "train.progress", "train.tenso
 def resumable_keys(recording_keys: tuple[str, ...]) -> tuple[str, ...]:
     """What a resumed run may change: train longer, evaluate differently, move to another device,
     record differently (but not under another name: the folder is the run)."""
-    return ("train.steps", "train.device", "eval.",
+    return ("train.steps", "train.device", "train.compile", "eval.",
             *(key for key in recording_keys if key not in ("train.name", "train.runs_dir")))
 
 
@@ -175,7 +176,7 @@ class Config(ConfigBase):
     LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0,  # negaug 0.4
                                             "loss.r2_penalty": 0.0, "loss.feature_matching": 0.0,
                                             "optim.ortho_reg": 0.0, "model.mixture": 1,
-                                            "model.mixture_entropy": 0.01}
+                                            "model.mixture_entropy": 0.01, "train.compile": False}
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -6,6 +6,9 @@ fixed held-out share); the offline classifier feature space trains on the traini
 default as many samples are generated as the reference holds. `evaluate_run`
 appends one entry per evaluation to RUN/eval.json ({"evaluations": [...]}, newest last; each entry:
 step, checkpoint, timestamp, results with their protocols) and writes figures to RUN/eval/.
+
+Under ``torchrun`` (see `join_torchrun`) every process runs the same evaluation: sampling and feature
+extraction are sharded over the processes and gathered (`negaug.metrics`), and rank 0 writes.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import torch
 
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
-from negaug.experiment.runs import load_run, require_run_dir
+from negaug import distributed
+from negaug.experiment.runs import is_main_process, load_run, require_run_dir
 from negaug.files import read_limited, write_atomically
 from negaug.metrics import check_feature_space, evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
@@ -100,15 +104,31 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     names = metrics or list(loaded.config.eval.metrics) or None
     results = record_sampling(evaluate_samples(fake, reference, names, seed, **settings), loaded.num_classes)
     stem = f"step_{int(loaded.step):07d}"
-    written = save_evaluation_plots(run_dir / "eval", stem, fake, reference, results) if plots else []
+    main = is_main_process()  # under torchrun every rank computed the same results; rank 0 writes them
+    written = save_evaluation_plots(run_dir / "eval", stem, fake, reference, results) if plots and main else []
     entry = {"step": int(loaded.step), "checkpoint": str(loaded.checkpoint_path), "checkpoint_choice": checkpoint,
              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results,
              "plots": [str(p.relative_to(run_dir)) for p in written]}
-    append_evaluation(run_dir / "eval.json", entry)
+    if main:
+        append_evaluation(run_dir / "eval.json", entry)
     for key, result in results.items():
-        for message in result.get("warnings", []) if warn is not None else []:
+        for message in result.get("warnings", []) if warn is not None and main else []:
             warn(f"{key}: {message}")
     return entry
+
+
+def join_torchrun(device: str) -> str:
+    """Under ``torchrun``: join its process group (NCCL for CUDA, gloo otherwise) and return this
+    process's device (``cuda:LOCAL_RANK`` for CUDA), so `negaug eval` / `negaug anomaly` shard their
+    work over the processes. Without torchrun: ``device`` unchanged, nothing joined."""
+    if not distributed.launched_by_torchrun():
+        return device
+    resolved = resolve_device(device, key="--device")
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", distributed.local_rank())
+        torch.cuda.set_device(resolved)
+    distributed.init_from_env(resolved.type)
+    return str(resolved)
 
 
 def append_evaluation(path: Path, entry: dict[str, Any]) -> None:

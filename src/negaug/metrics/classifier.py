@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from negaug import distributed
 from negaug.metrics.protocol import library_versions, tensor_sha256
 
 CLASSIFIER_VERSION = 1  # bump when the architecture or the training changes: old caches go stale
@@ -159,8 +160,19 @@ def load_or_train_classifier(
     """The cached classifier for this data and settings, trained (and cached) on a miss.
 
     Returns (model in eval mode, metadata dict with "key", "data_sha256", "weights_sha256",
-    "data_name", "task", "val_accuracy", "settings", "cached" (True when reused), ...)."""
+    "data_name", "task", "val_accuracy", "settings", "cached" (True when reused), ...).
+
+    Under ``torchrun`` only rank 0 reads, trains and writes the cache; the other ranks receive its
+    weights and metadata (no shared file system needed, no two writers)."""
     settings = settings or ClassifierSettings()
+    if distributed.is_distributed():
+        return _classifier_of_rank_zero(images, labels, num_classes, data_name, settings, cache_dir, progress)
+    return _load_or_train_here(images, labels, num_classes, data_name, settings, cache_dir, progress)
+
+
+def _load_or_train_here(images: Tensor, labels: Tensor, num_classes: int, data_name: str,
+                        settings: ClassifierSettings, cache_dir: str | Path | None,
+                        progress: bool) -> tuple[SmallCNN, dict]:
     key, data_sha256 = classifier_key(images, labels, num_classes, settings)
     stem = Path(cache_dir or default_cache_dir()) / "classifiers" / f"{_safe(data_name)}-{key[:16]}"
     if stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():
@@ -175,6 +187,29 @@ def load_or_train_classifier(
             "classifier_version": CLASSIFIER_VERSION, "versions": library_versions(), **info}
     _save(stem, model, meta)
     return model, {**meta, "cached": False}
+
+
+def _classifier_of_rank_zero(images: Tensor, labels: Tensor, num_classes: int, data_name: str,
+                             settings: ClassifierSettings, cache_dir: str | Path | None,
+                             progress: bool) -> tuple[SmallCNN, dict]:
+    """Rank 0's cached-or-trained classifier on every rank; an error on rank 0 is raised on all."""
+    found: tuple | None = None
+    if distributed.rank() == 0:
+        try:
+            model, meta = _load_or_train_here(images, labels, num_classes, data_name, settings, cache_dir, progress)
+            found = ("ok", {k: v.cpu() for k, v in model.state_dict().items()}, meta)
+        except Exception as err:
+            distributed.broadcast_object(("error", f"{type(err).__name__}: {err}", None))  # the others wait
+            raise
+    status, state, meta = distributed.broadcast_object(found)
+    if status != "ok":
+        raise ValueError(f"the feature classifier failed on rank 0: {state}")
+    if distributed.rank() == 0:
+        return model, meta
+    with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone
+        model = SmallCNN(images.shape[1], meta["num_outputs"], settings.width, settings.feature_dim)
+    model.load_state_dict(state)
+    return model.eval(), meta
 
 
 def _save(stem: Path, model: SmallCNN, meta: dict) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from negaug import distributed
 from negaug.data import other_split, toy_mode_assignment, toy_negative_region_mask
 from negaug.losses.mmd import mmd2
 from negaug.metrics import dots as dots_metrics
@@ -443,7 +444,9 @@ def generate_samples(generator: Any, num_samples: int, seed: int = 0, num_classe
     normal latents (``G(z)``, or ``G(z, y)`` when ``num_classes`` > 0) whose latent size is
     ``latent_dim`` or ``G.latent_dim`` (your own generator). Latents and labels are drawn at once
     from a CPU generator seeded with ``seed``, so the samples do not depend on ``batch_size`` or
-    ``device``. A module runs in eval mode; its previous mode is restored."""
+    ``device``. A module runs in eval mode; its previous mode is restored. Under ``torchrun`` (the
+    same call on every rank) each rank generates its share of whole batches of those latents and
+    every rank returns all samples, gathered in order."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     rng = torch.Generator().manual_seed(seed)
@@ -456,10 +459,13 @@ def generate_samples(generator: Any, num_samples: int, seed: int = 0, num_classe
                              "normal input) or give it a latent_dim attribute")
         latents = torch.randn(num_samples, size, generator=rng)
     labels = torch.randint(num_classes, (num_samples,), generator=rng) if num_classes > 0 else None
+    share = distributed.batch_shard(num_samples, batch_size)  # under torchrun: this rank's whole batches
+    first, stop = share or (0, num_samples)
 
     def call(start: int) -> Tensor:
-        z = latents[start:start + batch_size].to(device)
-        out = generator(z) if labels is None else generator(z, labels[start:start + batch_size].to(device))
+        end = min(start + batch_size, stop)
+        z = latents[start:end].to(device)
+        out = generator(z) if labels is None else generator(z, labels[start:end].to(device))
         return out.float().cpu()
 
     was_training = getattr(generator, "training", None)
@@ -467,11 +473,11 @@ def generate_samples(generator: Any, num_samples: int, seed: int = 0, num_classe
         generator.eval()
     try:
         with torch.inference_mode():
-            samples = [call(start) for start in range(0, num_samples, batch_size)]
+            samples = torch.cat([call(start) for start in range(first, stop, batch_size)])
     finally:
         if was_training is not None:
             generator.train(was_training)
-    return torch.cat(samples), labels
+    return (samples if share is None else distributed.all_gather_cat(samples)), labels
 
 
 def evaluate_generator(generator: Any, reference: Any, metrics: list[str] | None = None,

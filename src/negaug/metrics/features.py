@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from negaug import distributed
 from negaug.files import require_regular_file
 from negaug.metrics import classifier as clf
 from negaug.metrics.trust import fingerprints
@@ -237,13 +238,15 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
         f"--inception-weights PATH (negaug never downloads them), or use the offline 'classifier' features")
 
 
-def iterate_batches(images: Any, batch_size: int) -> Iterator[Tensor]:
-    """Float (B, ...) batches in [-1, 1] from a tensor or a dataset with ``get_batch``."""
+def iterate_batches(images: Any, batch_size: int, rows: tuple[int, int] | None = None) -> Iterator[Tensor]:
+    """Float (B, ...) batches in [-1, 1] from a tensor or a dataset with ``get_batch``; ``rows``:
+    only rows [start, stop) (None: all)."""
+    start, stop = rows if rows is not None else (0, len(images))
     if isinstance(images, Tensor):
-        yield from images.split(batch_size)
+        yield from images[start:stop].split(batch_size)
         return
-    for start in range(0, len(images), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(images)))
+    for first in range(start, stop, batch_size):
+        index = torch.arange(first, min(first + batch_size, stop))
         yield images.get_batch(index)[0]
 
 
@@ -255,12 +258,18 @@ def extract_features(
 
     Returns features (N, F) float32 and logits (N, K) float32 or None, on the CPU. The result
     does not depend on ``batch_size`` (up to float round-off) since the extractor is in eval mode.
+
+    Under ``torchrun`` every rank runs the same call on the same images: each extracts its share of
+    whole batches (`negaug.distributed.batch_shard`) and every rank gets all N rows, gathered in
+    order, the very batches one process would run (so the same values).
     """
     extractor = extractor.to(device).eval()
-    batches = iterate_batches(images, batch_size)
-    if progress:
-        total = -(-len(images) // batch_size)
-        batches = tqdm(batches, total=total, desc=description, unit="batch")  # tqdm writes to stderr
+    share = distributed.batch_shard(len(images), batch_size)  # None: one process, all rows
+    batches = iterate_batches(images, batch_size, share)
+    if progress and distributed.rank() == 0:
+        start, stop = share or (0, len(images))
+        batches = tqdm(batches, total=-(-(stop - start) // batch_size), desc=description,
+                       unit="batch")  # tqdm writes to stderr
     features, logits = [], []
     with torch.inference_mode():
         for batch in batches:
@@ -268,4 +277,7 @@ def extract_features(
             features.append(f.float().cpu())
             if l is not None:
                 logits.append(l.float().cpu())
-    return torch.cat(features), (torch.cat(logits) if logits else None)
+    features, logits = torch.cat(features), (torch.cat(logits) if logits else None)
+    if share is None:
+        return features, logits
+    return distributed.all_gather_cat(features), (distributed.all_gather_cat(logits) if logits is not None else None)
