@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -246,6 +248,8 @@ def assert_same_checkpoint(a, b):
 
 
 def test_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_path, capsys):
+    from negaug.cli import main
+
     common = ["default", *RING, "data.batch_size=8", "train.checkpoint_every=3", f"train.runs_dir={tmp_path}"]
     commands = [["train", *common, "train.steps=6", "train.name=whole"],
                 ["train", *common, "train.steps=3", "train.name=parts"],
@@ -256,9 +260,7 @@ def test_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_pat
     whole, parts = checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "parts")
     assert {"distributed.rng.0.latent", "distributed.rng.1.latent"} <= whole[1].keys()
     assert not torch.equal(whole[1]["distributed.rng.0.latent"], whole[1]["distributed.rng.1.latent"])
-    assert_same_checkpoint(whole, parts)
-    from negaug.cli import main  # and the same checkpoint resumed in one process is refused, one line
-
+    assert_same_checkpoint(whole, parts)  # and the same checkpoint resumed in one process is refused, one line:
     assert main(["train", "--resume", str(tmp_path / "whole"), "train.steps=8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "written by 2 processes and this run has 1" in err[-1], err
@@ -292,7 +294,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env.pop("NEGAUG_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(free_port()), "-m", "negaug", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_torchrun_refuses_a_batch_norm_discriminator_on_cpus_with_one_line_and_no_folder(tmp_path):
@@ -304,6 +306,30 @@ def test_torchrun_refuses_a_batch_norm_discriminator_on_cpus_with_one_line_and_n
     assert done.returncode != 0 and not (tmp_path / "bn").exists()
 
 
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_the_resumed_run_is_exact(tmp_path):
+    common = ["default", *RING, "nda.transform=none", "data.batch_size=8", "train.checkpoint_every=0",
+              f"train.runs_dir={tmp_path}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                 "--master_port", str(free_port()), "-m", "negaug", "train", *common,
+                                 "train.steps=1000000", "train.name=stopped"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=120)
+    stopped = [line for line in err.splitlines() if line.startswith("negaug: stopped at step")]
+    assert len(stopped) == 1, err[-3000:]
+    step = int(stopped[0].split()[4].rstrip(";"))
+    assert ckpt.list_steps(tmp_path / "stopped" / "checkpoints") == [step]
+    commands = [["train", *common, f"train.steps={step + 3}", "train.name=whole"],
+                ["train", "--resume", str(tmp_path / "stopped"), f"train.steps={step + 3}"]]
+    mp.spawn(_cli_worker, args=(2, free_port(), commands, str(tmp_path)), nprocs=2, join=True)
+    assert_same_checkpoint(checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "stopped"))
+
+
 # ---------------------------------------------------------------------------------------------
 # (c) one process: bit-identical to the code before data parallelism
 
@@ -311,7 +337,8 @@ def test_torchrun_refuses_a_batch_norm_discriminator_on_cpus_with_one_line_and_n
 def test_single_process_checkpoint_is_bit_identical_to_the_code_before_data_parallelism(tmp_path):
     from negaug.experiment import train
 
-    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", BEFORE_DATA_PARALLEL], capture_output=True)
+    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", BEFORE_DATA_PARALLEL], capture_output=True,
+                           check=False)
     if found.returncode != 0:
         pytest.skip(f"git history without {BEFORE_DATA_PARALLEL[:7]} (a shallow clone)")
     old = tmp_path / "old"

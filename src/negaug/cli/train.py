@@ -62,7 +62,8 @@ def process_group(device: str):
     except (ValueError, OSError) as err:  # a user error, raised on every rank by the same check
         from negaug.cli import report_error
 
-        report_error(err)  # rank 0 says it before any rank exits: torchrun stops the rest at the first exit
+        if not os.environ.get("NEGAUG_DEBUG"):
+            report_error(err)  # rank 0 says it before any rank exits: torchrun stops the rest at the first exit
         _wait_for_every_rank()
         raise
     finally:
