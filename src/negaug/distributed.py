@@ -17,7 +17,8 @@ flattened gradients once after each phase's backward is exact and simple.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -68,7 +69,8 @@ def barrier() -> None:
 def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     """Replace each parameter's ``.grad`` by its mean over ranks, in one flat all-reduce per
     dtype and device. A parameter without a gradient on this rank counts as a zero gradient (and
-    gets one when another rank has one), so every rank steps the same parameters."""
+    gets one when another rank has one), so every rank steps the same parameters; a parameter
+    without a gradient on every rank keeps none (an optimizer skips it, as in one process)."""
     if not is_distributed():
         return
     params = [p for p in parameters if p.requires_grad]
@@ -77,14 +79,91 @@ def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
         groups.setdefault((p.dtype, p.device), []).append(p)
     scale = 1.0 / dist.get_world_size()
     for group in groups.values():
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group])
+        present = torch.tensor([float(p.grad is not None) for p in group], dtype=group[0].dtype, device=group[0].device)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group] + [present])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.mul_(scale)
+        flat[:-len(group)].mul_(scale)
         offset = 0
-        for p in group:
+        for p, count in zip(group, flat[-len(group):].tolist()):
             n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
+            p.grad = flat[offset:offset + n].view_as(p).clone() if count > 0 else None
             offset += n
+
+
+def average_batch_norm_stats(module: torch.nn.Module) -> None:
+    """Replace the running mean and variance of every batch-norm layer of ``module`` by their
+    mean over ranks (one flat all-reduce), so that a network trained on per-rank batches keeps
+    identical buffers on every rank (and an EMA that copies them stays identical too)."""
+    if not is_distributed():
+        return
+    stats = [t for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             for t in (m.running_mean, m.running_var) if t is not None]
+    if not stats:
+        return
+    flat = torch.cat([t.reshape(-1).float() for t in stats])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(dist.get_world_size())
+    offset = 0
+    with torch.no_grad():
+        for t in stats:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def any_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank; every rank gets the same answer (a stop request, a
+    non-finite loss), so that all ranks take the same branch. ``bool(flag)`` in one process."""
+    if not is_distributed():
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj`` in rank order (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s picklable ``obj`` on every rank (``obj`` in one process; the other ranks'
+    ``obj`` is ignored). NCCL needs ``torch.cuda.set_device`` to have been called. Only for
+    objects negaug's own processes made (it unpickles what rank ``src`` sends)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def on_rank_zero(fn: Callable[[], Any], errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> Any:
+    """``fn()`` on rank 0 alone (its result there, None elsewhere); an error of one of the types
+    ``errors`` raised there is raised on every rank too (same type, same message), so that no rank
+    waits for a rank that stopped. Plain ``fn()`` in one process."""
+    if not is_distributed():
+        return fn()
+    result, failure = None, None
+    if rank() == 0:
+        try:
+            result = fn()
+        except errors as err:
+            failure = err
+    message = broadcast_object(None if failure is None else (type(failure), str(failure)))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        kind, text = message
+        try:
+            error = kind(text)
+        except TypeError:  # an error type whose constructor takes other arguments
+            error = ValueError(text)
+        raise error
+    return result
 
 
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
@@ -135,13 +214,3 @@ def batch_shard(count: int, batch_size: int) -> tuple[int, int] | None:
         return None
     first, last = shard(num_batches)
     return first * batch_size, min(last * batch_size, count)
-
-
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """Rank ``src``'s picklable ``obj`` on every rank (the other ranks' ``obj`` is ignored); the
-    identity in a single process. NCCL needs ``torch.cuda.set_device`` to have been called."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

@@ -47,11 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # FileNotFoundError, PermissionError, a full disk, a name too long...
         if os.environ.get("NEGAUG_DEBUG"):
             raise
-        print(f"negaug: error: {one_line(err)}", file=sys.stderr)
+        report_error(err)
         return 2
     except KeyboardInterrupt:
         print("negaug: interrupted", file=sys.stderr)
         return 130
+
+
+def report_error(err: Exception) -> None:
+    """`negaug: error: <one line>` on stderr, once per error, and under torchrun on rank 0 only
+    (one line for the run, not one per process)."""
+    if getattr(err, "_negaug_reported", False):
+        return
+    err._negaug_reported = True
+    if os.environ.get("RANK", "0") == "0":
+        print(f"negaug: error: {one_line(err)}", file=sys.stderr, flush=True)
 
 
 def one_line(err: Exception) -> str:

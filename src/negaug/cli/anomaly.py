@@ -40,11 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from negaug.cli.train import process_group
+
+    with process_group(args.device, "--device") as args.device:  # torchrun: each process scores its share of every set
+        return _detect(args)
+
+
+def _detect(args: argparse.Namespace) -> int:
     from negaug import anomaly, distributed
     from negaug.experiment.anomaly import detect_anomalies
-    from negaug.experiment.evaluate import join_torchrun
 
-    args.device = join_torchrun(args.device)  # torchrun: each process scores its share of every set
     main = distributed.rank() == 0
 
     bars: list[tqdm] = []  # made once the sets are known, so an early error prints only itself

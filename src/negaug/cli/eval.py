@@ -51,14 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from negaug import distributed
-    from negaug.experiment.evaluate import evaluate_run, format_results, join_torchrun
+    from negaug.cli.train import process_group
     from negaug.experiment.translate_config import is_translation_run
 
     if is_translation_run(args.run):
         if distributed.launched_by_torchrun():
             raise ValueError("a pix2pix run is evaluated in one process; run negaug eval without torchrun")
         return _run_translation(args)
-    args.device = join_torchrun(args.device)  # torchrun: each process samples and extracts its share
+    with process_group(args.device, "--device") as args.device:  # torchrun: each process samples and extracts its share
+        return _run_gan(args)
+
+
+def _run_gan(args) -> int:
+    from negaug import distributed
+    from negaug.experiment.evaluate import evaluate_run, format_results
 
     entry = evaluate_run(args.run, metrics=args.metrics, num_samples=args.num_samples,
                          seed=0 if args.seed is None else args.seed,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from negaug.cli.train import _split_source, run_until_stopped
+from negaug.cli.train import _processes, _split_source, process_group, run_until_stopped, say
 
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
 
@@ -35,13 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _announce(config):
     def on_start(run_dir, device, step) -> None:
         start = f" from step {step}" if step else ""
-        print(f"negaug: pretraining {config.train.steps} steps{start} in {run_dir} on {device}", flush=True)
+        say(f"negaug: pretraining {config.train.steps} steps{start} in {run_dir} on {device}{_processes()}")
 
     return on_start
 
 
 def _warn(message: str) -> None:
-    print(f"negaug: warning: {message}", file=sys.stderr)
+    say(f"negaug: warning: {message}", file=sys.stderr)
 
 
 def run(args) -> int:
@@ -62,17 +62,18 @@ def run(args) -> int:
         config = resume_config(args.resume, overrides, warn=_warn, cls=PretrainConfig)
     else:
         config = load_pretrain_config(source, overrides)
-    if args.dry_run:
-        prepare_pretraining(config)  # the same checks as a real run
-        print(config.to_yaml(), end="")
-        return 0
-    result, code = run_until_stopped(
-        lambda stop: pretrain(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
-                              on_start=_announce(config), warn=_warn), "negaug pretrain")
+    with process_group(config.train.device):
+        if args.dry_run:
+            prepare_pretraining(config)  # the same checks as a real run
+            say(config.to_yaml(), end="")
+            return 0
+        result, code = run_until_stopped(
+            lambda stop: pretrain(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                                  on_start=_announce(config), warn=_warn), "negaug pretrain")
     if code is not None:
         return code
     knn = f", k-NN accuracy {100 * result.knn['value']:.2f}%" if result.knn else ""
-    print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s{knn})")
-    print(f"next: negaug probe {result.run_dir}   # linear probe, k-NN, NDA distances -> {result.run_dir}/probe.json\n"
+    say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s{knn})")
+    say(f"next: negaug probe {result.run_dir}   # linear probe, k-NN, NDA distances -> {result.run_dir}/probe.json\n"
           f"      negaug pretrain --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 
@@ -29,6 +31,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
 
 
+def is_rank_zero() -> bool:
+    """Whether this process speaks for the run: always, except on the ranks > 0 of torchrun."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(text: str, file=None, end: str = "\n") -> None:
+    """Print on rank 0 only (torchrun runs one copy of the command per process)."""
+    if is_rank_zero():
+        print(text, file=file or sys.stdout, end=end, flush=True)
+
+
+@contextlib.contextmanager
+def process_group(device: str, key: str = "train.device"):
+    """Under torchrun (WORLD_SIZE > 1): the process group of the command (NCCL on GPUs, each
+    process on cuda:LOCAL_RANK; gloo on CPUs) for the block, destroyed after it; yields this
+    process's device (`negaug.experiment.evaluate.join_torchrun`). Nothing otherwise (yields
+    `device`). A user error inside the block is said once, by rank 0, before any rank exits."""
+    from negaug import distributed
+
+    if not distributed.launched_by_torchrun():
+        yield device
+        return
+    import torch
+
+    from negaug.experiment.evaluate import join_torchrun
+
+    try:
+        yield join_torchrun(device, key)
+    except (ValueError, OSError) as err:  # a user error, raised on every rank by the same check
+        from negaug.cli import report_error
+
+        if not os.environ.get("NEGAUG_DEBUG"):
+            report_error(err)  # rank 0 says it before any rank exits: torchrun stops the rest at the first exit
+        _wait_for_every_rank()
+        raise
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _wait_for_every_rank(seconds: float = 30.0) -> None:
+    """A barrier that gives up after `seconds` (gloo; a rank elsewhere in the run must not hang this
+    one). NCCL has no such barrier: nothing is waited for there."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=seconds))
+        except RuntimeError:
+            pass
+
+
 def run_until_stopped(session, command: str):
     """Run `session(stop_requested)` (a training function) with SIGINT/SIGTERM asking it to save a
     checkpoint and stop. Returns (result, None) when it finished, (result or None, exit code) when
@@ -40,14 +96,15 @@ def run_until_stopped(session, command: str):
     try:
         result = session(lambda: flag.requested)
     except (NonFiniteLossError, RunWriteError) as err:  # mid-run: exit 1
-        print(f"negaug: error: {err}", file=sys.stderr)
+        say(f"negaug: error: {err}", file=sys.stderr)
         return None, 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if result.interrupted:
-        print(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
-              f"{command} --resume {result.run_dir}", file=sys.stderr)
+        say(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
+            f"{command} --resume {result.run_dir}", file=sys.stderr)
+        _wait_for_every_rank()  # every rank stopped at this step: no rank exits before rank 0 has said so
         return result, 128 + (flag.signal or signal.SIGINT)
     return result, None
 
@@ -71,14 +128,13 @@ class _StopFlag:
         if self.requested:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.requested, self.signal = True, signum
-        print(f"\nnegaug: {signal.Signals(signum).name} received; saving a checkpoint and stopping",
-              file=sys.stderr)
+        say(f"\nnegaug: {signal.Signals(signum).name} received; saving a checkpoint and stopping", file=sys.stderr)
 
 
 def _announce(config):
     def on_start(run_dir, device, step) -> None:
         start = f" from step {step}" if step else ""
-        print(f"negaug: training {config.train.steps} steps{start} in {run_dir} on {device}", flush=True)
+        say(f"negaug: training {config.train.steps} steps{start} in {run_dir} on {device}{_processes()}")
 
     return on_start
 
@@ -105,24 +161,33 @@ def run(args) -> int:
                                warn=_warn_line)
     else:
         config = load_config(source, overrides)
-    if args.dry_run:
-        prepare_run(config)  # the same checks as a real run, so a dry run catches every bad value
-        print(config.to_yaml(), end="")
-        return 0
-    result, code = run_until_stopped(
-        lambda stop: train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
-                           on_start=_announce(config), warn=_warn_line), "negaug train")
+    with process_group(config.train.device):
+        if args.dry_run:
+            prepare_run(config)  # the same checks as a real run, so a dry run catches every bad value
+            say(config.to_yaml(), end="")
+            return 0
+        result, code = run_until_stopped(
+            lambda stop: train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                               on_start=_announce(config), warn=_warn_line), "negaug train")
     if code is not None:
         return code
-    print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s)")
-    print(f"next: negaug eval {result.run_dir}   # sample quality -> {result.run_dir}/eval.json\n"
+    say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s)")
+    say(f"next: negaug eval {result.run_dir}   # sample quality -> {result.run_dir}/eval.json\n"
           f"      negaug anomaly {result.run_dir}   # the discriminator as an anomaly detector\n"
           f"      negaug train --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0
 
 
 def _warn_line(message: str) -> None:
-    print(f"negaug: warning: {message}", file=sys.stderr)
+    say(f"negaug: warning: {message}", file=sys.stderr)
+
+
+def _processes() -> str:
+    """' (N processes)' in a data-parallel run, '' otherwise."""
+    from negaug import distributed
+
+    return f" ({distributed.world_size()} processes, {distributed.world_size()} x data.batch_size per step)" \
+        if distributed.is_distributed() else ""
 
 
 def _run_translation(args, source: str | None, overrides: list[str]) -> int:
@@ -134,6 +199,10 @@ def _run_translation(args, source: str | None, overrides: list[str]) -> int:
         load_translation_config,
     )
 
+    from negaug import distributed
+
+    if distributed.launched_by_torchrun():
+        raise ValueError("pix2pix runs train in one process; run negaug train without torchrun")
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")

@@ -25,6 +25,9 @@
   plain BN without shuffling (the positive leaks through BN statistics: He et al. 2020, Sec. 3.3).
 - In eval mode `forward` neither updates the key encoder nor enqueues (a validation loss leaves
   the model as it was).
+- Data parallel (`torchrun`): each rank enqueues the keys of every rank, gathered in rank order
+  (`distributed.all_gather_cat`), so the queues stay identical; Shuffle-BN stays within each
+  rank's batch (its `num_splits` sub-batches), not across ranks as in the official multi-GPU code.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from negaug import distributed
 from negaug.contrastive.batchnorm import (
     convert_split_batch_norm,
     frozen_batch_norm_stats,
@@ -102,7 +106,7 @@ class MoCo(nn.Module):
         loss, logits = self.objective(q, k, self.queue.clone(), nda_z)
         stats = step_stats(q.detach(), k, nda_z, logits.detach(), self.objective.temperature)
         if self.training:
-            self.enqueue(k)
+            self.enqueue(distributed.all_gather_cat(k))  # data parallel: every rank's keys, in rank order
         return loss, logits, stats
 
     def _check_nda(self, nda: Tensor | None, x_q: Tensor) -> None:

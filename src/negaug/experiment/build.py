@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from negaug import augment, data, losses, metrics, models
+from negaug import augment, data, distributed, losses, metrics, models
 from negaug import nda as nda_transforms
 from negaug.experiment.config import Config, check_run_name
-from negaug.experiment.state import TrainState
+from negaug.experiment.state import TrainState, rank_seed
 from negaug.models.mixture import MAX_COMPONENTS, MixtureDiscriminator, MixtureGenerator
 from negaug.experiment.stream import BatchStream
 from negaug.registry import closest
@@ -66,7 +66,10 @@ class Recipe:
 
 
 def resolve_device(name: str | torch.device, key: str = "train.device") -> torch.device:
-    """The device `name` ("auto": CUDA when available); ValueError naming `key` when it is not one."""
+    """The device `name` ("auto": CUDA when available); ValueError naming `key` when it is not one.
+    In a data-parallel run "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK."""
+    if name in ("auto", "cuda") and distributed.is_distributed() and torch.cuda.is_available():
+        return torch.device("cuda", distributed.local_rank())
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -77,6 +80,9 @@ def resolve_device(name: str | torch.device, key: str = "train.device") -> torch
         raise ValueError(f"{key}: '{name}' is not a device negaug trains or evaluates on; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{key}: CUDA is not available here; use cpu")
+    if device.type == "cuda" and distributed.is_distributed():
+        raise ValueError(f"{key}: '{name}' names one GPU, but under torchrun each process uses its own "
+                         f"(cuda:LOCAL_RANK); use {key}=cuda or auto")
     return device
 
 
@@ -390,6 +396,26 @@ def check_tensorboard(config: Config) -> None:
         raise ValueError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
 
 
+def data_parallel_discriminator(config: Config, discriminator: nn.Module, device: torch.device) -> nn.Module:
+    """D for a data-parallel run (unchanged in one process). A batch-dependent D must see the
+    global batch's statistics: on GPUs its batch norm becomes `nn.SyncBatchNorm`; gloo (CPUs) has
+    no synchronised batch norm, so it is refused, as is minibatch discrimination (it compares
+    samples within the local batch only)."""
+    if not distributed.is_distributed() or not models.is_batch_dependent(discriminator):
+        return discriminator
+    if any(getattr(m, "mixes_samples", False) is True for m in discriminator.modules()):
+        raise ValueError("model.options.minibatch_discrimination compares each sample with its batch, which a "
+                         "data-parallel run (torchrun) splits across processes; set "
+                         "model.options.minibatch_discrimination=0, or train in one process")
+    if device.type != "cuda":
+        raise ValueError(f"the '{config.model.name}' D uses batch norm, whose statistics a data-parallel run on CPUs "
+                         f"(torchrun, gloo) cannot synchronise; set model.options.spectral_norm=true (or "
+                         f"model.options.d_batch_norm=false), or train on GPUs (synchronised batch norm)")
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+    converted.batch_dependent = True  # the same module (its BN layers swapped in place): same declaration
+    return converted
+
+
 def build(config: Config) -> tuple[Recipe, TrainState]:
     """The recipe and the initial training state of a run; raises before any training work.
     Weights, data order, latents, NDA and augmentation draws are seeded by `train.seed`."""
@@ -411,6 +437,7 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     diffaugment, consistency = build_augmentation(config, dataset)
     generator, discriminator, num_classes = build_models(config, dataset)
     check_penalties(config, discriminator, gp_weight, config.loss.r1_penalty)
+    discriminator = data_parallel_discriminator(config, discriminator, device)
     recipe = Recipe(dataset, loss, negative, positive, config.nda.lam, config.nda.mode, config.nda.positive_prob,
                     config.data.batch_size, config.optim.num_d_steps, num_classes, gp_weight,
                     config.loss.r1_penalty, clip_value, config.train.precision, device,
@@ -419,6 +446,9 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
                     ortho_reg=config.optim.ortho_reg,
                     mixture_entropy=config.model.mixture_entropy if config.model.mixture > 1 else None)
     state = new_state(config, dataset, generator, discriminator, device)
+    for module in (state.generator, state.discriminator, state.ema.module if state.ema else None):
+        if module is not None:  # data parallel: every rank starts from rank 0's weights (equal already: same seed)
+            distributed.broadcast_module(module)
     if config.train.compile:  # after the EMA's copy: a deep copy would share the compiled call of G
         state.generator.compile()  # in place: parameters and state_dict keys unchanged
         state.discriminator.compile()
@@ -446,14 +476,15 @@ def new_state(config: Config, dataset, generator: nn.Module, discriminator: nn.M
     ema = None
     if config.train.ema_decay > 0:
         ema = models.EMA(generator, decay=config.train.ema_decay, start_step=config.train.ema_start)
-    optim, seed = config.optim, config.train.seed
+    optim, seed = config.optim, rank_seed(config.train.seed, distributed.rank())  # per-rank streams
     adam = dict(betas=(optim.beta1, optim.beta2), eps=optim.eps)
     return TrainState(
         generator=generator, discriminator=discriminator, ema=ema,
         opt_g=torch.optim.Adam(generator.parameters(), lr=optim.lr_g, **adam),
         opt_d=torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d, **adam),
         scaler=torch.amp.GradScaler("cuda") if config.train.precision == "fp16" and device.type == "cuda" else None,
-        batches=BatchStream(dataset, config.data.batch_size, seed, device, config.data.num_workers),
+        batches=BatchStream(dataset, config.data.batch_size, config.train.seed, device, config.data.num_workers,
+                            rank=distributed.rank(), world=distributed.world_size()),
         latent_rng=torch.Generator().manual_seed(seed + 1),
         nda_rng=torch.Generator().manual_seed(seed + 2),
         augment_rng=torch.Generator().manual_seed(seed + 3),

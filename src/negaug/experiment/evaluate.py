@@ -117,13 +117,13 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     return entry
 
 
-def join_torchrun(device: str) -> str:
+def join_torchrun(device: str, key: str = "--device") -> str:
     """Under ``torchrun``: join its process group (NCCL for CUDA, gloo otherwise) and return this
     process's device (``cuda:LOCAL_RANK`` for CUDA), so `negaug eval` / `negaug anomaly` shard their
     work over the processes. Without torchrun: ``device`` unchanged, nothing joined."""
     if not distributed.launched_by_torchrun():
         return device
-    resolved = resolve_device(device, key="--device")
+    resolved = resolve_device(device, key=key)
     if resolved.type == "cuda":
         resolved = torch.device("cuda", distributed.local_rank())
         torch.cuda.set_device(resolved)

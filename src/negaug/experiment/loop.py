@@ -26,13 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 import negaug
-from negaug import viz
+from negaug import distributed, viz
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
 from negaug.experiment.evaluate import check_feature_space_of_run, evaluate_generator_of_run
 from negaug.experiment.health import HealthMonitor
-from negaug.experiment.state import TrainState, rng_devices
+from negaug.experiment.state import TrainState, WorldSizeError, rank_seed, rng_devices, world_size_message
 from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
 from negaug.files import write_atomically
 from negaug.metrics import find_metric
@@ -107,6 +107,33 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
         run_dir = Path(config.train.runs_dir) / config.train.name
     recipe, state = prepare(config)  # every check happens here, before a run folder exists
     run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
+    run_dir = distributed.broadcast_object(run_dir)  # data parallel: rank 0's (a default name holds the time)
+    with contextlib.ExitStack() as held:
+        # rank 0 alone checks, creates and locks the folder; its error is raised on every rank
+        distributed.on_rank_zero(lambda: _claim_run_dir(config, run_dir, resume, command, check_existing, held,
+                                                        subfolders))
+        held.enter_context(run_process_settings(config, recipe.device))
+        if resume:
+            restore_state(config, run_dir, state, record_warning)  # every rank reads the checkpoint
+        if on_start is not None:
+            on_start(run_dir, recipe.device, state.step)
+        try:
+            if runs.is_main_process():
+                runs.write_config(run_dir, config)
+            result = loop(config, recipe, state, run_dir, record_warning)
+        except OSError as err:
+            where = err.filename or run_dir
+            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
+                                f"last checkpoint intact (continue with {command} --resume {run_dir})") from None
+        distributed.barrier()  # data parallel: no rank leaves before rank 0 has written the last files
+    result.warnings = warnings
+    return result
+
+
+def _claim_run_dir(config, run_dir: Path, resume: bool, command: str, check_existing: Callable[[Path], None] | None,
+                   held: contextlib.ExitStack, subfolders: tuple[str, ...]) -> None:
+    """Check the folder of a resumed run (or that a new one may be created), take its lock for as
+    long as `held` lasts, and fill a new one."""
     if resume and not run_dir.exists():
         raise FileNotFoundError(f"{run_dir} does not exist; give the run folder that `{command}` created")
     if resume and not (run_dir / "checkpoints").is_dir():
@@ -117,34 +144,22 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
     if not resume:
         runs.check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-    with runs.RunLock(run_dir), run_process_settings(config, recipe.device):
-        if resume:
-            restore_state(config, run_dir, state, record_warning)
-        else:
-            runs.create_run_dir(config, run_dir, subfolders=subfolders)
-        if on_start is not None:
-            on_start(run_dir, recipe.device, state.step)
-        try:
-            runs.write_config(run_dir, config)
-            result = loop(config, recipe, state, run_dir, record_warning)
-        except OSError as err:
-            where = err.filename or run_dir
-            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
-                                f"last checkpoint intact (continue with {command} --resume {run_dir})") from None
-    result.warnings = warnings
-    return result
+    held.enter_context(runs.RunLock(run_dir))
+    if not resume:
+        runs.create_run_dir(config, run_dir, subfolders=subfolders)
 
 
 @contextlib.contextmanager
 def run_process_settings(config: Config, device: torch.device) -> Iterator[None]:
-    """torch's global generators seeded with `train.seed` and, with `train.deterministic`,
+    """torch's global generators seeded with `train.seed` (data parallel: each rank's own,
+    `rank_seed`) and, with `train.deterministic`,
     deterministic algorithms (exact resume on GPUs); both restored on exit. On a GPU,
     CUBLAS_WORKSPACE_CONFIG is set if unset and stays set (cuBLAS reads it once per process)."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn_benchmark = torch.backends.cudnn.benchmark
     with torch.random.fork_rng(devices=rng_devices(device)):
-        torch.manual_seed(config.train.seed)
+        torch.manual_seed(rank_seed(config.train.seed, distributed.rank()))
         if config.train.deterministic:
             if device.type == "cuda":  # must precede the first cuBLAS call of the process
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -177,23 +192,15 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
     board = _tensorboard(run_dir) if settings.tensorboard and log is not None else None
     if board is not None:  # the resolved config, once per session, as preformatted text
         board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), state.step)
-    bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
-               dynamic_ncols=True, desc="train")
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
+               unit="step", dynamic_ncols=True, desc="train")
     fixed_latent = fixed_latent_batch(config, recipe, state)
     start = window_start = time.perf_counter()
     window_step, last, interrupted = state.step, {}, False
     try:
         while state.step < settings.steps:
             step = state.step + 1
-            state.generator.train()
-            state.discriminator.train()
-            for _ in range(recipe.num_d_steps if recipe.loss.uses_discriminator else 1):  # mmd: no D
-                real, labels = state.batches.next()
-                if recipe.loss.uses_discriminator:
-                    discriminator_step(recipe, state, real, labels, step, stats)
-            generator_step(recipe, state, step, stats, real, labels)  # the last real batch (rpgan, fm, mmd)
-            if state.ema is not None:
-                state.ema.update(state.generator, step)
+            train_step(recipe, state, step, stats)
             state.step = step
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
@@ -210,7 +217,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
                 report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir, recipe.dataset, board)))
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
                 save_checkpoint(config, state, run_dir)
-            if stop_requested():
+            if distributed.any_true(stop_requested()):  # data parallel: every rank stops at the same step
                 interrupted = True
                 break
         if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
@@ -227,6 +234,22 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
     if not interrupted and runs.is_main_process():
         write_report(config, run_dir, state.step, last, seconds, health_warnings)
     return TrainResult(run_dir, state.step, interrupted, seconds, last)
+
+
+def train_step(recipe: Recipe, state: TrainState, step: int, stats) -> None:
+    """Generator step `step`: `num_d_steps` D steps on fresh real batches, one G step, the EMA.
+    Data parallel: the gradients are averaged inside each step (`steps._backward_and_step`) and
+    G's batch-norm statistics after the G step, so G, D and the EMA stay identical on every rank."""
+    state.generator.train()
+    state.discriminator.train()
+    for _ in range(recipe.num_d_steps if recipe.loss.uses_discriminator else 1):  # mmd: no D
+        real, labels = state.batches.next()
+        if recipe.loss.uses_discriminator:
+            discriminator_step(recipe, state, real, labels, step, stats)
+    generator_step(recipe, state, step, stats, real, labels)  # the last real batch (rpgan, fm, mmd)
+    distributed.average_batch_norm_stats(state.generator)
+    if state.ema is not None:
+        state.ema.update(state.generator, step)
 
 
 def _emit(record, log, board, bar, on_log) -> None:
@@ -376,14 +399,15 @@ def _curves(run_dir: Path) -> list[str]:
 
 def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Path | None = None,
                     keep: int | None = None) -> Path | None:
+    check_state_finite(state)  # never save a diverged state: the previous checkpoint stays the newest
+    tree = state.state_dict()  # data parallel: a collective (every rank's random streams go to rank 0)
     if not runs.is_main_process():
         return None
-    check_state_finite(state)  # never save a diverged state: the previous checkpoint stays the newest
     folder = folder or run_dir / "checkpoints"
     record = {"config": config.to_dict(), "negaug_version": negaug.__version__, "torch_version": torch.__version__,
               "time": time.time()}
     try:
-        path = checkpoint.save(folder, state.step, state.state_dict(), record)
+        path = checkpoint.save(folder, state.step, tree, record)
     except OSError as err:
         raise CheckpointWriteError(f"could not write the checkpoint of step {state.step} to {folder} ({err}); "
                                    f"the previous checkpoint is intact") from None
@@ -408,8 +432,24 @@ def check_state_finite(state: TrainState) -> None:
                                  f"(lower the learning rate); the last checkpoint is the last finite state")
 
 
+def check_world_size(run_dir: Path) -> None:
+    """ValueError (one line) when the newest readable checkpoint record of `run_dir` was written by
+    another number of processes than this run has (`state.rank_streams` would refuse each one)."""
+    folder = run_dir / "checkpoints"
+    for step in reversed(checkpoint.list_steps(folder)):
+        try:
+            tree = checkpoint.read_record(folder / f"{checkpoint.stem(step)}.json").get("state")
+        except ValueError:  # a bad record: load_latest reports it and falls back
+            continue
+        written = tree.get("distributed", {}).get("world_size", 1) if isinstance(tree, dict) else 1
+        if written != distributed.world_size():
+            raise WorldSizeError(f"{run_dir}: {world_size_message(written)}")
+        return
+
+
 def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:
     """Load the newest checkpoint of `run_dir` that fits `state` (bad ones are reported and skipped)."""
+    check_world_size(run_dir)
     found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
                                    accept=lambda candidate: state.load_state_dict(candidate.state))
     if found is None:

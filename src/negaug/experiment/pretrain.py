@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from negaug import viz
+from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.checkpoint import list_steps, read_record, stem
-from negaug.experiment.loop import check_state_finite, run_session, save_checkpoint
+from negaug.experiment.loop import check_state_finite, check_world_size, run_session, save_checkpoint
 from negaug.experiment.pretrain_build import (
     PretrainRecipe,
     PretrainState,
@@ -87,6 +87,7 @@ def check_pretrain_run(run_dir: str | Path) -> None:
 
 def restore(run_dir: Path, state: PretrainState, warn) -> None:
     """Load the newest checkpoint of `run_dir` that fits `state` (bad ones are reported and skipped)."""
+    check_world_size(run_dir)
     found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
                                    accept=lambda candidate: state.load_state_dict(candidate.state))
     if found is None:
@@ -104,12 +105,14 @@ def pretrain_step(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrai
         group["lr"] = lr
     state.model.train()
     loss, _, stats = state.model(x_q, x_k, nda=nda, generator=state.shuffle_rng)
-    if not bool(torch.isfinite(loss)):
+    if distributed.any_true(not bool(torch.isfinite(loss))):  # data parallel: on every rank together
         raise NonFiniteLossError(f"non-finite contrastive loss at step {step}; lower optim.lr (now {lr:.3g}) "
                                  f"or raise objective.temperature")
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.all_reduce_gradients(state.model.trainable_parameters())  # data parallel: the mean over ranks
     state.optimizer.step()
+    distributed.average_batch_norm_stats(state.model)  # both encoders' running statistics, equal on every rank
     state.stats.report("loss", loss)
     for name, value in stats.items():
         state.stats.report(name, value)
@@ -120,8 +123,8 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
           stop_requested: Callable[[], bool], on_log) -> PretrainResult:
     settings = config.train
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
-    bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
-               dynamic_ncols=True, desc="pretrain")
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
+               unit="step", dynamic_ncols=True, desc="pretrain")
     start = window_start = time.perf_counter()
     window_step, last, knn, interrupted = state.step, {}, None, False
     try:
@@ -142,7 +145,7 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
                 knn = _knn(config, recipe, state, log, on_log)
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
                 save_checkpoint(config, state, run_dir)
-            if stop_requested():
+            if distributed.any_true(stop_requested()):  # data parallel: every rank stops at the same step
                 interrupted = True
                 break
         if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):

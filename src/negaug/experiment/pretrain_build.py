@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from negaug import distributed
 from negaug import nda as nda_transforms
 from negaug.contrastive import ENCODERS, MoCo, ViewAugment
 from negaug.contrastive.objectives import MIN_TEMPERATURE
@@ -30,6 +31,7 @@ from negaug.experiment.build import (
 )
 from negaug.experiment.config import check_run_name
 from negaug.experiment.pretrain_config import PretrainConfig
+from negaug.experiment.state import add_rank_streams, rank_seed, rank_streams
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 
@@ -68,14 +70,14 @@ class PretrainState:
                  "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
         if self.batches.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.batches.device)
-        return state
+        return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
         `torch.random.fork_rng` to keep the caller's)."""
+        rng = rank_streams(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        rng = state["rng"]
         for name, generator in (("augment", self.augment_rng), ("nda", self.nda_rng), ("shuffle", self.shuffle_rng)):
             generator.set_state(rng[name])
         torch.set_rng_state(rng["torch"])
@@ -222,11 +224,13 @@ def build_pretraining(config: PretrainConfig) -> tuple[PretrainRecipe, PretrainS
     test_dataset = build_test_split(config, num_classes)
     augment, negative = build_views(config, dataset)
     model = build_model(config, dataset).to(device)
+    distributed.broadcast_module(model)  # data parallel: every rank starts from rank 0's weights and queue
     optimizer = torch.optim.SGD(model.trainable_parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
                                 weight_decay=config.optim.weight_decay)
-    seed = config.train.seed
-    state = PretrainState(model=model, optimizer=optimizer,
-                          batches=BatchStream(dataset, config.data.batch_size, seed, device, config.data.num_workers),
+    seed = rank_seed(config.train.seed, distributed.rank())  # per-rank streams; rank 0: train.seed's
+    batches = BatchStream(dataset, config.data.batch_size, config.train.seed, device, config.data.num_workers,
+                          rank=distributed.rank(), world=distributed.world_size())
+    state = PretrainState(model=model, optimizer=optimizer, batches=batches,
                           augment_rng=torch.Generator().manual_seed(seed + 1),
                           nda_rng=torch.Generator().manual_seed(seed + 2),
                           shuffle_rng=torch.Generator().manual_seed(seed + 3))

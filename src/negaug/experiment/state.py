@@ -8,6 +8,12 @@ It holds G, D, the EMA of G, both optimizers, the fp16 grad scaler, the step, ev
 (latents, NDA draws, DiffAugment and CR draws, torch's global CPU generator and, on a GPU, its CUDA
 generator) and the data stream's position, so that a resumed run continues bit-identically (on the
 CPU).
+
+Data parallel (`torchrun`): each rank draws from its own streams (`rank_seed`), and
+`state_dict()` is then a collective that every rank calls: it adds "distributed" = {"world_size",
+"rng": every rank's streams in rank order}; `load_state_dict` gives each rank its own back and
+refuses a checkpoint written by another number of processes. A single process's state dict has
+no "distributed" entry and is exactly what it always was.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from negaug import distributed
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.models import EMA
@@ -25,6 +32,44 @@ from negaug.models import EMA
 def rng_devices(device: torch.device) -> list[int]:
     """The CUDA devices whose generators `torch.random.fork_rng` must save for work on `device`."""
     return list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+
+
+RANK_SEED_STRIDE = 1_000_000_007  # far from the +1, +2, +3 offsets of one rank's streams
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The base seed of rank `rank`'s random streams: `seed` itself for rank 0 (a single process
+    and rank 0 of a data-parallel run draw the same streams), a distinct one for every other rank."""
+    return seed if rank == 0 else seed + rank * RANK_SEED_STRIDE
+
+
+class WorldSizeError(ValueError):
+    """A checkpoint written by one number of processes, resumed with another."""
+
+
+def add_rank_streams(state: dict[str, Any]) -> dict[str, Any]:
+    """Data parallel: `state` plus "distributed" = {"world_size", "rng": every rank's
+    `state["rng"]` in rank order} (a collective: every rank calls it). `state` unchanged in one process."""
+    if distributed.is_distributed():
+        state["distributed"] = {"world_size": distributed.world_size(),
+                                "rng": distributed.all_gather_object(state["rng"])}
+    return state
+
+
+def rank_streams(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's random streams in a state dict; WorldSizeError when it was written by another
+    number of processes (the data order and every rank's streams depend on it)."""
+    written = int(state.get("distributed", {}).get("world_size", 1))
+    if written != distributed.world_size():
+        raise WorldSizeError(world_size_message(written))
+    return state["distributed"]["rng"][distributed.rank()] if written > 1 else state["rng"]
+
+
+def world_size_message(written: int) -> str:
+    now = distributed.world_size()
+    how = "without torchrun (or --nproc_per_node 1)" if written == 1 else f"with {written} processes in all (torchrun)"
+    return (f"the checkpoint was written by {written} process{'es' if written > 1 else ''} and this run has {now}; "
+            f"resume it {how}: the data order and every rank's random streams depend on the number of processes")
 
 
 @dataclass
@@ -63,11 +108,12 @@ class TrainState:
         device = self.batches.device
         if device.type == "cuda":  # the gradient penalty draws from it on GPUs
             state["rng"]["cuda"] = torch.cuda.get_rng_state(device)
-        return state
+        return add_rank_streams(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
         `torch.random.fork_rng` to keep the caller's)."""
+        rng = rank_streams(state)
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         if self.ema is not None:
@@ -78,7 +124,6 @@ class TrainState:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
         self.latent_rng.set_state(rng["latent"])
         self.nda_rng.set_state(rng["nda"])
         if "augment" in rng:  # checkpoints of negaug <= 0.3.0 have none (and no augmentation)

@@ -39,6 +39,7 @@ import contextlib
 
 import torch
 
+from negaug import distributed
 from negaug.augment import consistency_penalty
 from negaug.experiment.build import Recipe
 from negaug.experiment.state import TrainState
@@ -83,7 +84,8 @@ def apply_positive(recipe: Recipe, state: TrainState, real: torch.Tensor) -> tor
 
 
 def check_finite(step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], where: str) -> None:
-    if bool(torch.isfinite(loss)):
+    """NonFiniteLossError naming the term; data parallel: on every rank when any rank's loss is not finite."""
+    if not distributed.any_true(not bool(torch.isfinite(loss))):
         return
     bad = [name for name, value in terms.items() if not bool(torch.isfinite(value).all())]
     culprit = ", ".join(bad) if bad else where
@@ -239,13 +241,19 @@ def _r2(recipe: Recipe, critic, fake: torch.Tensor, negatives: torch.Tensor | No
 
 
 def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """The one place every D and G update happens. Data parallel: the gradients (of the loss and
+    every penalty in it) are averaged over ranks between backward and step; with fp16 the scaled
+    ones, so that every rank's scaler finds the same infs and keeps the same scale."""
     optimizer.zero_grad(set_to_none=True)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     if scaler is not None:
         scaler.scale(loss).backward()
+        distributed.all_reduce_gradients(params)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        distributed.all_reduce_gradients(params)
         optimizer.step()
 
 

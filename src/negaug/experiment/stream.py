@@ -4,6 +4,11 @@ Epoch `e` is shuffled by a generator seeded with (seed, e), so the stream's whol
 integers (epoch, position) that a checkpoint stores; a resumed run sees exactly the batches an
 uninterrupted run would. The last incomplete batch of an epoch is dropped.
 
+Data parallel (`torchrun`, `world` processes): the epoch's permutation is the same on every rank;
+a global batch is `world * batch_size` consecutive indices of it and rank `r` takes the `r`-th
+`batch_size` of them, so the ranks read disjoint samples, (epoch, position) is the same on every
+rank, and a run resumes exactly. With `world = 1` this is the single-process stream.
+
 In-memory datasets are batched by indexing (`get_batch`). Datasets decoded from disk per item
 (`LazyImageDataset`) are read by a DataLoader with `num_workers` processes that follows the same
 index sequence, so workers change the speed, never the batches.
@@ -17,12 +22,15 @@ from torch.utils.data import DataLoader
 
 
 class BatchStream:
-    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0):
-        if len(dataset) < batch_size:
+    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0,
+                 rank: int = 0, world: int = 1):
+        if len(dataset) < batch_size * world:
+            processes = f" x {world} processes" if world > 1 else ""
             raise ValueError(
-                f"data.batch_size={batch_size} is larger than the dataset ({len(dataset)} samples); lower it"
+                f"data.batch_size={batch_size}{processes} is larger than the dataset ({len(dataset)} samples); lower it"
             )
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.stride, self.offset = batch_size * world, batch_size * rank  # one global batch; this rank's share
         self.device, self.num_workers = device, num_workers
         self.epoch, self.position = 0, 0
         self._loader: Iterator | None = None  # worker-backed iterator, built lazily from the state
@@ -35,19 +43,21 @@ class BatchStream:
         """Index batches from (epoch, position) on, forever."""
         while True:
             order = self._permutation(epoch)
-            while position + self.batch_size <= len(order):
-                yield order[position:position + self.batch_size].tolist()
-                position += self.batch_size
+            while position + self.stride <= len(order):
+                start = position + self.offset
+                yield order[start:start + self.batch_size].tolist()
+                position += self.stride
             epoch, position = epoch + 1, 0
 
     def _advance(self) -> list[int]:
         """The next index batch; moves the (epoch, position) state past it."""
-        if self.position + self.batch_size > len(self.dataset):
+        if self.position + self.stride > len(self.dataset):
             self.epoch, self.position = self.epoch + 1, 0
         if getattr(self, "_order_epoch", None) != self.epoch:
             self._order, self._order_epoch = self._permutation(self.epoch), self.epoch
-        index = self._order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
+        start = self.position + self.offset
+        index = self._order[start:start + self.batch_size]
+        self.position += self.stride
         return index
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
