@@ -264,6 +264,14 @@ def test_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_pat
     assert main(["train", "--resume", str(tmp_path / "whole"), "train.steps=8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "written by 2 processes and this run has 1" in err[-1], err
+    # regression (evaluating a 2-process run in one process found "no usable checkpoint"): loading a
+    # run to sample or evaluate it needs its weights only, whatever the number of processes
+    from negaug.experiment import load_run
+    loaded = load_run(tmp_path / "whole")
+    assert loaded.step == 6
+    for key, value in loaded.raw_generator.state_dict().items():
+        assert torch.equal(value, whole[1][f"generator.{key}"]), key
+    assert main(["eval", str(tmp_path / "whole"), "--num-samples", "200"]) == 0
 
 
 PRETRAIN = ["mnist", "data.batch_size=8", "data.image_size=16", "data.options.classes=[0, 1]",

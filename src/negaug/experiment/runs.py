@@ -323,7 +323,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
         generator, discriminator, num_classes = build_models(config, dataset)
         with torch.random.fork_rng(devices=rng_devices(device)):
             state = new_state(config, dataset, generator, discriminator, device)
-            state.load_state_dict(found.state)
+            state.load_state_dict(found.state, streams=False)  # the weights: any number of processes may load them
             sampler = state.sampler()  # the EMA with standing batch-norm statistics for eval mode
         parts.update(config=config, generator=generator, discriminator=discriminator, sampler=sampler,
                      num_classes=num_classes)

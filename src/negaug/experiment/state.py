@@ -110,10 +110,11 @@ class TrainState:
             state["rng"]["cuda"] = torch.cuda.get_rng_state(device)
         return add_rank_streams(state)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
         """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
-        `torch.random.fork_rng` to keep the caller's)."""
-        rng = rank_streams(state)
+        `torch.random.fork_rng` to keep the caller's). `streams=False`: the networks, optimizers
+        and counters only, not the random and data streams (loading a run to sample or evaluate
+        it, which any number of processes may do)."""
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         if self.ema is not None:
@@ -124,6 +125,16 @@ class TrainState:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        if streams:
+            self._load_streams(state)
+        self.step, self.best = int(state["step"]), state.get("best")
+        if "stats" in state:  # format-1 checkpoints did not hold them
+            self.stats.load_state_dict(state["stats"])
+
+    def _load_streams(self, state: dict[str, Any]) -> None:
+        """This rank's random streams and the data stream's position (WorldSizeError when the
+        checkpoint was written by another number of processes)."""
+        rng = rank_streams(state)
         self.latent_rng.set_state(rng["latent"])
         self.nda_rng.set_state(rng["nda"])
         if "augment" in rng:  # checkpoints of negaug <= 0.3.0 have none (and no augmentation)
@@ -132,9 +143,6 @@ class TrainState:
         if "cuda" in rng and self.batches.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.batches.device)
         self.batches.load_state_dict(state["batches"])
-        self.step, self.best = int(state["step"]), state.get("best")
-        if "stats" in state:  # format-1 checkpoints did not hold them
-            self.stats.load_state_dict(state["stats"])
 
     def non_finite(self, limit: int = 3) -> list[str]:
         """Names of up to `limit` parameters, buffers or optimizer moments holding NaN or infinity
