@@ -29,6 +29,7 @@ from negaug.experiment.build import build
 from negaug.experiment.loop import train_step
 from negaug.experiment.stats import Stats
 from negaug.losses import gradient_penalty
+from test_train import tensors_by_path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_DATA_PARALLEL = "eed7527f5916ea765da4337151dfd3c8f7064cfc"  # the last commit without it
@@ -228,17 +229,7 @@ def _cli_worker(rank, world, port, commands, out):
 
 def checkpoint_tensors(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
     found = ckpt.load_latest(run_dir / "checkpoints")
-    return found.step, _tensors(found.state)
-
-
-def _tensors(tree, path=""):
-    if isinstance(tree, torch.Tensor):
-        return {path: tree}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else []
-    found = {}
-    for key, value in items:
-        found.update(_tensors(value, f"{path}.{key}" if path else str(key)))
-    return found
+    return found.step, tensors_by_path(found.state)
 
 
 def assert_same_checkpoint(a, b):

@@ -81,6 +81,15 @@ def test_nda_training_learns_regression_batch_norm_collapse(tmp_path, digits, un
     assert abs(d_step - g_step) < 0.5 + 0.25 * abs(d_step), f"D scores generated images {d_step:.2f} in its step, {g_step:.2f} in G's"
 
 
+def assert_d_learned(auroc: float, last: dict) -> None:
+    """D tells jigsaw negatives from held-out real images, its loss is off its floor, and it scores
+    generated images alike in its own step and in G's."""
+    assert 0.9 < auroc <= 1.0, f"D does not separate real images from jigsaw negatives: AUROC {auroc:.3f}"
+    assert last["loss/d"] > 0.05, "D's hinge loss at its floor"
+    d_step, g_step = last["d_out/generated"], last["d_out/generated_g_step"]
+    assert abs(d_step - g_step) < 0.5 + 0.25 * abs(d_step), f"D scores generated images {d_step:.2f} in its step, {g_step:.2f} in G's"
+
+
 @pytest.mark.parametrize("extra", [("train.diffaugment=color,translation,cutout",), ("loss.consistency=10",)],
                          ids=["diffaugment+jigsaw", "consistency+jigsaw"])
 def test_training_with_diffaugment_or_consistency_still_learns(tmp_path, digits, untrained_fd, extra):
@@ -91,10 +100,7 @@ def test_training_with_diffaugment_or_consistency_still_learns(tmp_path, digits,
     config = load_config("default", [*GATE, *extra, f"train.runs_dir={tmp_path}", "train.name=gate"])
     fd, auroc, last = gate_measurements(train(config).run_dir, digits)
     assert 2.0 < fd < 45.0 and fd < 0.4 * untrained_fd, f"samples did not move towards the data: pixel FD {fd:.1f}"
-    assert 0.9 < auroc <= 1.0, f"D does not separate real images from jigsaw negatives: AUROC {auroc:.3f}"
-    assert last["loss/d"] > 0.05, "D's hinge loss at its floor"
-    d_step, g_step = last["d_out/generated"], last["d_out/generated_g_step"]
-    assert abs(d_step - g_step) < 0.5 + 0.25 * abs(d_step), f"D scores generated images {d_step:.2f} in its step, {g_step:.2f} in G's"
+    assert_d_learned(auroc, last)
     if "loss.consistency=10" in extra:
         assert 0.0 < last["loss/consistency"] < 1.0  # D kept near-invariant to flips and shifts
 
@@ -109,9 +115,6 @@ def test_mixgan_training_learns(tmp_path, digits, untrained_fd, d_norm):
                                      f"train.runs_dir={tmp_path}", "train.name=gate"])
     fd, auroc, last = gate_measurements(train(config).run_dir, digits)
     assert 2.0 < fd < 30.0 and fd < 0.4 * untrained_fd, f"samples did not move towards the data: pixel FD {fd:.1f}"
-    assert 0.9 < auroc <= 1.0, f"D does not separate real images from jigsaw negatives: AUROC {auroc:.3f}"
-    assert last["loss/d"] > 0.05, "D's hinge loss at its floor"
-    d_step, g_step = last["d_out/generated"], last["d_out/generated_g_step"]
-    assert abs(d_step - g_step) < 0.5 + 0.25 * abs(d_step), f"D scores generated images {d_step:.2f} in its step, {g_step:.2f} in G's"
+    assert_d_learned(auroc, last)
     for side in ("g", "d"):
         assert min(last[f"mix/{side}_weight{k}"] for k in range(2)) > 0.3
