@@ -13,7 +13,8 @@ N x batch samples: scaling efficiency = (samples/s with N) / (N x samples/s with
 N / steps/s with 1 (1.0: perfect scaling; on a CPU, N processes need N free cores: --threads
 threads each).
 
-Presets: "ring" (the 2-D ring MLP, batch 256, R1 penalty) and "dcgan-tiny" (the default preset,
+Presets: "ring" (the 2-D ring MLP, batch 256, R1 penalty), "default" (the default preset: DCGAN
+width 32 on MNIST-5k, batch 64) and "dcgan-tiny" (the default preset,
 DCGAN on MNIST-5k at width 8, batch 64). `--allreduce-reps` also times the gradient all-reduce
 alone (`negaug.distributed.all_reduce_gradients` of the default preset's D, 2 gloo processes).
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-PRESETS = {"ring": ("ring", []), "dcgan-tiny": ("default", ["model.options.width=8"])}
+PRESETS = {"ring": ("ring", []), "dcgan-tiny": ("default", ["model.options.width=8"]), "default": ("default", [])}
 RECORDING_OFF = ["train.progress=false", "train.sample_every=0", "train.checkpoint_every=0", "eval.every=0"]
 
 

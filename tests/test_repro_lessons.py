@@ -104,8 +104,14 @@ def test_toolkit_tiny_trains_every_arm_and_writes_both_tables(tmp_path):
     for name, row in results["mnist"].items():
         assert row["fid"]["mean"] > 0 and 0 <= row["precision"]["mean"] <= 1, name
     assert results["grid"]["plain"]["vs_plain"]["modes_covered"]["difference"] == 0
+    for task in ("grid", "mnist"):  # each method with NDA against itself without
+        assert set(results["nda_effect"][task]) == set(toolkit.METHODS)
+        effect = results["nda_effect"][task]["mixgan"][next(iter(results["nda_effect"][task]["mixgan"]))]
+        key = next(iter(results["nda_effect"][task]["mixgan"]))
+        assert effect["difference"] == (results[task]["mixgan_nda"][key]["mean"] - results[task]["mixgan"][key]["mean"])
     report = (out / "report.md").read_text()
     assert "## 5 x 5 grid (25 modes)" in report and "## MNIST-5k" in report and "MIX+GAN" in report
+    assert "## NDA against no NDA, per method (MNIST-5k)" in report
     for name in ("grid_samples.png", "mnist_samples.png"):
         assert (out / name).stat().st_size > 0
     # the lessons' grid arms are the toolkit's: one runs folder, no second training

@@ -173,9 +173,18 @@ def summarize(study: Study, grid, mnist, trained) -> dict[str, Any]:
                               "counts at >= 2% of samples",
                      "comparison": common.SPREAD_RULE},
         "grid": table(grid, GRID_KEYS), "mnist": table(mnist, MNIST_KEYS),
+        "nda_effect": {task: nda_effect(per_arm, keys) for task, per_arm, keys in (("grid", grid, GRID_KEYS),
+                                                                                 ("mnist", mnist, MNIST_KEYS))},
         "grid_per_seed": grid, "mnist_per_seed": mnist,
         "runs": common.run_records(trained), "environment": common.environment(),
     }
+
+
+def nda_effect(per_arm: dict[str, list[dict]], keys) -> dict[str, dict[str, Any]]:
+    """Per method, each measure with NDA against the same method without (`common.compare`)."""
+    return {method: {key: common.compare([e[key] for e in per_arm[method]], [e[key] for e in per_arm[arm_name(method, True)]])
+                     for _, key, _ in keys}
+            for method in METHODS if method in per_arm and arm_name(method, True) in per_arm}
 
 
 def report(results: dict[str, Any]) -> list[str]:
@@ -198,6 +207,12 @@ def report(results: dict[str, Any]) -> list[str]:
                 rows.append([label, "yes" if nda else "no", *cells])
         title = "5 x 5 grid (25 modes)" if task == "grid" else "MNIST-5k"
         lines += [f"## {title}", "", common.markdown_table(["method", "NDA", *(k[0] for k in keys)], rows), ""]
+    for task, keys in (("grid", GRID_KEYS), ("mnist", MNIST_KEYS)):
+        rows = [[METHODS[method][0], *(common.verdict(effect[key]) for _, key, _ in keys)]
+                for method, effect in results["nda_effect"][task].items()]
+        title = "5 x 5 grid" if task == "grid" else "MNIST-5k"
+        lines += [f"## NDA against no NDA, per method ({title}): difference of means (NDA - none)", "",
+                  common.markdown_table(["method", *(k[0] for k in keys)], rows), ""]
     lines += ["![grid samples, first seed](grid_samples.png)", "", "![MNIST-5k samples, first seed](mnist_samples.png)",
               "", f"Protocol: {results['protocol']['grid']}; {results['protocol']['mnist']}. "
                   f"{results['protocol']['comparison']}."]
