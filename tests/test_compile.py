@@ -61,3 +61,15 @@ def test_compile_off_leaves_the_learning_settings_unchanged():
     off = learning_settings(load_config("default", ["train.compile=false"]))
     on = learning_settings(load_config("default", ["train.compile=true"]))
     assert "compile" not in off["train"] and on["train"]["compile"] is True
+
+
+def test_compile_reaches_the_members_of_a_mixture_regression_silent_no_op(tmp_path):
+    """Regression (red team): with model.mixture > 1 the mixture wrappers were compiled, but the
+    MIX+GAN steps call the members, so training ran eager while the run said compile=true."""
+    from negaug.experiment.build import build
+
+    config = load_config("ring", ["model.mixture=2", "loss.r1_penalty=0", "train.compile=true", "train.device=cpu",
+                                  f"train.runs_dir={tmp_path}"])
+    _, state = build(config)
+    for network in (state.generator, state.discriminator):
+        assert all(member._compiled_call_impl is not None for member in network.members)

@@ -36,3 +36,20 @@ def test_shards_differ_by_at_most_one(monkeypatch):
         start, stop = distributed.shard(10)
         sizes.append(stop - start)
     assert sizes == [4, 3, 3]
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "negaug train"),
+    ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, "torchrun --nproc_per_node 2 -m negaug train"),
+    ({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}, "torchrun --nproc_per_node 4 --nnodes 2 -m negaug train"),
+])
+def test_resume_hints_name_the_launcher_of_the_run_regression_refused_hint(monkeypatch, env, expected):
+    """Regression (red team): a torchrun run said 'Continue with: negaug train --resume RUN', which
+    refuses a checkpoint of 2 processes."""
+    from negaug.cli.train import launcher
+
+    for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launcher("negaug train") == expected

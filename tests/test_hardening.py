@@ -501,3 +501,43 @@ def test_resuming_a_0_2_cutout_run_says_its_draws_change(tmp_path, monkeypatch):
         train(resumed, run_dir=tmp_path / transform, resume=True, warn=warnings.append)
         found = [w for w in warnings if "min_changed" in w]
         assert len(found) == expected and all("written by negaug 0.2.0" in w for w in found)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "train.runs_dir={file}", "train.steps=2"], "train.runs_dir={file} is a file; give a folder"),
+    (["pretrain", "train.runs_dir={file}/sub"], "train.runs_dir={file}/sub is inside {file}, which is a file"),
+    (["train", "pix2pix-scenes", "train.runs_dir={file}"], "train.runs_dir={file} is a file"),
+    (["repro", "toolkit", "--tiny", "--out", "{file}"], "--out={file} is a file; give a folder"),
+    (["repro", "toolkit", "--tiny", "--out", "{dir}/out", "--runs-dir", "{file}"], "--runs-dir={file} is a file"),
+])
+def test_a_file_where_a_folder_is_expected_is_one_line_before_any_work_regression(tmp_path, capsys, argv, expected):
+    """Regression (red team): a file given as train.runs_dir or --out failed later with
+    '<path>: Not a directory', after progress lines, naming neither the setting nor the fix."""
+    from negaug.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    fill = {"file": str(afile), "dir": str(tmp_path)}
+    code = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected.format(**fill) in err[0], err
+    assert afile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_resume_without_steps_to_train_is_refused_in_one_line_regression_silent_no_op(tmp_path, capsys):
+    """Regression (red team): `--resume RUN train.steps=3` of a run at step 4 trained nothing,
+    exited 0 and said 'training 3 steps from step 4'."""
+    from negaug.cli import main
+
+    base = ["data.name=ring", "model.name=mlp", "model.options.width=8", "nda.transform=none", "data.batch_size=8",
+            "train.steps=4", "train.progress=false", "train.sample_every=0", f"train.runs_dir={tmp_path}", "train.name=r"]
+    assert main(["train", *base]) == 0
+    capsys.readouterr()
+    checkpoints = sorted((tmp_path / "r" / "checkpoints").iterdir())
+    for steps in (3, 4):
+        assert main(["train", "--resume", str(tmp_path / "r"), f"train.steps={steps}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"train.steps={steps} is not above the step of the checkpoint (4)" in err[0], err
+    assert sorted((tmp_path / "r" / "checkpoints").iterdir()) == checkpoints
+    assert main(["train", "--resume", str(tmp_path / "r"), "train.steps=6"]) == 0
+    assert "negaug: training 2 steps (to step 6, from step 4)" in capsys.readouterr().out

@@ -291,3 +291,20 @@ def test_config_hash_leaves_out_keys_added_later_at_their_neutral_value():
     base = load_config("default")
     assert "ortho_reg" not in learning_settings(base)["optim"]  # runs cached before the key keep their hash
     assert common.config_hash(base) != common.config_hash(load_config("default", ["optim.ortho_reg=1e-4"]))
+
+
+@pytest.mark.parametrize("previous, size, refused", [("quick", "tiny", True), ("full", "quick", True),
+                                                     ("quick", "quick", False), ("tiny", "quick", False)])
+def test_a_smaller_run_never_overwrites_larger_results_regression_tiny_over_quick(tmp_path, capsys, previous, size, refused):
+    """Regression (red team): `--tiny` over the committed quick results/toolkit replaced them; only
+    results of a full run were protected."""
+    from negaug import repro
+
+    out = tmp_path / "toolkit"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"size": previous}))
+    if refused:
+        with pytest.raises(ValueError, match=f"holds the results of a {previous} run; a --{size} run would overwrite"):
+            repro.check_not_over_full_results(out, size)
+    else:
+        repro.check_not_over_full_results(out, size)

@@ -78,3 +78,14 @@ def require_regular_file(path: str | Path, what: str = "file") -> Path:
     if not stat.S_ISREG(info.st_mode):
         raise ValueError(f"{what} {path} is not a regular file")
     return path
+
+
+def check_folder(path: str | Path, what: str) -> Path:
+    """`path` as a folder negaug may create or write into: ValueError naming `what` (a config key
+    or a flag) when it, or the nearest of its parents that exists, is not a folder."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise ValueError(f"{what}={path} {where}; give a folder")
+    return path

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from negaug.cli.train import _processes, _split_source, process_group, run_until_stopped, say
+from negaug.cli.train import _processes, _split_source, launcher, process_group, run_until_stopped, say
 
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
 
@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _announce(config):
     def on_start(run_dir, device, step) -> None:
-        start = f" from step {step}" if step else ""
-        say(f"negaug: pretraining {config.train.steps} steps{start} in {run_dir} on {device}{_processes()}")
+        start = f" (to step {config.train.steps}, from step {step})" if step else ""
+        say(f"negaug: pretraining {config.train.steps - step} steps{start} in {run_dir} on {device}{_processes()}")
 
     return on_start
 
@@ -75,5 +75,5 @@ def run(args) -> int:
     knn = f", k-NN accuracy {100 * result.knn['value']:.2f}%" if result.knn else ""
     say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s{knn})")
     say(f"next: negaug probe {result.run_dir}   # linear probe, k-NN, NDA distances -> {result.run_dir}/probe.json\n"
-          f"      negaug pretrain --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
+          f"      {launcher('negaug pretrain')} --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0

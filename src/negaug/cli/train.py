@@ -85,6 +85,18 @@ def _wait_for_every_rank(seconds: float = 30.0) -> None:
             pass
 
 
+def launcher(command: str) -> str:
+    """How to run `command` ("negaug train") again with this process count: as it is in one
+    process, under torchrun `torchrun --nproc_per_node N [--nnodes M] -m negaug train` (a
+    data-parallel run resumes with the same number of processes)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return command
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    nodes = f" --nnodes {world // per_node}" if per_node and world != per_node else ""
+    return f"torchrun --nproc_per_node {per_node}{nodes} -m {command}"
+
+
 def run_until_stopped(session, command: str):
     """Run `session(stop_requested)` (a training function) with SIGINT/SIGTERM asking it to save a
     checkpoint and stop. Returns (result, None) when it finished, (result or None, exit code) when
@@ -103,7 +115,7 @@ def run_until_stopped(session, command: str):
             signal.signal(sig, handler)
     if result.interrupted:
         say(f"negaug: stopped at step {result.step}; checkpoint saved. Continue with: "
-            f"{command} --resume {result.run_dir}", file=sys.stderr)
+            f"{launcher(command)} --resume {result.run_dir}", file=sys.stderr)
         _wait_for_every_rank()  # every rank stopped at this step: no rank exits before rank 0 has said so
         return result, 128 + (flag.signal or signal.SIGINT)
     return result, None
@@ -133,8 +145,8 @@ class _StopFlag:
 
 def _announce(config):
     def on_start(run_dir, device, step) -> None:
-        start = f" from step {step}" if step else ""
-        say(f"negaug: training {config.train.steps} steps{start} in {run_dir} on {device}{_processes()}")
+        start = f" (to step {config.train.steps}, from step {step})" if step else ""
+        say(f"negaug: training {config.train.steps - step} steps{start} in {run_dir} on {device}{_processes()}")
 
     return on_start
 
@@ -174,7 +186,7 @@ def run(args) -> int:
     say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s)")
     say(f"next: negaug eval {result.run_dir}   # sample quality -> {result.run_dir}/eval.json\n"
           f"      negaug anomaly {result.run_dir}   # the discriminator as an anomaly detector\n"
-          f"      negaug train --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
+          f"      {launcher('negaug train')} --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0
 
 
@@ -215,8 +227,8 @@ def _run_translation(args, source: str | None, overrides: list[str]) -> int:
         return 0
 
     def on_start(run_dir, device, step) -> None:
-        start = f" from step {step}" if step else ""
-        print(f"negaug: training pix2pix {config.train.steps} steps{start} in {run_dir} on {device}", flush=True)
+        start = f" (to step {config.train.steps}, from step {step})" if step else ""
+        print(f"negaug: training pix2pix {config.train.steps - step} steps{start} in {run_dir} on {device}", flush=True)
 
     result, code = run_until_stopped(
         lambda stop: train_translation(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,

@@ -22,8 +22,9 @@ from negaug import augment, data, distributed, losses, metrics, models
 from negaug import nda as nda_transforms
 from negaug.experiment.config import Config, check_run_name
 from negaug.experiment.state import TrainState, rank_seed
-from negaug.models.mixture import MAX_COMPONENTS, MixtureDiscriminator, MixtureGenerator
 from negaug.experiment.stream import BatchStream
+from negaug.files import check_folder
+from negaug.models.mixture import MAX_COMPONENTS, MixtureDiscriminator, MixtureGenerator
 from negaug.registry import closest
 
 VALID_MODES = ("weighted", "mixture")
@@ -100,6 +101,7 @@ def check_scalars(config: Config) -> None:
     """Checks that need no registry: ranges and enumerations."""
     nda, optim, train = config.nda, config.optim, config.train
     check_run_name(train.name)
+    check_folder(train.runs_dir, "train.runs_dir")
     if not 1 <= config.model.mixture <= MAX_COMPONENTS:
         raise ValueError(f"model.mixture={config.model.mixture} must be in 1..{MAX_COMPONENTS} (1: one G and one D; "
                          f"MIX+GAN: e.g. 3)")
@@ -450,8 +452,9 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
         if module is not None:  # data parallel: every rank starts from rank 0's weights (equal already: same seed)
             distributed.broadcast_module(module)
     if config.train.compile:  # after the EMA's copy: a deep copy would share the compiled call of G
-        state.generator.compile()  # in place: parameters and state_dict keys unchanged
-        state.discriminator.compile()
+        for network in (state.generator, state.discriminator):  # a mixture's steps call its members
+            for module in getattr(network, "members", [network]):
+                module.compile()  # in place: parameters and state_dict keys unchanged
     return recipe, state
 
 

@@ -192,7 +192,7 @@ def check_resumable(key: str, cls: type[ConfigBase] = Config) -> None:
     """ValueError unless the config key `key` may change when a run of `cls` is resumed."""
     if not any(key == allowed or (allowed.endswith(".") and key.startswith(allowed)) for allowed in cls.RESUMABLE_KEYS):
         raise ValueError(f"{key} cannot change when resuming (it would not continue the same run); "
-                         f"start a new run, or change only train.steps, train.device, train.*_every, eval.*")
+                         f"start a new run, or change only train.steps, train.device, train.compile, train.*_every, eval.*")
 
 
 def learning_settings(config: ConfigBase) -> dict[str, Any]:

@@ -115,6 +115,9 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
         held.enter_context(run_process_settings(config, recipe.device))
         if resume:
             restore_state(config, run_dir, state, record_warning)  # every rank reads the checkpoint
+            if state.step >= config.train.steps:  # nothing to train: say so before anything is written
+                raise ValueError(f"train.steps={config.train.steps} is not above the step of the checkpoint "
+                                 f"({state.step}); to train longer, set train.steps to more than {state.step}")
         if on_start is not None:
             on_start(run_dir, recipe.device, state.step)
         try:

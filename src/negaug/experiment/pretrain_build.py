@@ -34,6 +34,7 @@ from negaug.experiment.pretrain_config import PretrainConfig
 from negaug.experiment.state import add_rank_streams, rank_seed, rank_streams
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
+from negaug.files import check_folder
 
 SCHEDULES = ("cosine", "constant")
 MAX_EVAL = {"eval.knn_k": 100_000, "eval.probe_epochs": 10_000}
@@ -116,6 +117,7 @@ def check_pretrain_scalars(config: PretrainConfig) -> None:
     """Ranges and enumerations that need no registry, each error naming its key."""
     train, optim, objective = config.train, config.optim, config.objective
     check_run_name(train.name)
+    check_folder(train.runs_dir, "train.runs_dir")
     check_seed("train.seed", train.seed)
     at_least_one = {"data.batch_size": config.data.batch_size, "train.steps": train.steps,
                     "train.log_every": train.log_every, "train.keep_checkpoints": train.keep_checkpoints,

@@ -23,6 +23,7 @@ from negaug.experiment.config import check_run_name
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.experiment.translate_config import TranslationConfig
+from negaug.files import check_folder
 from negaug.losses import GANLoss, check_lam
 from negaug.models.pix2pix import PatchDiscriminator, UNetGenerator, build_pix2pix
 
@@ -103,6 +104,7 @@ def check_translation_scalars(config: TranslationConfig) -> None:
     """Ranges that need no registry, each error naming its key."""
     train, optim = config.train, config.optim
     check_run_name(train.name)
+    check_folder(train.runs_dir, "train.runs_dir")
     check_seed("train.seed", train.seed)
     for key, value in {"data.batch_size": config.data.batch_size, "train.steps": train.steps,
                        "train.log_every": train.log_every, "train.keep_checkpoints": train.keep_checkpoints,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from negaug.files import read_limited
+from negaug.files import check_folder, read_limited
 from negaug.registry import Registry
 from negaug.repro import (
     anomaly,
@@ -55,6 +55,9 @@ def run(name: str, out_dir: str | Path, size: str = "quick", seeds: list[int] | 
         runs_dir: str | Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run experiment `name` and write its results; returns the results dict (as in results.json)."""
     experiment = EXPERIMENTS.get(name)
+    check_folder(out_dir, "--out")
+    if runs_dir is not None:
+        check_folder(runs_dir, "--runs-dir")
     check_not_over_full_results(Path(out_dir), size)
     study = Study(Path(out_dir), size, seeds if seeds is not None else default_seeds(size, None),
                   runs_dir, on_progress)
@@ -62,7 +65,8 @@ def run(name: str, out_dir: str | Path, size: str = "quick", seeds: list[int] | 
 
 
 def check_not_over_full_results(out_dir: Path, size: str) -> None:
-    """A quick or tiny run never overwrites the results of a full one (e.g. the committed results/)."""
+    """A run never overwrites the results of a larger size (tiny < quick < full), e.g. the
+    committed results/ of a full or quick run by a smoke test."""
     existing = out_dir / "results.json"
     if size == "full" or not existing.is_file():
         return
@@ -70,8 +74,8 @@ def check_not_over_full_results(out_dir: Path, size: str) -> None:
         previous = json.loads(read_limited(existing, 256 * 2**20, "results file")).get("size")
     except (ValueError, AttributeError, OSError, RecursionError):
         previous = None
-    if previous == "full":
-        raise ValueError(f"{out_dir} holds the results of a full run; a --{size} run would overwrite them: "
+    if previous in SIZES and SIZES.index(previous) > SIZES.index(size):
+        raise ValueError(f"{out_dir} holds the results of a {previous} run; a --{size} run would overwrite them: "
                          f"give another --out (e.g. scratch/{out_dir.name})")
 
 
