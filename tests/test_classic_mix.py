@@ -256,9 +256,10 @@ def test_mixture_of_one_is_the_plain_pair(tmp_path):
     ("loss.name=mmd", "loss.name=mmd has no discriminator"),
     ("nda.mode=mixture", "nda.mode is not supported with model.mixture=3; set nda.mode=weighted"),
     ("model.mixture_entropy=-1", "model.mixture_entropy=-1.0 must be a finite number >= 0"),
+    ("model.mixture=1 model.mixture_entropy=0.5", "model.mixture_entropy=0.5 weighs MIX+GAN's mixture weights"),
 ])
 def test_mixture_refuses_what_it_cannot_train_in_one_line(tmp_path, capsys, override, expected):
-    code = main(["train", *MIX_TINY, f"train.runs_dir={tmp_path}", "train.name=bad", override])
+    code = main(["train", *MIX_TINY, f"train.runs_dir={tmp_path}", "train.name=bad", *override.split()])
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and expected in lines[0], err

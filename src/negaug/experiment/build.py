@@ -263,6 +263,9 @@ def build_loss(config: Config):
         check_no_discriminator(config, gp, clip)
     if config.model.mixture != 1:
         check_mixture(config, gp, clip)
+    elif config.model.mixture_entropy != Config.LATER_KEYS["model.mixture_entropy"]:
+        raise ValueError(f"model.mixture_entropy={config.model.mixture_entropy:g} weighs MIX+GAN's mixture weights, "
+                         f"which model.mixture=1 has none of; set model.mixture to 2 or more, or drop the key")
     return loss, gp, clip
 
 
