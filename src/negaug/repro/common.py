@@ -141,10 +141,14 @@ def _train(study: Study, config, run_dir: Path, what: str, kind: str = "gan") ->
     """Train (resuming an interrupted run of the same config); returns the seconds it took."""
     _, trainer, loader = KINDS[kind]
     study.progress(f"{what}: training {config.train.steps} steps -> {run_dir}")
-    resume = load_latest(run_dir / "checkpoints") is not None
+    latest = load_latest(run_dir / "checkpoints")
+    resume = latest is not None
     if not resume:  # killed before its first good checkpoint: this repro-owned folder starts over
         _empty_run_dir(run_dir)
     start = time.perf_counter()
+    if resume and latest.step >= config.train.steps:  # killed after its last checkpoint: nothing left to train
+        loader(run_dir)
+        return 0.0
     result = trainer(config, run_dir=run_dir, resume=resume, warn=lambda message: study.progress(f"warning: {message}"))
     if result.interrupted:
         raise KeyboardInterrupt
