@@ -271,19 +271,3 @@ def test_mixture_keys_leave_the_settings_hash_of_earlier_runs_alone():
     plain = learning_settings(load_config(None, []))
     assert "mixture" not in plain["model"] and "mixture_entropy" not in plain["model"]
     assert learning_settings(load_config(None, ["model.mixture=3"]))["model"]["mixture"] == 3
-
-
-def test_batch_norm_mixture_members_never_see_mixed_batches(tmp_path, monkeypatch):
-    """The D contract for MIX+GAN: every D_j call holds one kind of sample (8 each), both steps."""
-    from negaug import models
-    config = load_config("default", ["data.options.classes=[0, 1]", "model.options.width=4", "train.device=cpu",
-                                     "model.options.spectral_norm=false", "data.batch_size=8", "train.steps=1",
-                                     "train.progress=false", "train.sample_every=0", "model.mixture=2",
-                                     f"train.runs_dir={tmp_path}", "train.name=r"])
-    sizes = []
-    original = models.dcgan.DCGANDiscriminator.forward
-    monkeypatch.setattr(models.dcgan.DCGANDiscriminator, "forward",
-                        lambda self, x, y=None: (sizes.append(x.shape[0]), original(self, x, y))[1])
-    train(config)
-    # D step: per D_j real, negatives, 2 generated; G step: per D_j 2 generated -> 12 calls of 8
-    assert sizes == [8] * 12

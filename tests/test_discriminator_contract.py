@@ -84,20 +84,32 @@ def test_score_calls_a_batch_dependent_d_once_per_kind(tmp_path, declared):
     assert discriminator.calls == ([4, 3, 2] if expected_dependent else [9])
 
 
-@pytest.mark.parametrize("mode", ["weighted", "mixture"])
-def test_batch_norm_d_never_sees_mixed_batches_in_training(tmp_path, monkeypatch, mode):
-    """Regression (batch-norm collapse): in both steps, each D call holds one kind of sample."""
+def d_call_sizes(tmp_path, monkeypatch, *overrides) -> list[int]:
+    """The batch size of every call of a batch-norm DCGAN D in a tiny default-preset run."""
     config = load_config("default", ["data.options.classes=[0, 1]", "model.options.width=4", "train.device=cpu",
-                                     "model.options.spectral_norm=false", "data.batch_size=8", "train.steps=2",
-                                     "train.progress=false", "train.sample_every=0", f"nda.mode={mode}",
-                                     f"train.runs_dir={tmp_path}", "train.name=r"])
+                                     "model.options.spectral_norm=false", "data.batch_size=8", "train.progress=false",
+                                     "train.sample_every=0", f"train.runs_dir={tmp_path}", "train.name=r", *overrides])
     sizes = []
     original = models.dcgan.DCGANDiscriminator.forward
     monkeypatch.setattr(models.dcgan.DCGANDiscriminator, "forward",
                         lambda self, x, y=None: (sizes.append(x.shape[0]), original(self, x, y))[1])
     train(config)
+    return sizes
+
+
+@pytest.mark.parametrize("mode", ["weighted", "mixture"])
+def test_batch_norm_d_never_sees_mixed_batches_in_training(tmp_path, monkeypatch, mode):
+    """Regression (batch-norm collapse): in both steps, each D call holds one kind of sample."""
+    sizes = d_call_sizes(tmp_path, monkeypatch, "train.steps=2", f"nda.mode={mode}")
     per_step = [8, 8, 8, 8] if mode == "weighted" else [8, 2, 6, 8]  # D step: real, generated, negatives; G step
     assert sizes == per_step * 2
+
+
+def test_batch_norm_mixture_members_never_see_mixed_batches(tmp_path, monkeypatch):
+    """The D contract for MIX+GAN (model.mixture=2): every D_j call holds one kind of sample."""
+    sizes = d_call_sizes(tmp_path, monkeypatch, "train.steps=1", "model.mixture=2")
+    # D step: per D_j real, negatives, 2 generated; G step: per D_j 2 generated -> 12 calls of 8
+    assert sizes == [8] * 12
 
 
 @pytest.mark.parametrize("penalty", ["loss.name=wgan-gp", "loss.r1_penalty=1"])

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from negaug import data, losses, models, viz
-from negaug.experiment import load_run
 from negaug.repro import common, toolkit
 from negaug.repro.common import Arm, Study
 
@@ -167,10 +166,10 @@ def mode_collapse(study: Study) -> tuple[dict[str, list[dict[str, Any]]], list, 
     trained, shown = [], {}
     for seed in study.seeds:
         for arm in grid_arms(study.size):
-            t, points, dataset = toolkit.grid_points(study, arm, seed)
+            t, points, run = toolkit.grid_points(study, arm, seed)
             trained.append(t)
-            entry = {"seed": seed, **toolkit.evaluate_points(dataset, points)}
-            generator = load_run(t.run_dir).generator
+            entry = {"seed": seed, **toolkit.evaluate_points(run.reference_dataset("test"), points)}
+            generator = run.generator
             if hasattr(generator, "weights"):  # MIX+GAN: the learned mixture weights of the generators
                 entry["g_weights"] = generator.weights().tolist()
             per_arm[arm.name].append(entry)

@@ -79,11 +79,12 @@ def arm_name(method: str, nda: bool) -> str:
 
 
 def grid_points(study: Study, arm: Arm, seed: int) -> tuple[common.TrainedArm, torch.Tensor, Any]:
-    """Train (or reuse) a grid arm; its samples (num, 2) from latent seed 10000 + seed, and the test grid."""
+    """Train (or reuse) a grid arm; its samples (num, 2) from latent seed 10000 + seed, and the
+    loaded run (`run.generator`, `run.reference_dataset("test")`)."""
     trained = common.train_arm(study, arm, seed, GRID_LABEL)
     run = load_run(trained.run_dir)
     points = common.generate(run.generator, SIZES[study.size]["grid_samples"], seed=10_000 + seed)
-    return trained, points, run.reference_dataset("test")
+    return trained, points, run
 
 
 def evaluate_points(dataset, points: torch.Tensor) -> dict[str, Any]:
@@ -100,9 +101,10 @@ def run_grid(study: Study) -> tuple[dict[str, list[dict]], list, dict[str, torch
     for seed in study.seeds:
         for method in METHODS:
             for nda in (False, True):
-                t, points, dataset = grid_points(study, grid_arm(method, nda, study.size), seed)
+                t, points, run = grid_points(study, grid_arm(method, nda, study.size), seed)
                 trained.append(t)
-                per_arm.setdefault(t.name, []).append({"seed": seed, **evaluate_points(dataset, points)})
+                per_arm.setdefault(t.name, []).append({"seed": seed, **evaluate_points(run.reference_dataset("test"),
+                                                                                       points)})
                 shown.setdefault(t.name, points[:2000])
     return per_arm, trained, shown
 
