@@ -4,7 +4,7 @@ Submodules load on first use (`negaug.nda`, `negaug.losses`, ...), so `import ne
 """
 import importlib
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _SUBMODULES = ("anomaly", "augment", "contrastive", "data", "experiment", "losses", "metrics", "models", "nda", "registry",
                "repro", "video", "viz")

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from negaug import __version__
 from negaug.anomaly.ood import OODPlan, build_ood, is_paired, plan_ood
 from negaug.anomaly.scoring import detection_metrics, score
+from negaug.metrics.protocol import library_versions
 
 METRICS = ("auroc", "aupr", "fpr_at_95_tpr")
 PROTOCOL_KEYS = ("num_in", "severity", "seed", "score", "positive_class")  # must match to compare
@@ -80,7 +80,7 @@ def protocol(num_in: int, severity: int, seed: int, batch_size: int) -> dict[str
         "fpr_at_95_tpr": "share of OOD scoring >= the threshold that keeps 95% of in-distribution",
         "corruptions": "CIFAR-10-C style, per-severity constants of make_cifar_c.py (Hendrycks & "
                        "Dietterich), computed by negaug; frost omitted",
-        "versions": {"torch": torch.__version__, "numpy": np.__version__, "negaug": _negaug_version()},
+        "versions": library_versions(),
     }
 
 
@@ -157,7 +157,3 @@ def _moments(scores: torch.Tensor) -> dict[str, float]:
 def _progress(callback: Callable[[str], None] | None, name: str) -> None:
     if callback is not None:
         callback(name)
-
-
-def _negaug_version() -> str:
-    return __version__

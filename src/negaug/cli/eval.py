@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inception-weights", default=None,
                         help=f"TF-Inception weights file ({INCEPTION_FILENAME}); never downloaded")
     parser.add_argument("--seed", type=int, default=None, help="seed of the latents and of KID subsets (default: 0)")
+    parser.add_argument("--split", default="test", choices=["val", "test"],
+                        help="held-out reference images: test for final numbers, val for anything that selects "
+                             "(a setting, a checkpoint) (default: test)")
     parser.add_argument("--checkpoint", default="latest", help="latest, best or a checkpoint path (default: latest)")
     parser.add_argument("--batch-size", type=int, default=250, help="generator / feature batch size (default: 250)")
     parser.add_argument("--data-root", default=None,
@@ -71,7 +74,7 @@ def _run_gan(args) -> int:
                          checkpoint=args.checkpoint, feature_extractor=args.feature_extractor,
                          inception_weights=args.inception_weights, batch_size=args.batch_size, device=args.device,
                          plots=not args.no_plots, progress=not args.quiet, force=args.force,
-                         data_root=args.data_root, download=args.download,
+                         data_root=args.data_root, download=args.download, split=args.split,
                          warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     if distributed.rank() == 0:
         print(format_results(entry))

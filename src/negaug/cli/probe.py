@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder written by `negaug pretrain` (runs/<name>)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="linear-probe epochs on the frozen features (default: the run's eval.probe_epochs)")
+    parser.add_argument("--split", default="test", choices=["val", "test"],
+                        help="held-out images the probe is scored on: test for final numbers, val for anything "
+                             "that selects (default: test)")
     parser.add_argument("--checkpoint", default="latest", help="latest or a checkpoint path (default: latest)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe's batch order and NDA draws (default: 0)")
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from negaug.experiment.probe import format_probe, probe_run
 
     entry = probe_run(args.run, epochs=args.epochs, checkpoint=args.checkpoint, device=args.device, seed=args.seed,
-                      batch_size=args.batch_size, data_root=args.data_root, download=args.download,
+                      batch_size=args.batch_size, data_root=args.data_root, download=args.download, split=args.split,
                       warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     print(format_probe(entry))
     print(f"appended to {args.run}/probe.json")

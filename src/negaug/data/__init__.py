@@ -6,7 +6,17 @@ Every dataset yields `(image, label)`: image float32 `(C, H, W)` in [-1, 1], lab
 instead, with `dim = 2` and `num_channels = image_size = None`.
 
 Common options: `classes=[...]` keeps only those labels (any labelled dataset; labels keep their
-values). Nothing is ever downloaded unless `download=True`.
+values); `fraction=f` (0 < f <= 1) keeps that share of each class of the *training* split
+(stratified, seed 2; the less-data regime), never reducing "val" or "test". Nothing is ever
+downloaded unless `download=True`.
+
+Splits (`SPLITS`): "train", "val", "test", "all" and "train+val". Every dataset with a fixed
+train / test split holds out a **validation split** carved from its training images (`split_protocol`):
+10% of each class, stratified, seed 1 (MNIST-5k: 3,600 train / 400 val / 1,000 test). "train" is
+what a model trains on, "val" is what anything that *selects* reads (a preset's settings, the best
+checkpoint, a lambda), "test" is read only for the final numbers, and "train+val" is the whole
+training split (what "train" meant before negaug 0.4). Procedurally generated sets (dots, ring,
+grid) draw "val" independently, like "test"; CelebA uses its own "valid" partition.
 
 Video datasets have their own registry, so that nothing taking images is handed clips:
 `negaug.data.build_clips(name, root=None, split="train", download=False, image_size=None, **options)`
@@ -30,6 +40,7 @@ from negaug.data.base import (
     TensorImageDataset,
     check_image_size,
     check_root,
+    check_split,
     resize_images,
     stratified_split,
     to_uint8,
@@ -72,9 +83,16 @@ for _name, _factory in {
 }.items():
     CLIP_DATASETS.register(_name)(_factory)
 
+SPLITS = ("train", "val", "test", "all", "train+val")
+VAL_FRACTION = 0.1  # of each class of the native training split
+VAL_SEED = 1
+GENERATED = ("dots", "ring", "grid")  # procedurally generated: "val" is an independent draw
+NATIVE_VAL = {"celeba": "valid"}  # datasets with a validation partition of their own
+
 OFFLINE = ("mnist5k", "digits", "lfw", "dots", "ring", "grid")  # build without any files
 TOYS = ("ring", "grid")  # 2-D points, not images
-COMMON_OPTIONS = ("classes",)
+COMMON_OPTIONS = ("classes", "fraction")
+FRACTION_SEED = 2
 OFFLINE_CLIPS = ("moving_mnist",)  # clip datasets that build without any files
 
 
@@ -84,7 +102,7 @@ def names() -> list[str]:
 
 def options(name: str) -> dict[str, Any]:
     """Options of dataset `name` with their defaults (the common ones included)."""
-    return {**DATASETS.options(name), "classes": None}
+    return {**DATASETS.options(name), "classes": None, "fraction": None}
 
 
 def build(
@@ -97,20 +115,74 @@ def build(
         raise ValueError(f"'{name}' is a video dataset of clips (N, T, C, H, W), not images: "
                          f"build it with negaug.data.build_clips('{name}')")
     classes = options.pop("classes", None)
+    fraction = options.pop("fraction", None)
     _check_options(DATASETS, name, options)
     check_root(root)
     check_bool("download", download)
     check_image_size(image_size)
-    dataset = DATASETS.get(name)(root=root, split=split, download=download, image_size=image_size, **options)
+    check_split(split, SPLITS, name)
+    check_fraction(fraction)
+    dataset = DATASETS.get(name)(root=root, split=_native_split(name, split), download=download,
+                                 image_size=image_size, **options)
+    if split in ("train", "val") and name not in GENERATED and name not in NATIVE_VAL:
+        dataset = carve_validation(dataset, split)
     dataset = dataset if classes is None else dataset.select_classes(classes)
+    if fraction is not None and fraction < 1 and split == "train":
+        dataset = dataset.subset(stratified_split(dataset.labels, 1 - fraction, FRACTION_SEED)[0])
     # how to build this dataset again, e.g. its training split for an evaluation's feature network
     dataset.build_options = {"name": name, "root": root, "split": split, "image_size": image_size,
-                             **options, **({} if classes is None else {"classes": classes})}
+                             **options, **({} if classes is None else {"classes": classes}),
+                             **({} if fraction is None else {"fraction": fraction})}
     return dataset
 
 
+def check_fraction(fraction: Any) -> None:
+    if fraction is None:
+        return
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction={short(fraction)} must be a number in (0, 1]: the share of the training "
+                         f"split kept, e.g. 0.1")
+
+
+def _native_split(name: str, split: str) -> str:
+    """The split to ask dataset `name` for: "val" and "train" carve from its own training split."""
+    if name in GENERATED:
+        if split == "train+val":
+            raise ValueError(f"'{name}' is generated: it has no train+val split; use split='train'")
+        return split
+    if name in NATIVE_VAL:
+        if split == "train+val":
+            raise ValueError(f"'{name}' has its own validation partition: use split='train' or 'val'")
+        return NATIVE_VAL[name] if split == "val" else split
+    return "train" if split in ("train", "val", "train+val") else split
+
+
+def carve_validation(dataset: Any, split: str) -> Any:
+    """The "train" or "val" part of a native training split: round(VAL_FRACTION * n_c) images of
+    each class c, stratified with seed VAL_SEED; order kept. A set too small to hold any out
+    trains on all of it, and asking for its "val" split is an error."""
+    train_index, val_index = stratified_split(dataset.labels, VAL_FRACTION, VAL_SEED)
+    if val_index.numel() == 0:
+        if split == "train":
+            return dataset
+        raise ValueError(f"dataset '{dataset.name}' has {len(dataset.labels)} training images: too few to hold out "
+                         f"a validation split ({VAL_FRACTION:.0%} of each class)")
+    return dataset.subset(train_index if split == "train" else val_index)
+
+
+def split_protocol(name: str) -> dict[str, Any]:
+    """How the splits of dataset `name` are made (recorded with every number)."""
+    if name in GENERATED:
+        return {"val": "an independent seeded draw, like test", "train": "its own seeded draw"}
+    if name in NATIVE_VAL:
+        return {"val": f"the dataset's own '{NATIVE_VAL[name]}' partition"}
+    return {"val": f"{VAL_FRACTION:.0%} of each class of the native training split, stratified, seed {VAL_SEED}",
+            "train": "the native training split without val", "train+val": "the native training split",
+            "test": "the native test split (or the dataset's fixed held-out share)"}
+
+
 def _check_options(registry: Registry, name: str, options: dict[str, Any]) -> None:
-    valid = {**registry.options(name), "classes": None}
+    valid = {**registry.options(name), "classes": None, "fraction": None}
     for key in options:
         if key not in valid:
             raise ValueError(
@@ -173,6 +245,9 @@ __all__ = [
     "options",
     "other_split",
     "resize_images",
+    "SPLITS",
+    "carve_validation",
+    "split_protocol",
     "stratified_split",
     "to_uint8",
     "to_unit_range",

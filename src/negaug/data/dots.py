@@ -147,7 +147,7 @@ def dots(
     default to 2.5 px and 2 px at 32 px, in proportion at other sizes (radius 2.5 * S / 32, gap
     max(1, round(2 * S / 32))), so every size shows the same picture. split "train" and "test" are
     independent draws; the generator is seeded from (seed, split, counts, geometry)."""
-    check_split(split, ("train", "test"), "dots")
+    check_split(split, ("train", "val", "test"), "dots")
     check_image_size(image_size)
     size = image_size or 32
     counts = check_list("dots count", count, min_length=1) if isinstance(count, (list, tuple)) else [count]

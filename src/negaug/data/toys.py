@@ -101,7 +101,7 @@ def grid_centers(size: int, spacing: float) -> torch.Tensor:
 
 def check_toy_options(kind: str, split: Any, image_size: Any, std: Any, num_samples: Any, seed: Any) -> None:
     """ValueError naming the option unless the options ring and grid share are valid."""
-    check_split(split, ("train", "test"), kind)
+    check_split(split, ("train", "val", "test"), kind)
     if image_size is not None:
         raise ValueError(f"dataset '{kind}' holds 2-D points, not images; leave image_size unset (null)")
     check_float(f"{kind} std", std, 0.0, MAX_COORDINATE, open_low=True)

@@ -382,13 +382,13 @@ def check_best_metric(config: Config, dataset) -> None:
 
 
 def check_eval_reference(config: Config) -> None:
-    """Evaluations during training need held-out images (the test split): check it exists now,
-    not at the first evaluation."""
+    """Evaluations during training need held-out images (the validation split: they may select
+    the best checkpoint): check it exists now, not at the first evaluation."""
     if config.eval.every > 0:
         try:
-            build_dataset(config, split="test")
+            build_dataset(config, split="val")
         except ValueError as err:
-            raise ValueError(f"eval.every={config.eval.every} evaluates against the test split, which "
+            raise ValueError(f"eval.every={config.eval.every} evaluates against the validation split, which "
                              f"fails: {err}") from None
 
 

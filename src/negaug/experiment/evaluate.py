@@ -1,8 +1,10 @@
 """Sample quality of a run's generator, with the settings of its config: during training
 (`evaluate_generator_of_run`) and afterwards (`evaluate_run`, behind `negaug eval`).
 
-Both take the reference from the run's data: its test split (every dataset has one; image folders a
-fixed held-out share); the offline classifier feature space trains on the training split. By
+Both take the reference from the run's data, never the training images: evaluations during training
+read the validation split (they may select the best checkpoint: `negaug.data.SPLITS`), `negaug eval`
+the test split unless told `--split val`; the offline classifier feature space trains on the
+training split. By
 default as many samples are generated as the reference holds. `evaluate_run`
 appends one entry per evaluation to RUN/eval.json ({"evaluations": [...]}, newest last; each entry:
 step, checkpoint, timestamp, results with their protocols) and writes figures to RUN/eval/.
@@ -22,7 +24,7 @@ import torch
 
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
-from negaug import distributed
+from negaug import data, distributed
 from negaug.experiment.runs import is_main_process, load_run, require_run_dir
 from negaug.files import read_limited, write_atomically
 from negaug.metrics import check_feature_space, evaluate_generator, evaluate_samples, generate_samples, record_sampling
@@ -33,19 +35,36 @@ MAX_RESULTS_BYTES = 256 * 2**20  # eval.json / anomaly.json: thousands of evalua
 MAX_SAMPLE_BYTES = 16 * 2**30  # the generated samples are held in memory as float32
 
 
-def reference_of_run(dataset_of_split: Callable[[str], Any]) -> tuple[Any, str]:
-    """(reference dataset, its split name): the held-out test split, never the training images."""
+EVAL_SPLITS = ("val", "test")  # held-out splits an evaluation may read; selection reads "val"
+TRAINING_EVAL_SPLIT = "val"  # evaluations during training (and the best checkpoint) read validation
+
+
+def reference_of_run(dataset_of_split: Callable[[str], Any], split: str = "test") -> tuple[Any, str]:
+    """(reference dataset, its split name): a held-out split ("val" or "test"), never the training images."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(EVAL_SPLITS)} (held-out images), got {split!r}")
     try:
-        return dataset_of_split("test"), "test"
+        return dataset_of_split(split), split
     except ValueError as err:
-        raise ValueError(f"evaluation needs the data's held-out test split, which fails: {err}") from None
+        raise ValueError(f"evaluation needs the data's held-out {split} split, which fails: {err}") from None
+
+
+def feature_training_set(train_set: Any) -> Any:
+    """The images an offline feature network trains on: the whole training split, also for a run
+    that trains on a `fraction` of it (so that runs on less data are measured in the same space)."""
+    recipe = dict(getattr(train_set, "build_options", None) or {})
+    if recipe.get("fraction") is None:
+        return train_set
+    recipe.pop("fraction")
+    return data.build(**recipe)
 
 
 def settings_of_run(config: Config, train_set: Any, reference_split: str, **overrides: Any) -> dict[str, Any]:
     """The `negaug.metrics.EvalSettings` fields a run's config decides; `overrides` win (None: not given)."""
     count = config.data.options.get("count")
     settings = dict(feature_extractor=config.eval.feature_extractor, inception_weights=config.eval.inception_weights,
-                    data_name=config.data.name, reference_split=reference_split, train_data=train_set,
+                    data_name=config.data.name, reference_split=reference_split,
+                    train_data=feature_training_set(train_set),
                     dots_count=count if isinstance(count, int) else None, force=config.eval.force)
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return settings
@@ -54,7 +73,7 @@ def settings_of_run(config: Config, train_set: Any, reference_split: str, **over
 def evaluate_generator_of_run(config: Config, generator: torch.nn.Module, train_set: Any, num_classes: int = 0,
                               device: Any = "cpu", **options: Any) -> dict[str, dict]:
     """`negaug.metrics.evaluate_generator` with `config.eval`'s metrics, sample count and seed."""
-    reference, split = reference_of_run(lambda name: build_dataset(config, split=name))
+    reference, split = reference_of_run(lambda name: build_dataset(config, split=name), TRAINING_EVAL_SPLIT)
     settings = settings_of_run(config, train_set, split, device=device, **options)
     return evaluate_generator(generator, reference, config.eval.metrics or None, config.eval.num_samples,
                               config.eval.seed, num_classes, **settings)
@@ -63,7 +82,7 @@ def evaluate_generator_of_run(config: Config, generator: torch.nn.Module, train_
 def check_feature_space_of_run(config: Config, train_set: Any, progress: bool = False) -> list[str]:
     """The feature space of the run's evaluations, built and checked before training starts (a
     near-chance classifier is refused now, not at the first evaluation); warnings when forced."""
-    reference, split = reference_of_run(lambda name: build_dataset(config, split=name))
+    reference, split = reference_of_run(lambda name: build_dataset(config, split=name), TRAINING_EVAL_SPLIT)
     settings = settings_of_run(config, train_set, split, progress=progress)
     return check_feature_space(reference, config.eval.metrics or None, **settings)
 
@@ -73,9 +92,9 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
                  inception_weights: str | None = None, batch_size: int = 250, device: str = "auto",
                  plots: bool = True, progress: bool = False, force: bool | None = None,
                  data_root: str | Path | None = None, download: bool = False,
-                 warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 warn: Callable[[str], None] | None = None, split: str = "test") -> dict[str, Any]:
     """Evaluate a trained run's (EMA) generator on `num_samples` samples (None: as many as the
-    test split holds); append the entry to RUN/eval.json and return it. metrics /
+    reference `split` holds: "test" for final numbers, "val" for anything that selects); append the entry to RUN/eval.json and return it. metrics /
     feature_extractor / inception_weights / force default to the run's `eval.*` settings; each
     result's "warnings" (values computed with force) are also passed to `warn`. The run's data
     (reference and classifier training images) is read from `data_root` (default: its
@@ -85,13 +104,15 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     check_seed("--seed", seed)
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(EVAL_SPLITS)} (held-out images), got {split!r}")
     run_dir = require_run_dir(run_dir)
     device = resolve_device(device, key="--device")
     read_evaluations(run_dir / "eval.json")  # a damaged results file fails now, not after the work
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, warn=warn, data_root=data_root,
                       download=download)
     train_set = loaded.reference_dataset(split=loaded.config.data.split)
-    reference, split = reference_of_run(loaded.reference_dataset)
+    reference, split = reference_of_run(loaded.reference_dataset, split)
     num_samples = len(reference) if num_samples is None else num_samples
     sample_bytes = num_samples * train_set[0][0].numel() * 4
     if sample_bytes > MAX_SAMPLE_BYTES:

@@ -178,7 +178,7 @@ def knn_of_model(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrain
     result = knn_accuracy(bank, recipe.dataset.labels, queries, recipe.test_dataset.labels, recipe.num_classes,
                           config.eval.knn_k, config.eval.knn_temperature)
     result["protocol"].update(features="query encoder (before the head), eval mode, no augmentation",
-                              bank_split=config.data.split, query_split="test", data=config.data.name,
+                              bank_split=config.data.split, query_split="val", data=config.data.name,
                               step=state.step)
     return result
 

@@ -203,16 +203,17 @@ def build_model(config: PretrainConfig, dataset) -> MoCo:
 
 
 def build_test_split(config: PretrainConfig, num_classes: int):
-    """The held-out split that k-NN accuracy is measured on (None when the data has no labels)."""
+    """The held-out split that the k-NN monitor during training is measured on: validation, since
+    a monitor is read to choose (None when the data has no labels)."""
     if num_classes < 2:
         if config.train.knn_every > 0:
             raise ValueError(f"train.knn_every={config.train.knn_every} needs labelled data; "
                              f"'{config.data.name}' has no classes (set train.knn_every=0)")
         return None
     try:
-        return build_dataset(config, split="test")
+        return build_dataset(config, split="val")
     except ValueError as err:
-        raise ValueError(f"k-NN accuracy needs the data's held-out test split, which fails: {err}") from None
+        raise ValueError(f"k-NN accuracy needs the data's held-out validation split, which fails: {err}") from None
 
 
 def build_pretraining(config: PretrainConfig) -> tuple[PretrainRecipe, PretrainState]:

@@ -44,6 +44,7 @@ from negaug.experiment.pretrain_build import build_model
 from negaug.experiment.pretrain_config import PretrainConfig
 from negaug.experiment.runs import find_checkpoint, require_run_dir, use_data_folder
 from negaug.experiment.state import rng_devices
+from negaug.metrics.protocol import library_versions
 
 FIGURE9_TRANSFORM = ("jigsaw", {"k": 2})  # the paper's Figure 9 compares representations of x and jigsaw(x)
 HISTOGRAM_BINS = 40  # of the cosine distances, over [0, 2]
@@ -75,8 +76,9 @@ def load_pretrained(run_dir: str | Path, checkpoint: str = "latest", device: str
 
 def probe_run(run_dir: str | Path, epochs: int | None = None, checkpoint: str = "latest", device: str = "auto",
               seed: int = 0, batch_size: int = 256, data_root: str | Path | None = None, download: bool = False,
-              warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Linear probe, k-NN accuracy and NDA cosine distances of a pretrained run (module docstring);
+              warn: Callable[[str], None] | None = None, split: str = "test") -> dict[str, Any]:
+    """Linear probe, k-NN accuracy and NDA cosine distances of a pretrained run (module docstring),
+    measured on the held-out `split` ("test" for final numbers, "val" for anything that selects);
     the entry is appended to RUN/probe.json and returned. `data_root` / `download` override the
     run's data.root / data.download (probing on another machine than the one that trained)."""
     run_dir = require_run_dir(run_dir, "negaug pretrain")
@@ -85,17 +87,20 @@ def probe_run(run_dir: str | Path, epochs: int | None = None, checkpoint: str = 
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     if epochs is not None and not 1 <= epochs <= MAX_PROBE_EPOCHS:
         raise ValueError(f"--epochs must be from 1 to {MAX_PROBE_EPOCHS}, got {epochs}")
+    if split not in ("val", "test"):
+        raise ValueError(f"--split must be val or test (held-out images), got {split!r}")
     device = resolve_device(device, key="--device")
     read_evaluations(run_dir / "probe.json")  # a damaged results file fails now, not after the work
     config, model, found, train_set = load_pretrained(run_dir, checkpoint, device, warn, data_root, download)
-    test_set = _test_split(config)
+    test_set = _held_out_split(config, split)
     epochs = config.eval.probe_epochs if epochs is None else epochs
     results, distances = probe_results(config, model, train_set, test_set, epochs, seed, batch_size, device)
     protocol = {"encoder": "query encoder, frozen, eval mode (batch norm frozen), test and train images without "
                            "augmentation; probe and k-NN on its features (before the head)",
-                "train_split": config.data.split, "test_split": "test", "num_train": len(train_set),
+                "train_split": config.data.split, "test_split": split, "num_train": len(train_set),
                 "num_test": len(test_set), "epochs": epochs, "seed": seed, "checkpoint_step": found.step,
-                "label_name": f"{config.data.name} class", "data": config.data.name}
+                "label_name": f"{config.data.name} class", "data": config.data.name,
+                "versions": library_versions()}
     for result in results.values():
         result["protocol"] = {**protocol, **result.get("protocol", {})}
     figures = _distance_figures(run_dir, found.step, distances)
@@ -124,11 +129,11 @@ def probe_results(config: PretrainConfig, model, train_set, test_set, epochs: in
     return results, {name: values for name, (_, values) in distances.items()}
 
 
-def _test_split(config: PretrainConfig):
+def _held_out_split(config: PretrainConfig, split: str):
     try:
-        return build_dataset(config, split="test")
+        return build_dataset(config, split=split)
     except ValueError as err:
-        raise ValueError(f"the probe needs the data's held-out test split, which fails: {err}") from None
+        raise ValueError(f"the probe needs the data's held-out {split} split, which fails: {err}") from None
 
 
 def nda_distances(config: PretrainConfig, model, test_set, seed: int, batch_size: int,

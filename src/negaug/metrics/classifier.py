@@ -10,17 +10,24 @@ embedding, but there the dot count is the metric to read. The accuracy is record
 reader can judge. At most ``max_images`` (5,000) images train it, so that training stays
 within about a minute on two CPU cores.
 
+Training runs on one CPU thread whatever the caller's setting (`single_thread`): with 2 threads
+the same data and seed gave other weights than with 1 (parallel reductions sum in another order),
+and FIDs that differed by 0.14 under the same identifier. One thread makes the weights, and so the
+feature space, the same on every machine of the same kind (tested with 1 and 2 caller threads).
+
 The trained weights live in ``<cache>/classifiers/<data>-<key16>.safetensors`` plus a JSON
 metadata file; ``key`` hashes the training images, labels, settings and CLASSIFIER_VERSION, so
 other data or settings train a new network and the same ones reuse it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +40,20 @@ from tqdm.auto import tqdm
 from negaug import distributed
 from negaug.metrics.protocol import library_versions, tensor_sha256
 
-CLASSIFIER_VERSION = 1  # bump when the architecture or the training changes: old caches go stale
+CLASSIFIER_VERSION = 2  # bump when the architecture or the training changes: old caches go stale
+# 2: trained on one thread (thread-independent weights); the training split holds out validation
+TRAINING_THREADS = 1
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """torch's intra-op threads set to TRAINING_THREADS inside, restored after (even on error)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(TRAINING_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -102,8 +122,15 @@ def train_classifier(
     images: Tensor, labels: Tensor, num_classes: int, settings: ClassifierSettings, progress: bool = False
 ) -> tuple[SmallCNN, dict]:
     """Train a SmallCNN on images (N, C, S, S) in [-1, 1] and labels (N,); returns it in eval
-    mode with {"task", "val_accuracy", "train_seconds", "num_train"}. Deterministic given
-    ``settings.seed``; the global RNG is left as it was."""
+    mode with {"task", "val_accuracy", "train_seconds", "num_train", "threads"}. Deterministic
+    given ``settings.seed`` and independent of the caller's thread count (trained on one thread);
+    the global RNG is left as it was."""
+    with single_thread():
+        return _train_classifier(images, labels, num_classes, settings, progress)
+
+
+def _train_classifier(images: Tensor, labels: Tensor, num_classes: int, settings: ClassifierSettings,
+                      progress: bool) -> tuple[SmallCNN, dict]:
     # labels only teach something when at least two classes occur (dots label every image 6)
     task = "labels" if num_classes >= 2 and labels.unique().numel() >= 2 else "rotation"
     generator = torch.Generator().manual_seed(settings.seed)
@@ -128,6 +155,7 @@ def train_classifier(
         optimizer.step()
     model.eval()
     info = {"task": task, "train_seconds": time.perf_counter() - start_time, "num_train": int(train.numel()),
+            "threads": TRAINING_THREADS,
             "val_accuracy": _accuracy(model, images[val], labels[val], task, 512) if num_val else None}
     return model, info
 

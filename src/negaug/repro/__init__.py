@@ -28,6 +28,7 @@ from typing import Any
 from negaug.files import check_folder, read_limited
 from negaug.registry import Registry
 from negaug.repro import (
+    ablations,
     anomaly,
     contrastive,
     lessons,
@@ -45,6 +46,8 @@ for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly,
                        "contrastive": contrastive, "video": video, "pix2pix": pix2pix,
                        "lessons": lessons, "toolkit": toolkit}.items():
     EXPERIMENTS.register(_name)(_module.run)
+for _name in ablations.TABLES:  # the ablations under the pre-registered protocol (docs/reproduction.md)
+    EXPERIMENTS.register(_name)(ablations.table_runner(_name))
 
 
 def names() -> list[str]:

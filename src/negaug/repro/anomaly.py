@@ -61,7 +61,7 @@ def _auroc_table(per_seed) -> tuple[list[str], dict[str, dict[str, Any]]]:
     for group in groups:
         table[f"mean ({group})"] = common.compare([e["summary"][group]["mean_auroc"] for e in per_seed[BASELINE]],
                                                   [e["summary"][group]["mean_auroc"] for e in per_seed[NDA]])
-    return sets, table
+    return sets, common.adjust(table)
 
 
 def summarize(study: Study, per_seed, trained) -> dict[str, Any]:

@@ -5,10 +5,10 @@ settings differ. A trained arm is cached under `runs_dir` by a hash of its resol
 experiments that train the same models (anomaly and quality) share them when given the same
 runs folder, and an interrupted experiment picks up the arms it already finished.
 
-Seed-spread rule (used in every report): a difference of means between the arms is called
-*within the seed spread* when |mean_nda - mean_baseline| < max(std_baseline, std_nda) (sample
-std over seeds, ddof = 1). Welch's t-test p-value is reported alongside when both arms have at
-least two seeds.
+Statistics (`negaug.repro.stats`, fixed before the runs): Welch's t-test, the difference with
+its 95% confidence interval, Holm's correction over each table, verdict words from the adjusted p
+and the paper's direction. `within_seed_spread` is still recorded in results.json as a
+description, never as a verdict.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from negaug.experiment import load_run, train
 from negaug.experiment.checkpoint import load_latest
@@ -39,6 +37,7 @@ from negaug.experiment.translate import load_translation_run, train_translation
 from negaug.experiment.translate_config import load_translation_config
 from negaug.files import write_atomically
 from negaug.metrics.protocol import library_versions
+from negaug.repro import stats
 
 SIZES = ("tiny", "quick", "full")
 DONE_FILE = "repro_done.json"  # written into a run folder when its training finished
@@ -241,21 +240,20 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 
 
 def compare(baseline: Sequence[float], nda: Sequence[float]) -> dict[str, Any]:
-    """Difference of means (nda - baseline) with the seed-spread rule and Welch's t-test."""
+    """Difference of means (nda - baseline) with its 95% CI and Welch's p (`stats.welch`); "holm_p"
+    is added by `adjust` over the table the comparison belongs to."""
     a, b = spread(baseline), spread(nda)
-    diff = b["mean"] - a["mean"]
-    p_value = None
-    if a["n"] >= 2 and b["n"] >= 2 and (a["std"] > 0 or b["std"] > 0):
-        with warnings.catch_warnings():  # near-identical values (e.g. all 0.999): p is still defined
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p_value = float(stats.ttest_ind(b["values"], a["values"], equal_var=False).pvalue)
-    return {"baseline": a, "nda": b, "difference": diff,
-            "within_seed_spread": bool(abs(diff) < max(a["std"], b["std"])), "welch_p": p_value}
+    test = stats.welch(a["values"], b["values"])
+    return {"baseline": a, "nda": b, "difference": test["difference"], "ci95": test["ci95"], "df": test["df"],
+            "within_seed_spread": bool(abs(test["difference"]) < max(a["std"], b["std"])), "welch_p": test["p"]}
 
 
-SPREAD_RULE = ("a difference is within the seed spread when |mean_nda - mean_baseline| < "
-               "max(std_baseline, std_nda) (sample std over seeds); Welch's t-test p-value when "
-               "both arms have >= 2 seeds")
+def adjust(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Holm's correction over one table of `compare` results (adds "holm_p" in place)."""
+    return stats.adjust_family(table)
+
+
+SPREAD_RULE = stats.RULES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,14 +268,8 @@ def fmt(stats: dict[str, Any], digits: int = 3) -> str:
 
 
 def verdict(comparison: dict[str, Any]) -> str:
-    """'+0.120 (p=0.01)' or '+0.010 (within spread)' for a report cell."""
-    text = f"{comparison['difference']:+.3f}"
-    notes = []
-    if comparison["within_seed_spread"]:
-        notes.append("within seed spread")
-    if comparison["welch_p"] is not None:
-        notes.append(f"p={comparison['welch_p']:.2g}")
-    return f"{text} ({', '.join(notes)})" if notes else text
+    """'+0.120 [+0.010, +0.230], p=0.01, Holm p=0.03' for a report cell (`stats.format_difference`)."""
+    return stats.format_difference(comparison)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

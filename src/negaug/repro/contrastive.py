@@ -84,8 +84,8 @@ def summarize(study: Study, per_seed: dict, trained: list) -> dict[str, Any]:
     for task, by_arm in per_seed.items():
         baseline = by_arm[common.BASELINE]
         tables[task] = {
-            key: {name: common.compare([r[key] for r in baseline], [r[key] for r in rows])
-                  for name, rows in by_arm.items() if name != common.BASELINE}
+            key: common.adjust({name: common.compare([r[key] for r in baseline], [r[key] for r in rows])
+                                for name, rows in by_arm.items() if name != common.BASELINE})
             | {"baseline": common.spread([r[key] for r in baseline])}
             for _, key in MEASURES}
     return {"experiment": "contrastive", "claim": CLAIM, "size": study.size, "seeds": study.seeds,

@@ -114,8 +114,8 @@ METRICS = (("share of samples with 6 dots", "fraction_at_target"), ("share with 
 
 def summarize(study: Study, per_seed, trained, counter_check) -> dict[str, Any]:
     """comparisons[variant][metric]: baseline vs that NDA arm over seeds; targets on each arm."""
-    comparisons = {variant: {m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[variant]])
-                             for _, m in METRICS} for variant in VARIANTS}
+    comparisons = {variant: common.adjust({m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[variant]])
+                                           for _, m in METRICS}) for variant in VARIANTS}
     targets = {}
     for variant in VARIANTS:
         at_target = comparisons[variant]["fraction_at_target"]

@@ -57,9 +57,9 @@ def run(study: Study) -> dict[str, Any]:
             per_seed.setdefault(arm.name, []).append({"seed": seed, **{key: scores[key] for _, key, _ in MEASURES},
                                                       "majority_pixel_accuracy": scores["majority_pixel_accuracy"],
                                                       "protocol": scores["protocol"]})
-    tables = {objective: {key: common.compare([r[key] for r in per_seed[objective]],
-                                              [r[key] for r in per_seed[f"{objective}-nda"]])
-                          for _, key, _ in MEASURES} for objective in OBJECTIVES}
+    tables = {objective: common.adjust({key: common.compare([r[key] for r in per_seed[objective]],
+                                                            [r[key] for r in per_seed[f"{objective}-nda"]])
+                                        for _, key, _ in MEASURES}) for objective in OBJECTIVES}
     results = {"experiment": "pix2pix", "claim": CLAIM, "size": study.size, "seeds": study.seeds,
                "settings": {"preset": PRESET, **SIZES[study.size], "nda": NDA, "objectives": OBJECTIVES},
                "paper": PAPER, "per_seed": per_seed, "tables": tables, "spread_rule": common.SPREAD_RULE,

@@ -123,3 +123,67 @@ def points_over_bars_figure(values: Mapping[str, Mapping[str, Sequence[float]]],
     axes.set(ylabel=ylabel, title=title, ylim=(0, 1))
     viz.legend_below(figure)
     return figure
+
+
+def arm_points(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path, ylabel: str, title: str = "",
+               floor: Mapping[str, float] | None = None) -> Path:
+    """`arm_points_figure(...)` as a PNG."""
+    return viz.save_figure(arm_points_figure(values, ylabel, title, floor), path)
+
+
+def arm_points_figure(values: Mapping[str, Mapping[str, Sequence[float]]], ylabel: str, title: str = "",
+                      floor: Mapping[str, float] | None = None) -> Figure:
+    """values[panel][arm] = per-seed values: one panel per key (e.g. validation and test FID), one
+    column per arm: each seed a dot, the mean a bar with its 95% t-interval; `floor[panel]` a
+    dashed line (the real-vs-real floor). The y axis starts at 0 and is shared."""
+    from scipy import stats as scipy_stats
+
+    panels = list(values)
+    arms = list(next(iter(values.values())))
+    figure = viz.new_figure(max(6.0, 0.7 * len(arms) * len(panels) + 2), 4.6)
+    colour = viz.colours(arms)
+    top = max(max(v) for by_arm in values.values() for v in by_arm.values() if len(v))
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        for x, arm in enumerate(arms):
+            seeds = np.asarray(values[panel][arm], dtype=float)
+            mean = float(seeds.mean())
+            half = (float(scipy_stats.t.ppf(0.975, seeds.size - 1) * seeds.std(ddof=1) / np.sqrt(seeds.size))
+                    if seeds.size > 1 else 0.0)
+            axes.bar(x, mean, 0.6, color=colour.get(arm) or "C0", alpha=0.5, yerr=half, capsize=3)
+            axes.scatter(np.full(seeds.size, x) + np.linspace(-0.15, 0.15, seeds.size), seeds, s=10, color="black", zorder=3)
+        if floor and panel in floor:
+            axes.axhline(floor[panel], color="black", linestyle="--", linewidth=1)
+            axes.text(len(arms) - 0.5, floor[panel], " real-vs-real floor", va="bottom", ha="right", fontsize=7)
+        axes.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=7)
+        axes.set(title=panel, ylim=(0, top * 1.1), ylabel=ylabel if index == 0 else None)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def curves_with_spread(curves: Mapping[str, Sequence[Sequence[Sequence[float]]]], path: Path, xlabel: str,
+                       ylabel: str, title: str = "") -> Path:
+    """`curves_with_spread_figure(...)` as a PNG."""
+    return viz.save_figure(curves_with_spread_figure(curves, xlabel, ylabel, title), path)
+
+
+def curves_with_spread_figure(curves: Mapping[str, Sequence[Sequence[Sequence[float]]]], xlabel: str, ylabel: str,
+                              title: str = "") -> Figure:
+    """curves[arm] = per seed [[x, y], ...]: the mean over seeds at each x (points every seed has) as
+    a line with markers and a band of ± one std."""
+    figure = viz.new_figure(7.0, 4.4)
+    axes = figure.add_subplot()
+    colour = viz.colours(list(curves))
+    for arm, per_seed in curves.items():
+        common_x = sorted(set.intersection(*(set(x for x, _ in seed) for seed in per_seed))) if per_seed else []
+        if not common_x:
+            continue
+        table = np.array([[dict((x, y) for x, y in seed)[x] for x in common_x] for seed in per_seed])
+        mean, std = table.mean(0), table.std(0, ddof=1) if len(table) > 1 else np.zeros(len(common_x))
+        line, = axes.plot(common_x, mean, marker="o", markersize=3, label=arm, color=colour.get(arm))
+        axes.fill_between(common_x, mean - std, mean + std, alpha=0.15, color=line.get_color())
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axes.set_yscale("log")
+    viz.legend_below(figure, max_columns=3)
+    return figure

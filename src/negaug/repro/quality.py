@@ -114,8 +114,8 @@ def run(study: Study) -> dict[str, Any]:
 
 
 def summarize(study: Study, per_seed, trained, floor, num: int) -> dict[str, Any]:
-    comparisons = {key: common.compare([e[key] for e in per_seed[BASELINE]], [e[key] for e in per_seed[NDA]])
-                   for _, key, _ in ROWS}
+    comparisons = common.adjust({key: common.compare([e[key] for e in per_seed[BASELINE]], [e[key] for e in per_seed[NDA]])
+                                 for _, key, _ in ROWS})
     return {
         "experiment": "quality", "paper": "Tables 2-3 (FID with and without NDA), small scale", "claim": CLAIM,
         "size": study.size, "seeds": study.seeds,

@@ -190,8 +190,9 @@ def summarize(study: Study, grid, mnist, trained) -> dict[str, Any]:
 
 def nda_effect(per_arm: dict[str, list[dict]], keys) -> dict[str, dict[str, Any]]:
     """Per method, each measure with NDA against the same method without (`common.compare`)."""
-    return {method: {key: common.compare([e[key] for e in per_arm[method]], [e[key] for e in per_arm[arm_name(method, True)]])
-                     for _, key, _ in keys}
+    return {method: common.adjust({key: common.compare([e[key] for e in per_arm[method]],
+                                                       [e[key] for e in per_arm[arm_name(method, True)]])
+                                   for _, key, _ in keys})
             for method in METHODS if method in per_arm and arm_name(method, True) in per_arm}
 
 

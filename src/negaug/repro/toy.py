@@ -83,8 +83,8 @@ def write_plot(study: Study, dataset, points: dict[str, torch.Tensor]) -> None:
 def summarize(study: Study, per_seed, trained) -> dict[str, Any]:
     metrics = ("negative_fraction", "negative_fraction_between", "negative_fraction_center",
                "high_quality_fraction", "modes_covered")
-    comparisons = {m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[NDA]])
-                   for m in metrics}
+    comparisons = common.adjust({m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[NDA]])
+                                 for m in metrics})
     base = comparisons["negative_fraction"]["baseline"]["mean"]
     nda = comparisons["negative_fraction"]["nda"]["mean"]
     reduction = base / nda if nda > 0 else float("inf")

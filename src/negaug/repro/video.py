@@ -309,8 +309,8 @@ def _chance(test) -> dict[str, float]:
 
 def summarize(study: Study, per_seed, trained, curves, chance) -> dict[str, Any]:
     metrics = [m for _, m in METRICS]
-    comparisons = {m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[NDA]])
-                   for m in metrics}
+    comparisons = common.adjust({m: common.compare([e[m] for e in per_seed[BASELINE]], [e[m] for e in per_seed[NDA]])
+                                 for m in metrics})
     reference = {m: common.spread([e[m] for e in per_seed[UNTRAINED]]) for m in metrics if m != "ms_per_step"}
     learned = common.compare([e["probe_context_motion"] for e in per_seed[UNTRAINED]],
                              [e["probe_context_motion"] for e in per_seed[BASELINE]])

@@ -1,0 +1,122 @@
+"""Issue 23's protocol: validation splits, thread-independent feature networks, provenance, and the
+statistics fixed before the runs (Welch with a 95% CI, Holm, verdict words)."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from negaug import data
+from negaug.metrics import classifier as clf
+from negaug.metrics.protocol import library_versions
+from negaug.repro import stats
+
+
+# --- validation splits -------------------------------------------------------------------------
+
+def test_mnist5k_splits_are_3600_400_1000_disjoint_and_cover_the_set():
+    sizes = {split: len(data.build("mnist5k", split=split)) for split in ("train", "val", "test", "train+val", "all")}
+    assert sizes == {"train": 3600, "val": 400, "test": 1000, "train+val": 4000, "all": 5000}
+    rows = {split: {bytes(img.numpy()) for img in data.build("mnist5k", split=split).images}
+            for split in ("train", "val", "test")}
+    # mnist5k holds a few exact duplicate digits; the splits share at most those
+    assert len(rows["train"] & rows["val"]) <= 2 and len(rows["val"] & rows["test"]) <= 2
+
+
+def test_validation_split_is_stratified_and_fixed():
+    val = data.build("mnist5k", split="val")
+    assert torch.bincount(val.labels).tolist() == [40] * 10
+    again = data.build("mnist5k", split="val")
+    assert torch.equal(val.images, again.images)
+
+
+def test_train_plus_val_is_the_old_training_split():
+    whole = data.build("mnist5k", split="train+val")
+    parts = torch.cat([data.build("mnist5k", split="train").images, data.build("mnist5k", split="val").images])
+    assert sorted(map(bytes, whole.images.numpy())) == sorted(map(bytes, parts.numpy()))
+
+
+def test_generated_sets_draw_validation_independently():
+    train = data.build("dots", split="train", num_samples=16)
+    val = data.build("dots", split="val", num_samples=16)
+    assert val.images.shape == train.images.shape and not torch.equal(train.images, val.images)
+
+
+def test_unknown_split_names_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: train, val, test, all, train\\+val"):
+        data.build("mnist5k", split="validation")
+
+
+# --- the offline classifier does not depend on the thread count --------------------------------
+
+def test_classifier_weights_are_the_same_with_one_and_two_threads():
+    images = data.build("digits", split="train", image_size=16).images[:400]
+    labels = data.build("digits", split="train", image_size=16).labels[:400]
+    images = images.float() / 127.5 - 1
+    settings = clf.ClassifierSettings(epochs=1, batch_size=32)
+    shas = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model, info = clf.train_classifier(images, labels, 10, settings)
+            shas.append(clf.tensor_sha256(*model.state_dict().values()))
+            assert info["threads"] == 1
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert shas[0] == shas[1]
+
+
+# --- provenance --------------------------------------------------------------------------------
+
+def test_versions_record_the_commit_the_dirty_flag_and_threads():
+    versions = library_versions()
+    assert versions["torch_threads"] == torch.get_num_threads()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
+                          cwd=__file__.rsplit("/tests/", 1)[0])
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert versions["negaug_commit"] == head.stdout.strip()
+    assert isinstance(versions["negaug_dirty"], bool)
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+def test_welch_difference_interval_and_p_by_hand():
+    # se = sqrt(0.01/3 + 0.01/3) = 0.0816497, df = 4, t = 12.2474; t_0.975,4 = 2.7764451
+    result = stats.welch([0.0, 0.1, 0.2], [1.0, 1.1, 1.2])
+    assert result["difference"] == pytest.approx(1.0)
+    assert result["df"] == pytest.approx(4.0)
+    assert result["ci95"] == pytest.approx([1 - 2.7764451 * 0.0816497, 1 + 2.7764451 * 0.0816497], abs=1e-6)
+    assert result["p"] == pytest.approx(2.552e-4, rel=1e-3)
+
+
+def test_welch_with_one_seed_has_no_test_and_equal_constants_have_p_one():
+    assert stats.welch([0.3], [0.5])["p"] is None and stats.welch([0.3], [0.5])["ci95"] is None
+    assert stats.welch([1.0, 1.0], [1.0, 1.0])["p"] == 1.0
+    assert stats.welch([1.0, 1.0], [2.0, 2.0])["p"] == 0.0
+
+
+def test_holm_by_hand():
+    # m = 4 tests: 0.01 * 4 = 0.04; 0.03 * 3 = 0.09; 0.04 * 2 = 0.08 -> 0.09 (monotone); 0.5 * 1
+    assert stats.holm([0.01, 0.04, 0.03, None, 0.5]) == pytest.approx([0.04, 0.09, 0.09, None, 0.5])
+    assert stats.holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1... and monotone
+    assert stats.holm([]) == []
+
+
+@pytest.mark.parametrize("difference, p, direction, word", [
+    (-2.0, 0.01, -1, "reproduced"), (2.0, 0.01, -1, "opposite"), (-2.0, 0.2, -1, "direction only"),
+    (2.0, 0.2, -1, "not reproduced"), (0.0, 1.0, 1, "not reproduced"), (0.1, None, 1, "no test (1 seed)"),
+    (0.1, 0.049, 1, "reproduced"), (0.1, 0.05, 1, "direction only"),
+])
+def test_verdict_words(difference, p, direction, word):
+    assert stats.verdict_word(difference, p, direction) == word
+
+
+def test_format_difference_prints_interval_and_both_p_values():
+    comparison = stats.adjust_family({"a": stats.welch([0.0, 0.1, 0.2], [1.0, 1.1, 1.2]),
+                                      "b": stats.welch([0.0, 0.1, 0.2], [0.0, 0.1, 0.3])})
+    text = stats.format_difference(comparison["a"])
+    assert text.startswith("+1.000 [+0.773, +1.227], p=0.00026, Holm p=0.00051")
