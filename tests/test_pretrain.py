@@ -111,7 +111,7 @@ def test_run_folder_metrics_report_and_checkpoint_hold_the_moco_state(tmp_path):
             "lr"} <= set(losses[0])
     knn = [r for r in records if "knn" in r]
     assert [r["step"] for r in knn] == [3, 6] and knn[-1]["knn"] == result.knn
-    assert 0.5 <= result.knn["value"] <= 1 and result.knn["protocol"]["num_bank"] == 800
+    assert 0.5 <= result.knn["value"] <= 1 and result.knn["protocol"]["num_bank"] == 720
     assert "k-NN accuracy" in (run / "report.md").read_text() and (run / "curves_loss.png").exists()
     tensors = final_tensors(run)
     assert tensors["model.queue"].shape == (48, 8) and int(tensors["model.queue_ptr"]) == (6 * 16) % 48
@@ -153,7 +153,7 @@ def test_probe_appends_entries_with_their_protocol(tmp_path, capsys):
     assert 0.5 <= probe["value"] <= 1  # two classes
     protocol = probe["protocol"]
     assert (protocol["epochs"], protocol["seed"], protocol["checkpoint_step"], protocol["feature_dim"]) == (2, 0, 6, 32)
-    assert (protocol["num_train"], protocol["num_test"]) == (800, 200)  # mnist5k digits 0 and 1: 400 / 100 each
+    assert (protocol["num_train"], protocol["num_test"]) == (720, 200)  # mnist5k digits 0 and 1: 360 train / 100 test each
     for space in ("features", "embedding"):
         distance = entry["results"][f"cosine_distance/{space}/jigsaw"]
         assert 0 <= distance["value"] <= 2 and sum(distance["histogram"]) == distance["protocol"]["num_images"] == 200

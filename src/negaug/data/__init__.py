@@ -88,6 +88,8 @@ VAL_FRACTION = 0.1  # of each class of the native training split
 VAL_SEED = 1
 GENERATED = ("dots", "ring", "grid")  # procedurally generated: "val" is an independent draw
 NATIVE_VAL = {"celeba": "valid"}  # datasets with a validation partition of their own
+# other partitions a dataset names itself, passed through as they are
+OWN_SPLITS = {"svhn": ("extra",), "stl10": ("train_labeled",), "celeba": ("valid",)}
 
 OFFLINE = ("mnist5k", "digits", "lfw", "dots", "ring", "grid")  # build without any files
 TOYS = ("ring", "grid")  # 2-D points, not images
@@ -120,7 +122,7 @@ def build(
     check_root(root)
     check_bool("download", download)
     check_image_size(image_size)
-    check_split(split, SPLITS, name)
+    check_split(split, (*SPLITS, *OWN_SPLITS.get(name, ())), name)
     check_fraction(fraction)
     dataset = DATASETS.get(name)(root=root, split=_native_split(name, split), download=download,
                                  image_size=image_size, **options)
@@ -146,6 +148,8 @@ def check_fraction(fraction: Any) -> None:
 
 def _native_split(name: str, split: str) -> str:
     """The split to ask dataset `name` for: "val" and "train" carve from its own training split."""
+    if split in OWN_SPLITS.get(name, ()):
+        return split
     if name in GENERATED:
         if split == "train+val":
             raise ValueError(f"'{name}' is generated: it has no train+val split; use split='train'")

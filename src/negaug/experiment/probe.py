@@ -37,12 +37,11 @@ from negaug.contrastive import (
 from negaug.contrastive.evaluation import MAX_PROBE_EPOCHS
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.checkpoint import Checkpoint
-from negaug.experiment.config import config_from_dict
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
 from negaug.experiment.pretrain import check_pretrain_run
 from negaug.experiment.pretrain_build import build_model
 from negaug.experiment.pretrain_config import PretrainConfig
-from negaug.experiment.runs import find_checkpoint, require_run_dir, use_data_folder
+from negaug.experiment.runs import config_of_record, find_checkpoint, require_run_dir, use_data_folder
 from negaug.experiment.state import rng_devices
 from negaug.metrics.protocol import library_versions
 
@@ -62,7 +61,7 @@ def load_pretrained(run_dir: str | Path, checkpoint: str = "latest", device: str
     parts: dict[str, Any] = {}
 
     def restore(found: Checkpoint) -> None:
-        config = config_from_dict(found.record["config"], PretrainConfig)
+        config = config_of_record(found.record, PretrainConfig)
         use_data_folder(config, data_root, download)
         dataset = build_dataset(config)
         with torch.random.fork_rng(devices=rng_devices(device)):

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
+from negaug import data
 from negaug.experiment.build import build_dataset, build_models, new_state
 from negaug.experiment.checkpoint import Accept, Checkpoint, list_steps, load_file, load_latest, read_record, stem, use
 from negaug.experiment.config import (
@@ -122,6 +123,27 @@ def write_config(run_dir: Path, config: ConfigBase) -> None:
     os.replace(tmp, path)
 
 
+SPLITS_SINCE = (0, 4)  # negaug 0.4.0 holds a validation split out of "train"
+
+
+def config_of_record(record: dict[str, Any], cls: type[ConfigBase] = Config) -> Any:
+    """The config a checkpoint record holds, read as the negaug that wrote it meant it: before
+    0.4.0, data.split "train" was the whole training split, which is "train+val" now, so an old
+    run resumes (and is evaluated) on the images it trained on."""
+    config = config_from_dict(record["config"], cls)
+    if _version_tuple(record.get("negaug_version")) < SPLITS_SINCE and config.data.split == "train" \
+            and config.data.name in data.DATASETS and config.data.name not in (*data.GENERATED, *data.NATIVE_VAL):
+        config.data.split = "train+val"
+    return config
+
+
+def _version_tuple(text: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).split(".")[:2])
+    except ValueError:
+        return SPLITS_SINCE  # unknown: read as today's
+
+
 def read_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
@@ -205,7 +227,7 @@ def recorded_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
     folder = run_dir / "checkpoints"
     for step in reversed(list_steps(folder)):
         try:
-            return config_from_dict(read_record(folder / f"{stem(step)}.json")["config"], cls)
+            return config_of_record(read_record(folder / f"{stem(step)}.json"), cls)
         except (KeyError, ValueError):  # CheckpointError is a ValueError
             continue
     raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
@@ -225,6 +247,8 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     if warn is not None:
         try:
             edited = read_config(Path(run_dir), cls)
+            if edited.data.split == "train" and config.data.split == "train+val":
+                edited.data.split = config.data.split  # written before 0.4.0: the same images (config_of_record)
             before, after = _flat(learning_settings(config)), _flat(learning_settings(edited))
             changed = [key for key in {**before, **after} if before.get(key) != after.get(key)]  # both ways
         except (ValueError, FileNotFoundError, OSError) as err:
@@ -317,7 +341,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
     parts: dict[str, Any] = {}
 
     def restore(found: Checkpoint) -> None:
-        config = config_from_dict(found.record["config"])
+        config = config_of_record(found.record)
         use_data_folder(config, data_root, download)
         dataset = build_dataset(config)
         generator, discriminator, num_classes = build_models(config, dataset)

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from negaug import viz
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.build import resolve_device
-from negaug.experiment.config import config_from_dict
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
 from negaug.experiment.loop import check_state_finite, run_session, save_checkpoint
 from negaug.experiment.steps import NonFiniteLossError
@@ -270,7 +269,7 @@ def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest",
     parts: dict[str, Any] = {}
 
     def accept(found) -> None:
-        config = config_from_dict(found.record["config"], TranslationConfig)
+        config = runs.config_of_record(found.record, TranslationConfig)
         if data_root is not None:
             config.data.root = str(data_root)
         config.train.device = str(device)
