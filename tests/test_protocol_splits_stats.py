@@ -120,3 +120,81 @@ def test_format_difference_prints_interval_and_both_p_values():
                                       "b": stats.welch([0.0, 0.1, 0.2], [0.0, 0.1, 0.3])})
     text = stats.format_difference(comparison["a"])
     assert text.startswith("+1.000 [+0.773, +1.227], p=0.00026, Holm p=0.00051")
+
+
+# --- negaug compare: a user's own answer ------------------------------------------------------
+
+def test_compare_tables_equal_the_statistics_of_the_per_seed_values(tmp_path):
+    from negaug.repro import compare
+
+    tiny = ["train.steps=20", "train.checkpoint_every=0", "train.sample_every=0", "train.log_every=10"]
+    summary = compare.run_comparison("ring", [["nda.transform=none", *tiny], tiny], seeds=[0, 1],
+                                     out_dir=tmp_path / "out", runs_dir=tmp_path / "runs")
+    assert summary["split"] == "val" and len(summary["arms"]) == 2 and summary["metrics"]
+    base, other = summary["arms"]
+    for metric in summary["metrics"]:
+        expected = stats.welch([e[metric] for e in summary["per_seed"][base]],
+                               [e[metric] for e in summary["per_seed"][other]])
+        got = summary["comparisons"][metric][other]
+        assert got["difference"] == pytest.approx(expected["difference"])
+        assert got["holm_p"] == (None if expected["p"] is None else pytest.approx(expected["p"]))  # one arm: Holm = p
+    for run in summary["runs"]:  # every run was evaluated on validation, not test
+        import json
+        entry = json.loads((tmp_path / "runs" / run["run_dir"].split("/")[-1] / "eval.json").read_text())["evaluations"][-1]
+        protocols = [r["protocol"] for r in entry["results"].values()]
+        assert protocols and all(str(p.get("reference_split") or p.get("reference")).endswith("val") for p in protocols)
+    assert (tmp_path / "out" / "report.md").read_text().count("95% CI") >= 1
+    assert (tmp_path / "out" / "comparison.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("arms, match", [
+    (["nda.transform=none"], "2 to 16 arms"), (["a", "nda.lam=0.5"], "section.key=value"),
+    (["nda.lam=0.5", "nda.lam=0.5"], "two arms are the same"),
+])
+def test_compare_refuses_bad_arms_in_one_line(arms, match):
+    from negaug.repro import compare
+
+    with pytest.raises(ValueError, match=match):
+        compare.parse_arms(arms)
+
+
+def test_compare_cli_bad_key_exits_2_before_any_folder(tmp_path, capsys):
+    from negaug.cli import main
+
+    code = main(["compare", "default", "--arms", "nda.trnsform=none", "", "--out", str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert "nda.trnsform" in capsys.readouterr().err
+
+
+# --- the ablation tables (tiny: the pipeline, no verdicts) ---------------------------------------
+
+def test_ablation_table_tiny_records_resume_and_print_no_verdict(tmp_path):
+    from negaug.repro import ablations, common
+
+    study = common.Study(tmp_path / "out", "tiny", [0, 1], tmp_path / "runs")
+    summary = ablations.run_table("appendix_o", study)
+    assert list(summary["arms"]) == [s.label for s in ablations.TABLES["appendix_o"]]
+    assert all(c["verdict"] == "-" for c in summary["comparisons"]["test_fid"].values())
+    assert "carry no verdict" in (tmp_path / "out" / "report.md").read_text()
+    records = sorted((tmp_path / "out" / "arms").glob("*.json"))
+    assert len(records) == 5 * 2
+    for run in (tmp_path / "runs").iterdir():  # the records alone are enough to write the table again
+        import shutil
+        shutil.rmtree(run)
+    again = ablations.run_table("appendix_o", study)
+    assert again["arms"] == summary["arms"]
+    assert summary["floor"]["val"]["protocol"]["real_images"] == "128 test images"
+
+
+def test_less_data_100_percent_arms_are_the_lambda_tables_runs():
+    from negaug.repro import ablations
+    from negaug.repro.common import KINDS, config_hash
+
+    def key(setting):
+        spec = ablations.arm(setting, "full")
+        return config_hash(KINDS["gan"][0](spec.preset, [*spec.overrides, "train.seed=0"]))
+
+    less = {s.label: key(s) for s in ablations.TABLES["less_data"]}
+    lam = {s.label: key(s) for s in ablations.TABLES["lambda"]}
+    assert less["100% no NDA"] == lam["no augmentation"] and less["100% NDA jigsaw"] == lam["lambda 0.25"]
+    assert less["10% no NDA"] != lam["no augmentation"]

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-SUBCOMMANDS = ("train", "eval", "anomaly", "nda", "repro", "pretrain", "probe")
+SUBCOMMANDS = ("train", "eval", "anomaly", "nda", "repro", "compare", "pretrain", "probe")
 
 
 def _parser() -> argparse.ArgumentParser:
