@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
 from negaug import distributed
 from negaug.experiment.runs import is_main_process, load_run, require_run_dir
-from negaug.files import read_limited, write_atomically
+from negaug.files import open_no_follow, read_limited, write_atomically
 from negaug.metrics import check_feature_space, evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
 
@@ -134,7 +135,8 @@ def join_torchrun(device: str, key: str = "--device") -> str:
 def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
     """Add `entry` to the "evaluations" list of `path` (created if absent), atomically; concurrent
     `negaug eval` calls on one run wait for each other (an flock), so no entry is lost."""
-    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+    lock_fd = open_no_follow(path.with_name(f".{path.name}.lock"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, "eval lock")
+    with os.fdopen(lock_fd, "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         document = read_evaluations(path)
         document["evaluations"].append(entry)

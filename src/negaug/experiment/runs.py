@@ -33,7 +33,7 @@ from negaug.experiment.config import (
     unwrap,
 )
 from negaug.experiment.state import rng_devices
-from negaug.files import read_text_limited, write_atomically
+from negaug.files import UnsafeOutputError, open_no_follow, read_text_limited, write_atomically
 from negaug.presets import yaml_load
 
 
@@ -70,7 +70,9 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         path = self.run_dir / LOCK_FILE
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, "run lock")  # a planted symlink is refused, never followed
+        except UnsafeOutputError:
+            raise
         except OSError as err:
             raise ValueError(f"cannot write the run folder {self.run_dir} ({err.strerror}); "
                              f"choose a writable train.runs_dir") from None
@@ -116,10 +118,7 @@ def create_run_dir(config: ConfigBase, run_dir: Path, subfolders: tuple[str, ...
 
 
 def write_config(run_dir: Path, config: ConfigBase) -> None:
-    path = run_dir / "config.yaml"
-    tmp = path.with_name(".config.yaml.tmp")
-    tmp.write_text(config.to_yaml())
-    os.replace(tmp, path)
+    write_atomically(run_dir / "config.yaml", config.to_yaml())
 
 
 def read_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
@@ -145,7 +144,8 @@ class MetricsLog:
             kept = [line for line in _read_log(path).splitlines()
                     if line.strip() and _step_of(line) <= resume_step]
             write_atomically(path, "".join(line + "\n" for line in kept))
-        self._handle = open(path, "a", encoding="utf-8")
+        fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "metrics log")
+        self._handle = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record) + "\n")

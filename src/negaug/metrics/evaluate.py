@@ -144,6 +144,8 @@ class Evaluation:
             extractor, self._trained_on = build_extractor(self.settings, self.reference, self.data_name,
                                                           self.space_flags)
             if extractor.name == "classifier":
+                if extractor.meta.get("cache_note"):  # a damaged cache entry was trained again: say so
+                    self.space_flags.warnings.append(extractor.meta["cache_note"])
                 trust.check_feature_network(extractor.meta, self.space_flags)
                 trust.check_reference_overlap(self._shared_with_training(extractor), self.space_flags)
             self._extractor = extractor
