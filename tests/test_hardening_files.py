@@ -86,3 +86,154 @@ def test_sexagesimal_and_octal_numbers_are_refused_regression_1_20_read_as_80(tm
     from negaug.experiment import load_config
 
     assert load_config("default", ["train.name=1:20"]).train.name == "1:20"  # a string key keeps its text
+
+
+# --- caches verified like checkpoints -------------------------------------------------------------
+
+def _tiny_classifier(cache, seed=0):
+    from negaug.metrics import classifier as clf
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 1, 8, 8, generator=gen) * 2 - 1
+    labels = torch.arange(64) % 2
+    settings = clf.ClassifierSettings(epochs=1, batch_size=32, width=4, feature_dim=8, seed=seed)
+    return clf.load_or_train_classifier(images, labels, 2, "tiny", settings, cache)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "replace", "garbage_json", "fifo"])
+def test_a_damaged_classifier_cache_is_retrained_with_a_note_regression_safetensors_traceback(tmp_path, damage):
+    model, meta = _tiny_classifier(tmp_path)
+    weights = next((tmp_path / "classifiers").glob("tiny-*.safetensors"))
+    if damage == "truncate":
+        os.truncate(weights, 1000)
+    elif damage == "replace":  # a valid file of other weights: would be another feature space under the same name
+        other = tmp_path / "other"
+        _tiny_classifier(other, seed=1)
+        weights.write_bytes(next((other / "classifiers").glob("tiny-*.safetensors")).read_bytes())
+    elif damage == "garbage_json":
+        weights.with_suffix(".json").write_text("{not json")
+    else:  # never read (it would hang), never replaced: one line naming it
+        weights.unlink()
+        os.mkfifo(weights)
+        with pytest.raises(ValueError, match=weights.name):
+            _tiny_classifier(tmp_path)
+        return
+    again, again_meta = _tiny_classifier(tmp_path)
+    assert again_meta["cached"] is False and str(weights) in again_meta["cache_note"]
+    assert again_meta["weights_sha256"] == meta["weights_sha256"]
+    reused, reused_meta = _tiny_classifier(tmp_path)
+    assert reused_meta["cached"] is True and "cache_note" not in reused_meta
+
+
+# --- data files: checked before a run folder exists, named, never silently altered -----------------
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height 8-bit grey pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def _folder(root: Path, per_class=(40, 40), suffix=".png") -> Path:
+    import numpy as np
+    from PIL import Image
+
+    for c, count in enumerate(per_class):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((12, 12, 3), 40 * c + i, dtype=np.uint8)).save(root / f"class{c}" / f"{i:03d}{suffix}")
+    return root
+
+
+FOLDER_RUN = ["data.name=image_folder", "data.image_size=16", "data.batch_size=8", "model.options.width=4",
+              "train.sample_every=0", "train.checkpoint_every=2", "train.progress=false", "train.name=f"]
+
+
+def test_a_decompression_bomb_is_one_line_naming_it_before_any_folder_regression_pil_traceback(tmp_path, capsys):
+    root = _folder(tmp_path / "images", per_class=(4, 4))
+    bomb = root / "class0" / "bomb.png"
+    bomb.write_bytes(_png_header(20000, 20000))
+    code, _, err = cli(capsys, "train", *FOLDER_RUN, f"data.root={root}", "data.options.in_memory=true",
+                       f"train.runs_dir={tmp_path / 'runs'}")
+    assert code == 2
+    assert_one_line_error(err, str(bomb), "more pixels than negaug decodes")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_fifo_named_jpg_in_a_cityscapes_folder_is_one_line_regression_hangs_forever(tmp_path):
+    import signal
+
+    from negaug.data.paired import build_paired
+
+    (tmp_path / "train").mkdir()
+    os.mkfifo(tmp_path / "train" / "a.jpg")
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("hung on a FIFO"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(ValueError, match="a.jpg is not a regular file"):
+            build_paired("cityscapes", root=str(tmp_path), split="train", image_size=16)
+    finally:
+        signal.alarm(0)
+
+
+def test_a_label_map_of_another_size_than_its_photo_is_refused_regression_accepted_silently(tmp_path):
+    from PIL import Image
+
+    from negaug.data.paired import build_paired
+
+    for folder, name, size in (("leftImg8bit", "x_leftImg8bit.png", (64, 32)), ("gtFine", "x_gtFine_color.png", (32, 16))):
+        (tmp_path / folder / "train" / "city").mkdir(parents=True)
+        Image.new("RGB", size, (128, 64, 128)).save(tmp_path / folder / "train" / "city" / name)
+    with pytest.raises(ValueError, match="x_gtFine_color.png is 32x16 but its photo .* is 64x32"):
+        build_paired("cityscapes", root=str(tmp_path), split="train", image_size=16)
+
+
+def test_16_bit_pngs_are_scaled_not_clipped_regression_99_percent_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from negaug import data
+
+    (tmp_path / "a").mkdir()
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "a" / "ramp.png")
+    assert Image.open(tmp_path / "a" / "ramp.png").mode.startswith("I")
+    images, _ = data.build("image_folder", root=tmp_path, split="all", image_size=64, channels=1).get_batch(torch.tensor([0]))
+    pixels = (images[0, 0] + 1) * 127.5
+    expected = torch.from_numpy(np.rint(ramp / 257.0))
+    torch.testing.assert_close(pixels.double(), expected, atol=1.0, rtol=0)
+    assert (pixels > 254.5).float().mean() < 0.01
+
+
+def test_a_truncated_jpeg_mid_run_names_the_file_and_a_resume_that_works_regression_named_the_run(tmp_path, capsys):
+    root = _folder(tmp_path / "images", suffix=".jpg")
+    runs_dir = tmp_path / "runs"
+    assert main(["train", *FOLDER_RUN, f"data.root={root}", f"train.runs_dir={runs_dir}", "train.steps=2"]) == 0
+    broken = root / "class1" / "005.jpg"
+    good = broken.read_bytes()
+    broken.write_bytes(good[: len(good) // 2])
+    capsys.readouterr()
+    code, _, err = cli(capsys, "train", "--resume", str(runs_dir / "f"), "train.steps=20")
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert str(broken) in line and "--resume" in line and "Traceback" not in err, err
+    assert ckpt.load_latest(runs_dir / "f" / "checkpoints") is not None
+    broken.write_bytes(good)  # the advice: replace the file, then resume
+    assert main(["train", "--resume", str(runs_dir / "f"), "train.steps=20"]) == 0
+
+
+def test_symlinked_class_folders_leading_out_of_data_root_are_not_followed_regression_link_to_root(tmp_path):
+    from negaug import data
+
+    root = _folder(tmp_path / "images", per_class=(10, 10))
+    outside = _folder(tmp_path / "elsewhere", per_class=(10,))
+    (root / "zz_everything").symlink_to(outside / "class0", target_is_directory=True)
+    dataset = data.build("image_folder", root=root, split="all", image_size=8)
+    assert dataset.class_names == ["class0", "class1"] and len(dataset) == 20
+    followed = data.build("image_folder", root=root, split="all", image_size=8, follow_symlinks=True)
+    assert followed.class_names == ["class0", "class1", "zz_everything"]
