@@ -237,3 +237,25 @@ def test_symlinked_class_folders_leading_out_of_data_root_are_not_followed_regre
     assert dataset.class_names == ["class0", "class1"] and len(dataset) == 20
     followed = data.build("image_folder", root=root, split="all", image_size=8, follow_symlinks=True)
     assert followed.class_names == ["class0", "class1", "zz_everything"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("5", "dataset_options must be a mapping"), ("[1, 2]", "dataset_options must be a mapping"),
+    ("{image_size: 8}", "dataset_options.image_size cannot be set"), ("{download: true}", "dataset_options.download"),
+    ("{root: /x}", "dataset_options.root"), ("{count: 'x'}", "count"),
+])
+def test_nested_dataset_options_are_checked_by_name_regression_typeerror_traceback(tmp_path, capsys, value, expected):
+    code, _, err = cli(capsys, "train", "nda.transform=other_data", "nda.options.dataset=dots",
+                       f"nda.options.dataset_options={value}", f"train.runs_dir={tmp_path}", "--dry-run")
+    assert code == 2
+    assert_one_line_error(err, expected)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "pix2pix-scenes", "data.options.num_samples=1000000"],
+    ["train", "dots", "data.options.num_samples=10000000"],
+])
+def test_generated_sets_are_bounded_in_memory_regression_dry_run_exhausts_memory(tmp_path, capsys, argv):
+    code, _, err = cli(capsys, *argv, f"train.runs_dir={tmp_path}", "--dry-run")
+    assert code == 2
+    assert_one_line_error(err, "num_samples", "GiB of memory")

@@ -24,6 +24,16 @@ from negaug.registry import check_int, check_list, closest, short
 IndexLike = torch.Tensor | Sequence[int] | Sequence[bool]
 MAX_IMAGE_SIZE = 1024  # far above the sizes used here; larger sizes fail deep inside torch (memory)
 MAX_SAMPLES = 10_000_000  # generated sets (dots, ring, grid)
+MAX_GENERATED_BYTES = 2 * 2**30  # memory a generated image set may take (uint8 pixels)
+
+
+def check_generated_bytes(what: str, count: int, bytes_per_item: int) -> None:
+    """ValueError naming `what` (e.g. "scenes num_samples") when `count` generated items of
+    `bytes_per_item` would take more than MAX_GENERATED_BYTES: an accepted value never exhausts memory."""
+    if count * bytes_per_item > MAX_GENERATED_BYTES:
+        most = MAX_GENERATED_BYTES // bytes_per_item
+        raise ValueError(f"{what}={count} would take {count * bytes_per_item / 2**30:.1f} GiB of memory; at most "
+                         f"{most} at this image size ({MAX_GENERATED_BYTES / 2**30:.0f} GiB)")
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

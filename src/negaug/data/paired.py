@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from negaug.data.base import MAX_IMAGE_SIZE, as_index, check_split, to_unit_range
+from negaug.data.base import MAX_IMAGE_SIZE, as_index, check_generated_bytes, check_split, to_unit_range
 from negaug.data.dots import derive_seed
 from negaug.data.files import default_root
 from negaug.data.images import ImageFileError, read_image
@@ -266,6 +266,7 @@ def scenes(root: str | None = None, split: str = "train", image_size: int | None
     check_split(split, tuple(SCENE_SIZES), "scenes")
     image_size = 64 if image_size is None else check_int("data.image_size", image_size, 16, MAX_IMAGE_SIZE)
     count = SCENE_SIZES[split] if num_samples is None else check_int("scenes num_samples", num_samples, 1, 1_000_000)
+    check_generated_bytes("scenes num_samples", count, 4 * image_size * image_size)  # photo (3) + class map (1)
     seed = check_int("scenes seed", seed, 0, 2**62)
     photos, maps = render_scenes(count, image_size, derive_seed(seed, split))
     return PairedDataset(photos, maps, SCENE_PALETTE, SCENE_CLASSES, name=f"scenes-{split}")
