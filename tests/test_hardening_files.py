@@ -259,3 +259,43 @@ def test_generated_sets_are_bounded_in_memory_regression_dry_run_exhausts_memory
     code, _, err = cli(capsys, *argv, f"train.runs_dir={tmp_path}", "--dry-run")
     assert code == 2
     assert_one_line_error(err, "num_samples", "GiB of memory")
+
+
+# --- clear errors where there was a traceback or a dead end ---------------------------------------
+
+def test_eval_of_a_generator_with_nan_weights_is_one_line_regression_linalgerror_traceback(tmp_path, capsys):
+    train(tiny(tmp_path, "train.name=nan"))
+    folder = tmp_path / "nan" / "checkpoints"
+    found = ckpt.load_latest(folder)
+    for name, tensor in found.state["ema"].items():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    record = {key: found.record[key] for key in ("config", "negaug_version", "torch_version", "time")}
+    ckpt.save(folder, found.step, found.state, record)  # a forged but well-formed checkpoint
+    code, _, err = cli(capsys, "eval", str(tmp_path / "nan"), "--metrics", "fid", "--feature-extractor", "raw",
+                       "--num-samples", "16", "--no-plots", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, "produces non-finite samples")
+
+
+def _pretrain_run(tmp_path) -> Path:
+    from test_pretrain import tiny as tiny_pretrain
+
+    from negaug.experiment.pretrain import pretrain
+
+    pretrain(tiny_pretrain(tmp_path, "train.name=p"))
+    return tmp_path / "p"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--resume", "{run}", "train.steps=99"], "negaug pretrain --resume"),
+    (["eval", "{run}"], "negaug probe"),
+    (["anomaly", "{run}"], "negaug probe"),
+])
+def test_a_run_of_another_kind_names_its_kind_and_command_regression_no_usable_checkpoint(
+        tmp_path, capsys, argv, expected):
+    run = _pretrain_run(tmp_path)
+    capsys.readouterr()
+    code, _, err = cli(capsys, *[a.replace("{run}", str(run)) for a in argv])
+    assert code == 2
+    assert_one_line_error(err, "contrastive pretraining", expected)

@@ -102,6 +102,10 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
                                inception_weights=inception_weights, batch_size=batch_size, device=device,
                                progress=progress, force=force)
     fake, _ = generate_samples(loaded.generator, num_samples, seed, loaded.num_classes, batch_size, device)
+    if not torch.isfinite(fake).all():  # NaN weights: every metric would be NaN or a linear-algebra traceback
+        raise ValueError(f"the generator of {loaded.run_dir} at step {loaded.step} ({loaded.checkpoint_path}) "
+                         f"produces non-finite samples (NaN or inf); evaluate an earlier checkpoint with "
+                         f"--checkpoint PATH, or retrain")
     names = metrics or list(loaded.config.eval.metrics) or None
     results = record_sampling(evaluate_samples(fake, reference, names, seed, **settings), loaded.num_classes)
     stem = f"step_{int(loaded.step):07d}"
