@@ -299,3 +299,17 @@ def test_a_run_of_another_kind_names_its_kind_and_command_regression_no_usable_c
     code, _, err = cli(capsys, *[a.replace("{run}", str(run)) for a in argv])
     assert code == 2
     assert_one_line_error(err, "contrastive pretraining", expected)
+
+
+def test_eval_checkpoint_must_be_in_checkpoints_or_best_regression_a_copy_in_samples_accepted(tmp_path, capsys):
+    import shutil
+
+    train(tiny(tmp_path, "train.name=r"))
+    run = tmp_path / "r"
+    step = ckpt.list_steps(run / "checkpoints")[-1]
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(run / "checkpoints" / f"{ckpt.stem(step)}{suffix}", run / "samples" / f"{ckpt.stem(step)}{suffix}")
+    code, _, err = cli(capsys, "eval", str(run), "--checkpoint", str(run / "samples" / f"{ckpt.stem(step)}.json"),
+                       "--metrics", "kde", "--num-samples", "16", "--no-plots", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, "checkpoints/ or checkpoints/best/")

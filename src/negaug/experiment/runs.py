@@ -336,7 +336,7 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Acc
                                     f"when training); use --checkpoint latest")
     else:
         path = Path(which)
-        if path.resolve().parent.parent != run_dir.resolve() and path.resolve().parent.parent.parent != run_dir.resolve():
+        if path.resolve().parent not in (folder.resolve(), (folder / "best").resolve()):
             raise ValueError(f"checkpoint {which} is not one of {run_dir}'s (checkpoints/ or checkpoints/best/); "
                              f"evaluate the run it belongs to")
         found = use(load_file(path), accept)
