@@ -313,3 +313,33 @@ def test_eval_checkpoint_must_be_in_checkpoints_or_best_regression_a_copy_in_sam
                        "--metrics", "kde", "--num-samples", "16", "--no-plots", "--quiet")
     assert code == 2
     assert_one_line_error(err, "checkpoints/ or checkpoints/best/")
+
+
+@pytest.mark.parametrize("call, culprit", [
+    (lambda: __import__("negaug").nda.build("jigsaw")(torch.rand(4, 3, 8, 8), generator=5), "generator"),
+    (lambda: __import__("negaug").data.build("dots", num_samples=8).get_batch("a"), "get_batch index"),
+    (lambda: __import__("negaug").data.build("dots", num_samples=8).get_batch(torch.tensor([99])), "get_batch index 99"),
+    (lambda: __import__("negaug").data.build("dots", num_samples=8).subset([99]), "index 99"),
+    (lambda: __import__("negaug").metrics.evaluate_samples("x", torch.rand(4, 2), ["toy"]), "evaluate_samples fake"),
+    (lambda: __import__("negaug").metrics.evaluate_samples(torch.rand(4, 2), torch.rand(4, 2), ["kde"], seed="a"),
+     "evaluate_samples seed"),
+    (lambda: __import__("negaug").experiment.load_config(5), "load_config source"),
+    (lambda: __import__("negaug").experiment.load_config("default", "train.steps=3"), "load_config overrides"),
+    (lambda: __import__("negaug").experiment.train("default"), "train needs a Config"),
+    (lambda: __import__("negaug").viz.make_grid(torch.rand(2, 1, 4, 4), scale=0), "scale=0"),
+])
+def test_every_error_names_its_culprit_regression_cosmetic_rows(call, culprit):
+    with pytest.raises(ValueError, match=culprit):
+        call()
+
+
+def test_a_truncated_image_error_names_the_file_regression_image_file_is_truncated(tmp_path):
+    from PIL import Image
+
+    from negaug.data.images import read_image
+
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(tmp_path / "a.jpg")
+    data = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "a.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"a\.jpg cannot be decoded"):
+        read_image(tmp_path / "a.jpg", "RGB")

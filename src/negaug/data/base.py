@@ -90,6 +90,18 @@ def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(images, (left, size - width - left, top, size - height - top), value=value)
 
 
+def check_batch_index(index: Any, length: int) -> torch.Tensor:
+    """`index` when it is an integer tensor of items in -length..length-1 (get_batch's argument);
+    ValueError naming it otherwise."""
+    if not isinstance(index, torch.Tensor) or index.is_floating_point() or index.dtype == torch.bool:
+        raise ValueError(f"get_batch index must be an integer tensor, got {type(index).__name__}"
+                         f"{'' if not isinstance(index, torch.Tensor) else ' of ' + str(index.dtype)}")
+    if index.numel() and (index.min() < -length or index.max() >= length):
+        bad = int(index.min()) if index.min() < -length else int(index.max())
+        raise ValueError(f"get_batch index {bad} is out of range for a dataset of {length} items")
+    return index
+
+
 def as_index(index: IndexLike, length: int) -> torch.Tensor:
     """A boolean mask of length `length` or a sequence of indices -> int64 index tensor."""
     index = torch.as_tensor(index)
@@ -99,7 +111,8 @@ def as_index(index: IndexLike, length: int) -> torch.Tensor:
         return index.nonzero().flatten()
     index = index.long().flatten()
     if index.numel() and (index.min() < -length or index.max() >= length):
-        raise ValueError(f"subset index out of range for a dataset of {length} items")
+        bad = int(index.min()) if index.min() < -length else int(index.max())
+        raise ValueError(f"index {bad} is out of range for a dataset of {length} items")
     return index % max(length, 1)
 
 
@@ -186,7 +199,7 @@ class TensorImageDataset(ImageDataset):
 
     def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`index` (B,) int64 -> images `(B, C, H, W)` float32 in [-1, 1], labels `(B,)` int64."""
-        index = index.to(self.labels.device)
+        index = check_batch_index(index, len(self)).to(self.labels.device)
         return to_unit_range(self.storage[index]), self.labels[index]
 
     def subset(self, index: IndexLike) -> "TensorImageDataset":
@@ -229,6 +242,7 @@ class LazyImageDataset(ImageDataset):
 
     def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as the in-memory `get_batch`, decoding each image (slow; prefer a DataLoader)."""
+        index = check_batch_index(index, len(self))
         images = torch.stack([self[int(i)][0] for i in index])
         return images, self.labels[index]
 

@@ -458,7 +458,12 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
                 cls: type[ConfigBase] = Config) -> Any:
     """Resolve a preset of `cls` or a YAML file (default: `cls.DEFAULT_PRESET`) plus overrides into
     a `cls` (default: the GAN `Config`)."""
-    source = source or cls.DEFAULT_PRESET
+    if source is not None and not isinstance(source, (str, Path)):
+        raise ValueError(f"load_config source must be a preset name or a YAML file path, got {short_repr(source)}")
+    if isinstance(overrides, str) or not all(isinstance(text, str) for text in overrides):
+        raise ValueError(f"load_config overrides must be a list of 'section.key=value' strings, "
+                         f"got {short_repr(overrides)}")
+    source = str(source or cls.DEFAULT_PRESET)
     raw = read_source(source, cls=cls)
     command_line: dict[str, Any] = {}
     for text in overrides:  # one layer: `nda.options.alpha=10 nda.transform=mixup` in any order

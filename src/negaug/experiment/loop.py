@@ -75,6 +75,8 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     """Train (or, with resume=True, continue) the run in `run_dir` (default:
     `train.runs_dir/train.name`); returns where it ended. `on_start(run_dir, device, step)` is
     called once the run folder is ready, `on_log(record)` at every log line."""
+    if not isinstance(config, Config):
+        raise ValueError(f"train needs a Config (negaug.experiment.load_config(...)), got {type(config).__name__}")
     return run_session(
         config, run_dir, resume, "negaug train", prepare_run, restore,
         lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log, warn),
