@@ -179,7 +179,7 @@ def build_other_data_source(config: Config, dataset, seed: int) -> torch.Tensor:
         raise ValueError(f"unknown nda.options for other_data: {', '.join(options)}; valid: dataset, dataset_options")
     if name == "toy_negatives":
         count = check_int("nda.options.dataset_options.num_samples", dataset_options.pop("num_samples", 20000),
-                          1, MAX_GENERATED_SAMPLES)
+                          1, data.base.MAX_SAMPLES)
         gen = torch.Generator().manual_seed(seed + 7)
         return data.toy_negatives(dataset, count, generator=gen, **dataset_options)
     image_size = getattr(dataset, "image_size", None)

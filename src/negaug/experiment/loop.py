@@ -128,11 +128,11 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
                 runs.write_config(run_dir, config)
             result = loop(config, recipe, state, run_dir, record_warning)
         except ImageFileError as err:  # a lazily read image file: named, and the resume that works after fixing it
-            raise RunWriteError(f"{err}; the run {run_dir} stopped at step {state.step}: "
+            raise RunWriteError(f"{err}; the run {run_dir} stopped at step {state.step} "
                                 f"{resume_advice(run_dir, command, 'replace the file with a readable copy')}") from None
         except OSError as err:
             where = err.filename or run_dir
-            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step}: "
+            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} "
                                 f"{resume_advice(run_dir, command, 'free the space')}") from None
         distributed.barrier()  # data parallel: no rank leaves before rank 0 has written the last files
     result.warnings = warnings
@@ -143,8 +143,8 @@ def resume_advice(run_dir: Path, command: str, fix: str) -> str:
     """What to do after a mid-run stop, matching what exists: a resume when the run has a
     checkpoint, else a new start (a resume of a run without checkpoints is refused)."""
     if checkpoint.list_steps(Path(run_dir) / "checkpoints"):
-        return f"its last checkpoint is intact; {fix}, then continue with {command} --resume {run_dir}"
-    return f"no checkpoint was written yet; {fix}, delete {run_dir} and start the run again"
+        return f"with its last checkpoint intact; {fix}, then continue with {command} --resume {run_dir}"
+    return f"before its first checkpoint (a resume has nothing to continue); {fix}, delete {run_dir} and start again"
 
 
 def _claim_run_dir(config, run_dir: Path, resume: bool, command: str, check_existing: Callable[[Path], None] | None,

@@ -32,7 +32,9 @@ from negaug.experiment.config import (
     parse_override,
     unwrap,
 )
+from negaug.experiment.pretrain_config import PretrainConfig
 from negaug.experiment.state import rng_devices
+from negaug.experiment.translate_config import TranslationConfig
 from negaug.files import UnsafeOutputError, open_no_follow, read_text_limited, write_atomically
 from negaug.presets import yaml_load
 
@@ -224,9 +226,6 @@ RUN_KINDS = {"gan": ("GAN", "negaug train", "negaug eval"),
 def run_kind(run_dir: str | Path) -> str | None:
     """"gan", "pretrain" or "pix2pix": the kind of the config in the run's newest verified
     checkpoint record; None when no record verifies or its config is of no kind."""
-    from negaug.experiment.pretrain_config import PretrainConfig
-    from negaug.experiment.translate_config import TranslationConfig
-
     folder = Path(run_dir) / "checkpoints"
     for step in reversed(list_steps(folder)):
         try:
