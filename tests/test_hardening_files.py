@@ -343,3 +343,92 @@ def test_a_truncated_image_error_names_the_file_regression_image_file_is_truncat
     (tmp_path / "a.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"a\.jpg cannot be decoded"):
         read_image(tmp_path / "a.jpg", "RGB")
+
+
+# --- fuzz: image files and the two caches ---------------------------------------------------------
+
+def _mutations(data: bytes, rng, count: int):
+    from test_hardening import _mutations as checkpoint_mutations
+
+    yield from (mutated for _, mutated in checkpoint_mutations(data, rng, count))
+    yield bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))  # random bytes
+
+
+def test_fuzz_damaged_image_files_build_or_are_one_line_naming_the_file(tmp_path):
+    import random
+
+    from negaug import data
+
+    rng = random.Random(25)
+    for suffix in (".png", ".jpg"):
+        root = _folder(tmp_path / suffix.strip("."), per_class=(3, 3), suffix=suffix)
+        victim = root / "class1" / f"001{suffix}"
+        good = victim.read_bytes()
+        for damaged in _mutations(good, rng, 12):
+            victim.write_bytes(damaged)
+            try:
+                dataset = data.build("image_folder", root=root, split="all", image_size=8, in_memory=True)
+            except ValueError as err:
+                assert str(victim) in str(err) and "\n" not in str(err), err
+                continue
+            images, _ = dataset.get_batch(torch.arange(len(dataset)))
+            assert torch.isfinite(images).all() and images.abs().max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F"])
+def test_fuzz_image_modes_are_read_from_their_real_mode(tmp_path, mode):
+    import numpy as np
+    from PIL import Image
+
+    from negaug.data.images import read_image
+
+    grey = np.tile(np.arange(16, dtype=np.uint8) * 17, (16, 1))  # 0 .. 255 across
+    scale = {"I": 257, "I;16": 257, "F": 1 / 255}.get(mode)
+    if scale is None:
+        image = Image.fromarray(grey, "L").convert(mode)
+    else:
+        image = Image.fromarray((grey.astype(np.float64) * scale).astype(np.float32 if mode == "F" else np.int32 if mode == "I" else np.uint16),
+                                mode if mode != "I;16" else None)
+    path = tmp_path / ("x.tiff" if mode in ("CMYK", "F", "I") else "x.png")
+    image.save(path)
+    out = np.asarray(read_image(path, "L"), dtype=np.float64)
+    if mode == "1":  # thresholded to black and white
+        assert set(np.unique(out)) <= {0.0, 255.0}
+    elif mode != "CMYK":  # CMYK -> L is PIL's colour conversion, not the identity
+        np.testing.assert_allclose(out, grey, atol=2)
+
+
+def test_fuzz_damaged_classifier_caches_give_the_same_weights_or_one_line(tmp_path):
+    import random
+
+    rng = random.Random(7)
+    _, meta = _tiny_classifier(tmp_path)
+    weights = next((tmp_path / "classifiers").glob("tiny-*.safetensors"))
+    for path in (weights, weights.with_suffix(".json")):
+        good = path.read_bytes()
+        for damaged in list(_mutations(good, rng, 4)):
+            path.write_bytes(damaged)
+            _, again = _tiny_classifier(tmp_path)
+            assert again["weights_sha256"] == meta["weights_sha256"]
+            assert again["cached"] or str(weights) in again["cache_note"]
+
+
+def test_fuzz_damaged_repro_run_caches_are_retrained_to_the_same_checkpoint(tmp_path):
+    import random
+
+    from negaug.repro import common, toy
+
+    rng = random.Random(3)
+    study = common.Study(tmp_path, "tiny", [0])
+    arm = toy.arms("tiny")[0]
+    first = common.train_arm(study, arm, 0, "toy")
+    folder = first.run_dir / "checkpoints"
+    newest = ckpt.list_steps(folder)[-1]
+    expected = ckpt.load_file(folder / f"{ckpt.stem(newest)}.json").record["tensor_sha256"]
+    for suffix in (".safetensors", ".json"):
+        path = folder / f"{ckpt.stem(newest)}{suffix}"
+        for damaged in list(_mutations(path.read_bytes(), rng, 2)):
+            path.write_bytes(damaged)
+            common.train_arm(study, arm, 0, "toy")
+            assert ckpt.load_latest(folder).step == newest
+            assert ckpt.load_file(folder / f"{ckpt.stem(newest)}.json").record["tensor_sha256"] == expected
