@@ -432,3 +432,41 @@ def test_fuzz_damaged_repro_run_caches_are_retrained_to_the_same_checkpoint(tmp_
             common.train_arm(study, arm, 0, "toy")
             assert ckpt.load_latest(folder).step == newest
             assert ckpt.load_file(folder / f"{ckpt.stem(newest)}.json").record["tensor_sha256"] == expected
+
+
+# --- found by attacking the result again --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["eval.json", "report.md"])
+def test_a_symlinked_results_file_is_refused_before_the_work(tmp_path, capsys, name):
+    """Re-attack: eval.json / repro's report.md as a symlink was refused only after the work."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    if name == "eval.json":
+        train(tiny(tmp_path, "train.name=r"))
+        (tmp_path / "r" / name).symlink_to(victim)
+        argv = ["eval", str(tmp_path / "r"), "--metrics", "kde", "--num-samples", "16", "--no-plots", "--quiet"]
+    else:
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / name).symlink_to(victim)
+        argv = ["repro", "toy", "--tiny", "--out", str(tmp_path / "out")]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(err, "symbolic link", name)
+    assert victim.read_text() == "mine" and not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_fifo_as_celebas_partition_file_is_one_line(tmp_path):
+    """Re-attack: list_eval_partition.txt as a FIFO hung the CelebA reader."""
+    import signal
+
+    from negaug import data
+
+    (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
+    os.mkfifo(tmp_path / "celeba" / "list_eval_partition.txt")
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("hung on a FIFO"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(ValueError, match="list_eval_partition.txt is not a regular file"):
+            data.build("celeba", root=tmp_path)
+    finally:
+        signal.alarm(0)

@@ -28,6 +28,7 @@ from negaug.data.base import (
 )
 from negaug.data.files import IMAGE_EXTENSIONS, default_root, fetch, missing
 from negaug.data.images import ImageFileError, read_image
+from negaug.files import read_text_limited
 from negaug.registry import check_bool, check_choice, check_int
 
 FOLDER_TEST_FRACTION = 0.1  # held out of every class of an image folder, for evaluation
@@ -104,7 +105,8 @@ def celeba(
     for expected in (folder, partition):
         if not expected.exists():
             raise missing("CelebA", root, expected, "celeba/img_align_celeba and celeba/list_eval_partition.txt")
-    rows = [line.split() for line in partition.read_text().splitlines() if line.strip()]
+    text = read_text_limited(partition, 64 * 2**20, "CelebA partition file")  # a FIFO there never hangs
+    rows = [line.split() for line in text.splitlines() if len(line.split()) == 2]
     wanted = {"train": "0", "valid": "1", "test": "2"}.get(split)
     files = [folder / name for name, part in rows if wanted is None or part == wanted]
     labels = torch.zeros(len(files), dtype=torch.int64)

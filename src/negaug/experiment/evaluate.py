@@ -25,7 +25,7 @@ from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
 from negaug import distributed
 from negaug.experiment.runs import is_main_process, load_run, require_run_dir
-from negaug.files import open_no_follow, read_limited, write_atomically
+from negaug.files import check_output_path, open_no_follow, read_limited, write_atomically
 from negaug.metrics import check_feature_space, evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
 
@@ -149,7 +149,9 @@ def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
 
 def read_evaluations(path: Path) -> dict[str, Any]:
     """The {"evaluations": [...]} document of `path` ({"evaluations": []} when absent); a file
-    that is not one is a one-line ValueError."""
+    that is not one is a one-line ValueError; so is a symlink, a FIFO or a device in its place
+    (it would be written later, after the work)."""
+    check_output_path(path, "results file")
     if not path.exists():
         return {"evaluations": []}
     try:
