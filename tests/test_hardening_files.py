@@ -470,3 +470,18 @@ def test_a_fifo_as_celebas_partition_file_is_one_line(tmp_path):
             data.build("celeba", root=tmp_path)
     finally:
         signal.alarm(0)
+
+
+def test_a_hard_linked_run_lock_is_refused(tmp_path, capsys):
+    """Re-attack: O_NOFOLLOW does not see a hard link; the PID written into the lock replaced the
+    linked file's content."""
+    train(tiny(tmp_path, "train.name=r"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    lock = tmp_path / "r" / runs.LOCK_FILE
+    lock.unlink()
+    os.link(notes, lock)
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path / "r"), "train.steps=6")
+    assert code == 2
+    assert_one_line_error(err, "hard link", str(lock))
+    assert notes.read_text() == "my notes"

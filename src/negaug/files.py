@@ -20,7 +20,10 @@ from typing import Iterator
 class UnsafeOutputError(OSError, ValueError):
     """An output path negaug refuses to write: a symbolic link, a device, a FIFO, a socket. An
     OSError (so that a run stopping on it mid-run says so with its last checkpoint intact) and a
-    ValueError (a user error: one line, exit code 2, before any work)."""
+    ValueError (a user error: one line, exit code 2, before any work). Its message names the path."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def check_path_text(value: str | os.PathLike | None, what: str) -> None:
@@ -51,7 +54,8 @@ def check_output_path(path: str | Path, what: str = "output") -> Path:
 
 def open_no_follow(path: str | Path, flags: int, what: str = "file", mode: int = 0o644) -> int:
     """`os.open(path, flags)` that never follows a symlink in the last component and only opens
-    (or creates) a regular file: UnsafeOutputError naming `what` otherwise. Returns the fd."""
+    (or creates) a regular file with no other hard link (it is written in place: a lock, a log):
+    UnsafeOutputError naming `what` otherwise. Returns the fd."""
     path = Path(path)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), mode)
@@ -60,9 +64,11 @@ def open_no_follow(path: str | Path, flags: int, what: str = "file", mode: int =
             raise UnsafeOutputError(errno.ELOOP, f"{what} {path} is a symbolic link; negaug never writes through "
                                     f"one: remove it", str(path)) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # a hard link would carry the write to another name
         os.close(fd)
-        raise UnsafeOutputError(errno.EEXIST, f"{what} {path} is not a regular file; remove it", str(path))
+        kind = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file"
+        raise UnsafeOutputError(errno.EEXIST, f"{what} {path} is {kind}; remove it", str(path))
     if os.O_NONBLOCK:
         os.set_blocking(fd, True)
     return fd

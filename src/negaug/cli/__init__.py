@@ -82,7 +82,7 @@ def report_error(err: Exception) -> None:
 
 def one_line(err: Exception) -> str:
     """The first line of an error; an OS error as 'path: what went wrong'."""
-    if isinstance(err, OSError) and err.strerror:  # raised by the OS, not by negaug's own messages
+    if isinstance(err, OSError) and err.strerror and not isinstance(err, ValueError):  # raised by the OS
         message = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
     else:
         message = str(err)
