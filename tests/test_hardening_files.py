@@ -485,3 +485,24 @@ def test_a_hard_linked_run_lock_is_refused(tmp_path, capsys):
     assert code == 2
     assert_one_line_error(err, "hard link", str(lock))
     assert notes.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("where", ["metrics", "checkpoint"])
+def test_a_full_disk_before_the_first_checkpoint_advises_a_new_start_regression_resume_that_fails(
+        tmp_path, capsys, monkeypatch, where):
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "full"))
+
+    if where == "metrics":
+        monkeypatch.setattr(runs.MetricsLog, "write", full_disk)
+    else:
+        monkeypatch.setattr(ckpt, "save", full_disk)
+    code, _, err = cli(capsys, "train", *TINY, f"train.runs_dir={tmp_path}", "train.name=full")
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert "No space left on device" in line and "start" in line and "--resume" not in line, err
+    assert ckpt.list_steps(tmp_path / "full" / "checkpoints") == []
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path / "full"), "train.steps=6")
+    assert code == 2  # what the old advice suggested: there is nothing to resume
