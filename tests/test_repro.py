@@ -191,7 +191,10 @@ def test_cli_user_error_is_one_line(tmp_path, capsys):
 
 
 def test_training_lock_waits_for_a_live_holder(tmp_path, monkeypatch):
-    """A run locked by a live process is waited for and then reused, never trained twice."""
+    """A run locked by a live process (an flock held) is waited for and then reused, never trained twice."""
+    import fcntl
+    import os
+
     from negaug.repro import toy
 
     monkeypatch.setattr(common, "LOCK_POLL_SECONDS", 0.01)
@@ -201,32 +204,67 @@ def test_training_lock_waits_for_a_live_holder(tmp_path, monkeypatch):
     done = first.run_dir / common.DONE_FILE
     saved = done.read_text()
     done.unlink()
-    (first.run_dir / common.LOCK_FILE).write_text(str(1))  # PID 1 is alive: someone else trains it
+    holder = os.open(first.run_dir / common.LOCK_FILE, os.O_RDWR)  # someone else trains it
+    fcntl.flock(holder, fcntl.LOCK_EX)
     polls = []
 
     def finish_after_two_polls(seconds):
         polls.append(seconds)
         if len(polls) == 2:
             done.write_text(saved)
-            (first.run_dir / common.LOCK_FILE).unlink()
+            os.close(holder)  # the holder ends: the OS releases its lock
 
     monkeypatch.setattr(common.time, "sleep", finish_after_two_polls)
     again = common.train_arm(study, arm, 0, "toy")
     assert again.cached and len(polls) == 2
-    assert not (first.run_dir / common.LOCK_FILE).exists()
 
 
-def test_training_lock_of_a_dead_process_is_taken_over(tmp_path):
+@pytest.mark.parametrize("content", ["999999999", "1", "garbage"])
+def test_training_lock_file_without_a_holder_is_taken_over_regression_pid_1_waited_forever(
+        tmp_path, monkeypatch, content):
+    """`echo 1 > repro_training.lock` (PID 1 is alive) made repro wait forever: only an flock counts."""
     from negaug.repro import toy
 
     study = common.Study(tmp_path, "tiny", [0])
     arm = toy.arms("tiny")[0]
     first = common.train_arm(study, arm, 0, "toy")
     (first.run_dir / common.DONE_FILE).unlink()
-    (first.run_dir / common.LOCK_FILE).write_text("999999999")  # no such process
+    (first.run_dir / common.LOCK_FILE).write_text(content)
+
+    def never(seconds):
+        raise AssertionError("waited for a lock nobody holds")
+
+    monkeypatch.setattr(common.time, "sleep", never)
     again = common.train_arm(study, arm, 0, "toy")
     assert not again.cached  # resumed and finished by us
-    assert (first.run_dir / common.DONE_FILE).is_file() and not (first.run_dir / common.LOCK_FILE).exists()
+    assert (first.run_dir / common.DONE_FILE).is_file()
+
+
+def test_a_damaged_cached_arm_is_reported_and_retrained_regression_older_checkpoint_used_silently(tmp_path):
+    """A flipped bit in a cached arm's newest checkpoint: named, trained again from its last good
+    checkpoint, and the arm ends with a good checkpoint of its last step, equal to the original."""
+    from negaug.experiment import checkpoint as ckpt
+    from negaug.repro import toy
+
+    messages = []
+    study = common.Study(tmp_path, "tiny", [0], on_progress=messages.append)
+    arm = toy.arms("tiny")[0]
+    first = common.train_arm(study, arm, 0, "toy")
+    folder = first.run_dir / "checkpoints"
+    newest = ckpt.list_steps(folder)[-1]
+    original = ckpt.load_file(folder / f"{ckpt.stem(newest)}.json").state
+    tensors = folder / f"{ckpt.stem(newest)}.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[-5] ^= 0x10
+    tensors.write_bytes(bytes(data))
+    messages.clear()
+    again = common.train_arm(study, arm, 0, "toy")
+    assert not again.cached
+    assert any("damaged" in m and str(tensors) in m for m in messages), messages
+    found = ckpt.load_latest(folder)
+    assert found.step == newest
+    torch.testing.assert_close(found.state["generator"], original["generator"], rtol=0, atol=0)
+    assert common.train_arm(study, arm, 0, "toy").cached
 
 
 def test_classes_covered_counts_argmax_classes_above_the_share():

@@ -55,7 +55,7 @@ def test_rerun_reuses_the_cached_arms_without_training(tmp_path, monkeypatch):
     assert [r["cached"] for r in first["runs"]] == [False, False]
     for run in first["runs"]:
         files = sorted(p.name for p in (tmp_path / "a" / "runs").glob(f"video-{run['arm']}-seed0-*/*"))
-        assert files == ["model.safetensors", "repro_done.json"]
+        assert files == ["model.safetensors", "repro_done.json", "repro_training.lock"]  # the flock stays
 
     def refuse(*args, **kwargs):
         raise AssertionError("a cached arm was trained again")
@@ -153,3 +153,21 @@ def test_cached_run_of_other_settings_is_refused(tmp_path):
     (arm.run_dir / common.DONE_FILE).write_text(json.dumps(record))
     with pytest.raises(ValueError, match="other settings"):
         video.trained_arm(study, "baseline", 0, clips)
+
+
+def test_a_damaged_cached_video_arm_is_named_and_retrained_regression_loaded_silently(tmp_path):
+    """Issue 25: a flipped bit in a cached arm's weights was evaluated without a word."""
+    first = repro.run("video", tmp_path / "a", size="tiny", seeds=[0])
+    weights = next((tmp_path / "a" / "runs").glob("video-*-seed0-*/model.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x08
+    weights.write_bytes(bytes(data))
+    messages = []
+    again = repro.run("video", tmp_path / "a", size="tiny", seeds=[0], on_progress=messages.append)
+    assert sorted(r["cached"] for r in again["runs"]) == [False, True]
+    assert any("damaged" in m and str(weights) in m for m in messages), messages
+    def numbers(results):  # all but timings
+        return {arm: [{k: v for k, v in entry.items() if "ms_" not in k and "seconds" not in k} for entry in entries]
+                for arm, entries in json.loads(json.dumps(results["per_seed"])).items() if isinstance(entries, list)}
+
+    assert numbers(again) == numbers(first)  # retrained to the same weights

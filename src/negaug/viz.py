@@ -58,7 +58,8 @@ def make_grid(
     Tiles fill rows left to right: cols = min(nrow, N) tiles per row (as torchvision), rows =
     ceil(N / cols); missing tiles of the last row are `pad_value`."""
     if nrow < 1 or padding < 0 or scale < 1:
-        raise ValueError("make_grid needs nrow >= 1, padding >= 0 and scale >= 1")
+        raise ValueError(f"make_grid needs nrow >= 1, padding >= 0 and scale >= 1, got nrow={nrow}, "
+                         f"padding={padding}, scale={scale}")
     tiles = _tiles(images, scale)  # (N, 3, h, w)
     num, _, h, w = tiles.shape
     nrow = max(1, min(nrow, num))

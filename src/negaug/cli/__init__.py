@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_path_flags(args)
         return int(args._run(args) or 0)
     except (ValueError, OSError) as err:  # FileNotFoundError, PermissionError, a full disk, a name too long...
         if os.environ.get("NEGAUG_DEBUG"):
@@ -52,6 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("negaug: interrupted", file=sys.stderr)
         return 130
+
+
+# the flags and arguments that name files or folders (argparse dest -> how the user wrote it)
+PATH_FLAGS = {"out": "--out", "output": "--output", "runs_dir": "--runs-dir", "data_root": "--data-root",
+              "root": "--data-root", "inception_weights": "--inception-weights", "resume": "--resume", "run": "RUN"}
+
+
+def check_path_flags(args: argparse.Namespace) -> None:
+    """An empty or blank path (`--out ""`) is the working folder: refused for every path flag."""
+    from negaug.files import check_path_text
+
+    for dest, flag in PATH_FLAGS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            check_path_text(value, flag)
 
 
 def report_error(err: Exception) -> None:
@@ -66,7 +82,7 @@ def report_error(err: Exception) -> None:
 
 def one_line(err: Exception) -> str:
     """The first line of an error; an OS error as 'path: what went wrong'."""
-    if isinstance(err, OSError) and err.strerror:  # raised by the OS, not by negaug's own messages
+    if isinstance(err, OSError) and err.strerror and not isinstance(err, ValueError):  # raised by the OS
         message = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
     else:
         message = str(err)

@@ -145,7 +145,9 @@ def figure_rows(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from negaug import viz
+    from negaug.files import check_output_path
 
+    check_output_path(args.out, "--out")  # a device, a FIFO or a symlink is refused before any work
     rows = figure_rows(args)
     size = rows[0][1].shape[-1]
     scale = args.scale if args.scale is not None else viz.readable_scale(size)

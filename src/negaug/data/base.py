@@ -24,6 +24,16 @@ from negaug.registry import check_int, check_list, closest, short
 IndexLike = torch.Tensor | Sequence[int] | Sequence[bool]
 MAX_IMAGE_SIZE = 1024  # far above the sizes used here; larger sizes fail deep inside torch (memory)
 MAX_SAMPLES = 10_000_000  # generated sets (dots, ring, grid)
+MAX_GENERATED_BYTES = 2 * 2**30  # memory a generated image set may take (uint8 pixels)
+
+
+def check_generated_bytes(what: str, count: int, bytes_per_item: int) -> None:
+    """ValueError naming `what` (e.g. "scenes num_samples") when `count` generated items of
+    `bytes_per_item` would take more than MAX_GENERATED_BYTES: an accepted value never exhausts memory."""
+    if count * bytes_per_item > MAX_GENERATED_BYTES:
+        most = MAX_GENERATED_BYTES // bytes_per_item
+        raise ValueError(f"{what}={count} would take {count * bytes_per_item / 2**30:.1f} GiB of memory; at most "
+                         f"{most} at this image size ({MAX_GENERATED_BYTES / 2**30:.0f} GiB)")
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -80,6 +90,18 @@ def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(images, (left, size - width - left, top, size - height - top), value=value)
 
 
+def check_batch_index(index: Any, length: int) -> torch.Tensor:
+    """`index` when it is an integer tensor of items in -length..length-1 (get_batch's argument);
+    ValueError naming it otherwise."""
+    if not isinstance(index, torch.Tensor) or index.is_floating_point() or index.dtype == torch.bool:
+        raise ValueError(f"get_batch index must be an integer tensor, got {type(index).__name__}"
+                         f"{'' if not isinstance(index, torch.Tensor) else ' of ' + str(index.dtype)}")
+    if index.numel() and (index.min() < -length or index.max() >= length):
+        bad = int(index.min()) if index.min() < -length else int(index.max())
+        raise ValueError(f"get_batch index {bad} is out of range for a dataset of {length} items")
+    return index
+
+
 def as_index(index: IndexLike, length: int) -> torch.Tensor:
     """A boolean mask of length `length` or a sequence of indices -> int64 index tensor."""
     index = torch.as_tensor(index)
@@ -89,7 +111,8 @@ def as_index(index: IndexLike, length: int) -> torch.Tensor:
         return index.nonzero().flatten()
     index = index.long().flatten()
     if index.numel() and (index.min() < -length or index.max() >= length):
-        raise ValueError(f"subset index out of range for a dataset of {length} items")
+        bad = int(index.min()) if index.min() < -length else int(index.max())
+        raise ValueError(f"index {bad} is out of range for a dataset of {length} items")
     return index % max(length, 1)
 
 
@@ -176,7 +199,7 @@ class TensorImageDataset(ImageDataset):
 
     def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`index` (B,) int64 -> images `(B, C, H, W)` float32 in [-1, 1], labels `(B,)` int64."""
-        index = index.to(self.labels.device)
+        index = check_batch_index(index, len(self)).to(self.labels.device)
         return to_unit_range(self.storage[index]), self.labels[index]
 
     def subset(self, index: IndexLike) -> "TensorImageDataset":
@@ -219,6 +242,7 @@ class LazyImageDataset(ImageDataset):
 
     def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as the in-memory `get_batch`, decoding each image (slow; prefer a DataLoader)."""
+        index = check_batch_index(index, len(self))
         images = torch.stack([self[int(i)][0] for i in index])
         return images, self.labels[index]
 

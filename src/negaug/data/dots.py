@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from negaug.data.base import MAX_SAMPLES, TensorImageDataset, check_image_size, check_split
+from negaug.data.base import MAX_SAMPLES, TensorImageDataset, check_generated_bytes, check_image_size, check_split
 from negaug.registry import check_choice, check_float, check_int, check_list
 
 CHUNK = 1024  # images generated together; fixed, so the output does not depend on memory settings
@@ -156,6 +156,7 @@ def dots(
     radius = 2.5 * size / 32 if radius is None else check_float("dots radius", radius, 0.5, size / 2)
     gap = max(1, round(2 * size / 32)) if gap is None else check_int("dots gap", gap, 0, size)
     num_samples = check_int("dots num_samples", num_samples, 0, MAX_SAMPLES)
+    check_generated_bytes("dots num_samples", num_samples, channels * size * size)
     seed = check_int("dots seed", seed)
     if radius < 0.5:
         raise ValueError(f"dots radius={radius:g} (the default at image_size {size}) must be >= 0.5; "

@@ -40,7 +40,7 @@ from negaug.data.base import (
     resize_images,
 )
 from negaug.data.offline import pad_mnist
-from negaug.files import require_regular_file
+from negaug.files import check_path_text, require_regular_file
 from negaug.registry import check_bool
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")
@@ -49,6 +49,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".
 def default_root(root: str | os.PathLike | None) -> Path:
     """`root`, else `$NEGAUG_DATA`, else `~/.cache/negaug/data`."""
     if root is not None:
+        check_path_text(root, "root")
         return Path(root).expanduser()
     return Path(os.environ.get("NEGAUG_DATA") or Path.home() / ".cache" / "negaug" / "data").expanduser()
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from negaug.data.base import (
     LazyImageDataset,
@@ -28,7 +27,8 @@ from negaug.data.base import (
     to_unit_range,
 )
 from negaug.data.files import IMAGE_EXTENSIONS, default_root, fetch, missing
-from negaug.files import require_regular_file
+from negaug.data.images import ImageFileError, read_image
+from negaug.files import read_text_limited
 from negaug.registry import check_bool, check_choice, check_int
 
 FOLDER_TEST_FRACTION = 0.1  # held out of every class of an image folder, for evaluation
@@ -43,8 +43,8 @@ class ImageFiles:
         self.files, self.mode = files, mode
 
     def __call__(self, i: int) -> torch.Tensor:
-        with Image.open(require_regular_file(self.files[i], "image file")) as image:
-            array = np.asarray(image.convert(self.mode), dtype=np.uint8)
+        """ImageFileError naming the file when it cannot be read (`negaug.data.images.read_image`)."""
+        array = np.asarray(read_image(self.files[i], self.mode), dtype=np.uint8)
         return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)
 
 
@@ -64,8 +64,27 @@ def resize_shorter_then_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return center_crop(images, size)
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+def list_images(folder: Path, root: Path | None = None) -> list[Path]:
+    """The image files under `folder`, sorted. With `root`, entries that are symlinks leading out
+    of `root` are left out (never followed out of data.root). An entry with an image suffix that
+    is not a regular file (a FIFO, a device) is an ImageFileError naming it: reading it would hang."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or path.is_dir() or (root is not None and not _inside(path, root)):
+            continue
+        if not path.is_file():
+            raise ImageFileError(f"image file {path} is not a regular file; remove it from the image folder")
+        found.append(path)
+    return sorted(found)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, stays inside `root` (resolved)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
 
 
 def celeba(
@@ -86,7 +105,8 @@ def celeba(
     for expected in (folder, partition):
         if not expected.exists():
             raise missing("CelebA", root, expected, "celeba/img_align_celeba and celeba/list_eval_partition.txt")
-    rows = [line.split() for line in partition.read_text().splitlines() if line.strip()]
+    text = read_text_limited(partition, 64 * 2**20, "CelebA partition file")  # a FIFO there never hangs
+    rows = [line.split() for line in text.splitlines() if len(line.split()) == 2]
     wanted = {"train": "0", "valid": "1", "test": "2"}.get(split)
     files = [folder / name for name, part in rows if wanted is None or part == wanted]
     labels = torch.zeros(len(files), dtype=torch.int64)
@@ -97,14 +117,15 @@ def celeba(
 
 def image_folder(
     *, root=None, split: str = "train", download: bool = False, image_size: int | None = None,
-    channels: int = 3, in_memory: bool = False,
+    channels: int = 3, in_memory: bool = False, follow_symlinks: bool = False,
 ):
     """Your own images: labels from subfolders (sorted names -> 0, 1, ...) or 0 for a flat folder.
 
     `root` is required; (channels, image_size, image_size) with channels 3 (RGB) or 1 (grey),
     image_size 64 by default. split "train" / "test": a fixed held-out split (FOLDER_TEST_FRACTION
     of each class, chosen by a fixed seed from the sorted file list), so that evaluation never
-    uses the training images as its reference; "all": every image."""
+    uses the training images as its reference; "all": every image. Symlinks that lead out of
+    `root` (a class folder linking to /) are not followed unless `follow_symlinks`."""
     check_image_size(image_size)
     if root is None:
         raise ValueError("dataset 'image_folder' needs root=DIR (data.root=DIR or --root DIR)")
@@ -113,16 +134,20 @@ def image_folder(
     check_choice("image_folder channels", channels, (1, 3))
     check_bool("image_folder in_memory", in_memory)
     check_split(split, ("train", "test", "all"), "image_folder")
-    root = Path(root).expanduser()
+    check_bool("image_folder follow_symlinks", follow_symlinks)
+    root = default_root(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; pass root=DIR holding your images")
-    subfolders = sorted(d for d in root.iterdir() if d.is_dir() and list_images(d))
+    inside = None if follow_symlinks else root  # a class folder linking to / is not a class of the whole disk
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and (inside is None or _inside(d, root)))
+    per_class = [(d, list_images(d, inside)) for d in classes]
+    subfolders = [d for d, group in per_class if group]
     if subfolders:
-        per_class = [list_images(d) for d in subfolders]
-        files = [f for group in per_class for f in group]
-        labels = torch.repeat_interleave(torch.arange(len(subfolders)), torch.tensor([len(g) for g in per_class]))
+        groups = [group for _, group in per_class if group]
+        files = [f for group in groups for f in group]
+        labels = torch.repeat_interleave(torch.arange(len(subfolders)), torch.tensor([len(g) for g in groups]))
     else:
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files = [p for p in list_images(root, inside) if p.parent == root]
         labels = torch.zeros(len(files), dtype=torch.int64)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")

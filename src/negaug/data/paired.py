@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from negaug.data.base import MAX_IMAGE_SIZE, as_index, check_split, to_unit_range
+from negaug.data.base import MAX_IMAGE_SIZE, as_index, check_generated_bytes, check_split, to_unit_range
 from negaug.data.dots import derive_seed
 from negaug.data.files import default_root
+from negaug.data.images import ImageFileError, read_image
 from negaug.registry import Registry, check_choice, check_int, closest
 
 IGNORE = 255  # class of unlabeled pixels (never counted by the segmentation metrics)
@@ -265,6 +266,7 @@ def scenes(root: str | None = None, split: str = "train", image_size: int | None
     check_split(split, tuple(SCENE_SIZES), "scenes")
     image_size = 64 if image_size is None else check_int("data.image_size", image_size, 16, MAX_IMAGE_SIZE)
     count = SCENE_SIZES[split] if num_samples is None else check_int("scenes num_samples", num_samples, 1, 1_000_000)
+    check_generated_bytes("scenes num_samples", count, 4 * image_size * image_size)  # photo (3) + class map (1)
     seed = check_int("scenes seed", seed, 0, 2**62)
     photos, maps = render_scenes(count, image_size, derive_seed(seed, split))
     return PairedDataset(photos, maps, SCENE_PALETTE, SCENE_CLASSES, name=f"scenes-{split}")
@@ -279,36 +281,49 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 def _resized(image: Image.Image, size: int, nearest: bool) -> np.ndarray:
     resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
-    return np.asarray(image.convert("RGB").resize((size, size), resample), dtype=np.uint8)
+    return np.asarray(image.resize((size, size), resample), dtype=np.uint8)
+
+
+def _image_files(paths) -> list[Path]:
+    """`paths` with an image suffix, sorted; ImageFileError naming one that is not a regular file
+    (a FIFO named *.jpg would hang the reader)."""
+    found = sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in found:
+        if not path.is_file():
+            raise ImageFileError(f"image file {path} is not a regular file; remove it from the Cityscapes folder")
+    return found
 
 
 def _pix2pix_pairs(folder: Path, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """pix2pix's layout: each file is photo | label map side by side (A on the left)."""
     photos, labels = [], []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        with Image.open(path) as image:
-            width, height = image.size
-            if width != 2 * height:
-                raise ValueError(f"{path} is {width}x{height}; pix2pix's cityscapes pairs are photo | label "
-                                 f"side by side (width = 2 x height)")
-            photos.append(_resized(image.crop((0, 0, height, height)), size, nearest=False))
-            labels.append(_resized(image.crop((height, 0, width, height)), size, nearest=True))
+    for path in _image_files(folder.iterdir()):
+        image = read_image(path, "RGB")
+        width, height = image.size
+        if width != 2 * height:
+            raise ValueError(f"{path} is {width}x{height}; pix2pix's cityscapes pairs are photo | label "
+                             f"side by side (width = 2 x height)")
+        photos.append(_resized(image.crop((0, 0, height, height)), size, nearest=False))
+        labels.append(_resized(image.crop((height, 0, width, height)), size, nearest=True))
     return photos, labels
 
 
 def _gtfine_pairs(root: Path, split: str, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The original layout: leftImg8bit/<split>/<city>/X_leftImg8bit.png with gtFine/<split>/<city>/X_gtFine_color.png."""
+    """The original layout: leftImg8bit/<split>/<city>/X_leftImg8bit.png with gtFine/<split>/<city>/X_gtFine_color.png.
+    A label map of another size than its photo is a ValueError naming both."""
     photos, labels = [], []
-    for photo in sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):
+    for photo in _image_files((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):
         label = root / "gtFine" / split / photo.parent.name / photo.name.replace("_leftImg8bit", "_gtFine_color")
-        if not label.is_file():
+        if not label.exists():
             raise FileNotFoundError(f"{photo} has no label map {label}")
-        with Image.open(photo) as image:  # 2:1 photos: the centred square, as a 256x256 crop of pix2pix's resize
-            width, height = image.size
-            box = ((width - height) // 2, 0, (width + height) // 2, height)
-            photos.append(_resized(image.crop(box), size, nearest=False))
-        with Image.open(label) as image:
-            labels.append(_resized(image.crop(box), size, nearest=True))
+        image, label_image = read_image(photo, "RGB"), read_image(_image_files([label])[0], "RGB")
+        if label_image.size != image.size:
+            raise ValueError(f"label map {label} is {label_image.size[0]}x{label_image.size[1]} but its photo {photo} "
+                             f"is {image.size[0]}x{image.size[1]}; a label map must have its photo's size")
+        width, height = image.size  # 2:1 photos: the centred square, as a 256x256 crop of pix2pix's resize
+        box = ((width - height) // 2, 0, (width + height) // 2, height)
+        photos.append(_resized(image.crop(box), size, nearest=False))
+        labels.append(_resized(label_image.crop(box), size, nearest=True))
     return photos, labels
 
 
@@ -320,7 +335,7 @@ def cityscapes(root: str | None = None, split: str = "train", image_size: int | 
     check_split(split, tuple(CITYSCAPES_SPLITS), "cityscapes")
     check_choice("cityscapes layout", layout, ("auto", "pix2pix", "gtfine"))
     size = 256 if image_size is None else check_int("data.image_size", image_size, 16, MAX_IMAGE_SIZE)
-    folder = Path(root).expanduser() if root is not None else default_root() / "cityscapes"
+    folder = default_root(root) if root is not None else default_root(None) / "cityscapes"
     photos: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for name in CITYSCAPES_SPLITS[split]:

@@ -16,7 +16,7 @@ from negaug.anomaly.ood import last_images
 from negaug.experiment.build import check_seed, resolve_device
 from negaug.experiment.evaluate import MAX_RESULTS_BYTES, append_evaluation, read_evaluations
 from negaug.experiment.runs import is_main_process, load_run, require_run_dir
-from negaug.files import read_limited
+from negaug.files import check_output_path, read_limited
 
 DEFAULT_OOD = "corruption/all,noise/all"
 
@@ -31,7 +31,7 @@ class AnomalyReport:
 def check_histogram_path(output: Path) -> None:
     """The histogram figure goes next to the results file as `<stem>_histograms.png`; a file of that
     name that an earlier call did not write there is never overwritten."""
-    figure = output.with_name(output.stem + "_histograms.png")
+    figure = check_output_path(output.with_name(output.stem + "_histograms.png"), "histogram figure")
     if not figure.exists():
         return
     try:

@@ -20,12 +20,12 @@ from torch import nn
 
 from negaug import augment, data, distributed, losses, metrics, models
 from negaug import nda as nda_transforms
-from negaug.experiment.config import Config, check_run_name
+from negaug.experiment.config import Config, check_run_name, short_repr
 from negaug.experiment.state import TrainState, rank_seed
 from negaug.experiment.stream import BatchStream
 from negaug.files import check_folder
 from negaug.models.mixture import MAX_COMPONENTS, MixtureDiscriminator, MixtureGenerator
-from negaug.registry import closest
+from negaug.registry import check_int, closest
 
 VALID_MODES = ("weighted", "mixture")
 VALID_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -170,13 +170,16 @@ def build_other_data_source(config: Config, dataset, seed: int) -> torch.Tensor:
     negatives (`dataset: toy_negatives`) of a 2-D dataset."""
     options = dict(config.nda.options)
     name = options.pop("dataset", None)
-    dataset_options = dict(options.pop("dataset_options", {}) or {})
+    dataset_options = _dataset_options(options.pop("dataset_options", None))
     if name is None:
         raise ValueError("nda.options.dataset is required for other_data (e.g. nda.options.dataset=dots)")
+    if not isinstance(name, str):
+        raise ValueError(f"nda.options.dataset must be a dataset name, got {short_repr(name)}")
     if options:
         raise ValueError(f"unknown nda.options for other_data: {', '.join(options)}; valid: dataset, dataset_options")
     if name == "toy_negatives":
-        count = int(dataset_options.pop("num_samples", 20000))
+        count = check_int("nda.options.dataset_options.num_samples", dataset_options.pop("num_samples", 20000),
+                          1, data.base.MAX_SAMPLES)
         gen = torch.Generator().manual_seed(seed + 7)
         return data.toy_negatives(dataset, count, generator=gen, **dataset_options)
     image_size = getattr(dataset, "image_size", None)
@@ -186,6 +189,25 @@ def build_other_data_source(config: Config, dataset, seed: int) -> torch.Tensor:
     except ValueError as err:
         raise _with_key("nda.options", err) from None
     return source.images if hasattr(source, "images") else source
+
+
+# set from the run's own data settings, never inside nda.options.dataset_options
+RUN_DATA_KEYS = {"root": "data.root", "download": "data.download", "image_size": "data.image_size (the run's)"}
+
+
+def _dataset_options(value: Any) -> dict[str, Any]:
+    """nda.options.dataset_options checked as a mapping of option names (every option's type and
+    range is then checked by the dataset itself); keys the run sets itself are refused by name."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"nda.options.dataset_options must be a mapping of dataset options "
+                         f"(e.g. {{count: [4, 5, 7]}}), got {short_repr(value)}")
+    for key in value:
+        if key in RUN_DATA_KEYS:
+            raise ValueError(f"nda.options.dataset_options.{key} cannot be set: other_data uses "
+                             f"{RUN_DATA_KEYS[key]}")
+    return dict(value)
 
 
 def build_nda(config: Config, dataset, seed: int) -> tuple[nn.Module | None, nn.Module | None]:

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from negaug.files import read_limited
+from negaug.files import create_new_file, read_limited
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a record is a few KB (its config, the optimizer's scalars)
 FORMAT_VERSION = 2  # 1: the flat layout of negaug <= 0.1.0 train/loop.py, still read
@@ -47,7 +47,7 @@ class Checkpoint:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = create_new_file(path.with_name(f".{path.name}.tmp-{os.getpid()}"))  # never through a planted symlink
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()

@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 import yaml
 
 from negaug.files import read_text_limited
-from negaug.presets import preset_names, yaml_load
+from negaug.files import check_path_text
+from negaug.presets import SEXAGESIMAL_OR_OCTAL, preset_names, yaml_load
 from negaug.registry import closest
 
 
@@ -286,6 +287,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return check_plain(key, value)
     elif tp is list and isinstance(value, tuple):
         return check_plain(key, list(value))
+    if tp in (int, float) and isinstance(value, str) and SEXAGESIMAL_OR_OCTAL.match(value.strip()):
+        raise ValueError(f"{key}: {short_repr(value)} is a YAML 1.1 base-60 or octal number, which negaug "
+                         f"refuses (YAML 1.1 would read 1:20 as 80 and 017 as 15); write the decimal number")
     raise ValueError(f"{key}: expected {_type_name(tp)}, got {short_repr(value)}")
 
 
@@ -324,7 +328,12 @@ def from_dict(raw: dict[str, Any], prefix: str = "", cls: type = Config) -> Any:
             kwargs[key] = from_dict(value, f"{full}.", tp)
         else:
             kwargs[key] = _coerce(full, value, tp)
+            if key in PATH_KEYS:
+                check_path_text(kwargs[key], full)
     return cls(**kwargs)
+
+
+PATH_KEYS = ("root", "runs_dir", "inception_weights")  # config keys that name a file or a folder
 
 
 class Replace:
@@ -449,7 +458,12 @@ def load_config(source: str | None = None, overrides: list[str] | tuple[str, ...
                 cls: type[ConfigBase] = Config) -> Any:
     """Resolve a preset of `cls` or a YAML file (default: `cls.DEFAULT_PRESET`) plus overrides into
     a `cls` (default: the GAN `Config`)."""
-    source = source or cls.DEFAULT_PRESET
+    if source is not None and not isinstance(source, (str, Path)):
+        raise ValueError(f"load_config source must be a preset name or a YAML file path, got {short_repr(source)}")
+    if isinstance(overrides, str) or not all(isinstance(text, str) for text in overrides):
+        raise ValueError(f"load_config overrides must be a list of 'section.key=value' strings, "
+                         f"got {short_repr(overrides)}")
+    source = str(source or cls.DEFAULT_PRESET)
     raw = read_source(source, cls=cls)
     command_line: dict[str, Any] = {}
     for text in overrides:  # one layer: `nda.options.alpha=10 nda.transform=mixup` in any order

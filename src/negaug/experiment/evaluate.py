@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
 from negaug import data, distributed
 from negaug.experiment.runs import is_main_process, load_run, require_run_dir
-from negaug.files import read_limited, write_atomically
+from negaug.files import check_output_path, open_no_follow, read_limited, write_atomically
 from negaug.metrics import check_feature_space, evaluate_generator, evaluate_samples, generate_samples, record_sampling
 from negaug.metrics.plots import save_evaluation_plots
 
@@ -122,6 +123,10 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
                                inception_weights=inception_weights, batch_size=batch_size, device=device,
                                progress=progress, force=force)
     fake, _ = generate_samples(loaded.generator, num_samples, seed, loaded.num_classes, batch_size, device)
+    if not torch.isfinite(fake).all():  # NaN weights: every metric would be NaN or a linear-algebra traceback
+        raise ValueError(f"the generator of {loaded.run_dir} at step {loaded.step} ({loaded.checkpoint_path}) "
+                         f"produces non-finite samples (NaN or inf); evaluate an earlier checkpoint with "
+                         f"--checkpoint PATH, or retrain")
     names = metrics or list(loaded.config.eval.metrics) or None
     results = record_sampling(evaluate_samples(fake, reference, names, seed, **settings), loaded.num_classes)
     stem = f"step_{int(loaded.step):07d}"
@@ -155,7 +160,8 @@ def join_torchrun(device: str, key: str = "--device") -> str:
 def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
     """Add `entry` to the "evaluations" list of `path` (created if absent), atomically; concurrent
     `negaug eval` calls on one run wait for each other (an flock), so no entry is lost."""
-    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+    lock_fd = open_no_follow(path.with_name(f".{path.name}.lock"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, "eval lock")
+    with os.fdopen(lock_fd, "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         document = read_evaluations(path)
         document["evaluations"].append(entry)
@@ -164,7 +170,9 @@ def append_evaluation(path: Path, entry: dict[str, Any]) -> None:
 
 def read_evaluations(path: Path) -> dict[str, Any]:
     """The {"evaluations": [...]} document of `path` ({"evaluations": []} when absent); a file
-    that is not one is a one-line ValueError."""
+    that is not one is a one-line ValueError; so is a symlink, a FIFO or a device in its place
+    (it would be written later, after the work)."""
+    check_output_path(path, "results file")
     if not path.exists():
         return {"evaluations": []}
     try:

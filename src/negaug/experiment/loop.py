@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import negaug
 from negaug import distributed, viz
+from negaug.data.images import ImageFileError
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
@@ -74,6 +75,8 @@ def train(config: Config, run_dir: str | Path | None = None, resume: bool = Fals
     """Train (or, with resume=True, continue) the run in `run_dir` (default:
     `train.runs_dir/train.name`); returns where it ended. `on_start(run_dir, device, step)` is
     called once the run folder is ready, `on_log(record)` at every log line."""
+    if not isinstance(config, Config):
+        raise ValueError(f"train needs a Config (negaug.experiment.load_config(...)), got {type(config).__name__}")
     return run_session(
         config, run_dir, resume, "negaug train", prepare_run, restore,
         lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log, warn),
@@ -124,13 +127,24 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
             if runs.is_main_process():
                 runs.write_config(run_dir, config)
             result = loop(config, recipe, state, run_dir, record_warning)
+        except ImageFileError as err:  # a lazily read image file: named, and the resume that works after fixing it
+            raise RunWriteError(f"{err}; the run {run_dir} stopped at step {state.step} "
+                                f"{resume_advice(run_dir, command, 'replace the file with a readable copy')}") from None
         except OSError as err:
             where = err.filename or run_dir
-            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} with its "
-                                f"last checkpoint intact (continue with {command} --resume {run_dir})") from None
+            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} "
+                                f"{resume_advice(run_dir, command, 'free the space')}") from None
         distributed.barrier()  # data parallel: no rank leaves before rank 0 has written the last files
     result.warnings = warnings
     return result
+
+
+def resume_advice(run_dir: Path, command: str, fix: str) -> str:
+    """What to do after a mid-run stop, matching what exists: a resume when the run has a
+    checkpoint, else a new start (a resume of a run without checkpoints is refused)."""
+    if checkpoint.list_steps(Path(run_dir) / "checkpoints"):
+        return f"with its last checkpoint intact; {fix}, then continue with {command} --resume {run_dir}"
+    return f"before its first checkpoint (a resume has nothing to continue); {fix}, delete {run_dir} and start again"
 
 
 def _claim_run_dir(config, run_dir: Path, resume: bool, command: str, check_existing: Callable[[Path], None] | None,
@@ -412,8 +426,10 @@ def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Pa
     try:
         path = checkpoint.save(folder, state.step, tree, record)
     except OSError as err:
+        earlier = "the previous checkpoint is intact" if checkpoint.list_steps(folder) else \
+            f"no checkpoint was written yet: free the space, delete {run_dir} and start the run again"
         raise CheckpointWriteError(f"could not write the checkpoint of step {state.step} to {folder} ({err}); "
-                                   f"the previous checkpoint is intact") from None
+                                   f"{earlier}") from None
     best_step = state.best["step"] if state.best else None
     checkpoint.prune(folder, keep or config.train.keep_checkpoints, protect={best_step} if best_step else set())
     return path

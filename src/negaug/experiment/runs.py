@@ -33,8 +33,10 @@ from negaug.experiment.config import (
     parse_override,
     unwrap,
 )
+from negaug.experiment.pretrain_config import PretrainConfig
 from negaug.experiment.state import rng_devices
-from negaug.files import read_text_limited, write_atomically
+from negaug.experiment.translate_config import TranslationConfig
+from negaug.files import UnsafeOutputError, open_no_follow, read_text_limited, write_atomically
 from negaug.presets import yaml_load
 
 
@@ -71,7 +73,9 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         path = self.run_dir / LOCK_FILE
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, "run lock")  # a planted symlink is refused, never followed
+        except UnsafeOutputError:
+            raise
         except OSError as err:
             raise ValueError(f"cannot write the run folder {self.run_dir} ({err.strerror}); "
                              f"choose a writable train.runs_dir") from None
@@ -117,10 +121,7 @@ def create_run_dir(config: ConfigBase, run_dir: Path, subfolders: tuple[str, ...
 
 
 def write_config(run_dir: Path, config: ConfigBase) -> None:
-    path = run_dir / "config.yaml"
-    tmp = path.with_name(".config.yaml.tmp")
-    tmp.write_text(config.to_yaml())
-    os.replace(tmp, path)
+    write_atomically(run_dir / "config.yaml", config.to_yaml())
 
 
 SPLITS_SINCE = (0, 4)  # negaug 0.4.0 holds a validation split out of "train"
@@ -167,7 +168,8 @@ class MetricsLog:
             kept = [line for line in _read_log(path).splitlines()
                     if line.strip() and _step_of(line) <= resume_step]
             write_atomically(path, "".join(line + "\n" for line in kept))
-        self._handle = open(path, "a", encoding="utf-8")
+        fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "metrics log")
+        self._handle = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record) + "\n")
@@ -230,7 +232,44 @@ def recorded_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
             return config_of_record(read_record(folder / f"{stem(step)}.json"), cls)
         except (KeyError, ValueError):  # CheckpointError is a ValueError
             continue
+    other = other_kind(run_dir, cls)
+    if other is not None:
+        raise ValueError(f"{run_dir} is a {other[0]} run, not one of `{cls.COMMAND}`; resume it with "
+                         f"`{other[1]} --resume {run_dir}`")
     raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+
+
+# the kinds of run folders: (what it is, the command that trains / resumes it, the one that evaluates it)
+RUN_KINDS = {"gan": ("GAN", "negaug train", "negaug eval"),
+             "pretrain": ("contrastive pretraining (negaug pretrain)", "negaug pretrain", "negaug probe"),
+             "pix2pix": ("pix2pix", "negaug train", "negaug eval")}
+
+
+def run_kind(run_dir: str | Path) -> str | None:
+    """"gan", "pretrain" or "pix2pix": the kind of the config in the run's newest verified
+    checkpoint record; None when no record verifies or its config is of no kind."""
+    folder = Path(run_dir) / "checkpoints"
+    for step in reversed(list_steps(folder)):
+        try:
+            raw = read_record(folder / f"{stem(step)}.json")["config"]
+        except (KeyError, ValueError):
+            continue
+        for kind, cls in (("pix2pix", TranslationConfig), ("pretrain", PretrainConfig), ("gan", Config)):
+            try:
+                config_from_dict(raw, cls)
+                return kind
+            except (ValueError, TypeError, KeyError):
+                continue
+        return None
+    return None
+
+
+def other_kind(run_dir: Path, cls: type[ConfigBase]) -> tuple[str, str, str] | None:
+    """(what it is, its training command, its evaluation command) of a run of another kind than
+    `cls` configures; None when the run is of that kind or of no kind."""
+    kind = run_kind(run_dir)
+    own = {"Config": "gan", "PretrainConfig": "pretrain", "TranslationConfig": "pix2pix"}.get(cls.__name__)
+    return RUN_KINDS[kind] if kind is not None and kind != own else None
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -320,7 +359,7 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Acc
                                     f"when training); use --checkpoint latest")
     else:
         path = Path(which)
-        if path.resolve().parent.parent != run_dir.resolve() and path.resolve().parent.parent.parent != run_dir.resolve():
+        if path.resolve().parent not in (folder.resolve(), (folder / "best").resolve()):
             raise ValueError(f"checkpoint {which} is not one of {run_dir}'s (checkpoints/ or checkpoints/best/); "
                              f"evaluate the run it belongs to")
         found = use(load_file(path), accept)
@@ -352,6 +391,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
         parts.update(config=config, generator=generator, discriminator=discriminator, sampler=sampler,
                      num_classes=num_classes)
 
+    kind = run_kind(run_dir)
+    if kind not in (None, "gan"):  # a pretraining or pix2pix run: say so, not "no usable checkpoint"
+        what, trainer, evaluator = RUN_KINDS[kind]
+        raise ValueError(f"{run_dir} is a {what} run, not a GAN run; `{evaluator} {run_dir}` evaluates it "
+                         f"(and `{trainer} --resume {run_dir}` resumes it)")
     found = find_checkpoint(run_dir, checkpoint, warn=warn, accept=restore)
     for module in (parts["generator"], parts["discriminator"], parts["sampler"]):
         module.eval()

@@ -33,11 +33,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from negaug import distributed
+from negaug.files import read_limited, write_atomically
 from negaug.metrics.protocol import library_versions, tensor_sha256
 
 CLASSIFIER_VERSION = 2  # bump when the architecture or the training changes: old caches go stale
@@ -203,18 +206,48 @@ def _load_or_train_here(images: Tensor, labels: Tensor, num_classes: int, data_n
                         progress: bool) -> tuple[SmallCNN, dict]:
     key, data_sha256 = classifier_key(images, labels, num_classes, settings)
     stem = Path(cache_dir or default_cache_dir()) / "classifiers" / f"{_safe(data_name)}-{key[:16]}"
-    if stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():
-        meta = json.loads(stem.with_suffix(".json").read_text())
-        model = SmallCNN(images.shape[1], meta["num_outputs"], settings.width, settings.feature_dim)
-        model.load_state_dict(load_file(stem.with_suffix(".safetensors")))
-        return model.eval(), {**meta, "cached": True}
+    note = None
+    if stem.with_suffix(".json").exists() or stem.with_suffix(".safetensors").exists():
+        try:
+            model, meta = _load_verified(stem, key, images.shape[1], settings)
+            return model, {**meta, "cached": True}
+        except CacheDamaged as err:  # truncated, replaced, edited: never used, trained again
+            note = f"the cached feature classifier {err}; trained it again"
     model, info = train_classifier(images, labels, num_classes, settings, progress)
     meta = {"key": key, "data_sha256": data_sha256, "data_name": data_name, "num_classes": num_classes,
             "num_outputs": model.head.out_features, "settings": asdict(settings),
             "weights_sha256": tensor_sha256(*model.state_dict().values()),
             "classifier_version": CLASSIFIER_VERSION, "versions": library_versions(), **info}
     _save(stem, model, meta)
-    return model, {**meta, "cached": False}
+    return model, {**meta, "cached": False, **({"cache_note": note} if note else {})}
+
+
+MAX_CACHE_BYTES = 256 * 2**20  # a SmallCNN is about 1 MB
+
+
+class CacheDamaged(ValueError):
+    """A cache entry that cannot be trusted; the message names its file and what is wrong."""
+
+
+def _load_verified(stem: Path, key: str, channels: int, settings: ClassifierSettings) -> tuple[SmallCNN, dict]:
+    """The cache entry `stem` (.json + .safetensors) as (model in eval mode, metadata), only when
+    its metadata names `key` and its weights hash to the recorded `weights_sha256`; CacheDamaged
+    naming the file otherwise (a truncated, replaced or edited entry gives no other feature space
+    under the same identifier)."""
+    json_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    try:
+        meta = json.loads(read_limited(json_path, MAX_CACHE_BYTES, "classifier metadata"))
+        if not isinstance(meta, dict) or meta.get("key") != key or type(meta.get("num_outputs")) is not int \
+                or not isinstance(meta.get("weights_sha256"), str):
+            raise ValueError("its metadata is not that of this cache entry")
+        model = SmallCNN(channels, meta["num_outputs"], settings.width, settings.feature_dim)
+        model.load_state_dict(load_safetensors(read_limited(weights_path, MAX_CACHE_BYTES, "classifier weights")))
+    except (OSError, ValueError, RuntimeError, SafetensorError, RecursionError) as err:
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise CacheDamaged(f"{weights_path} is damaged ({reason})") from None
+    if tensor_sha256(*model.state_dict().values()) != meta["weights_sha256"]:
+        raise CacheDamaged(f"{weights_path} does not match the weights hash recorded in {json_path.name}")
+    return model.eval(), meta
 
 
 def _classifier_of_rank_zero(images: Tensor, labels: Tensor, num_classes: int, data_name: str,
@@ -243,11 +276,9 @@ def _classifier_of_rank_zero(images: Tensor, labels: Tensor, num_classes: int, d
 def _save(stem: Path, model: SmallCNN, meta: dict) -> None:
     """Weights first, JSON last, each via rename: a reader never sees half a cache entry."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stem.with_name(f".{stem.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, stem.with_suffix(".safetensors"))
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, stem.with_suffix(".json"))
+    blob = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
+    write_atomically(stem.with_suffix(".safetensors"), blob)
+    write_atomically(stem.with_suffix(".json"), json.dumps(meta, indent=1))
 
 
 def _safe(name: str) -> str:

@@ -41,7 +41,7 @@ from negaug.metrics.nn_distance import neural_net_distance
 from negaug.metrics.precision_recall import precision_recall
 from negaug.metrics.protocol import library_versions
 from negaug.metrics.toy import toy_quality
-from negaug.registry import Registry
+from negaug.registry import Registry, check_int
 
 METRICS = Registry("metric")
 FEATURE_METRICS = ("fid", "kid", "is", "pr")
@@ -144,6 +144,8 @@ class Evaluation:
             extractor, self._trained_on = build_extractor(self.settings, self.reference, self.data_name,
                                                           self.space_flags)
             if extractor.name == "classifier":
+                if extractor.meta.get("cache_note"):  # a damaged cache entry was trained again: say so
+                    self.space_flags.warnings.append(extractor.meta["cache_note"])
                 trust.check_feature_network(extractor.meta, self.space_flags)
                 trust.check_reference_overlap(self._shared_with_training(extractor), self.space_flags)
             self._extractor = extractor
@@ -407,6 +409,9 @@ def evaluate_samples(fake: Tensor, reference: Any, metrics: list[str] | None = N
     """Evaluate generated samples (N, C, H, W) in [-1, 1] (or 2-D points (N, 2)) against a
     reference (tensor or dataset). ``options``: fields of ``EvalSettings``. Returns
     {result key: {"metric", "value", "higher_is_better", extras..., "protocol"}}."""
+    if not isinstance(fake, Tensor) or not fake.is_floating_point():
+        raise ValueError(f"evaluate_samples fake must be a float tensor of samples, got {type(fake).__name__}")
+    check_int("evaluate_samples seed", seed)
     settings = make_settings(**options)
     evaluation = Evaluation(fake, reference, seed, settings)
     sample_shape = _sample_shape(reference)

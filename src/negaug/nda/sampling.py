@@ -23,6 +23,8 @@ def resolve_generator(generator: torch.Generator | None) -> torch.Generator:
     if generator is None:
         generator = torch.Generator()
         generator.seed()
+    elif not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from negaug.files import check_folder, read_limited
+from negaug.files import check_folder, check_output_path, read_limited
 from negaug.registry import Registry
 from negaug.repro import (
     ablations,
@@ -61,6 +61,8 @@ def run(name: str, out_dir: str | Path, size: str = "quick", seeds: list[int] | 
     check_folder(out_dir, "--out")
     if runs_dir is not None:
         check_folder(runs_dir, "--runs-dir")
+    for name in ("results.json", "report.md"):  # a symlink or a device there: refused now, not after training
+        check_output_path(Path(out_dir) / name, "--out file")
     check_not_over_full_results(Path(out_dir), size)
     study = Study(Path(out_dir), size, seeds if seeds is not None else default_seeds(size, None),
                   runs_dir, on_progress)

@@ -13,6 +13,7 @@ description, never as a verdict.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -35,13 +36,13 @@ from negaug.experiment.pretrain_config import load_pretrain_config
 from negaug.experiment.probe import load_pretrained
 from negaug.experiment.translate import load_translation_run, train_translation
 from negaug.experiment.translate_config import load_translation_config
-from negaug.files import write_atomically
+from negaug.files import open_no_follow, write_atomically
 from negaug.metrics.protocol import library_versions
 from negaug.repro import stats
 
 SIZES = ("tiny", "quick", "full")
 DONE_FILE = "repro_done.json"  # written into a run folder when its training finished
-LOCK_FILE = "repro_training.lock"  # holds the PID of the process training the run
+LOCK_FILE = "repro_training.lock"  # flocked by the process training the run (its PID inside, for messages)
 LOCK_POLL_SECONDS = 30.0
 BASELINE, NDA = "baseline", "nda"
 ARMS = (BASELINE, NDA)
@@ -126,14 +127,31 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
     key = config_hash(config)[:12]
     run_dir = study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
     done = run_dir / DONE_FILE
-    if not done.is_file():
+    what = f"{label} {arm.name} seed {seed}"
+    if not done.is_file() or not cache_is_intact(study, run_dir, config.train.steps, what):
         with training_lock(study, run_dir):  # waits while another live process trains this run
             if not done.is_file():
-                seconds = _train(study, config, run_dir, f"{label} {arm.name} seed {seed}", arm.kind)
-                done.write_text(json.dumps({"seconds": seconds, "config_hash": key}))
+                seconds = _train(study, config, run_dir, what, arm.kind)
+                write_atomically(done, json.dumps({"seconds": seconds, "config_hash": key}))
                 return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
     study.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
     return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
+
+
+def cache_is_intact(study: Study, run_dir: Path, steps: int, what: str) -> bool:
+    """Whether the finished run `run_dir` still holds a good checkpoint of its last step (`steps`),
+    verified like any checkpoint. A damaged one (a flipped bit, a truncation) is reported by name
+    and the run's done marker removed, so it is trained again from its last good checkpoint,
+    never evaluated at an older step without a word."""
+    problems: list[str] = []
+    found = load_latest(run_dir / "checkpoints", warn=problems.append)
+    if found is not None and found.step >= steps and not problems:
+        return True
+    reason = problems[0] if problems else f"its newest good checkpoint is step {found.step if found else 'none'}"
+    study.progress(f"warning: the cached run of {what} ({run_dir}) is damaged: {reason[:300]}; "
+                   f"training it again from its last good checkpoint")
+    (run_dir / DONE_FILE).unlink(missing_ok=True)
+    return False
 
 
 def _train(study: Study, config, run_dir: Path, what: str, kind: str = "gan") -> float:
@@ -168,56 +186,32 @@ def _empty_run_dir(run_dir: Path) -> None:
 
 @contextlib.contextmanager
 def training_lock(study: Study, run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir`'s training lock (the folder is created), waiting while a live process holds
-    it; the lock is released on exit. Inside, check `run_dir / DONE_FILE` again: the holder we
-    waited for may have finished the run."""
-    _acquire(study, run_dir)
+    """Hold `run_dir`'s training lock (the folder is created), waiting while another process holds
+    it. The lock is an `fcntl.flock` on LOCK_FILE, as run folders' own locks: the operating system
+    releases it when its holder ends, also by SIGKILL, so no PID is trusted and nothing goes stale.
+    Inside, check `run_dir / DONE_FILE` again: the holder we waited for may have finished the run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = open_no_follow(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, "repro training lock")
     try:
+        _acquire(study, run_dir, fd)
         yield
     finally:
-        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        os.close(fd)  # releases the flock
 
 
-def _acquire(study: Study, run_dir: Path) -> None:
-    """Take the run's training lock, waiting while a live process holds it; returns when we hold
-    it or the run is done (a dead holder's lock is taken over: the run then resumes)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / LOCK_FILE
+def _acquire(study: Study, run_dir: Path, fd: int) -> None:
+    """Take the flock on `fd`, polling every LOCK_POLL_SECONDS while another process holds it."""
     while True:
         try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None and _alive(holder):
-                study.progress(f"waiting for process {holder}, which is training {run_dir.name}")
-                time.sleep(LOCK_POLL_SECONDS)
-                continue
-            if (run_dir / DONE_FILE).is_file():
-                return
-            lock.unlink(missing_ok=True)  # a dead holder: train (resume) it ourselves
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            study.progress(f"waiting for process {holder}, which is training {run_dir.name}")
+            time.sleep(LOCK_POLL_SECONDS)
             continue
-        with os.fdopen(handle, "w") as out:
-            out.write(str(os.getpid()))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the message above only: the flock is the lock
         return
-
-
-def _lock_holder(lock: Path) -> int | None:
-    try:
-        return int(lock.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # our own stale lock (an earlier call that was interrupted)
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -156,6 +157,14 @@ def trained_arm(study: Study, arm: str, seed: int, clips) -> tuple[DPC, TrainedA
     key = settings_hash(settings)
     run_dir = study.runs_dir / f"video-{arm}-seed{seed}-{key[:12]}"
     done = run_dir / common.DONE_FILE
+    if done.is_file():
+        try:
+            model, record = load_run(run_dir, settings)
+            study.progress(f"video {arm} seed {seed}: reusing {run_dir}")
+            return model, TrainedArm(arm, seed, run_dir, settings, 0.0, True), record
+        except DamagedRun as err:  # named, and trained again: never evaluated from damaged weights
+            study.progress(f"warning: the cached run of video {arm} seed {seed} is damaged ({err}); training it again")
+            done.unlink(missing_ok=True)
     if not done.is_file():
         with common.training_lock(study, run_dir):  # waits while another live process trains this run
             if not done.is_file():
@@ -172,7 +181,9 @@ def trained_arm(study: Study, arm: str, seed: int, clips) -> tuple[DPC, TrainedA
 def save_run(run_dir: Path, model: DPC, record: dict[str, Any]) -> None:
     """Weights first, the record (the run's done marker) last, each written atomically."""
     weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    write_atomically(run_dir / "model.safetensors", save_safetensors(weights))
+    blob = save_safetensors(weights)
+    write_atomically(run_dir / "model.safetensors", blob)
+    record = {**record, "weights_sha256": hashlib.sha256(blob).hexdigest()}
     write_atomically(run_dir / common.DONE_FILE, json.dumps(record, indent=1) + "\n")
 
 
@@ -181,8 +192,18 @@ def load_run(run_dir: Path, settings: dict[str, Any]) -> tuple[DPC, dict[str, An
     if record.get("settings") != settings:
         raise ValueError(f"{run_dir} holds a run of other settings than its name says; remove the folder")
     model = build_model(settings)
-    model.load_state_dict(load_safetensors(read_limited(run_dir / "model.safetensors", 2**30, "weights")))
+    try:
+        blob = read_limited(run_dir / "model.safetensors", 2**30, "weights")
+        if hashlib.sha256(blob).hexdigest() != record.get("weights_sha256", hashlib.sha256(blob).hexdigest()):
+            raise ValueError("its hash is not the one recorded in " + common.DONE_FILE)
+        model.load_state_dict(load_safetensors(blob))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise DamagedRun(f"{run_dir / 'model.safetensors'}: {' '.join(str(err).split())[:160]}") from None
     return model.eval(), record
+
+
+class DamagedRun(ValueError):
+    """A cached run whose weights are missing, truncated or not those recorded; names the file."""
 
 
 # ---------------------------------------------------------------------------------------------
