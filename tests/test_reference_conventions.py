@@ -1,0 +1,104 @@
+"""negaug against transcriptions of the reference code it says it follows (issue 27).
+
+Each oracle below is a transcription of one function of the reference implementation, with its
+random draws injected (the references use the global RNG), run on small hand-made inputs and
+compared with torch.testing.assert_close. The reference's source is named in each docstring.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from negaug.augment import ConsistencyTransform, DiffAugment
+
+# --------------------------------------------------------------------------------------------
+# DiffAugment_pytorch.py (mit-han-lab/data-efficient-gans, DiffAugment-stylegan2-pytorch/, the
+# latest version: sizes rounded half up), and CR-BigGAN's transform (DiffAugment-biggan-cifar/
+# BigGAN.py, G_D.forward with CR_augment="flip,translation")
+
+
+def ref_rand_translation(x, translation_x, translation_y, ratio=0.125):
+    """rand_translation with its two torch.randint draws given as (B,) tensors."""
+    shift_x, shift_y = int(x.size(2) * ratio + 0.5), int(x.size(3) * ratio + 0.5)
+    assert translation_x.abs().max() <= shift_x and translation_y.abs().max() <= shift_y
+    translation_x, translation_y = translation_x.view(-1, 1, 1), translation_y.view(-1, 1, 1)
+    grid_batch, grid_x, grid_y = torch.meshgrid(
+        torch.arange(x.size(0), dtype=torch.long, device=x.device),
+        torch.arange(x.size(2), dtype=torch.long, device=x.device),
+        torch.arange(x.size(3), dtype=torch.long, device=x.device),
+        indexing="ij",
+    )
+    grid_x = torch.clamp(grid_x + translation_x + 1, 0, x.size(2) + 1)
+    grid_y = torch.clamp(grid_y + translation_y + 1, 0, x.size(3) + 1)
+    x_pad = F.pad(x, [1, 1, 1, 1, 0, 0, 0, 0])
+    x = x_pad.permute(0, 2, 3, 1).contiguous()[grid_batch, grid_x, grid_y].permute(0, 3, 1, 2)
+    return x
+
+
+def ref_rand_cutout(x, offset_x, offset_y, ratio=0.5):
+    """rand_cutout with its two torch.randint draws given as (B,) tensors."""
+    cutout_size = int(x.size(2) * ratio + 0.5), int(x.size(3) * ratio + 0.5)
+    assert offset_x.max() < x.size(2) + (1 - cutout_size[0] % 2) and offset_y.max() < x.size(3) + (1 - cutout_size[1] % 2)
+    offset_x, offset_y = offset_x.view(-1, 1, 1), offset_y.view(-1, 1, 1)
+    grid_batch, grid_x, grid_y = torch.meshgrid(
+        torch.arange(x.size(0), dtype=torch.long, device=x.device),
+        torch.arange(cutout_size[0], dtype=torch.long, device=x.device),
+        torch.arange(cutout_size[1], dtype=torch.long, device=x.device),
+        indexing="ij",
+    )
+    grid_x = torch.clamp(grid_x + offset_x - cutout_size[0] // 2, min=0, max=x.size(2) - 1)
+    grid_y = torch.clamp(grid_y + offset_y - cutout_size[1] // 2, min=0, max=x.size(3) - 1)
+    mask = torch.ones(x.size(0), x.size(2), x.size(3), dtype=x.dtype, device=x.device)
+    mask[grid_batch, grid_x, grid_y] = 0
+    x = x * mask.unsqueeze(1)
+    return x
+
+
+def ref_cr_augment(x, flip_draw, translation_x, translation_y):
+    """CR-BigGAN's x_CR_aug: flip where torch.randint(0, 2) > 0, then DiffAugment 'translation'."""
+    x = torch.where(flip_draw.view(-1, 1, 1, 1) > 0, x.flip(3), x)
+    return ref_rand_translation(x, translation_x, translation_y)
+
+
+def images(batch, height, width):
+    return torch.arange(batch * 2 * height * width, dtype=torch.float).view(batch, 2, height, width) + 1
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (28, 28), (33, 20), (8, 12)])
+def test_a_replayed_translation_draw_gives_the_reference_s_image(height, width):
+    augment = DiffAugment("translation")
+    p = augment.sample(16, height, width, torch.Generator().manual_seed(height))
+    x = images(16, height, width)
+    assert_close(augment.apply(x, p), ref_rand_translation(x, p["shift_y"], p["shift_x"]), rtol=0, atol=0)
+
+
+def test_translation_and_cutout_sizes_round_half_up_as_the_reference():
+    p = DiffAugment("translation").sample(3000, 28, 33, torch.Generator().manual_seed(0))
+    assert set(p["shift_y"].tolist()) == set(range(-4, 5))  # int(28 / 8 + 0.5) = 4 (28 // 8 = 3)
+    assert set(p["shift_x"].tolist()) == set(range(-4, 5))  # int(33 / 8 + 0.5) = 4
+    p = DiffAugment("cutout").sample(3000, 33, 32, torch.Generator().manual_seed(0))
+    assert set(p["center_y"].tolist()) == set(range(0, 33))  # cutout 17 (odd): randint(0, 33 + 1 - 1)
+    assert set(p["center_x"].tolist()) == set(range(0, 33))  # cutout 16 (even): randint(0, 32 + 1)
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (33, 33), (28, 30), (9, 8)])
+def test_a_replayed_cutout_draw_gives_the_reference_s_image(height, width):
+    augment = DiffAugment("cutout")
+    p = augment.sample(16, height, width, torch.Generator().manual_seed(height))
+    x = images(16, height, width)
+    assert_close(augment.apply(x, p), ref_rand_cutout(x, p["center_y"], p["center_x"]), rtol=0, atol=0)
+    assert (augment.apply(x, p) == 0).flatten(1).sum(1).min() > 0  # a cutout is never empty
+
+
+@pytest.mark.parametrize("size", [32, 28])
+def test_the_consistency_transform_is_cr_biggan_s(size):
+    transform = ConsistencyTransform(padding="zeros")
+    p = transform.sample(16, size, size, torch.Generator().manual_seed(size))
+    x = images(16, size, size)
+    expected = ref_cr_augment(x, p["flip"].long(), p["shift_y"], p["shift_x"])
+    assert_close(transform.apply(x, p), expected, rtol=0, atol=0)
+    reflected = ConsistencyTransform().apply(x, p)  # the default: the border reflected (measured better)
+    differs = (reflected != expected).any(dim=1).float().mean()  # the fraction of pixels the option changes
+    assert 0.05 < differs < 0.25
