@@ -102,3 +102,77 @@ def test_the_consistency_transform_is_cr_biggan_s(size):
     reflected = ConsistencyTransform().apply(x, p)  # the default: the border reflected (measured better)
     differs = (reflected != expected).any(dim=1).float().mean()  # the fraction of pixels the option changes
     assert 0.05 < differs < 0.25
+
+
+# --------------------------------------------------------------------------------------------
+# pix2pix's Cityscapes scores (phillipi/pix2pix, scripts/eval_cityscapes/util.py, used by
+# evaluate.py: hist accumulated with fast_hist, then get_scores)
+
+
+def ref_fast_hist(a, b, n):
+    import numpy as np
+    k = np.where((a >= 0) & (a < n))[0]
+    bc = np.bincount(n * a[k].astype(int) + b[k], minlength=n**2)
+    if len(bc) != n**2:
+        return 0  # ignore this example if dimension mismatch
+    return bc.reshape(n, n)
+
+
+def ref_get_scores(hist):
+    import numpy as np
+    acc = np.diag(hist).sum() / (hist.sum() + 1e-12)  # mean pixel accuracy
+    cl_acc = np.diag(hist) / (hist.sum(1) + 1e-12)  # per class accuracy
+    iu = np.diag(hist) / (hist.sum(1) + hist.sum(0) - np.diag(hist) + 1e-12)  # per class IoU
+    return acc, np.nanmean(cl_acc), np.nanmean(iu), cl_acc, iu
+
+
+def eight_class_maps():
+    """Truth and prediction (1, 18, 40): classes 0..6 with 100 pixels each, class 7 absent;
+    68 pixels right in classes 0-5, 70 in class 6, the rest predicted as the next class; 20 void."""
+    truth = torch.arange(7).repeat_interleave(100)
+    correct = torch.tensor([68, 68, 68, 68, 68, 68, 70])
+    within = torch.arange(700) % 100
+    predicted = torch.where(within < correct[truth], truth, (truth + 1) % 7)
+    truth = torch.cat([truth, torch.full((20,), 255)])  # void pixels, never counted
+    predicted = torch.cat([predicted, torch.zeros(20, dtype=torch.long)])
+    return predicted.view(1, 18, 40), truth.view(1, 18, 40)
+
+
+def test_segmentation_scores_all_are_pix2pix_s_get_scores_and_present_differs():
+    import numpy as np
+    from negaug.metrics.segmentation import confusion_matrix, segmentation_scores
+    predicted, truth = eight_class_maps()
+    hist = ref_fast_hist(truth.flatten().numpy(), predicted.flatten().numpy(), 8)
+    acc, class_acc, iou, _, _ = ref_get_scores(hist)
+    confusion = confusion_matrix(predicted, truth, 8)
+    assert np.array_equal(confusion.numpy(), hist)
+    ours = segmentation_scores(confusion, "all")
+    assert_close(torch.tensor([ours["pixel_accuracy"], ours["class_accuracy"], ours["mean_iou"]], dtype=torch.float64),
+                 torch.tensor([acc, class_acc, iou], dtype=torch.float64))
+    present = segmentation_scores(confusion, "present")
+    assert_close(torch.tensor([ours["class_accuracy"], present["class_accuracy"]], dtype=torch.float64),
+                 torch.tensor([4.78 / 8, 4.78 / 7], dtype=torch.float64))  # 0.598 and 0.683
+    assert present["pixel_accuracy"] == ours["pixel_accuracy"]
+
+
+def test_cityscapes_data_are_scored_as_pix2pix_s_evaluation_by_default():
+    from negaug.metrics.segmentation import default_average
+    from types import SimpleNamespace
+    assert default_average(SimpleNamespace(name="cityscapes-val")) == "all"
+    assert default_average(SimpleNamespace(name="scenes-test")) == "present"
+    with pytest.raises(ValueError, match="average='mean' is not one of all, present"):
+        from negaug.metrics.segmentation import segmentation_scores
+        segmentation_scores(torch.eye(2, dtype=torch.long), "mean")
+
+
+# --------------------------------------------------------------------------------------------
+# Pix2Pix's discriminator input (junyanz/pytorch-CycleGAN-and-pix2pix, models/pix2pix_model.py:
+# fake_AB = torch.cat((self.real_A, self.fake_B), 1); pred_fake = self.netD(fake_AB.detach()))
+
+
+def test_pix2pix_d_reads_condition_then_output_as_the_reference():
+    from negaug.models.pix2pix import PatchDiscriminator
+    torch.manual_seed(0)
+    D = PatchDiscriminator(in_channels=3 + 1, width=4, norm="instance").eval()
+    real_A, fake_B = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32)  # condition (photo), output (labels)
+    assert_close(D(fake_B, real_A), D.model(torch.cat((real_A, fake_B), 1)), rtol=0, atol=0)

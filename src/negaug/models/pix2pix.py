@@ -163,7 +163,10 @@ class PatchDiscriminator(nn.Module):
         return field
 
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        return self.model(torch.cat([x, condition], 1))
+        """Scores (B, 1, h, w) of the pairs (condition (B, C_in, H, W), x (B, C_out, H, W)), the input
+        concatenated as [condition, x], as pytorch-CycleGAN-and-pix2pix (``torch.cat((real_A,
+        fake_B), 1)``), so its official D weights load and score alike."""
+        return self.model(torch.cat([condition, x], 1))
 
 
 def build_pix2pix(image_size: int, in_channels: int, out_channels: int, width: int = 64, norm: str = "instance",
