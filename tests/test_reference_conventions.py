@@ -176,3 +176,59 @@ def test_pix2pix_d_reads_condition_then_output_as_the_reference():
     D = PatchDiscriminator(in_channels=3 + 1, width=4, norm="instance").eval()
     real_A, fake_B = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32)  # condition (photo), output (labels)
     assert_close(D(fake_B, real_A), D.model(torch.cat((real_A, fake_B), 1)), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Minibatch discrimination (openai/improved-gan, mnist_svhn_cifar10/nn.py, MinibatchLayer.
+# get_output_for without init, numpy for theano; W is their weight-normalised theta, given here)
+
+
+def ref_minibatch_layer(input, W, b):
+    import numpy as np
+    activation = np.tensordot(input, W, [[1], [0]])  # (B, K, C)
+    abs_dif = (np.sum(abs(activation[:, :, :, None] - activation.transpose(1, 2, 0)[None]), axis=2)
+               + 1e6 * np.eye(input.shape[0])[:, None, :])
+    f = np.sum(np.exp(-abs_dif), axis=2)
+    f += b[None, :]
+    return np.concatenate([input, f], axis=1)
+
+
+def test_minibatch_discrimination_is_improved_gan_s_layer_and_old_checkpoints_keep_their_outputs():
+    from negaug.models.layers import MinibatchDiscrimination
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3).double()
+    with torch.no_grad():
+        layer.T.mul_(20)  # distances of order one, so that exp(-d) is not ~1 everywhere
+        layer.bias.copy_(torch.tensor([-1.0, 0.5, 0.0, 2.0]))
+    f = torch.randn(5, 6, dtype=torch.float64)
+    expected = ref_minibatch_layer(f.numpy(), layer.T.detach().numpy(), layer.bias.detach().numpy())
+    assert_close(layer(f), torch.from_numpy(expected))
+    old_state = {"T": layer.T.detach().clone()}  # negaug < 0.5: no bias, j = i summed (+1)
+    old = MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3).double()
+    old.load_state_dict(old_state)
+    m = torch.einsum("ba,akc->bkc", f, layer.T.detach())
+    with_self = torch.exp(-(m[:, None] - m[None]).abs().sum(-1)).sum(1)  # the old layer's o
+    assert_close(old(f)[:, 6:], with_self)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature matching (openai/improved-gan, mnist_svhn_cifar10/train_cifar_feature_matching.py:
+# m1 = T.mean(output_unl,axis=0); m2 = T.mean(output_gen,axis=0); loss_gen = T.mean(abs(m1-m2)))
+
+
+def ref_feature_matching(output_unl, output_gen):
+    import numpy as np
+    m1, m2 = np.mean(output_unl, axis=0), np.mean(output_gen, axis=0)
+    return np.mean(abs(m1 - m2))
+
+
+def test_feature_matching_mean_abs_is_improved_gan_s_and_sum_is_the_paper_s():
+    from negaug.losses.feature_matching import feature_matching_loss
+    real = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]], dtype=torch.float64)
+    fake = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 2.0], [3.0, 1.0, 0.0]], dtype=torch.float64)
+    expected = ref_feature_matching(real.numpy(), fake.numpy())
+    assert_close(feature_matching_loss(real, fake, "mean_abs").double(), torch.tensor(expected, dtype=torch.float64))
+    # means: real (2, 1, 0.5), fake (1, 1, 1); the paper's ||.||^2 = 1 + 0 + 0.25
+    assert_close(feature_matching_loss(real, fake).double(), torch.tensor(1.25, dtype=torch.float64))
+    with pytest.raises(ValueError, match="reduction 'max' is not one of sum, mean_abs"):
+        feature_matching_loss(real, fake, "max")

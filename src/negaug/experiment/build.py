@@ -55,6 +55,7 @@ class Recipe:
     consistency_weight: float = 0.0  # weight of the CR penalty, 0: off
     r2_weight: float = 0.0  # R2 penalty weight (D's fake side), 0: off
     fm_weight: float = 0.0  # feature-matching weight in the G loss, 0: off
+    fm_reduction: str = "sum"  # feature matching: "sum" of squares (the paper) or "mean_abs" (improved-gan's code)
     ortho_reg: float = 0.0  # weight of the orthogonal penalty on G's weights in the G step, 0: off
     mixture_entropy: float | None = None  # MIX+GAN (G and D are mixtures): regulariser weight; None: one G, one D
     mixture_regulariser: str = "log"  # MIX+GAN's regulariser on the mixture weights ("log" or "entropy")
@@ -260,6 +261,9 @@ def build_loss(config: Config):
     for key in ("r2_penalty", "feature_matching"):
         if getattr(config.loss, key) < 0:
             raise ValueError(f"loss.{key}={getattr(config.loss, key)} must be >= 0 (0: off)")
+    if config.loss.feature_matching_reduction not in ("sum", "mean_abs"):
+        raise ValueError(f"loss.feature_matching_reduction={config.loss.feature_matching_reduction} is not one of "
+                         f"sum, mean_abs (sum: the paper's formula; mean_abs: improved-gan's code)")
     if not loss.uses_discriminator:
         check_no_discriminator(config, gp, clip)
     if config.model.mixture != 1:
@@ -462,6 +466,7 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
                     config.loss.r1_penalty, clip_value, config.train.precision, device,
                     diffaugment, consistency, config.loss.consistency,
                     r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching,
+                    fm_reduction=config.loss.feature_matching_reduction,
                     ortho_reg=config.optim.ortho_reg,
                     mixture_entropy=config.model.mixture_entropy if config.model.mixture > 1 else None,
                     mixture_regulariser=config.model.mixture_regulariser)

@@ -72,7 +72,7 @@ class LossConfig:
     weight_clip: float | None = None  # WGAN weight clipping; None: the loss's own default (0.01 for wgan, else off)
     r2_penalty: float = 0.0  # R2 penalty weight on D's fake side (R3GAN: with r1_penalty, rpgan); 0: off
     feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 (D's features) added to the G loss; 0: off
-    # "sum" over features (the paper's formula) or "mean" (improved-gan's code: T.mean(T.square(m1 - m2)))
+    # "sum" of squares over features (the paper's formula) or "mean_abs" (improved-gan's code: T.mean(abs(m1-m2)))
     feature_matching_reduction: str = "sum"
 
 

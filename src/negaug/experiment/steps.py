@@ -281,7 +281,7 @@ def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats,
         if recipe.fm_weight > 0:
             seen = parts if pairs else parts + augment_for_d(recipe, state, [(real, real_labels)])
             fake_features, real_features = features(recipe, state.discriminator, seen[:2])
-            terms["feature_matching"] = feature_matching_loss(real_features, fake_features)
+            terms["feature_matching"] = feature_matching_loss(real_features, fake_features, recipe.fm_reduction)
             loss = loss + recipe.fm_weight * terms["feature_matching"]
         if recipe.ortho_reg > 0:  # BigGAN's orthogonal regularisation of G's weights
             terms["ortho"] = orthogonal_penalty(state.generator)
