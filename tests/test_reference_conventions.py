@@ -232,3 +232,58 @@ def test_feature_matching_mean_abs_is_improved_gan_s_and_sum_is_the_paper_s():
     assert_close(feature_matching_loss(real, fake).double(), torch.tensor(1.25, dtype=torch.float64))
     with pytest.raises(ValueError, match="reduction 'max' is not one of sum, mean_abs"):
         feature_matching_loss(real, fake, "max")
+
+
+# --------------------------------------------------------------------------------------------
+# GMMN (yujiali/gmmn, core/generative.py: GaussianKernelMmdLoss and SqrtGaussianKernelMmdLoss,
+# loss value only, numpy for gnumpy; sigma is a variance)
+
+
+def ref_gmmn_sqrt_loss(pred, target, sigma):
+    import numpy as np
+    n_pred, n_target = pred.shape[0], target.shape[0]
+    s = np.zeros((n_pred + n_target, 1))
+    s[:n_pred] = 1
+    W = s / n_pred - (1 - s) / n_target
+    X = np.concatenate((pred, target), axis=0)
+    XX = X.dot(X.T)
+    x = np.diag(XX)
+    prod_mat = XX - 0.5 * x - 0.5 * x[:, np.newaxis]
+    ww = W.dot(W.T)
+    loss = 0
+    for i in range(len(sigma)):
+        K = np.exp(1.0 / sigma[i] * prod_mat)
+        loss += (ww * K).sum()
+    return np.sqrt(loss)
+
+
+def test_mmd_sqrt_is_gmmn_s_objective_with_variance_bandwidths_converted():
+    import numpy as np
+    from negaug.losses.mmd import MMDLoss
+    g = torch.Generator().manual_seed(0)
+    fake, real = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(7, 3, generator=g, dtype=torch.float64) + 1
+    variances = [1.0, 4.0, 16.0]  # theirs; ours are standard deviations 1, 2, 4
+    expected = ref_gmmn_sqrt_loss(fake.numpy(), real.numpy(), variances)
+    loss, _ = MMDLoss(sigmas=[v ** 0.5 for v in variances], sqrt=True).generator_loss(fake, real)
+    assert_close(loss.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)
+    plain, _ = MMDLoss(sigmas=[1.0, 2.0, 4.0]).generator_loss(fake, real)
+    assert_close(plain.double(), torch.tensor(expected ** 2, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# BigGAN's shared embedding size (ajbrock/BigGAN-PyTorch, BigGAN.py Generator: self.shared_dim =
+# shared_dim if shared_dim > 0 else dim_z; CBN inputs shared_dim + z_chunk_size)
+
+
+def test_biggan_shared_dim_sizes_the_embedding_and_the_cbn_inputs():
+    import negaug.models as M
+    kwargs = dict(image_size=128, channels=3, num_classes=10, width=1, latent_dim=120)
+    G0, _ = M.build("biggan", **kwargs)
+    G1, _ = M.build("biggan", **kwargs, shared_dim=128)
+    assert G0.shared.weight.shape == (10, 120) and G1.shared.weight.shape == (10, 128)
+    extra = M.count_parameters(G1) - M.count_parameters(G0)
+    # 8 more embedding features per class, and 8 more inputs to each CBN's gain and bias maps (no bias)
+    channels = sum(m.gain.out_features for m in G1.modules() if hasattr(m, "gain") and isinstance(m.gain, torch.nn.Linear))
+    assert extra == 10 * 8 + 2 * 8 * channels
+    # ImageNet-128 (width 96, 1000 classes): 70,307,716 -> 70,433,988 = + 1000 * 8 + 16 * 7392 CBN channels
+    assert 1000 * 8 + 16 * 96 * 77 == 70_433_988 - 70_307_716
