@@ -1,6 +1,6 @@
-"""Positive views for contrastive learning: MoCo-v2's CIFAR augmentation, batched, replayable.
+"""Positive views for contrastive learning: MoCo-v2's augmentation, batched, replayable.
 
-    augment = ViewAugment()                       # the MoCo-v2 / SimCLR CIFAR recipe
+    augment = ViewAugment.mocov2()                # MoCo v2's recipe (ViewAugment(): without hue, blur)
     x_q, x_k = augment(x, g), augment(x, g)       # two views of x (B, C, H, W) in [-1, 1]
     params = augment.sample(x.shape, g)           # or draw once, then replay: augment.apply(x, params)
 
