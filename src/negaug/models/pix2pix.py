@@ -15,7 +15,7 @@ Widths width, 2w, 4w, 8w, 8w, ...; the innermost block has no norm, the outermos
 only noise source: G takes no latent. At 256 px this is the official `unet_256`.
 
 Discriminator (`n_layers=3`, the "70x70 PatchGAN"): 4x4 convolutions with strides 2, 2, 2, 1, 1 on
-the channel concatenation (output, condition); each output score sees a 70x70 window of the input.
+the channel concatenation [condition, output] (as the official `torch.cat((real_A, fake_B), 1)`); each output score sees a 70x70 window of the input.
 The map is 30x30 at 256 px, 6x6 at 64 px and 2x2 at 32 px: below 70 px every score sees the whole
 image (padding included), so the "patch" discriminator is a (weight-shared) whole-image one there.
 Losses average over patches.
