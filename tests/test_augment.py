@@ -108,7 +108,7 @@ def test_policy_applies_its_ops_in_order():
     augment = DiffAugment("color,translation,cutout")
     p = augment.sample(3, 8, 8, torch.Generator().manual_seed(2))
     by_hand = adjust_color(x, p["brightness"], p["saturation"], p["contrast"])
-    by_hand = translate(by_hand, p["shift_y"], p["shift_x"])
+    by_hand = translate(by_hand, -p["shift_y"], -p["shift_x"])  # out[i] = x[i + t], as the authors'
     by_hand = cutout(by_hand, p["center_y"], p["center_x"], 4, 4)
     assert_close(augment.apply(x, p), by_hand)
 
@@ -205,9 +205,13 @@ def test_consistency_transform_draws_flips_and_shifts_of_up_to_an_eighth():
     assert set(p["shift_y"].tolist()) == set(range(-4, 5)) == set(p["shift_x"].tolist())
     x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     p = params(flip=[True, False, True], shift_y=[4, -4, 0], shift_x=[0, 3, -2])
-    expected = translate(torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(-1), x), p["shift_y"], p["shift_x"], "reflect")
-    assert torch.equal(ConsistencyTransform().apply(x, p), expected)
-    assert torch.equal(ConsistencyTransform().apply(x, p)[0, :, 4:, :], x[0].flip(-1)[:, :28, :])
+    flipped = torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
+    zeros = ConsistencyTransform(padding="zeros").apply(x, p)
+    assert torch.equal(zeros, translate(flipped, -p["shift_y"], -p["shift_x"], "zeros"))
+    assert torch.equal(zeros[0, :, :28, :], x[0].flip(-1)[:, 4:, :])  # up 4 px
+    assert (zeros[0, :, 28:, :] == 0).all()  # zero fill, as CR-BigGAN's code
+    reflected = ConsistencyTransform().apply(x, p)
+    assert torch.equal(reflected, translate(flipped, -p["shift_y"], -p["shift_x"], "reflect"))
 
 
 def test_consistency_penalty_refuses_mismatched_scores():

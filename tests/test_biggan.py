@@ -195,3 +195,14 @@ def test_orthogonal_penalty_reads_the_weight_before_spectral_norm_and_has_biggan
     assert_close(penalty.detach(), off.square().sum())
     # BigGAN-PyTorch's utils.ortho adds strength * 2 (W W^T * (1 - I)) W: half of this gradient.
     assert_close(layer.parametrizations.weight.original.grad, 4 * off @ w.detach(), rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_imagenet_128_parameter_counts_equal_biggan_pytorchs():
+    """launch_BigGAN_bs256x8.sh: G_ch = D_ch = 96, dim_z 120, shared_dim 128, --G_shared --hier,
+    attention at 64 px, 1,000 classes. BigGAN-PyTorch's Generator / Discriminator built with these
+    arguments count 70,433,988 and 87,982,370 parameters (checked by building theirs). Built here
+    without init and spectral norm, which change no count."""
+    G, D = M.build("biggan", image_size=128, channels=3, num_classes=1000, width=96, latent_dim=120,
+                   shared_dim=128, attention=64, init="default", spectral_norm=False, g_spectral_norm=False)
+    assert (M.count_parameters(G), M.count_parameters(D)) == (70_433_988, 87_982_370)

@@ -43,20 +43,21 @@ def test_minibatch_layer_three_samples_exact():
     out = layer(f)
     # kernel 0: M_i = (f_i, 2 f_i), L1 = 3 |f_i - f_j|; kernel 1: M_i = (f_i / 2, 0), L1 = |f_i - f_j| / 2
     gaps = [[0, 1, 3], [1, 0, 2], [3, 2, 0]]
-    expected = [[f[i, 0].item(), *(sum(math.exp(-scale * gaps[i][j]) for j in range(3)) for scale in (3.0, 0.5))]
+    expected = [[f[i, 0].item(), *(sum(math.exp(-scale * gaps[i][j]) for j in range(3) if j != i)
+                                   for scale in (3.0, 0.5))]
                 for i in range(3)]
     torch.testing.assert_close(out, torch.tensor(expected), rtol=1e-6, atol=1e-7)
-    assert out[0, 1].item() == pytest.approx(1 + math.exp(-3) + math.exp(-9), abs=1e-6)  # j = i included: +1
+    assert out[0, 1].item() == pytest.approx(math.exp(-3) + math.exp(-9), abs=1e-6)  # j = i left out, bias 0
 
 
-def test_minibatch_layer_is_permutation_equivariant_and_collapse_gives_batch_size():
+def test_minibatch_layer_is_permutation_equivariant_and_collapse_gives_batch_size_minus_one():
     torch.manual_seed(0)
     layer = MinibatchDiscrimination(4, num_kernels=3, kernel_dim=2)
     f = torch.randn(5, 4)
     order = torch.tensor([3, 0, 4, 1, 2])
     torch.testing.assert_close(layer(f)[order], layer(f[order]))
     collapsed = layer(f[:1].repeat(5, 1))[:, 4:]
-    torch.testing.assert_close(collapsed, torch.full((5, 3), 5.0))
+    torch.testing.assert_close(collapsed, torch.full((5, 3), 4.0))  # the 4 others, bias 0
 
 
 @pytest.mark.parametrize("name,shape,options", [("mlp", None, {"width": 8}), ("dcgan", 16, {"width": 4}),

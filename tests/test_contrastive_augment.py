@@ -197,3 +197,115 @@ def test_linear_probe_separates_separable_features_and_not_shuffled_labels():
     chance = linear_probe(features[train], noise[train], features[test], noise[test], 4, epochs=10,
                           generator=torch.Generator().manual_seed(0))
     assert 0.1 < chance["value"] < 0.45  # labels unrelated to the features: near 1/4
+
+
+# --- MoCo-v2's recipe: hue, random order of the colour ops, Gaussian blur -------------------------
+
+JITTER_ONLY = {**OFF, "jitter_prob": 1.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
+
+
+def test_hue_shift_hand_computed():
+    """(0.8, 0.4, 0.2) has hue 1/18, value 0.8, chroma 0.6; half a turn gives (0.2, 0.6, 0.8); pure
+    red turned by 1/6 is yellow, by 1/3 green; a grey pixel has no hue to turn."""
+    u = torch.tensor([[0.8, 0.4, 0.2], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.3]]).view(4, 3, 1, 1)
+    augment = ViewAugment(**{**JITTER_ONLY, "hue": 0.5})
+    out = augment.apply(u * 2 - 1, {"jitter": torch.ones(4, dtype=torch.bool),
+                                    "hue": torch.tensor([0.5, 1 / 6, 1 / 3, 0.25])})
+    expected = torch.tensor([[0.2, 0.6, 0.8], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.3, 0.3, 0.3]]).view(4, 3, 1, 1)
+    torch.testing.assert_close((out + 1) / 2, expected, atol=1e-6, rtol=0)
+
+
+def test_hue_matches_torchvisions_adjust_hue_image_by_image():
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    u = torch.rand(16, 3, 9, 7, generator=torch.Generator().manual_seed(1))
+    u[0, :, 0, 0] = 0.5  # grey pixels and ties between channels
+    u[1, 0], u[1, 1] = 0.7, 0.7
+    shift = torch.linspace(-0.5, 0.5, 16)
+    out = ViewAugment(**{**JITTER_ONLY, "hue": 0.5}).apply(u * 2 - 1, {"jitter": torch.ones(16, dtype=torch.bool),
+                                                                       "hue": shift})
+    expected = torch.stack([tvf.adjust_hue(u[i], float(shift[i])) for i in range(16)])
+    torch.testing.assert_close((out + 1) / 2, expected, atol=2e-6, rtol=0)
+    assert (expected - u).abs().amax() > 0.3  # the shifts do move colours
+
+
+def test_random_order_is_a_permutation_per_image_and_every_order_occurs():
+    augment = ViewAugment(**{**JITTER_ONLY, "brightness": 0.4, "hue": 0.1, "jitter_order": "random"})
+    order = augment.sample((2000, 3, 4, 4), torch.Generator().manual_seed(0))["order"]
+    assert order.shape == (2000, 4) and torch.equal(order.sort(1).values, torch.arange(4).expand(2000, 4))
+    counts = torch.unique(order, dim=0, return_counts=True)[1]
+    assert len(counts) == 24 and counts.min() > 2000 / 24 / 2  # all 24 orders, none rare
+
+
+def test_random_order_applies_each_images_ops_in_its_order_as_torchvision():
+    """Image i gets torchvision's adjust_* in the order order[i] (their contrast and saturation use
+    grey weights 0.2989 where negaug uses 0.299: differences below 1e-3); a wrong order is far off."""
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    adjust = [tvf.adjust_brightness, tvf.adjust_contrast, tvf.adjust_saturation, tvf.adjust_hue]
+    augment = ViewAugment(**{**JITTER_ONLY, "brightness": 0.8, "contrast": 0.8, "saturation": 0.8, "hue": 0.5,
+                             "jitter_order": "random"})
+    u = torch.rand(24, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    params = augment.sample(u.shape, torch.Generator().manual_seed(3))
+    params["jitter"][:] = True
+    out = (augment.apply(u * 2 - 1, params) + 1) / 2
+    names = ("brightness", "contrast", "saturation", "hue")
+    for i in range(24):
+        expected, reversed_order = u[i], u[i]
+        for op in params["order"][i].tolist():
+            expected = adjust[op](expected, float(params[names[op]][i]))
+        for op in params["order"][i].flip(0).tolist():
+            reversed_order = adjust[op](reversed_order, float(params[names[op]][i]))
+        torch.testing.assert_close(out[i], expected, atol=1e-3, rtol=0)
+        assert i not in (0, 1, 2) or (out[i] - reversed_order).abs().amax() > 1e-2
+
+
+def test_fixed_order_draws_and_applies_what_it_did_before_hue_existed():
+    augment = ViewAugment()  # hue 0, fixed order, no blur
+    params = augment.sample((4, 3, 8, 8), torch.Generator().manual_seed(0))
+    assert set(params) == {"box", "flip", "jitter", "brightness", "contrast", "saturation", "grayscale"}
+
+
+@pytest.mark.parametrize("size", [6, 32])
+def test_blur_matches_torchvisions_gaussian_blur_image_by_image(size):
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    from negaug.contrastive.augment import blur_kernel_size
+    augment = ViewAugment(**{**OFF, "blur_prob": 0.5, "blur_sigma": (0.1, 2.0)})
+    u = torch.rand(6, 3, size, size, generator=torch.Generator().manual_seed(4))
+    sigma = torch.tensor([0.1, 0.5, 1.0, 1.5, 2.0, 2.0])
+    blur = torch.tensor([True, True, True, True, True, False])
+    out = (augment.apply(u * 2 - 1, {"blur": blur, "blur_sigma": sigma}) + 1) / 2
+    kernel = blur_kernel_size(2.0, size, size)
+    assert kernel == (13 if size == 32 else 11)  # 2 ceil(3 * 2) + 1; at 6 px half the kernel < 6: 11
+    for i in range(5):
+        expected = tvf.gaussian_blur(u[i], [kernel, kernel], [float(sigma[i])] * 2)
+        torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[5], u[5], atol=1e-6, rtol=0)  # not blurred
+    assert (out[4] - u[4]).abs().mean() > 0.1  # sigma 2 does blur
+
+
+def test_blur_keeps_a_constant_image_and_sigma_is_drawn_in_range():
+    augment = ViewAugment(**{**OFF, "blur_prob": 1.0, "blur_sigma": (0.1, 2.0)})
+    x = torch.full((3, 3, 10, 10), 0.3)
+    torch.testing.assert_close(augment(x, torch.Generator().manual_seed(0)), x, atol=1e-6, rtol=0)
+    sigma = augment.sample((5000, 3, 8, 8), torch.Generator().manual_seed(0))["blur_sigma"]
+    assert 0.1 <= sigma.min() < 0.15 and 1.95 < sigma.max() <= 2.0
+
+
+def test_mocov2_views_are_replayable_and_independent_of_the_rest_of_the_batch():
+    x, augment = images(n=5, size=16), ViewAugment.mocov2()
+    params = augment.sample(x.shape, torch.Generator().manual_seed(0))
+    assert {"hue", "order", "blur", "blur_sigma"} <= set(params)
+    whole = augment.apply(x, params)
+    assert torch.equal(whole, augment(x, torch.Generator().manual_seed(0)))
+    for i in range(5):
+        alone = augment.apply(x[i:i + 1], {key: value[i:i + 1] for key, value in params.items()})
+        torch.testing.assert_close(alone[0], whole[i], atol=1e-5, rtol=0)
+    assert whole.min() >= -1 and whole.max() <= 1
+
+
+def test_new_options_are_checked():
+    with pytest.raises(ValueError, match="jitter_order='shuffled'"):
+        ViewAugment(jitter_order="shuffled")
+    with pytest.raises(ValueError, match="hue"):
+        ViewAugment(hue=0.6)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        ViewAugment(blur_sigma=(2.0, 1.0))

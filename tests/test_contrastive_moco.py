@@ -11,6 +11,7 @@ from torch.testing import assert_close
 from negaug import nda
 from negaug.contrastive import ENCODERS, MoCo, frozen_batch_norm_stats, nda_views
 from negaug.contrastive.batchnorm import SplitBatchNorm2d
+from negaug.contrastive.encoders import mlp_head
 
 BATCH = 8
 
@@ -246,3 +247,12 @@ def test_nda_views_stack_one_negative_per_batch_and_sample():
     assert torch.equal(stacked[:, 0], jigsaw(x_q, generator=g))
     assert torch.equal(stacked[:, 1], jigsaw(x_k, generator=g))
 
+
+
+def test_head_hidden_none_is_moco_v2s_head_of_the_encoders_width():
+    """moco/builder.py: dim_mlp = encoder_q.fc.weight.shape[1]; ResNet-18: 512 -> 512 -> 128."""
+    model = MoCo(ENCODERS.build("resnet18_cifar"), dim=128, head_hidden=None, queue_size=16, num_splits=1)
+    widths = [(m.in_features, m.out_features) for m in model.head_q if isinstance(m, torch.nn.Linear)]
+    assert widths == [(512, 512), (512, 128)]
+    assert [type(m).__name__ for m in model.head_k] == ["Linear", "ReLU", "Linear"]
+    assert [(m.in_features, m.out_features) for m in mlp_head(512, 0, 128)] == [(512, 128)]  # MoCo v1

@@ -57,18 +57,41 @@ def logged(run_dir: Path) -> list[dict]:
 
 
 def test_pretraining_presets_live_apart_and_the_cifar10_one_has_the_papers_settings():
-    assert pretrain_preset_names() == ["cifar10", "mnist"]
+    assert pretrain_preset_names() == ["cifar10", "cifar10_mocov2", "mnist"]
     assert preset_names() == ["celeba64", "cifar10", "cifar100", "default", "dots", "repro_numerosity", "repro_toy",
                               "ring", "stl10"]  # negaug train's list is unchanged
     with pytest.raises(ValueError, match="unknown preset 'mnist'"):
         load_config("mnist")
-    c10 = load_pretrain_config("cifar10")
+    c10 = load_pretrain_config("cifar10")  # Appendix K's values, the rest main_moco.py's MoCo v2
     assert (c10.model.encoder, c10.data.name, c10.data.batch_size, c10.optim.lr, c10.optim.schedule) == \
         ("resnet18_cifar", "cifar10", 256, 0.3, "cosine")
-    assert (c10.objective.temperature, c10.model.head_hidden, c10.objective.queue_size, c10.objective.momentum) == \
-        (0.07, 2048, 65536, 0.99)
+    assert (c10.objective.temperature, c10.model.head_hidden, c10.model.dim, c10.objective.queue_size,
+            c10.objective.momentum, c10.optim.weight_decay) == (0.07, None, 2048, 65536, 0.999, 1e-4)
     assert c10.train.steps == 1000 * (50_000 // 256)  # 1,000 epochs of full batches
     assert load_pretrain_config().preset == "mnist" and load_pretrain_config().model.encoder == "small_cnn"
+
+
+def test_the_mocov2_preset_is_main_moco_with_its_v2_flags():
+    v2 = load_pretrain_config("cifar10_mocov2")
+    assert (v2.data.batch_size, v2.optim.lr, v2.optim.momentum, v2.optim.weight_decay, v2.optim.schedule) == \
+        (256, 0.03, 0.9, 1e-4, "cosine")
+    assert (v2.objective.temperature, v2.objective.momentum, v2.objective.queue_size) == (0.2, 0.999, 65536)
+    assert (v2.model.head_hidden, v2.model.dim) == (None, 128)
+    assert v2.train.steps == 200 * (50_000 // 256)
+    for preset in ("cifar10", "cifar10_mocov2"):
+        a = load_pretrain_config(preset).augment
+        assert (a.crop_scale, a.flip_prob, a.jitter_prob, a.brightness, a.contrast, a.saturation, a.hue,
+                a.jitter_order, a.grayscale_prob, a.blur_prob, a.blur_sigma) == \
+            ([0.2, 1.0], 0.5, 0.8, 0.4, 0.4, 0.4, 0.1, "random", 0.2, 0.5, [0.1, 2.0])
+
+
+def test_new_augment_keys_leave_the_hash_of_runs_without_them_alone():
+    from negaug.repro.common import config_hash
+    mnist = load_pretrain_config("mnist")
+    assert config_hash(mnist) == "511f4c5b5092d5a1be8ebc8be09151ec6ad1eff463d9b6f5dbcdc1f1954e1a14"  # negaug 0.4's
+    assert config_hash(load_pretrain_config("mnist", ["augment.blur_sigma=[0.2, 1.0]"])) == config_hash(mnist)
+    for change in ("augment.hue=0.1", "augment.jitter_order=random", "augment.blur_prob=0.5"):
+        assert config_hash(load_pretrain_config("mnist", [change])) != config_hash(mnist)
 
 
 def test_pretrain_config_is_strict_and_options_belong_to_their_component(tmp_path):
@@ -242,3 +265,14 @@ def test_quality_gate_pretraining_the_mnist_preset_lifts_knn_accuracy_well_above
     trained = pretrain(config).knn["value"]
     assert 0.62 <= trained <= 0.95, trained
     assert trained >= untrained + 0.05, (untrained, trained)
+
+
+def test_a_tiny_run_with_mocov2s_augmentation_and_head_trains_and_reports(tmp_path):
+    config = tiny(tmp_path, "model.head_hidden=null", "augment.hue=0.1", "augment.jitter_order=random",
+                  "augment.blur_prob=0.5", "train.name=v2")
+    result = pretrain(config)
+    assert result.knn["value"] >= 0
+    report = (result.run_dir / "report.md").read_text()
+    assert "hidden = encoder features (MoCo v2), 8-d output" in report
+    with pytest.raises(ValueError, match="jitter_order"):
+        pretrain(tiny(tmp_path, "augment.jitter_order=shuffled", "train.name=bad"))

@@ -7,13 +7,18 @@ the augmentation. The ops and their ranges follow the authors' `DiffAugment_pyto
 
 - color: brightness + U(-0.5, 0.5); saturation: the deviation from the per-pixel channel mean
   times U(0, 2); contrast: the deviation from the per-image mean times U(0.5, 1.5);
-- translation: an integer shift of up to size // 8 pixels in each direction, zero fill;
-- cutout: a square of size // 2 set to 0, centred anywhere in the image (it may be clipped).
+- translation: an integer shift t of up to int(size / 8 + 0.5) pixels in each direction, zero
+  fill; the output pixel (i, j) is the input pixel (i + t_y, j + t_x), so a shift +t moves the
+  content t pixels up / left, as theirs;
+- cutout: a square of int(size / 2 + 0.5) pixels set to 0, centred anywhere in the image (it may be
+  clipped).
 
+Sizes are rounded half up as the authors' latest `DiffAugment_pytorch.py` does (`int(size * ratio +
+0.5)`; their first version floored, size // 8; the two agree at every size divisible by 8, resp. 2).
+A draw replayed through `apply` gives the authors' image for the same numbers: the shifts are
+drawn rows first, then columns (their translation_x, translation_y), the cutout centres likewise.
 Differences from the authors' code: every draw comes from an explicit generator (theirs use the
-global RNG), parameters are sampled apart from their application (`sample` / `apply`), and a
-translation by +t moves the content t pixels down / right (theirs moves it up / left; the
-distribution of shifts is symmetric, so this changes nothing).
+global RNG) and parameters are sampled apart from their application (`sample` / `apply`).
 """
 from __future__ import annotations
 
@@ -25,8 +30,14 @@ from negaug.registry import closest
 Params = dict[str, Tensor]  # name -> (B,) per-sample parameters on the CPU
 
 POLICY_OPS = ("color", "translation", "cutout")  # the names a policy string may hold
-TRANSLATION_FRACTION = 8  # the largest shift is size // 8 pixels
-CUTOUT_FRACTION = 2  # the cutout square is size // 2 pixels
+TRANSLATION_RATIO = 0.125  # the largest shift is int(size * 0.125 + 0.5) pixels (the authors' ratio)
+CUTOUT_RATIO = 0.5  # the cutout square is int(size * 0.5 + 0.5) pixels
+
+
+def reference_size(size: int, ratio: float) -> int:
+    """int(size * ratio + 0.5): `size` times `ratio` rounded half up, as DiffAugment_pytorch.py
+    (28 px: a shift of 4 where 28 // 8 = 3; 33 px: a cutout of 17 where 33 // 2 = 16)."""
+    return int(size * ratio + 0.5)
 
 
 def translate(x: Tensor, shift_y: Tensor, shift_x: Tensor, padding: str = "zeros") -> Tensor:
@@ -111,11 +122,11 @@ class DiffAugment:
                 params["saturation"] = torch.rand(batch, generator=generator) * 2  # U(0, 2)
                 params["contrast"] = torch.rand(batch, generator=generator) + 0.5  # U(0.5, 1.5)
             elif op == "translation":
-                max_y, max_x = height // TRANSLATION_FRACTION, width // TRANSLATION_FRACTION
+                max_y, max_x = reference_size(height, TRANSLATION_RATIO), reference_size(width, TRANSLATION_RATIO)
                 params["shift_y"] = torch.randint(-max_y, max_y + 1, (batch,), generator=generator)
                 params["shift_x"] = torch.randint(-max_x, max_x + 1, (batch,), generator=generator)
             else:  # cutout: the centre ranges over the image, one more position for even sizes (authors)
-                size_y, size_x = height // CUTOUT_FRACTION, width // CUTOUT_FRACTION
+                size_y, size_x = reference_size(height, CUTOUT_RATIO), reference_size(width, CUTOUT_RATIO)
                 params["center_y"] = torch.randint(0, height + 1 - size_y % 2, (batch,), generator=generator)
                 params["center_x"] = torch.randint(0, width + 1 - size_x % 2, (batch,), generator=generator)
         return params
@@ -125,11 +136,11 @@ class DiffAugment:
         for op in self.ops:
             if op == "color":
                 x = adjust_color(x, params["brightness"], params["saturation"], params["contrast"])
-            elif op == "translation":
-                x = translate(x, params["shift_y"], params["shift_x"], padding="zeros")
+            elif op == "translation":  # out[i, j] = x[i + t_y, j + t_x], as the authors'
+                x = translate(x, -params["shift_y"], -params["shift_x"], padding="zeros")
             else:
                 x = cutout(x, params["center_y"], params["center_x"],
-                           x.shape[2] // CUTOUT_FRACTION, x.shape[3] // CUTOUT_FRACTION)
+                           reference_size(x.shape[2], CUTOUT_RATIO), reference_size(x.shape[3], CUTOUT_RATIO))
         return x
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:

@@ -4,7 +4,7 @@ Every encoder maps images (B, C, H, W) to features (B, F) and has `feature_dim` 
 size works (global average pooling at the end). Built by name:
 
     encoder = ENCODERS.build("resnet18_cifar", in_channels=3, width=64)   # F = 8 * width
-    head = mlp_head(encoder.feature_dim, hidden=2048, out_dim=128)
+    head = mlp_head(encoder.feature_dim, hidden=None, out_dim=128)      # MoCo v2: 512 -> 512 -> 128
 
 - "small_cnn": four 3x3 conv + BN + ReLU layers (stride 1, 2, 2, 2), F = 8 * width; at width 32
   a step of MoCo on 32 px images takes well under a second on 2 CPU cores (benchmarks/contrastive_step.py).
@@ -94,14 +94,15 @@ class ResNet18CIFAR(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
 
-def mlp_head(in_dim: int, hidden: int = 2048, out_dim: int = 128) -> nn.Sequential:
-    """MoCo-v2's projection head: Linear(in_dim, hidden) - ReLU - Linear(hidden, out_dim);
-    (B, in_dim) -> (B, out_dim). hidden = 0: a single Linear (MoCo v1). The paper (Appendix K)
-    gives "feature dimensionality = 2048" for CIFAR and 128 for ImageNet-100; 128 is MoCo's output
-    dimension, so 2048 may be the CIFAR output dimension rather than the hidden width (ambiguous:
-    both are options here)."""
+def mlp_head(in_dim: int, hidden: int | None = 2048, out_dim: int = 128) -> nn.Sequential:
+    """The projection head: Linear(in_dim, hidden) - ReLU - Linear(hidden, out_dim);
+    (B, in_dim) -> (B, out_dim). hidden = None: in_dim, MoCo v2's head (`moco/builder.py`:
+    `dim_mlp = encoder_q.fc.weight.shape[1]`, 512 -> 512 -> 128 for ResNet-18, 2048 -> 2048 -> 128
+    for ResNet-50); hidden = 0: a single Linear (MoCo v1). The default 2048 is negaug's old reading
+    of the paper's "feature dimensionality = 2048" (Appendix K, CIFAR; 128 for ImageNet-100), which
+    in MoCo's code names `--moco-dim`, the output dimension: hidden = None, out_dim = 2048."""
     in_dim = check_int("head in_dim", in_dim, 1)
-    hidden = check_int("head hidden", hidden, 0, 1 << 16)
+    hidden = in_dim if hidden is None else check_int("head hidden", hidden, 0, 1 << 16)
     out_dim = check_int("head out_dim", out_dim, 1, 1 << 16)
     if hidden == 0:
         return nn.Sequential(nn.Linear(in_dim, out_dim))

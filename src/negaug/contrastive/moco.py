@@ -54,11 +54,12 @@ MAX_QUEUE = 1 << 24
 class MoCo(nn.Module):
     """MoCo-v2 with NDA negatives (module docstring). `encoder` maps (B, C, H, W) to (B, F) and
     has `feature_dim`; it becomes the query encoder (`encoder_q`), its BatchNorm2d layers replaced
-    in place by SplitBatchNorm2d when num_splits > 1; the head is `mlp_head(F, head_hidden, dim)`.
+    in place by SplitBatchNorm2d when num_splits > 1; the head is `mlp_head(F, head_hidden, dim)`
+    (head_hidden=None: F, MoCo v2's head; the default 2048 is not MoCo's).
     The key encoder and head start as copies; the queue starts as random unit vectors drawn from
     torch's global RNG, like the weights' initialisation."""
 
-    def __init__(self, encoder: nn.Module, dim: int = 128, head_hidden: int = 2048, queue_size: int = 65536,
+    def __init__(self, encoder: nn.Module, dim: int = 128, head_hidden: int | None = 2048, queue_size: int = 65536,
                  momentum: float = 0.999, temperature: float = 0.07, nda_weight: float = 1.0, num_splits: int = 8):
         super().__init__()
         feature_dim = check_int("encoder feature_dim", getattr(encoder, "feature_dim", None), 1)

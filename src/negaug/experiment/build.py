@@ -20,11 +20,11 @@ from torch import nn
 
 from negaug import augment, data, distributed, losses, metrics, models
 from negaug import nda as nda_transforms
-from negaug.experiment.config import Config, check_run_name, short_repr
+from negaug.experiment.config import Config, ModelConfig, check_run_name, short_repr
 from negaug.experiment.state import TrainState, rank_seed
 from negaug.experiment.stream import BatchStream
 from negaug.files import check_folder
-from negaug.models.mixture import MAX_COMPONENTS, MixtureDiscriminator, MixtureGenerator
+from negaug.models.mixture import MAX_COMPONENTS, REGULARISERS, MixtureDiscriminator, MixtureGenerator
 from negaug.registry import check_int, closest
 
 VALID_MODES = ("weighted", "mixture")
@@ -55,8 +55,10 @@ class Recipe:
     consistency_weight: float = 0.0  # weight of the CR penalty, 0: off
     r2_weight: float = 0.0  # R2 penalty weight (D's fake side), 0: off
     fm_weight: float = 0.0  # feature-matching weight in the G loss, 0: off
+    fm_reduction: str = "sum"  # feature matching: "sum" of squares (the paper) or "mean_abs" (improved-gan's code)
     ortho_reg: float = 0.0  # weight of the orthogonal penalty on G's weights in the G step, 0: off
-    mixture_entropy: float | None = None  # MIX+GAN (G and D are mixtures): entropy weight; None: one G, one D
+    mixture_entropy: float | None = None  # MIX+GAN (G and D are mixtures): regulariser weight; None: one G, one D
+    mixture_regulariser: str = "log"  # MIX+GAN's regulariser on the mixture weights ("log" or "entropy")
 
     def autocast(self):
         """The autocast context of `precision` (a no-op for fp32)."""
@@ -281,13 +283,19 @@ def build_loss(config: Config):
     for key in ("r2_penalty", "feature_matching"):
         if getattr(config.loss, key) < 0:
             raise ValueError(f"loss.{key}={getattr(config.loss, key)} must be >= 0 (0: off)")
+    if config.loss.feature_matching_reduction not in ("sum", "mean_abs"):
+        raise ValueError(f"loss.feature_matching_reduction={config.loss.feature_matching_reduction} is not one of "
+                         f"sum, mean_abs (sum: the paper's formula; mean_abs: improved-gan's code)")
     if not loss.uses_discriminator:
         check_no_discriminator(config, gp, clip)
     if config.model.mixture != 1:
         check_mixture(config, gp, clip)
-    elif config.model.mixture_entropy != Config.LATER_KEYS["model.mixture_entropy"]:
-        raise ValueError(f"model.mixture_entropy={config.model.mixture_entropy:g} weighs MIX+GAN's mixture weights, "
-                         f"which model.mixture=1 has none of; set model.mixture to 2 or more, or drop the key")
+    else:
+        for key in ("mixture_entropy", "mixture_regulariser"):
+            value = getattr(config.model, key)
+            if value != getattr(ModelConfig(), key):
+                raise ValueError(f"model.{key}={value} acts on MIX+GAN's mixture weights, which model.mixture=1 "
+                                 f"has none of; set model.mixture to 2 or more, or drop the key")
     return loss, gp, clip
 
 
@@ -299,7 +307,11 @@ def check_mixture(config: Config, gp: float, clip: float) -> None:
         raise ValueError(f"{key} mixes generators and discriminators, and loss.name=mmd has no discriminator; "
                          f"set model.mixture=1, or use a GAN loss (e.g. loss.name=nonsaturating)")
     if not 0.0 <= config.model.mixture_entropy < math.inf:
-        raise ValueError(f"model.mixture_entropy={config.model.mixture_entropy} must be a finite number >= 0 (Arora et al.: 0.01)")
+        raise ValueError(f"model.mixture_entropy={config.model.mixture_entropy} must be a finite number >= 0 "
+                         f"(Arora et al.'s code: 0.1)")
+    if config.model.mixture_regulariser not in REGULARISERS:
+        raise ValueError(f"model.mixture_regulariser={config.model.mixture_regulariser} is not one of "
+                         f"{', '.join(REGULARISERS)} (log: Arora et al.'s code; entropy: -H(w))")
     settings = {"loss.gradient_penalty": gp, "loss.weight_clip": clip, "loss.r1_penalty": config.loss.r1_penalty,
                 "loss.r2_penalty": config.loss.r2_penalty, "loss.feature_matching": config.loss.feature_matching,
                 "loss.consistency": config.loss.consistency}
@@ -369,7 +381,13 @@ def build_augmentation(config: Config, dataset) -> tuple[augment.DiffAugment | N
             diffaugment = augment.DiffAugment(policy)
         except ValueError as err:
             raise _with_key("train.diffaugment", err) from None
-    consistency = augment.ConsistencyTransform() if weight > 0 else None
+    if config.loss.consistency_padding not in ("zeros", "reflect"):
+        raise ValueError(f"loss.consistency_padding={config.loss.consistency_padding} is not one of zeros, reflect "
+                         f"(zeros: CR-BigGAN's code; reflect: mirror the border)")
+    if weight == 0 and config.loss.consistency_padding != "reflect":
+        raise ValueError(f"loss.consistency_padding={config.loss.consistency_padding} fills CR's shift, which "
+                         f"loss.consistency=0 turns off; set loss.consistency > 0, or drop the key")
+    consistency = augment.ConsistencyTransform(padding=config.loss.consistency_padding) if weight > 0 else None
     if (diffaugment is not None or consistency is not None) and not _is_image_dataset(dataset):
         key = "train.diffaugment" if diffaugment is not None else "loss.consistency"
         raise ValueError(f"{key} augments images, but '{config.data.name}' holds points; turn it off for this dataset")
@@ -470,8 +488,10 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
                     config.loss.r1_penalty, clip_value, config.train.precision, device,
                     diffaugment, consistency, config.loss.consistency,
                     r2_weight=config.loss.r2_penalty, fm_weight=config.loss.feature_matching,
+                    fm_reduction=config.loss.feature_matching_reduction,
                     ortho_reg=config.optim.ortho_reg,
-                    mixture_entropy=config.model.mixture_entropy if config.model.mixture > 1 else None)
+                    mixture_entropy=config.model.mixture_entropy if config.model.mixture > 1 else None,
+                    mixture_regulariser=config.model.mixture_regulariser)
     state = new_state(config, dataset, generator, discriminator, device)
     for module in (state.generator, state.discriminator, state.ema.module if state.ema else None):
         if module is not None:  # data parallel: every rank starts from rank 0's weights (equal already: same seed)

@@ -54,7 +54,10 @@ class ModelConfig:
     conditional: bool = False  # class-conditional G and D (labels from the dataset)
     options: dict = field(default_factory=dict)  # architecture options (width, latent_dim, spectral_norm, ...)
     mixture: int = 1  # MIX+GAN: K generators and K discriminators with learned mixture weights (1: off)
-    mixture_entropy: float = 0.01  # MIX+GAN: weight of the entropy regulariser on the mixture weights
+    mixture_entropy: float = 0.1  # MIX+GAN: weight of the regulariser on the mixture weights (Arora et al.'s code: 0.1)
+    # MIX+GAN's regulariser: "log" = -(1/K) sum_k log(w_k + 1e-6), as Arora et al.'s code
+    # (train_mixgan.py); "entropy" = -H(w) (Shannon entropy, negaug before 0.5)
+    mixture_regulariser: str = "log"
 
 
 @dataclass
@@ -64,9 +67,14 @@ class LossConfig:
     gradient_penalty: float | None = None  # WGAN-GP weight; None: the loss's own default (10 for wgan-gp, else 0)
     r1_penalty: float = 0.0  # R1 penalty weight on real images (0: off)
     consistency: float = 0.0  # CR-GAN weight on mean (D(x) - D(T(x)))^2 over real x, T = flip + shift (0: off; paper: 10)
+    # border fill of CR's shift: "reflect" or "zeros" (CR-BigGAN's code); reflect measured better:
+    # pixel FD 37-43 against 67-82 with zeros, tests/test_quality_gate.py's CR run, seeds 0-2
+    consistency_padding: str = "reflect"
     weight_clip: float | None = None  # WGAN weight clipping; None: the loss's own default (0.01 for wgan, else off)
     r2_penalty: float = 0.0  # R2 penalty weight on D's fake side (R3GAN: with r1_penalty, rpgan); 0: off
     feature_matching: float = 0.0  # weight of ||E f(x) - E f(G(z))||^2 (D's features) added to the G loss; 0: off
+    # "sum" of squares over features (the paper's formula) or "mean_abs" (improved-gan's code: T.mean(abs(m1-m2)))
+    feature_matching_reduction: str = "sum"
 
 
 @dataclass
@@ -140,6 +148,9 @@ class ConfigBase:
     # keys added after runs were cached, with their "off" value: left out of `learning_settings` while
     # off, so that the hash naming a cached reproduction run is the one it had before they existed
     LATER_KEYS: ClassVar[dict[str, Any]] = {}
+    # keys that only act while another key is on: key -> (that key, its "off" value); left out of
+    # `learning_settings` while that key is off (a MIX+GAN setting of a run with one G and one D)
+    IDLE_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,7 +188,13 @@ class Config(ConfigBase):
     LATER_KEYS: ClassVar[dict[str, Any]] = {"train.diffaugment": "none", "loss.consistency": 0.0,  # negaug 0.4
                                             "loss.r2_penalty": 0.0, "loss.feature_matching": 0.0,
                                             "optim.ortho_reg": 0.0, "model.mixture": 1,
-                                            "model.mixture_entropy": 0.01, "train.compile": False}
+                                            "model.mixture_entropy": 0.01, "train.compile": False,
+                                            "loss.feature_matching_reduction": "sum",  # negaug 0.5
+                                            "loss.consistency_padding": "reflect"}
+    # negaug 0.5 (the reference's conventions): these changed what a run with the feature on learns,
+    # so they stay in its hash (its cached runs are retrained) and leave the others' hashes alone
+    IDLE_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {"model.mixture_entropy": ("model.mixture", 1),
+                                                       "model.mixture_regulariser": ("model.mixture", 1)}
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -198,8 +215,8 @@ def check_resumable(key: str, cls: type[ConfigBase] = Config) -> None:
 
 def learning_settings(config: ConfigBase) -> dict[str, Any]:
     """The config as a dict without `preset`, its class's RECORDING_KEYS, its LATER_KEYS that are
-    off and the `eval` section (how the model is measured, with its own random generators): what
-    decides the trained model."""
+    off, its IDLE_KEYS whose feature is off and the `eval` section (how the model is measured, with
+    its own random generators): what decides the trained model."""
     settings = config.to_dict()
     settings.pop("preset", None)
     settings.pop("eval", None)
@@ -210,6 +227,12 @@ def learning_settings(config: ConfigBase) -> dict[str, Any]:
         section, name = key.split(".")
         if name in settings.get(section, {}) and settings[section][name] == off:
             del settings[section][name]
+    values = config.to_dict()
+    for key, (owner, off) in type(config).IDLE_KEYS.items():
+        section, name = key.split(".")
+        owner_section, owner_name = owner.split(".")
+        if values[owner_section][owner_name] == off:
+            settings[section].pop(name, None)
     return settings
 
 

@@ -194,6 +194,13 @@ def _knn(config, recipe, state, log, on_log) -> dict[str, Any]:
 # report
 
 
+def head_width(head_hidden: int | None) -> str:
+    """The projection head's hidden layer in words (`model.head_hidden`)."""
+    if head_hidden is None:
+        return "hidden = encoder features (MoCo v2)"
+    return "linear (MoCo v1)" if head_hidden == 0 else f"{head_hidden}-d hidden"
+
+
 def write_report(config: PretrainConfig, run_dir: Path, step: int, last: dict[str, Any],
                  knn: dict[str, Any] | None, seconds: float) -> None:
     model, objective, nda, optim = config.model, config.objective, config.nda, config.optim
@@ -203,7 +210,7 @@ def write_report(config: PretrainConfig, run_dir: Path, step: int, last: dict[st
         f"# Pretraining run {run_dir.name}", "",
         (f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split), batch "
          f"{config.data.batch_size}; seed {config.train.seed}"),
-        f"- encoder: {model.encoder}{encoder_options}; head: {model.head_hidden}-d hidden, {model.dim}-d output",
+        f"- encoder: {model.encoder}{encoder_options}; head: {head_width(model.head_hidden)}, {model.dim}-d output",
         (f"- MoCo: queue {objective.queue_size}, momentum {objective.momentum}, temperature "
          f"{objective.temperature}, Shuffle-BN splits {objective.num_splits}"),
         f"- NDA: {nda.transform}{nda_options} (nda_weight {nda.nda_weight}; negatives of both views)",

@@ -128,7 +128,7 @@ def check_pretrain_scalars(config: PretrainConfig) -> None:
         if value < 1:
             raise ValueError(f"{key}={value} must be at least 1")
     for key, value in {"train.checkpoint_every": train.checkpoint_every, "train.knn_every": train.knn_every,
-                       "optim.warmup_steps": optim.warmup_steps, "model.head_hidden": config.model.head_hidden,
+                       "optim.warmup_steps": optim.warmup_steps, "model.head_hidden": config.model.head_hidden or 0,
                        "optim.weight_decay": optim.weight_decay, "data.num_workers": config.data.num_workers}.items():
         if value < 0:
             raise ValueError(f"{key}={value} must be >= 0")
@@ -159,7 +159,8 @@ def build_views(config: PretrainConfig, dataset) -> tuple[ViewAugment, nn.Module
     settings = config.augment
     try:
         augment = ViewAugment(settings.crop_scale, settings.crop_ratio, settings.flip_prob, settings.jitter_prob,
-                              settings.brightness, settings.contrast, settings.saturation, settings.grayscale_prob)
+                              settings.brightness, settings.contrast, settings.saturation, settings.grayscale_prob,
+                              settings.hue, settings.jitter_order, settings.blur_prob, settings.blur_sigma)
     except ValueError as err:
         raise _with_key("augment", err) from None
     negative = None

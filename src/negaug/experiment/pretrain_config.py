@@ -11,7 +11,7 @@ the registries (encoder, dataset, NDA transform) are checked by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from negaug.experiment.config import ConfigBase, DataConfig, load_config, resumable_keys
 from negaug.presets import preset_names
@@ -26,15 +26,19 @@ class PretrainDataConfig(DataConfig):
 class EncoderConfig:
     encoder: str = "small_cnn"  # `negaug.contrastive.ENCODERS` name: small_cnn (CPU), resnet18_cifar (GPU)
     options: dict = field(default_factory=dict)  # encoder options (width); in_channels comes from the data
-    head_hidden: int = 2048  # hidden width of the MLP projection head (0: one linear layer, MoCo v1)
-    dim: int = 128  # output dimension of the head: the embedding InfoNCE compares
+    # hidden width of the MLP projection head; null: the encoder's feature size (MoCo v2's head,
+    # `dim_mlp = encoder_q.fc.weight.shape[1]`: 512 -> 512 -> dim for ResNet-18); 0: one linear
+    # layer (MoCo v1). 2048 is negaug's old reading of the paper's "feature dimensionality = 2048"
+    head_hidden: int | None = 2048
+    dim: int = 128  # output dimension of the head: the embedding InfoNCE compares (MoCo's --moco-dim)
 
 
 @dataclass
 class ObjectiveConfig:
     queue_size: int = 65536  # negatives kept from past batches (MoCo's K)
-    momentum: float = 0.99  # key encoder = momentum * key + (1 - momentum) * query, every step
-    temperature: float = 0.07  # InfoNCE temperature
+    momentum: float = 0.99  # key = momentum * key + (1 - momentum) * query, every step (main_moco.py: 0.999;
+    # 0.99: MoCo's CIFAR-10 Colab demo)
+    temperature: float = 0.07  # InfoNCE temperature (MoCo v1's and the paper's CIFAR value; MoCo v2: 0.2)
     num_splits: int = 8  # Shuffle-BN sub-batches in one process (1: plain BN, which lets the positive leak)
 
 
@@ -47,7 +51,9 @@ class PretrainNDAConfig:
 
 @dataclass
 class AugmentConfig:
-    """The positive views (`negaug.contrastive.ViewAugment`); MoCo-v2's CIFAR recipe by default."""
+    """The positive views (`negaug.contrastive.ViewAugment`). The defaults are MoCo-v2's recipe
+    without hue, random order and blur (negaug's recipe before they existed); MoCo-v2's exactly:
+    hue 0.1, jitter_order random, blur_prob 0.5 (the cifar10 presets)."""
 
     crop_scale: list | None = field(default_factory=lambda: [0.2, 1.0])  # random resized crop: area share; null: no crop
     crop_ratio: list = field(default_factory=lambda: [0.75, 1.3333333333333333])  # crop width / height range
@@ -57,6 +63,10 @@ class AugmentConfig:
     contrast: float = 0.4  # contrast factor in [1 - c, 1 + c] (0: off)
     saturation: float = 0.4  # saturation factor in [1 - s, 1 + s] (0: off; no effect on grey images)
     grayscale_prob: float = 0.2  # grayscale probability (no effect on grey images)
+    hue: float = 0.0  # hue shift in [-h, h] turns, h <= 0.5 (0: off; MoCo v2: 0.1)
+    jitter_order: str = "fixed"  # "fixed" (brightness, contrast, saturation, hue) or "random" per image (torchvision, MoCo v2)
+    blur_prob: float = 0.0  # Gaussian blur probability (MoCo v2: 0.5)
+    blur_sigma: list = field(default_factory=lambda: [0.1, 2.0])  # blur standard deviation range, pixels
 
 
 @dataclass
@@ -101,6 +111,10 @@ class PretrainConfig(ConfigBase):
         "train.name", "train.runs_dir", "train.progress", "train.log_every", "train.checkpoint_every",
         "train.keep_checkpoints", "train.knn_every")
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
+    # negaug 0.5 (MoCo v2's augmentation): left out of the hash while off, so cached runs keep theirs
+    LATER_KEYS: ClassVar[dict[str, Any]] = {"augment.hue": 0.0, "augment.jitter_order": "fixed",
+                                            "augment.blur_prob": 0.0}
+    IDLE_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {"augment.blur_sigma": ("augment.blur_prob", 0.0)}
 
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     model: EncoderConfig = field(default_factory=EncoderConfig)

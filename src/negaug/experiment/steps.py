@@ -281,7 +281,7 @@ def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats,
         if recipe.fm_weight > 0:
             seen = parts if pairs else parts + augment_for_d(recipe, state, [(real, real_labels)])
             fake_features, real_features = features(recipe, state.discriminator, seen[:2])
-            terms["feature_matching"] = feature_matching_loss(real_features, fake_features)
+            terms["feature_matching"] = feature_matching_loss(real_features, fake_features, recipe.fm_reduction)
             loss = loss + recipe.fm_weight * terms["feature_matching"]
         if recipe.ortho_reg > 0:  # BigGAN's orthogonal regularisation of G's weights
             terms["ortho"] = orthogonal_penalty(state.generator)
@@ -329,7 +329,7 @@ def mixture_discriminator_step(recipe: Recipe, state: TrainState, real: torch.Te
         fakes = G.every(z)
     with recipe.autocast():
         loss, terms = mixed_d_loss(D, recipe.loss, real, fakes, negatives, recipe.lam if negatives is not None else None,
-                                   recipe.mixture_entropy, g_weights=G.weights())
+                                   recipe.mixture_entropy, g_weights=G.weights(), regulariser=recipe.mixture_regulariser)
     outputs = {name: terms.pop(name) for name in ("out_real", "out_generated", "out_negative") if name in terms}
     check_finite(step, loss, terms, "discriminator")
     _backward_and_step(loss, state.opt_d, state.scaler)
@@ -350,7 +350,8 @@ def mixture_generator_step(recipe: Recipe, state: TrainState, step: int, stats: 
     D.requires_grad_(False)
     try:
         with recipe.autocast():
-            loss, terms = mixed_g_loss(D, recipe.loss, G.every(z), recipe.mixture_entropy, real, g_weights=G.weights())
+            loss, terms = mixed_g_loss(D, recipe.loss, G.every(z), recipe.mixture_entropy, real, g_weights=G.weights(),
+                                       regulariser=recipe.mixture_regulariser)
         generated = terms.pop("out_generated")
         if recipe.ortho_reg > 0:
             terms["ortho"] = orthogonal_penalty(G)

@@ -7,8 +7,13 @@ networks: Li, Swersky & Zemel 2015; Dziugaite, Roy & Ghahramani 2015).
     MMD^2_unbiased(x, y) = the same with the i = j terms dropped from the two within-set means
 
 The biased estimate is the squared distance between the kernel mean embeddings of the two
-empirical distributions (>= 0, what GMMN trained on); the unbiased one has expectation MMD^2 and
-can be slightly negative.
+empirical distributions (>= 0); the unbiased one has expectation MMD^2 and can be slightly negative.
+
+GMMN's code (yujiali/gmmn, core/generative.py) differs in two conventions: its bandwidth is a
+variance, k = exp(-||a - b||^2 / (2 sigma)), where negaug's ``sigmas`` are standard deviations
+(their sigma = our s^2: their 1, 4, 16 are our 1, 2, 4); and its generator objective
+(SqrtGaussianKernelMmdLoss) is sqrt(MMD^2_biased), offered here as ``MMDLoss(sqrt=True)``
+(``loss.options.sqrt=true``); the default objective is MMD^2_biased.
 """
 from __future__ import annotations
 
@@ -70,10 +75,11 @@ class MMDLoss(GANLoss):
     name = "mmd"
     uses_discriminator = False
 
-    def __init__(self, sigmas: list | tuple = DEFAULT_SIGMAS, unbiased: bool = False):
+    def __init__(self, sigmas: list | tuple = DEFAULT_SIGMAS, unbiased: bool = False, sqrt: bool = False):
         items = check_list("mmd sigmas", sigmas, min_length=1)
         self.sigmas = tuple(check_float("mmd sigmas", s, low=1e-6, high=1e6) for s in items)
         self.unbiased = check_bool("mmd unbiased", unbiased)
+        self.sqrt = check_bool("mmd sqrt", sqrt)  # GMMN's objective: sqrt(MMD^2) of the fake side
 
     def generator_loss(self, fake: Tensor, real: Tensor, negatives: Tensor | None = None,
                        lam: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
@@ -82,6 +88,13 @@ class MMDLoss(GANLoss):
         fake, real = fake.float(), real.float()
         attract = mmd2(fake, real, self.sigmas, self.unbiased)
         terms = {"mmd_real": attract.detach()}
+        if self.sqrt:  # sqrt(MMD^2(P, lam G + (1 - lam) N)), the identity above plus its G-free term
+            mixture = attract
+            if negatives is not None and check_lam(lam) < 1.0:
+                negatives = negatives.float()
+                mixture = lam * (attract - (1 - lam) * mmd2(fake, negatives, self.sigmas, self.unbiased)) \
+                    + (1 - lam) * mmd2(real, negatives, self.sigmas, self.unbiased)
+            return mixture.clamp_min(1e-20).sqrt(), terms
         if negatives is None or check_lam(lam) == 1.0:
             return attract, terms
         repel = mmd2(fake, negatives.float(), self.sigmas, self.unbiased)

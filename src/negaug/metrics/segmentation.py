@@ -5,12 +5,20 @@ of the NDA paper): per-pixel accuracy, per-class accuracy and mean IoU from one 
     confusion = confusion_matrix(classes, true_classes, K)    # (K, K) int64, rows = truth
     scores = segmentation_scores(confusion)                   # {"pixel_accuracy", "class_accuracy", "mean_iou"}
 
-Conventions (those of pix2pix's Cityscapes evaluation, `scripts/eval_cityscapes`, after the FCN
-scores of Long et al.): ground-truth pixels outside 0..K-1 (IGNORE = 255, void) are not counted;
-per-pixel accuracy = correct / counted pixels; per-class accuracy = mean over the classes present
-in the ground truth of correct / ground-truth pixels of the class; IoU of a class = correct /
-(ground truth + predicted - correct), averaged over the classes present in the ground truth or in
-the prediction (a class neither has is left out: its IoU is 0/0; `np.nanmean` in their code).
+Conventions: ground-truth pixels outside 0..K-1 (IGNORE = 255, void) are not counted; per-pixel
+accuracy = correct / counted pixels; per-class accuracy of a class = correct / ground-truth pixels
+of the class; its IoU = correct / (ground truth + predicted - correct). The class means follow
+``average``:
+- "all": pix2pix's Cityscapes evaluation (phillipi/pix2pix, scripts/eval_cityscapes/evaluate.py
+  and util.py `get_scores`, after the FCN scores of Long et al.): ``np.nanmean`` over all K
+  classes of ``diag / (hist.sum(1) + 1e-12)`` and ``diag / (union + 1e-12)``, so the 1e-12 makes
+  a class absent from the ground truth score 0 (not NaN) and it counts in the mean. The default
+  of `score_translation` on Cityscapes data, so numbers compare with published tables.
+- "present": the class accuracy averages over the classes present in the ground truth, the IoU
+  over those in the ground truth or the prediction (a class neither has is 0/0, left out). The
+  default elsewhere (the offline street scenes).
+With one of 8 classes missing from the ground truth the two differ (0.598 "all" against 0.683
+"present" on `tests/test_reference_conventions.py`'s example).
 """
 from __future__ import annotations
 
@@ -35,10 +43,15 @@ def confusion_matrix(predicted: torch.Tensor, truth: torch.Tensor, num_classes: 
     return torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
-    """Pixel accuracy, class accuracy and mean IoU (conventions in the module docstring) of a
-    (K, K) confusion matrix [truth, prediction], floats in [0, 1], with the number of classes
-    each mean ran over."""
+AVERAGES = ("all", "present")
+
+
+def segmentation_scores(confusion: torch.Tensor, average: str = "present") -> dict[str, float]:
+    """Pixel accuracy, class accuracy and mean IoU (conventions and ``average`` in the module
+    docstring) of a (K, K) confusion matrix [truth, prediction], floats in [0, 1], with the number
+    of classes each mean ran over."""
+    if average not in AVERAGES:
+        raise ValueError(f"average='{average}' is not one of {', '.join(AVERAGES)}")
     confusion = confusion.double()
     correct = confusion.diagonal()
     truth, predicted = confusion.sum(1), confusion.sum(0)  # (K,) pixels per true / predicted class
@@ -48,6 +61,9 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
     present = truth > 0
     union = truth + predicted - correct
     seen = union > 0
+    if average == "all":  # get_scores: absent classes score 0/(0 + 1e-12) = 0 and count
+        present = seen = torch.ones_like(present)
+        truth, union = truth + 1e-12, union + 1e-12
     return {"pixel_accuracy": float(correct.sum() / total),
             "class_accuracy": float((correct[present] / truth[present]).mean()),
             "mean_iou": float((correct[seen] / union[seen]).mean()),
@@ -55,13 +71,20 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
+def default_average(dataset) -> str:
+    """"all" (pix2pix's evaluation) for Cityscapes data, "present" for the others."""
+    return "all" if str(getattr(dataset, "name", "")).startswith("cityscapes") else "present"
+
+
 def score_translation(generator: torch.nn.Module, dataset, num_samples: int | None = None, batch_size: int = 64,
-                      device: torch.device | str = "cpu") -> dict:
+                      device: torch.device | str = "cpu", average: str | None = None) -> dict:
     """Segmentation scores of `generator` (photo -> label image) on the first `num_samples` pairs of
     a paired dataset (None: all), the generated label images read to the nearest palette colour.
     The generator is run as given (call `.eval()` first for dropout off). Returns the scores,
     the confusion matrix and the majority-class pixel accuracy of the same pixels (the accuracy of
-    predicting the most frequent true class everywhere), with the protocol."""
+    predicting the most frequent true class everywhere), with the protocol. ``average``: how the
+    class means run (None: `default_average(dataset)`)."""
+    average = default_average(dataset) if average is None else average
     count = len(dataset) if num_samples is None else min(int(num_samples), len(dataset))
     if count < 1 or batch_size < 1:
         raise ValueError("score_translation needs at least one pair and batch_size >= 1")
@@ -72,11 +95,13 @@ def score_translation(generator: torch.nn.Module, dataset, num_samples: int | No
         generated = generator(conditions.to(device)).float().cpu()
         predicted = nearest_palette_classes(generated, dataset.palette)
         confusion += confusion_matrix(predicted, dataset.class_maps(index), k)
-    scores = segmentation_scores(confusion)
+    scores = segmentation_scores(confusion, average)
     truth = confusion.sum(1)
     scores.update(majority_pixel_accuracy=float(truth.max() / truth.sum()), confusion=confusion.tolist(),
                   protocol={"num_pairs": count, "num_pixels": int(truth.sum()), "classes": list(dataset.class_names),
                             "prediction": "nearest palette colour (RGB) of each generated pixel",
-                            "mean_iou_over": "classes in the ground truth or the prediction",
-                            "class_accuracy_over": "classes in the ground truth", "ignored": f"truth {IGNORE} (void)"})
+                            "mean_iou_over": "all classes (absent: 0, pix2pix's get_scores)" if average == "all"
+                            else "classes in the ground truth or the prediction",
+                            "class_accuracy_over": "all classes (absent: 0, pix2pix's get_scores)" if average == "all"
+                            else "classes in the ground truth", "ignored": f"truth {IGNORE} (void)"})
     return scores

@@ -108,15 +108,16 @@ class GBlock(nn.Module):
 
 class BigGANGenerator(Generator):
     def __init__(self, image_size: int, channels: int, num_classes: int, latent_dim: int, width: int,
-                 hierarchical: bool, shared_embedding: bool, attention: int):
+                 hierarchical: bool, shared_embedding: bool, attention: int, shared_dim: int = 0):
         chs = [width * m for m in G_CHANNELS[image_size]]
         num_slots = len(chs) if hierarchical else 1  # one z chunk per block, one for the first layer
         super().__init__(latent_dim // num_slots * num_slots, num_classes)  # BigGAN: 128 -> 125 at 64 px
         self.chunk_size = self.latent_dim // num_slots if hierarchical else 0
         self.bottom_channels = chs[0]
-        # The shared embedding has latent_dim features (BigGAN-PyTorch: shared_dim = dim_z).
-        self.shared = nn.Embedding(max(num_classes, 1), latent_dim) if shared_embedding else None
-        cond_dim = latent_dim + self.chunk_size
+        # The shared embedding has shared_dim features (BigGAN-PyTorch: shared_dim, 0 = dim_z as given).
+        shared_dim = shared_dim or latent_dim
+        self.shared = nn.Embedding(max(num_classes, 1), shared_dim) if shared_embedding else None
+        cond_dim = shared_dim + self.chunk_size
 
         def norm(c: int) -> nn.Module:
             return ConditionalBatchNorm2d(c, cond_dim) if shared_embedding else ClassBatchNorm2d(c, num_classes)
@@ -238,12 +239,19 @@ def biggan(
     spectral_norm: bool = True,
     g_spectral_norm: bool = True,
     init: str = "normal",
+    shared_dim: int = 0,
 ) -> tuple[BigGANGenerator, BigGANDiscriminator]:
     """BigGAN G and D. ``width``: BigGAN's ch (G and D); ``latent_dim``: dim_z, rounded down to a
     multiple of the number of z chunks when ``hierarchical``; ``attention``: resolution of the
     self-attention block (0: none); ``shared_embedding``: CBN gains from [shared embedding, z chunk]
     (off: per-class gains); ``spectral_norm`` / ``g_spectral_norm``: SN on D / G (both on, as the NDA
-    authors); ``init``: "normal" = N(0, 0.02) as the NDA authors (BigGAN-PyTorch's default: "orthogonal")."""
+    authors); ``init``: "normal" = N(0, 0.02) as the NDA authors (BigGAN-PyTorch's default: "orthogonal");
+    ``shared_dim``: features of the shared class embedding (0: latent_dim as given, BigGAN-PyTorch's
+    default; its ImageNet-128 model: latent_dim=120, shared_dim=128)."""
+    check_int("biggan shared_dim", shared_dim, 0, MAX_UNITS)
+    if shared_dim and not shared_embedding:
+        raise ValueError("biggan shared_dim sizes the shared embedding, which shared_embedding=false has none of; "
+                         "set shared_embedding=true or shared_dim=0")
     check_power_of_two(image_size, 32, "biggan")
     if image_size not in G_CHANNELS:
         raise ValueError(f"model 'biggan' is defined for image_size {', '.join(map(str, G_CHANNELS))}, got {image_size}")
@@ -256,7 +264,8 @@ def biggan(
         raise ValueError("biggan hierarchical=true needs shared_embedding=true (the z chunks join the shared embedding)")
     if hierarchical and latent_dim < len(G_CHANNELS[image_size]):
         raise ValueError(f"biggan latent_dim={latent_dim} is smaller than the {len(G_CHANNELS[image_size])} z chunks")
-    G = BigGANGenerator(image_size, channels, num_classes, latent_dim, width, hierarchical, shared_embedding, attention)
+    G = BigGANGenerator(image_size, channels, num_classes, latent_dim, width, hierarchical, shared_embedding, attention,
+                        shared_dim)
     D = BigGANDiscriminator(image_size, channels, num_classes, width, attention)
     init_weights(G, init)
     if g_spectral_norm:

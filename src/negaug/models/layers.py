@@ -40,11 +40,14 @@ class MinibatchDiscrimination(nn.Module):
     """Minibatch discrimination (Salimans et al. 2016, sec. 3.2): features f (B, A) -> (B, A + K).
 
     ``M = f T`` with T (A, K, C) gives each sample K rows of C numbers; ``c_k(i, j) =
-    exp(-||M_i,k - M_j,k||_1)`` and ``o(x_i)_k = sum_j c_k(i, j)``, appended to f. The sum runs
-    over the whole batch *including j = i*, as Salimans et al.'s code: each o_k is 1 + the
-    closeness to the other samples (a collapsed batch of B gives B, a spread-out one about 1).
+    exp(-||M_i,k - M_j,k||_1)`` and ``o(x_i)_k = sum_{j != i} c_k(i, j) + b_k``, appended to f: the
+    forward of improved-gan's ``MinibatchLayer`` (openai/improved-gan, mnist_svhn_cifar10/nn.py),
+    which masks j = i with ``1e6 * eye`` and adds a bias b per kernel. Not as their layer: T is a
+    plain weight (theirs is weight-normalised, theta * exp(log_weight_scale) / ||theta||) and there
+    is no data-dependent init (theirs sets b and the scale from the first batch); b starts at 0.
     A sample's output depends on the rest of the batch by design (``mixes_samples``): a D using
     it must declare ``batch_dependent = True``. Batched: O(B^2 K C) memory, no loop over samples.
+    Checkpoints from before the bias (negaug < 0.5 summed j = i too) load with b = 1: the same outputs.
     """
 
     mixes_samples = True  # read by `negaug.models.base.has_batch_statistics`
@@ -54,12 +57,19 @@ class MinibatchDiscrimination(nn.Module):
         self.num_kernels, self.kernel_dim = num_kernels, kernel_dim
         # N(0, 0.05) as Salimans et al.; a plain parameter, so init_weights and spectral norm leave it alone
         self.T = nn.Parameter(0.05 * torch.randn(in_features, num_kernels, kernel_dim))
+        self.bias = nn.Parameter(torch.zeros(num_kernels))
 
     def forward(self, f: Tensor) -> Tensor:
         m = torch.einsum("ba,akc->bkc", f, self.T.to(f.dtype))  # (B, K, C)
         l1 = (m[:, None] - m[None]).abs().sum(-1)  # (B, B, K): ||M_i,k - M_j,k||_1
-        o = torch.exp(-l1).sum(dim=1)  # (B, K), j = i included (+1)
+        others = ~torch.eye(f.shape[0], dtype=torch.bool, device=f.device)[:, :, None]  # (B, B, 1): j != i
+        o = (torch.exp(-l1) * others).sum(dim=1) + self.bias.to(f.dtype)  # (B, K)
         return torch.cat([f, o], dim=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "T" in state_dict and prefix + "bias" not in state_dict:  # saved before the bias: j = i was summed
+            state_dict[prefix + "bias"] = torch.ones(self.num_kernels, dtype=state_dict[prefix + "T"].dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class ProjectionHead(nn.Module):

@@ -3,13 +3,21 @@ and K' discriminators with learned mixture weights, each side's weights the soft
 
 The mixed game's payoff is the expectation of the pairwise payoff under both mixtures:
 
-    L_D = sum_ij wG_i wD_j L_D(G_i, D_j) - beta * H(wD)      (D side, minimised over D_j and wD)
-    L_G = sum_ij wG_i wD_j L_G(G_i, D_j) - beta * H(wG)      (G side, minimised over G_i and wG)
+    L_D = sum_ij wG_i wD_j L_D(G_i, D_j) + beta * R(wD)      (D side, minimised over D_j and wD)
+    L_G = sum_ij wG_i wD_j L_G(G_i, D_j) + beta * R(wG)      (G side, minimised over G_i and wG)
 
-with H(w) = -sum_k w_k log w_k (beta = ``entropy_weight``). The entropy term enters each side's
-loss with a minus sign, so minimising the loss *raises* the entropy of that side's weights: it
-pulls them towards uniform and discourages the mixture from collapsing onto one component (Arora
-et al.'s regulariser). Each side's pairwise loss is any negaug ``GANLoss``; the other side's
+with beta = ``entropy_weight`` and R the regulariser of ``regulariser``:
+- "log" (default): R(w) = -(1/K) sum_k log(w_k + 1e-6), as Arora et al.'s code
+  (PrincetonML/MIX-plus-GANs, cifar10/train_mixgan.py: ``T.sum((-1./ng) * T.log(G_weights +
+  0.000001))`` added with ``mix_entloss_weight`` = 0.1, the weights a ``softmax_weights`` layer);
+  its gradient in the logits is w_k - 1/K (up to the 1e-6), so the pull back to uniform stays of
+  order one near a collapsed mixture;
+- "entropy": R(w) = -H(w) = sum_k w_k log w_k (negaug before 0.5); its gradient
+  -w_k (log w_k + H) vanishes as the mixture collapses: with 3 components it is 7.2 times weaker
+  than the "log" form's at w = (0.98, 0.01, 0.01), 12.5 at (0.99, 0.005, 0.005), 48 at (0.998,
+  0.001, 0.001) (`tests/test_classic_mix.py`).
+Both are smallest at uniform weights, so minimising the loss pulls each side's weights towards
+uniform and discourages the mixture from collapsing onto one component. Each side's pairwise loss is any negaug ``GANLoss``; the other side's
 weights are constants in it. With NDA (eq. 3 of Sinha et al.) each D_j's fake side is
 ``lam * (G mixture) + (1 - lam) * NDA``: ``L_D(G_i, D_j) = loss.d_loss(D_j(x), D_j(G_i(z)),
 D_j(negatives), lam)``, so summed over i with weights wG the fake side is exactly that mixture.
@@ -37,9 +45,23 @@ from negaug.models.base import is_batch_dependent
 MAX_COMPONENTS = 16
 
 
+REGULARISERS = ("log", "entropy")
+LOG_EPS = 1e-6  # Arora et al.'s code: T.log(weights + 0.000001)
+
+
 def entropy(weights: Tensor) -> Tensor:
     """H(w) = -sum w log w of a probability vector (K,), in nats; 0 log 0 = 0."""
     return -(weights * torch.log(weights.clamp_min(1e-30))).sum()
+
+
+def mixture_regulariser(weights: Tensor, regulariser: str = "log") -> Tensor:
+    """R(w) of a probability vector (K,), a scalar smallest at uniform weights: "log" =
+    -(1/K) sum log(w + 1e-6) (Arora et al.'s code), "entropy" = -H(w)."""
+    if regulariser == "log":
+        return -torch.log(weights + LOG_EPS).mean()
+    if regulariser == "entropy":
+        return -entropy(weights)
+    raise ValueError(f"mixture regulariser '{regulariser}' is not one of {', '.join(REGULARISERS)}")
 
 
 def _call(module: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
@@ -169,8 +191,9 @@ class MixGAN(nn.Module):
 
 def mixed_d_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, real: Tensor, fakes: list[Tensor],
                  negatives: Tensor | None, lam: float | None, entropy_weight: float,
-                 g_weights: Tensor | None = None, labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """L_D = sum_ij wG_i wD_j loss.d_loss(D_j(real), D_j(fakes[i]), D_j(negatives), lam) - beta H(wD).
+                 g_weights: Tensor | None = None, labels: Tensor | None = None,
+                 regulariser: str = "log") -> tuple[Tensor, dict[str, Tensor]]:
+    """L_D = sum_ij wG_i wD_j loss.d_loss(D_j(real), D_j(fakes[i]), D_j(negatives), lam) + beta R(wD).
 
     ``mix``: a MixGAN, or a MixtureDiscriminator with ``g_weights`` (K,) given; wG is a constant
     here (the D step does not move the generators' weights). ``labels`` (B,) for conditional D's.
@@ -200,14 +223,15 @@ def mixed_d_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, real: Tensor
     h = entropy(w_d)
     if negatives is None:
         out.pop("out_negative")
-    return total - entropy_weight * h, {**terms, "d_pairs": total.detach(), "d_entropy": h.detach(),
+    return total + entropy_weight * mixture_regulariser(w_d, regulariser), {**terms, "d_pairs": total.detach(), "d_entropy": h.detach(),
                                         **{k: torch.as_tensor(v) for k, v in out.items()}}
 
 
 def mixed_g_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, fakes: list[Tensor], entropy_weight: float,
                  real: Tensor | None = None, g_weights: Tensor | None = None,
-                 labels: Tensor | None = None, real_labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """L_G = sum_ij wG_i wD_j loss.g_loss(D_j(fakes[i]), D_j(real)) - beta H(wG); wD a constant.
+                 labels: Tensor | None = None, real_labels: Tensor | None = None,
+                 regulariser: str = "log") -> tuple[Tensor, dict[str, Tensor]]:
+    """L_G = sum_ij wG_i wD_j loss.g_loss(D_j(fakes[i]), D_j(real)) + beta R(wG); wD a constant.
 
     ``mix``: a MixGAN, or a MixtureDiscriminator with ``g_weights`` (K,) given (with its graph:
     the G step trains the generators' weights). ``real`` only for losses that pair with a real
@@ -224,13 +248,13 @@ def mixed_g_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, fakes: list[
             total = total + w_g[i] * w_d[j] * (loss.g_loss(d_fake, d_real) if d_real is not None else loss.g_loss(d_fake))
             out_generated = out_generated + (w_g[i] * w_d[j]).detach() * d_fake.detach().mean()
     h = entropy(w_g)
-    return total - entropy_weight * h, {"g_pairs": total.detach(), "g_entropy": h.detach(),
+    return total + entropy_weight * mixture_regulariser(w_g, regulariser), {"g_pairs": total.detach(), "g_entropy": h.detach(),
                                         "out_generated": torch.as_tensor(out_generated)}
 
 
 def mixgan_step(mix: MixGAN, loss: GANLoss, real: Tensor, negatives: Tensor | None, lam: float | None,
                 d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimizer, generator: torch.Generator,
-                entropy_weight: float = 0.01) -> dict[str, float]:
+                entropy_weight: float = 0.1, regulariser: str = "log") -> dict[str, float]:
     """One D step then one G step of the mixed game on a real batch (B, ...) and its NDA
     negatives (or None); latents (B, latent_dim) drawn from ``generator`` (CPU), shared by the G_i.
     ``d_opt`` holds ``mix.discriminator_parameters()``, ``g_opt`` ``mix.generator_parameters()``.
@@ -241,12 +265,12 @@ def mixgan_step(mix: MixGAN, loss: GANLoss, real: Tensor, negatives: Tensor | No
     z = torch.randn(B, mix.latent_dim, generator=generator).to(device)
     with torch.no_grad():
         fakes = mix.every_generator(z)
-    d_total, d_terms = mixed_d_loss(mix, loss, real, fakes, negatives, lam, entropy_weight)
+    d_total, d_terms = mixed_d_loss(mix, loss, real, fakes, negatives, lam, entropy_weight, regulariser=regulariser)
     d_opt.zero_grad(set_to_none=True)
     d_total.backward()
     d_opt.step()
     z = torch.randn(B, mix.latent_dim, generator=generator).to(device)
-    g_total, g_terms = mixed_g_loss(mix, loss, mix.every_generator(z), entropy_weight, real)
+    g_total, g_terms = mixed_g_loss(mix, loss, mix.every_generator(z), entropy_weight, real, regulariser=regulariser)
     g_opt.zero_grad(set_to_none=True)
     g_total.backward()
     g_opt.step()

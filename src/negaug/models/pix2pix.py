@@ -15,7 +15,7 @@ Widths width, 2w, 4w, 8w, 8w, ...; the innermost block has no norm, the outermos
 only noise source: G takes no latent. At 256 px this is the official `unet_256`.
 
 Discriminator (`n_layers=3`, the "70x70 PatchGAN"): 4x4 convolutions with strides 2, 2, 2, 1, 1 on
-the channel concatenation (output, condition); each output score sees a 70x70 window of the input.
+the channel concatenation [condition, output] (as the official `torch.cat((real_A, fake_B), 1)`); each output score sees a 70x70 window of the input.
 The map is 30x30 at 256 px, 6x6 at 64 px and 2x2 at 32 px: below 70 px every score sees the whole
 image (padding included), so the "patch" discriminator is a (weight-shared) whole-image one there.
 Losses average over patches.
@@ -163,7 +163,10 @@ class PatchDiscriminator(nn.Module):
         return field
 
     def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        return self.model(torch.cat([x, condition], 1))
+        """Scores (B, 1, h, w) of the pairs (condition (B, C_in, H, W), x (B, C_out, H, W)), the input
+        concatenated as [condition, x], as pytorch-CycleGAN-and-pix2pix (``torch.cat((real_A,
+        fake_B), 1)``), so its official D weights load and score alike."""
+        return self.model(torch.cat([condition, x], 1))
 
 
 def build_pix2pix(image_size: int, in_channels: int, out_channels: int, width: int = 64, norm: str = "instance",

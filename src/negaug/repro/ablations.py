@@ -38,7 +38,7 @@ import torch
 from negaug import data
 from negaug.experiment import load_run
 from negaug.files import write_atomically
-from negaug.metrics import evaluate_generator, evaluate_samples, features, find_metric
+from negaug.metrics import evaluate_generator, evaluate_samples, find_metric
 from negaug.repro import common, plots, stats
 from negaug.repro.common import Arm, Study
 
