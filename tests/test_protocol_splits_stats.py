@@ -198,3 +198,25 @@ def test_less_data_100_percent_arms_are_the_lambda_tables_runs():
     lam = {s.label: key(s) for s in ablations.TABLES["lambda"]}
     assert less["100% no NDA"] == lam["no augmentation"] and less["100% NDA jigsaw"] == lam["lambda 0.25"]
     assert less["10% no NDA"] != lam["no augmentation"]
+
+
+# --- Theorem 1 numerically ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["fgan-kl", "fgan-js", "fgan-pearson"])
+def test_theorem1_minimiser_is_p_data_with_disjoint_negatives_and_not_with_overlapping(name):
+    from negaug.repro import theorem1
+
+    dists = theorem1.distributions()
+    fitted, _ = theorem1.fit_generator(name, dists["p"], dists["disjoint"], 0.25, 2000)
+    assert 0.5 * (fitted - dists["p"]).abs().sum() < 2e-3
+    fitted, _ = theorem1.fit_generator(name, dists["p"], dists["overlapping"], 0.25, 2000)
+    assert 0.5 * (fitted - dists["p"]).abs().sum() > 0.3  # measured 0.45
+
+
+def test_theorem1_closed_form_is_the_registered_losses_supremum():
+    from negaug.repro import theorem1
+
+    p = theorem1.distributions()["p"]
+    q = torch.full((theorem1.NUM_POINTS,), 1 / theorem1.NUM_POINTS, dtype=torch.float64)
+    registered, closed = theorem1.check_closed_form("fgan-pearson", p, q, steps=2000)
+    assert registered == pytest.approx(closed, rel=1e-4) and closed == pytest.approx(2.6)  # sum q (p/q - 1)^2 by hand

@@ -6,7 +6,7 @@ import sys
 
 # Spelled out so that building the parser does not import torch; a test checks them against negaug.repro.names().
 EXPERIMENT_NAMES = ("anomaly", "appendix_o", "contrastive", "lambda", "less_data", "lessons", "numerosity", "pda", "pix2pix",
-                    "quality", "toolkit", "toy", "transforms", "video")
+                    "quality", "theorem1", "toolkit", "toy", "transforms", "video")
 HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix, lessons, toolkit)"
 
 EPILOG = """examples:

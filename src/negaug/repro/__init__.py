@@ -35,6 +35,7 @@ from negaug.repro import (
     numerosity,
     pix2pix,
     quality,
+    theorem1,
     toolkit,
     toy,
     video,
@@ -44,7 +45,7 @@ from negaug.repro.common import SIZES, Study, default_seeds
 EXPERIMENTS = Registry("experiment")
 for _name, _module in {"numerosity": numerosity, "toy": toy, "anomaly": anomaly, "quality": quality,
                        "contrastive": contrastive, "video": video, "pix2pix": pix2pix,
-                       "lessons": lessons, "toolkit": toolkit}.items():
+                       "lessons": lessons, "toolkit": toolkit, "theorem1": theorem1}.items():
     EXPERIMENTS.register(_name)(_module.run)
 for _name in ablations.TABLES:  # the ablations under the pre-registered protocol (docs/reproduction.md)
     EXPERIMENTS.register(_name)(ablations.table_runner(_name))
