@@ -354,5 +354,6 @@ def test_single_process_checkpoint_is_bit_identical_to_the_code_before_data_para
         env.pop(key, None)
     subprocess.run([sys.executable, "-m", "negaug", "train", "default", *overrides, "train.name=before"],
                    env=env, check=True, capture_output=True)
-    train(load_config("default", [*overrides, "train.name=now"]))
+    # "train+val" is what "train" meant before negaug 0.4.0 held out a validation split
+    train(load_config("default", [*overrides, "data.split=train+val", "train.name=now"]))
     assert_same_checkpoint(checkpoint_tensors(tmp_path / "before"), checkpoint_tensors(tmp_path / "now"))

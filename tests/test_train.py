@@ -242,9 +242,13 @@ def test_a_format_1_run_of_negaug_0_1_resumes_like_an_uninterrupted_run(tmp_path
     train(fresh)
     (step_a, fresh_state), (step_b, resumed_state) = weights(tmp_path / "fresh"), weights(run)
     # torch's global generator differs (0.1.0 kept it running after weight init; it is reseeded now)
-    # and no CPU training op draws from it; everything else is bit-identical
+    # and no CPU training op draws from it; everything else is equal, to float rounding: the stored
+    # two steps were computed on another CPU, whose kernels round differently in the last bits (3e-8
+    # measured); a wrong data order, stream or random draw moves weights by orders of magnitude more
     assert fresh_state.pop("rng.torch").shape == resumed_state.pop("rng.torch").shape
-    assert_same_weights((step_a, fresh_state), (step_b, resumed_state))
+    assert step_a == step_b and fresh_state.keys() == resumed_state.keys()
+    for key in fresh_state:
+        torch.testing.assert_close(fresh_state[key], resumed_state[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
 def test_non_finite_loss_stops_with_step_and_term(tmp_path, monkeypatch):

@@ -194,10 +194,12 @@ def test_image_folder_has_a_fixed_held_out_split(tmp_path):
     train = data.build("image_folder", root=root, image_size=6, in_memory=True)
     test = data.build("image_folder", root=root, split="test", image_size=6, in_memory=True)
     everything = data.build("image_folder", root=root, split="all", image_size=6, in_memory=True)
-    assert (len(train), len(test), len(everything)) == (27, 3, 30)
+    val = data.build("image_folder", root=root, split="val", image_size=6, in_memory=True)
+    assert (len(train), len(val), len(test), len(everything)) == (24, 3, 3, 30)  # val: 10% of the 27 of train+val
     assert torch.bincount(test.labels).tolist() == [2, 1]  # 10% of each class
     fingerprint = trust.fingerprints
     assert trust.shared_fraction(fingerprint(test.images), fingerprint(train.images)) == 0.0
+    assert trust.shared_fraction(fingerprint(val.images), fingerprint(train.images)) == 0.0
     again = data.build("image_folder", root=root, split="test", image_size=6, in_memory=True)
     assert torch.equal(again.images, test.images)  # fixed, not drawn anew
     assert data.other_split(test, "train").images.shape == train.images.shape

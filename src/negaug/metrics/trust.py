@@ -70,7 +70,7 @@ def fingerprints(images: Tensor | Iterable[Tensor]) -> Tensor:
         if weights is None:
             weights = torch.rand(flat.shape[1], generator=torch.Generator().manual_seed(FINGERPRINT_SEED),
                                  dtype=torch.float64) + 0.5
-        out.append(flat @ weights)
+        out.append((flat * weights).sum(dim=1))  # per-row reduction: the same number in any batch (a matmul is not)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
 
 from negaug import viz
 
@@ -136,8 +137,6 @@ def arm_points_figure(values: Mapping[str, Mapping[str, Sequence[float]]], ylabe
     """values[panel][arm] = per-seed values: one panel per key (e.g. validation and test FID), one
     column per arm: each seed a dot, the mean a bar with its 95% t-interval; `floor[panel]` a
     dashed line (the real-vs-real floor). The y axis starts at 0 and is shared."""
-    from scipy import stats as scipy_stats
-
     panels = list(values)
     arms = list(next(iter(values.values())))
     figure = viz.new_figure(max(6.0, 0.7 * len(arms) * len(panels) + 2), 4.6)
