@@ -74,3 +74,23 @@ def test_a_run_uses_its_threads_records_them_and_restores_the_caller_s(tmp_path)
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["threads"] for r in records] == [1, 1, 1]
     assert "with 1 torch threads" in (tmp_path / "r" / "report.md").read_text()
+
+
+# --- --threads on every command that computes -------------------------------------------------------
+
+def test_every_computing_command_takes_threads():
+    from negaug.cli import _parser
+    parser = _parser()
+    commands = {"eval": ["RUN"], "anomaly": ["RUN"], "probe": ["RUN"], "repro": ["toy", "--out", "o"],
+                "compare": ["default", "--arms", "", "--out", "o"]}
+    for command, rest in commands.items():
+        assert parser.parse_args([command, *rest, "--threads", "2"]).threads == 2, command
+
+
+def test_threads_flag_is_checked_and_the_caller_s_threads_come_back(tmp_path, capsys):
+    from negaug.cli import main
+    before = torch.get_num_threads()
+    assert main(["eval", str(tmp_path / "missing"), "--threads", "0"]) == 2
+    assert "--threads must be from 1 to 256, got 0" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing"), "--threads", "3"]) == 2  # fails inside the command
+    assert torch.get_num_threads() == before

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from negaug.cli import add_threads_flag
+
 HELP = "linear probe + k-NN accuracy of a `negaug pretrain` run, and data-vs-NDA distances -> RUN/probe.json"
 
 EPILOG = """examples:
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="feature and probe batch size (default: 256)")
     parser.add_argument("--data-root", default=None, help="where the run's dataset lives (default: the run's data.root)")
     parser.add_argument("--download", action="store_true", help="download the run's dataset if it is missing")
+    add_threads_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
