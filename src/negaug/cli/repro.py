@@ -45,14 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from negaug import repro
+    from negaug.repro import common
     from negaug.repro.common import default_seeds
 
     seeds = parse_seed_list(args.seed_list) if args.seed_list else default_seeds(args.size, args.seeds)
     results = repro.run(args.name, args.out, size=args.size, seeds=seeds, runs_dir=args.runs_dir,
                         on_progress=lambda message: print(f"[repro {args.name}] {message}", file=sys.stderr, flush=True))
     print(f"{args.name}: wrote {args.out}/results.json and {args.out}/report.md")
-    met = results.get("targets", {})
-    for target, value in met.items():
+    if args.size != "full":  # one seed at a smoke size: a yes/no would contradict the full tables
+        print(f"  {common.smoke_note(args.size)[2:]}")
+        return 0
+    for target, value in results.get("targets", {}).items():
         print(f"  {target}: {'yes' if value else 'no'}")
     return 0
 

@@ -309,8 +309,7 @@ def report(results: dict[str, Any]) -> list[str]:
         common.markdown_table(["arm", "modes covered (mean ± std)", "per seed", "share within 3 std of a mode"],
                               mode_rows), "",
         "![samples per arm (seed of the first run)](mode_collapse.png)", "",
-        f"Targets: {targets}.",
-    ]
+    ] + ([f"Targets: {targets}."] if common.carries_verdicts(results["size"]) else [])
 
 
 def _kl(value: float) -> str:
