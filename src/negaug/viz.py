@@ -198,7 +198,11 @@ def legend_below(figure: Figure, max_columns: int = 4, marker_size: float | None
                            ncols=min(max_columns, len(entries)), **options)
     for handle in legend.legend_handles if marker_size else ():
         if hasattr(handle, "set_sizes"):
-            handle.set_sizes([marker_size])
+            # a marker drawn by its lines ('+' of the true modes) is thin: larger and bolder to be seen
+            drawn_by_lines = bool(np.any(np.asarray(handle.get_linewidths()) > 0))
+            handle.set_sizes([marker_size * (4 if drawn_by_lines else 1)])
+            if drawn_by_lines:
+                handle.set_linewidths([2.0])
             handle.set_alpha(1.0)
     return legend
 
