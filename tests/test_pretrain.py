@@ -276,3 +276,12 @@ def test_a_tiny_run_with_mocov2s_augmentation_and_head_trains_and_reports(tmp_pa
     assert "hidden = encoder features (MoCo v2), 8-d output" in report
     with pytest.raises(ValueError, match="jitter_order"):
         pretrain(tiny(tmp_path, "augment.jitter_order=shuffled", "train.name=bad"))
+
+
+def test_a_single_knn_point_gets_no_empty_curve_and_two_get_a_curve(tmp_path):
+    pretrain(tiny(tmp_path, "train.name=one", "train.knn_every=0"))  # k-NN at the end only: one point
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert not (tmp_path / "one" / "curves_knn.png").exists() and "curves_knn.png" not in report
+    pretrain(tiny(tmp_path, "train.name=two"))  # knn_every=3 of 6 steps: steps 3 and 6
+    assert (tmp_path / "two" / "curves_knn.png").exists()
+    assert "![k-NN accuracy](curves_knn.png)" in (tmp_path / "two" / "report.md").read_text()

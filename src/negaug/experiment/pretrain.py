@@ -248,8 +248,9 @@ def _curves(run_dir: Path) -> list[str]:
         viz.save_line_plot(series, run_dir / "curves_loss.png", xlabel="step", ylabel="value",
                            title="InfoNCE loss and contrastive accuracy")
         lines.append("![loss](curves_loss.png)")
-    if knn:
+    if len(knn) >= 2:  # one point is no curve (an empty plot): the report's k-NN line holds it
         viz.save_line_plot({"k-NN accuracy": ([r["step"] for r in knn], [r["knn"]["value"] for r in knn])},
-                           run_dir / "curves_knn.png", xlabel="step", ylabel="accuracy", title="k-NN accuracy (test)")
+                           run_dir / "curves_knn.png", xlabel="step", ylabel="accuracy", title="k-NN accuracy (test)",
+                           markers=True)
         lines.append("![k-NN accuracy](curves_knn.png)")
     return lines if len(lines) > 3 else []
