@@ -122,7 +122,8 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
 
     Processes may share a runs folder (e.g. one per seed): a run that another live process is
     training is waited for, not trained twice."""
-    overrides = [*arm.overrides, f"train.seed={seed}", "train.progress=false"]
+    # a bar per training run when someone watches (the CLI); train.progress is a recording key: same hash
+    overrides = [*arm.overrides, f"train.seed={seed}", f"train.progress={str(study.on_progress is not None).lower()}"]
     config = KINDS[arm.kind][0](arm.preset, overrides)
     key = config_hash(config)[:12]
     run_dir = study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
