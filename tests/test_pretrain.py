@@ -182,8 +182,9 @@ def test_probe_appends_entries_with_their_protocol(tmp_path, capsys):
         assert 0 <= distance["value"] <= 2 and sum(distance["histogram"]) == distance["protocol"]["num_images"] == 200
         assert distance["value"] < entry["results"][f"cosine_distance/{space}/other_image"]["value"]
     assert len(entry["plots"]) == 2 and all((tmp_path / "p" / plot).exists() for plot in entry["plots"])
-    code, out, _ = cli(capsys, "probe", str(tmp_path / "p"), "--epochs", "1", "--device", "cpu")
+    code, out, err = cli(capsys, "probe", str(tmp_path / "p"), "--epochs", "1", "--device", "cpu")
     assert code == 0 and "linear_probe" in out and "knn" in out
+    assert "[probe] features of 720 training" in err and "[probe] linear probe: 1 epochs" in err  # progress
     entries = json.loads((tmp_path / "p" / "probe.json").read_text())["evaluations"]
     assert [e["results"]["linear_probe"]["protocol"]["epochs"] for e in entries] == [2, 1]
     figure = distance_comparison({"plain": tmp_path / "p", "again": tmp_path / "p"}, tmp_path / "figure9.png")

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     entry = probe_run(args.run, epochs=args.epochs, checkpoint=args.checkpoint, device=args.device, seed=args.seed,
                       batch_size=args.batch_size, data_root=args.data_root, download=args.download, split=args.split,
-                      warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+                      warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr),
+                      on_progress=lambda message: print(f"[probe] {message}", file=sys.stderr, flush=True))
     print(format_probe(entry))
     print(f"appended to {args.run}/probe.json")
     return 0
