@@ -94,3 +94,12 @@ def test_threads_flag_is_checked_and_the_caller_s_threads_come_back(tmp_path, ca
     assert "--threads must be from 1 to 256, got 0" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing"), "--threads", "3"]) == 2  # fails inside the command
     assert torch.get_num_threads() == before
+
+
+def test_negaug_train_names_the_threads_it_runs_with(tmp_path, capsys):
+    from negaug.cli import main
+    args = ["train", *TINY, f"train.runs_dir={tmp_path}"]
+    assert main([*args, "train.name=a", "train.threads=1"]) == 0
+    assert ", 1 torch threads" in capsys.readouterr().out
+    assert main([*args, "train.name=b"]) == 0
+    assert f", {torch.get_num_threads()} torch threads (torch's default; train.threads=1" in capsys.readouterr().out
