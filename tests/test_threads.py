@@ -103,3 +103,36 @@ def test_negaug_train_names_the_threads_it_runs_with(tmp_path, capsys):
     assert ", 1 torch threads" in capsys.readouterr().out
     assert main([*args, "train.name=b"]) == 0
     assert f", {torch.get_num_threads()} torch threads (torch's default; train.threads=1" in capsys.readouterr().out
+
+
+def test_a_run_whose_steps_slow_down_warns_in_its_log(tmp_path, monkeypatch):
+    import functools
+    import time
+
+    from negaug.experiment import loop
+    monkeypatch.setattr(loop, "StepPace", functools.partial(StepPace, warmup=1, baseline=3, window=4))
+    step_once = loop.train_step
+
+    def slower_from_step_9(recipe, state, step, stats):  # another process takes the cores
+        began = time.perf_counter()
+        step_once(recipe, state, step, stats)
+        if step >= 9:
+            time.sleep(max(20 * (time.perf_counter() - began), 0.05))
+
+    monkeypatch.setattr(loop, "train_step", slower_from_step_9)
+    config = load_config("default", [*TINY, f"train.runs_dir={tmp_path}", "train.name=r", "train.steps=16"])
+    result = train(config)
+    warnings = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+                if "warning" in line]
+    # steps 7-10: two slow of four, the median (mean of the middle two) is over 3x: step 10
+    assert len(warnings) == 1 and warnings[0]["step"] == 10
+    assert "train.threads=1" in warnings[0]["warning"] and warnings[0]["warning"] in result.warnings
+
+
+def test_a_steady_run_does_not_warn(tmp_path, monkeypatch):
+    import functools
+
+    from negaug.experiment import loop
+    monkeypatch.setattr(loop, "StepPace", functools.partial(StepPace, warmup=1, baseline=3, window=4))
+    result = train(load_config("default", [*TINY, f"train.runs_dir={tmp_path}", "train.name=r", "train.steps=16"]))
+    assert not any("slower" in w for w in result.warnings)

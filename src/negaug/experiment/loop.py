@@ -224,9 +224,10 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
     try:
         while state.step < settings.steps:
             step = state.step + 1
-            report_health(timed(pace, bar, lambda: train_step(recipe, state, step, stats)))
+            slow = timed(pace, bar, lambda: train_step(recipe, state, step, stats))
             state.step = step
             bar.update(1)
+            report_health(slow)  # at this step (report_health logs state.step)
             if step % settings.log_every == 0 or step == settings.steps:
                 check_state_finite(state)
                 now = time.perf_counter()
