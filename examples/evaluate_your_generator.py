@@ -41,7 +41,9 @@ def main() -> None:
                             ("untrained network", untrained)):
         draws = torch.Generator().manual_seed(1)
         # num_samples defaults to the size of the reference (equal sizes); latent_dim: your z size
-        results = negaug.metrics.evaluate_generator(generator, test_set, ["fid", "kid", "pr"], latent_dim=16)
+        # progress=True: bars on stderr (the first call trains the feature classifier, about a minute, then cached)
+        results = negaug.metrics.evaluate_generator(generator, test_set, ["fid", "kid", "pr"], latent_dim=16,
+                                                    progress=True)
         fid, kid, pr = (negaug.metrics.find_metric(results, m) for m in ("fid", "kid", "pr"))
         print(f"{name:>22}: FID {fid['value']:8.2f}  KID {kid['value']:8.4f}  "
               f"precision {pr['precision']:.3f}  recall {pr['recall']:.3f}")

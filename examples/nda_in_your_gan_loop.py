@@ -85,8 +85,9 @@ def main() -> None:
     if args.eval_samples:
         test_set = negaug.data.build("mnist5k", split="test")
         # your own generator: a callable of standard normal latents of size latent_dim
+        # progress=True: bars on stderr while the feature classifier trains (once, then cached) and features are computed
         results = negaug.metrics.evaluate_generator(G, test_set, ["fid"], num_samples=args.eval_samples,
-                                                    latent_dim=64)
+                                                    latent_dim=64, progress=True)
         for key, result in results.items():
             print(f"{key}: {result['value']:.2f} ({result['protocol']['num_generated']} samples vs "
                   f"{result['protocol']['num_real']} test images)")

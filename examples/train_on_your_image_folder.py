@@ -49,14 +49,13 @@ def main() -> None:
         "data.name=image_folder", f"data.root={images}", "data.image_size=32",
         f"data.options.channels={args.channels}", f"train.steps={args.steps}",
         f"train.sample_every={max(1, args.steps // 4)}", f"train.checkpoint_every={max(1, args.steps // 4)}",
-        "train.progress=false",
-    ])
+    ])  # train.progress (default true): a bar with the rate and the time left, on stderr
     result = train(config, run_dir=out / "run")
     print(f"trained: {result.run_dir} (samples in {result.run_dir / 'samples'}, report in {result.run_dir / 'report.md'})")
 
     # Parzen log-likelihood of the held-out images under 1000 samples (a few hundred images are
     # too few for FID in 128 feature dimensions; with thousands, ask for fid, kid and pr)
-    entry = evaluate_run(result.run_dir, metrics=["kde"], num_samples=1000, plots=False)
+    entry = evaluate_run(result.run_dir, metrics=["kde"], num_samples=1000, plots=False, progress=True)
     kde = entry["results"]["kde"]
     print(f"kde: {kde['value']:.1f} nats ({kde['protocol']['num_generated']} samples, reference "
           f"{kde['protocol']['reference']} with {kde['protocol']['num_real']} held-out images)")

@@ -474,6 +474,37 @@ def test_compare_two_runs(photos):
     assert len(anomaly.compare(a, c, strict=False)) == 2
 
 
+class RescaledD(nn.Module):
+    """An affine rescaling a * D + b of another D's scores (a > 0): the same detector."""
+
+    def __init__(self, inner, a, b):
+        super().__init__()
+        self.inner, self.a, self.b = inner, a, b
+
+    def forward(self, x, y=None):
+        return self.a * self.inner(x) + self.b
+
+
+def test_plotted_gaps_are_invariant_to_an_affine_rescaling_of_one_d(photos):
+    request = "corruption/gaussian_noise,corruption/contrast,nda/jigsaw"
+    runs = {label: anomaly.evaluate(d, photos, request, seed=1)
+            for label, d in (("d", RoughnessD()), ("rescaled", RescaledD(RoughnessD(), 40.0, -3.0)))}
+    raw = {label: diffs for label, (_, diffs) in runs.items()}
+    # the raw gaps differ by the factor (what made the baseline look better on most panels)
+    assert_close(raw["rescaled"]["nda/jigsaw"], 40.0 * raw["d"]["nda/jigsaw"], rtol=1e-4, atol=1e-6)
+    for scales in ({label: r["in_distribution"]["score_std"] for label, (r, _) in runs.items()}, None):
+        gaps = anomaly.scale_free_gaps(raw, scales)
+        for name in raw["d"]:
+            np.testing.assert_allclose(gaps["rescaled"][name], gaps["d"][name], rtol=1e-4, atol=1e-6)
+            assert np.abs(gaps["d"][name]).max() > 0.1  # not all zeros: the test can fail
+    with_std = anomaly.scale_free_gaps(raw, {"d": 2.0})  # the given scale divides; a missing one is pooled
+    np.testing.assert_allclose(with_std["d"]["nda/jigsaw"], raw["d"]["nda/jigsaw"].double().numpy() / 2.0, rtol=1e-6)
+    figure = anomaly.difference_histograms_figure({"a": raw["d"], "b": raw["rescaled"]})
+    a, b = ([patch.get_height() for patch in bars] for bars in figure.axes[0].containers)
+    assert len(a) == 40 and a == pytest.approx(b, rel=1e-3, abs=1e-6)
+    assert "std of this D" in figure.axes[-1].get_xlabel()
+
+
 def test_histogram_png(tmp_path):
     g = torch.Generator().manual_seed(0)
     diffs = {"baseline": {"corruption/fog": torch.randn(50, generator=g), "nda/jigsaw": torch.randn(50, generator=g)},

@@ -8,11 +8,13 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def run_example(name: str, *args: str, tmp_path: Path) -> str:
+def run_example(name: str, *args: str, tmp_path: Path, stderr: list[str] | None = None) -> str:
     env = {**os.environ, "NEGAUG_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(done.stderr)
     return done.stdout
 
 
@@ -28,7 +30,9 @@ def test_nda_in_your_gan_loop(tmp_path):
 
 
 def test_evaluate_your_generator_ranks_real_above_negatives_above_noise(tmp_path):
-    out = run_example("evaluate_your_generator.py", "--dataset", "digits", tmp_path=tmp_path)
+    err = []
+    out = run_example("evaluate_your_generator.py", "--dataset", "digits", tmp_path=tmp_path, stderr=err)
+    assert "training feature classifier" in err[0]  # never silent while the classifier trains
     fid = {name.strip(): float(value) for name, value in re.findall(r"^\s*(.+?): FID\s+([\d.]+)", out, re.M)}
     assert fid["real training images"] < fid["jigsaw negatives"] < fid["untrained network"], out
     assert "trained on the reference's training split" in out and "reference digits/test, 359 vs 359" in out

@@ -226,3 +226,24 @@ def test_repro_sample_rows_are_enlarged_and_labels_grow(tmp_path):
     assert height == 2 * (84 + 2) + 2
     assert width == viz.label_column_width(["baseline", "nda"], font_size=21) + 16 * (84 + 2) + 2
     assert [viz.label_font_size(h) for h in (8, 40, 84, 200)] == [10, 10, 21, 24]
+
+
+def test_grouped_bar_labels_never_overlap():
+    groups = ["precision, ema G", "recall, ema G", "precision, raw G", "recall, raw G"]  # repro quality's
+    figure = plots.grouped_bars_figure({arm: {g: (0.6, 0.05) for g in groups} for arm in ("baseline", "nda")},
+                                       ylabel="mean ± std over seeds")
+    figure.canvas.draw()
+    boxes = [label.get_window_extent() for label in figure.axes[0].get_xticklabels()]
+    assert len(boxes) == 4
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0, "neighbouring x labels overlap"
+
+
+def test_the_toy_legend_shows_the_mode_marker_large_and_bold():
+    ring = ring_dataset()
+    figure = plots.toy_scatters_figure(ring.points, ring.points[:50] * 0.5, {"nda": ring_points(0, 0.05)},
+                                       ring.centers, ring.std)
+    handles = dict(zip([t.get_text() for t in figure.legends[0].get_texts()], figure.legends[0].legend_handles))
+    modes = next(h for label, h in handles.items() if label.startswith("true modes"))
+    assert modes.get_sizes()[0] >= 100 and modes.get_linewidths()[0] >= 1.5
+    assert handles["real"].get_sizes()[0] == 30  # filled markers keep the common size

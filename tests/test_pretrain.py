@@ -182,8 +182,9 @@ def test_probe_appends_entries_with_their_protocol(tmp_path, capsys):
         assert 0 <= distance["value"] <= 2 and sum(distance["histogram"]) == distance["protocol"]["num_images"] == 200
         assert distance["value"] < entry["results"][f"cosine_distance/{space}/other_image"]["value"]
     assert len(entry["plots"]) == 2 and all((tmp_path / "p" / plot).exists() for plot in entry["plots"])
-    code, out, _ = cli(capsys, "probe", str(tmp_path / "p"), "--epochs", "1", "--device", "cpu")
+    code, out, err = cli(capsys, "probe", str(tmp_path / "p"), "--epochs", "1", "--device", "cpu")
     assert code == 0 and "linear_probe" in out and "knn" in out
+    assert "[probe] features of 720 training" in err and "[probe] linear probe: 1 epochs" in err  # progress
     entries = json.loads((tmp_path / "p" / "probe.json").read_text())["evaluations"]
     assert [e["results"]["linear_probe"]["protocol"]["epochs"] for e in entries] == [2, 1]
     figure = distance_comparison({"plain": tmp_path / "p", "again": tmp_path / "p"}, tmp_path / "figure9.png")
@@ -276,3 +277,12 @@ def test_a_tiny_run_with_mocov2s_augmentation_and_head_trains_and_reports(tmp_pa
     assert "hidden = encoder features (MoCo v2), 8-d output" in report
     with pytest.raises(ValueError, match="jitter_order"):
         pretrain(tiny(tmp_path, "augment.jitter_order=shuffled", "train.name=bad"))
+
+
+def test_a_single_knn_point_gets_no_empty_curve_and_two_get_a_curve(tmp_path):
+    pretrain(tiny(tmp_path, "train.name=one", "train.knn_every=0"))  # k-NN at the end only: one point
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert not (tmp_path / "one" / "curves_knn.png").exists() and "curves_knn.png" not in report
+    pretrain(tiny(tmp_path, "train.name=two"))  # knn_every=3 of 6 steps: steps 3 and 6
+    assert (tmp_path / "two" / "curves_knn.png").exists()
+    assert "![k-NN accuracy](curves_knn.png)" in (tmp_path / "two" / "report.md").read_text()

@@ -72,9 +72,12 @@ def test_segment_points_lie_on_the_segment():
     assert 0.0 <= float(points[:, 1].min()) and float(points[:, 1].max()) <= 1.0
 
 
-def test_lessons_tiny_writes_report_and_figures(tmp_path):
+def test_lessons_tiny_writes_report_and_figures(tmp_path, capsys):
     out = tmp_path / "lessons"
     assert main(["repro", "lessons", "--tiny", "--out", str(out)]) == 0
+    err = capsys.readouterr().err  # progress: a line per theta, a bar per training run
+    assert "theta +0.00 (1 of 2" in err and "theta +1.00 (2 of 2" in err
+    assert "train: 100%" in err and err.count("train: 100%") >= len(lessons.GRID_ARMS)
     for name in ("report.md", "results.json", "vanishing_gradient.png", "divergences.png", "mode_collapse.png"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())

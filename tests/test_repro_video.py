@@ -31,7 +31,7 @@ def test_video_tiny_writes_results_report_and_plot(tmp_path):
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
     assert (out / "probe_accuracy.png").stat().st_size > 1000
-    assert "## Claim table" in report and "synthetic stand-in" in report and "|---|" in report
+    assert "## Table (" in report and "**Verdict**" not in report and "synthetic stand-in" in report and "|---|" in report
     assert set(results["per_seed"]) == {"untrained", "baseline", "nda"}
     for arm, entries in results["per_seed"].items():
         (entry,) = entries

@@ -198,7 +198,11 @@ def legend_below(figure: Figure, max_columns: int = 4, marker_size: float | None
                            ncols=min(max_columns, len(entries)), **options)
     for handle in legend.legend_handles if marker_size else ():
         if hasattr(handle, "set_sizes"):
-            handle.set_sizes([marker_size])
+            # a marker drawn by its lines ('+' of the true modes) is thin: larger and bolder to be seen
+            drawn_by_lines = bool(np.any(np.asarray(handle.get_linewidths()) > 0))
+            handle.set_sizes([marker_size * (4 if drawn_by_lines else 1)])
+            if drawn_by_lines:
+                handle.set_linewidths([2.0])
             handle.set_alpha(1.0)
     return legend
 
@@ -239,14 +243,15 @@ def histogram_figure(
 
 def line_figure(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str = "", ylabel: str = "",
-    title: str = "", log_y: bool = False,
+    title: str = "", log_y: bool = False, markers: bool = False,
 ) -> Figure:
-    """One line per `name: (x, y)` (training curves, FID against steps), coloured by `colours`."""
+    """One line per `name: (x, y)` (training curves, FID against steps), coloured by `colours`;
+    `markers`: a dot at each point (a few evaluations, not a dense curve)."""
     figure = new_figure(5, 3.5)
     axes = figure.add_subplot()
     for (name, (x, y)), colour in zip(series.items(), colours(list(series)).values()):
         axes.plot(np.asarray(x, dtype=float), np.asarray(y, dtype=float), label=name, color=colour,
-                  linestyle=LINE_STYLES.get(name, "-"))
+                  linestyle=LINE_STYLES.get(name, "-"), marker="o" if markers else None)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale="log" if log_y else "linear")
     legend_below(figure, max_columns=2)
     return figure
@@ -317,9 +322,9 @@ def save_histogram(series, path: str | Path, bins=30, xlabel: str = "", title: s
 
 
 def save_line_plot(series, path: str | Path, xlabel: str = "", ylabel: str = "", title: str = "",
-                   log_y: bool = False) -> Path:
+                   log_y: bool = False, markers: bool = False) -> Path:
     """`line_figure(...)` as a PNG or PDF (by suffix)."""
-    return save_figure(line_figure(series, xlabel, ylabel, title, log_y), path)
+    return save_figure(line_figure(series, xlabel, ylabel, title, log_y, markers), path)
 
 
 def save_scatter(series, path: str | Path, title: str = "", limit: float | None = None, modes=None,

@@ -13,12 +13,12 @@ Images are float (N, C, H, W) in [-1, 1], preprocessed as the discriminator's tr
 from negaug.anomaly.corruptions import corrupt
 from negaug.anomaly.evaluate import compare, evaluate, format_comparison, format_results, summarize
 from negaug.anomaly.ood import OODPlan, build_ood, is_paired, ood_names, plan_ood
-from negaug.anomaly.plots import difference_histograms_figure, plot_difference_histograms
+from negaug.anomaly.plots import difference_histograms_figure, plot_difference_histograms, scale_free_gaps
 from negaug.anomaly.scoring import detection_metrics, fpr_at_tpr, score
 
 __all__ = [
     "OODPlan", "build_ood", "compare", "corrupt", "detection_metrics", "difference_histograms_figure", "evaluate",
     "format_comparison",
     "format_results", "fpr_at_tpr", "is_paired", "ood_names", "plan_ood", "plot_difference_histograms",
-    "score", "summarize",
+    "scale_free_gaps", "score", "summarize",
 ]

@@ -1,5 +1,10 @@
 """Histograms of D(clean) - D(ood) per paired OOD set (the paper's Figures 4 and 8), one panel
-per set, several runs overlaid (e.g. baseline vs NDA)."""
+per set, several runs overlaid (e.g. baseline vs NDA).
+
+Each run's gaps are divided by a scale of its own discriminator (the std of D on the clean images,
+or else of the run's gaps pooled over its sets), so the plotted quantity is the same for any
+rescaling a * D + b (a > 0) of one D's scores: raw gaps of differently scaled discriminators made
+the baseline look better on most panels while AUROC (scale-free) said NDA won (issue 26)."""
 from __future__ import annotations
 
 import math
@@ -12,15 +17,37 @@ from matplotlib.figure import Figure
 from negaug import viz
 
 
+AXIS_LABEL = "(D(clean) - D(ood)) / std of this D"
+
+
 def plot_difference_histograms(differences: dict[str, dict[str, torch.Tensor]], path: str | Path,
-                               bins: int = 40, columns: int = 4, title: str | None = None) -> Path:
+                               bins: int = 40, columns: int = 4, title: str | None = None,
+                               scales: dict[str, float] | None = None) -> Path:
     """Save a PNG (or PDF, by suffix) of `difference_histograms_figure(...)`."""
-    return viz.save_figure(difference_histograms_figure(differences, bins, columns, title), path)
+    return viz.save_figure(difference_histograms_figure(differences, bins, columns, title, scales), path)
+
+
+def scale_free_gaps(differences: dict[str, dict[str, torch.Tensor]],
+                    scales: dict[str, float] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """{run: {set: (N,) gap / scale of the run's D}}: the plotted quantity. `scales[run]` is the
+    std of that D's scores on the clean images (`results["in_distribution"]["score_std"]`); a run
+    without one is divided by the std of its gaps pooled over its sets. Either way a * D + b
+    (a > 0) gives the same numbers."""
+    out = {}
+    for label, per_set in differences.items():
+        gaps = {name: _as_array(values) for name, values in per_set.items()}
+        scale = (scales or {}).get(label)
+        if scale is None and gaps:
+            scale = float(np.concatenate(list(gaps.values())).std())
+        scale = scale if scale and math.isfinite(scale) and scale > 0 else 1.0  # a constant D: nothing to scale
+        out[label] = {name: values / scale for name, values in gaps.items()}
+    return out
 
 
 def difference_histograms_figure(differences: dict[str, dict[str, torch.Tensor]], bins: int = 40,
-                                 columns: int = 4, title: str | None = None) -> Figure:
-    """One histogram panel per OOD set.
+                                 columns: int = 4, title: str | None = None,
+                                 scales: dict[str, float] | None = None) -> Figure:
+    """One histogram panel per OOD set, of `scale_free_gaps(differences, scales)`.
 
     differences: {run_label: {ood_name: (N,) D(clean) - D(ood)}}; runs that lack a set are left
     out of its panel. Each panel shares its bin edges across runs and shows densities, so runs
@@ -36,6 +63,7 @@ def difference_histograms_figure(differences: dict[str, dict[str, torch.Tensor]]
     rows = math.ceil(len(names) / columns)
     figure = viz.new_figure(3.2 * columns, 2.5 * rows + (0.4 if len(differences) > 1 else 0))
     colour = viz.colours(list(differences))
+    differences = scale_free_gaps(differences, scales)
     for index, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, index + 1)
         runs = {label: _as_array(per_run[name]) for label, per_run in differences.items() if name in per_run}
@@ -49,7 +77,7 @@ def difference_histograms_figure(differences: dict[str, dict[str, torch.Tensor]]
         if index % columns == 0:
             axes.set_ylabel("density", fontsize=8)
         if index >= len(names) - columns:
-            axes.set_xlabel("D(clean) - D(ood)", fontsize=8)
+            axes.set_xlabel(AXIS_LABEL, fontsize=8)
     if len(differences) > 1:
         viz.legend_below(figure, max_columns=len(differences), fontsize=9)
     if title:

@@ -7,9 +7,11 @@ stderr and exit code 2; set NEGAUG_DEBUG=1 to see the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+from typing import Iterator
 
 SUBCOMMANDS = ("train", "eval", "anomaly", "nda", "repro", "compare", "pretrain", "probe")
 
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_path_flags(args)
-        return int(args._run(args) or 0)
+        with threads_of(args):
+            return int(args._run(args) or 0)
     except (ValueError, OSError) as err:  # FileNotFoundError, PermissionError, a full disk, a name too long...
         if os.environ.get("NEGAUG_DEBUG"):
             raise
@@ -53,6 +56,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("negaug: interrupted", file=sys.stderr)
         return 130
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`, which `main` applies for the duration of the command (`threads_of`)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's, one per core; on a machine shared with other "
+                             "jobs 1 is often several times faster)")
+
+
+@contextlib.contextmanager
+def threads_of(args: argparse.Namespace) -> Iterator[None]:
+    """torch's CPU threads set to `args.threads` (when the command has the flag and it is given)
+    while the command runs, and restored after (tests call `main` in one process)."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not 1 <= threads <= 256:
+        raise ValueError(f"--threads must be from 1 to 256, got {threads}")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # the flags and arguments that name files or folders (argparse dest -> how the user wrote it)

@@ -8,6 +8,8 @@ import sys
 
 from tqdm import tqdm
 
+from negaug.cli import add_threads_flag
+
 HELP = "anomaly detection with a run's discriminator: AUROC / AUPR / FPR@95TPR on OOD sets"
 DEFAULT_OOD = "corruption/all,noise/all"  # as negaug.experiment.anomaly.DEFAULT_OOD (no torch import here)
 
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true", help="download the run's dataset and dataset/* OOD sets if missing (never by default)")
     parser.add_argument("--batch-size", type=int, default=256, help="discriminator batch size (default: 256)")
     parser.add_argument("--device", default="auto", help="device for the discriminator: auto, cpu, cuda, cuda:N (default: auto)")
+    add_threads_flag(parser)
     parser.add_argument("--output", default=None, help="results file (default: RUN/anomaly.json)")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from negaug.cli import add_threads_flag
+
 HELP = "compare arms of a preset over seeds on the validation split (CIs, Holm-adjusted p)"
 
 EPILOG = """examples:
@@ -23,19 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every arm (default: 3)")
     parser.add_argument("--out", required=True, help="folder for results.json, report.md and comparison.png")
     parser.add_argument("--runs-dir", default=None, help="where trained runs are cached (default OUT/runs)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from negaug.repro import compare
     from negaug.repro.stats import format_difference
 
-    if args.threads is not None:
-        if not 1 <= args.threads <= 256:
-            raise ValueError(f"--threads must be from 1 to 256, got {args.threads}")
-        torch.set_num_threads(args.threads)
     if not 2 <= args.seeds <= 100:
         raise ValueError(f"--seeds must be from 2 to 100 (a confidence interval needs two), got {args.seeds}")
     arms = compare.parse_arms(args.arms)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from negaug.cli import add_threads_flag
+
 HELP = ("evaluate a run's generator: FID/KID/IS/precision-recall, KDE, dot counts, toy metrics (pix2pix runs: "
         "segmentation scores) -> RUN/eval.json")
 # Spelled out so that building the parser (every `negaug` call) does not import torch;
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the run's dataset lives (default: the run's data.root)")
     parser.add_argument("--download", action="store_true", help="download the run's dataset if it is missing")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto: cuda when available)")
+    add_threads_flag(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     parser.add_argument("--force", action="store_true", default=None,
                         help="report values that would mislead (near-chance features, a reference the features "

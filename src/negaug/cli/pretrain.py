@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from negaug.cli.train import _processes, _split_source, launcher, process_group, run_until_stopped, say
+from negaug.cli.train import (_processes, _split_source, launcher, process_group, run_until_stopped, say,
+                              threads_note)
 
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
 
@@ -35,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _announce(config):
     def on_start(run_dir, device, step) -> None:
         start = f" (to step {config.train.steps}, from step {step})" if step else ""
-        say(f"negaug: pretraining {config.train.steps - step} steps{start} in {run_dir} on {device}{_processes()}")
+        say(f"negaug: pretraining {config.train.steps - step} steps{start} in {run_dir} on {device}"
+            f"{threads_note(config, device)}{_processes()}")
 
     return on_start
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from negaug.cli import add_threads_flag
+
 HELP = "linear probe + k-NN accuracy of a `negaug pretrain` run, and data-vs-NDA distances -> RUN/probe.json"
 
 EPILOG = """examples:
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="feature and probe batch size (default: 256)")
     parser.add_argument("--data-root", default=None, help="where the run's dataset lives (default: the run's data.root)")
     parser.add_argument("--download", action="store_true", help="download the run's dataset if it is missing")
+    add_threads_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     entry = probe_run(args.run, epochs=args.epochs, checkpoint=args.checkpoint, device=args.device, seed=args.seed,
                       batch_size=args.batch_size, data_root=args.data_root, download=args.download, split=args.split,
-                      warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+                      warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr),
+                      on_progress=lambda message: print(f"[probe] {message}", file=sys.stderr, flush=True))
     print(format_probe(entry))
     print(f"appended to {args.run}/probe.json")
     return 0

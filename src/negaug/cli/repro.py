@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from negaug.cli import add_threads_flag
+
 # Spelled out so that building the parser does not import torch; a test checks them against negaug.repro.names().
 EXPERIMENT_NAMES = ("anomaly", "appendix_o", "contrastive", "lambda", "less_data", "lessons", "numerosity", "pda", "pix2pix",
                     "quality", "theorem1", "toolkit", "toy", "transforms", "video")
@@ -38,25 +40,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explicit seeds instead of --seeds (e.g. to train seeds in parallel processes "
                              "that share --runs-dir; a final run with all seeds then reuses them)")
     parser.add_argument("--runs-dir", default=None, help="where trained runs are cached (default OUT/runs)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_flag(parser)
 
 
 def run(args) -> int:
-    import torch
-
     from negaug import repro
+    from negaug.repro import common
     from negaug.repro.common import default_seeds
 
-    if args.threads is not None:
-        if not 1 <= args.threads <= 256:
-            raise ValueError(f"--threads must be from 1 to 256, got {args.threads}")
-        torch.set_num_threads(args.threads)
     seeds = parse_seed_list(args.seed_list) if args.seed_list else default_seeds(args.size, args.seeds)
     results = repro.run(args.name, args.out, size=args.size, seeds=seeds, runs_dir=args.runs_dir,
                         on_progress=lambda message: print(f"[repro {args.name}] {message}", file=sys.stderr, flush=True))
     print(f"{args.name}: wrote {args.out}/results.json and {args.out}/report.md")
-    met = results.get("targets", {})
-    for target, value in met.items():
+    if args.size != "full":  # one seed at a smoke size: a yes/no would contradict the full tables
+        print(f"  {common.smoke_note(args.size)[2:]}")
+        return 0
+    for target, value in results.get("targets", {}).items():
         print(f"  {target}: {'yes' if value else 'no'}")
     return 0
 

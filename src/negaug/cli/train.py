@@ -143,10 +143,22 @@ class _StopFlag:
         say(f"\nnegaug: {signal.Signals(signum).name} received; saving a checkpoint and stopping", file=sys.stderr)
 
 
+def threads_note(config, device) -> str:
+    """', 2 torch threads (torch's default; train.threads=1 on a shared machine)' on a CPU: called
+    inside the run, so it is the count the run uses."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return ""
+    import torch
+
+    hint = " (torch's default; train.threads=1 on a shared machine)" if config.train.threads is None else ""
+    return f", {torch.get_num_threads()} torch threads{hint}"
+
+
 def _announce(config):
     def on_start(run_dir, device, step) -> None:
         start = f" (to step {config.train.steps}, from step {step})" if step else ""
-        say(f"negaug: training {config.train.steps - step} steps{start} in {run_dir} on {device}{_processes()}")
+        say(f"negaug: training {config.train.steps - step} steps{start} in {run_dir} on {device}"
+            f"{threads_note(config, device)}{_processes()}")
 
     return on_start
 
@@ -228,7 +240,8 @@ def _run_translation(args, source: str | None, overrides: list[str]) -> int:
 
     def on_start(run_dir, device, step) -> None:
         start = f" (to step {config.train.steps}, from step {step})" if step else ""
-        print(f"negaug: training pix2pix {config.train.steps - step} steps{start} in {run_dir} on {device}", flush=True)
+        print(f"negaug: training pix2pix {config.train.steps - step} steps{start} in {run_dir} on {device}"
+              f"{threads_note(config, device)}", flush=True)
 
     result, code = run_until_stopped(
         lambda stop: train_translation(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,

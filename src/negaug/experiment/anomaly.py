@@ -80,8 +80,9 @@ def detect_anomalies(run_dir: str | Path, ood: str = DEFAULT_OOD, severity: int 
     if histograms is not None and is_main_process():  # under torchrun: the scores are gathered, rank 0 writes
         label = f"{run_dir.name} (step {loaded.step})"
         corrupted = any(name.startswith("corruption/") for name in differences)
-        title = f"D(clean) - D(ood), {label}" + (f", severity {severity}" if corrupted else "")
-        anomaly.plot_difference_histograms({label: differences}, histograms, title=title)
+        title = f"D(clean) - D(ood) in units of D's std on clean images, {label}" + (f", severity {severity}" if corrupted else "")
+        anomaly.plot_difference_histograms({label: differences}, histograms, title=title,
+                                           scales={label: results["in_distribution"]["score_std"]})
     results["protocol"].update({
         "run_dir": str(run_dir), "checkpoint": checkpoint, "checkpoint_path": str(loaded.checkpoint_path),
         "checkpoint_step": int(loaded.step), "reference_dataset": data.name, "reference_split": split,

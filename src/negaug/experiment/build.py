@@ -99,6 +99,18 @@ def check_seed(key: str, seed: int) -> int:
     return seed
 
 
+MAX_THREADS = 256
+
+
+def check_threads(key: str, threads: int | None) -> int | None:
+    """A thread count from 1 to MAX_THREADS, or None (torch's default); ValueError naming `key`."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= MAX_THREADS):
+        raise ValueError(f"{key}={threads} must be an integer from 1 to {MAX_THREADS}, or null (torch's default); "
+                         f"1 is the fastest on a shared machine")
+    return threads
+
+
 def check_scalars(config: Config) -> None:
     """Checks that need no registry: ranges and enumerations."""
     nda, optim, train = config.nda, config.optim, config.train
@@ -108,6 +120,7 @@ def check_scalars(config: Config) -> None:
         raise ValueError(f"model.mixture={config.model.mixture} must be in 1..{MAX_COMPONENTS} (1: one G and one D; "
                          f"MIX+GAN: e.g. 3)")
     check_seed("train.seed", train.seed)
+    check_threads("train.threads", train.threads)
     check_seed("eval.seed", config.eval.seed)
     if not 0.0 < nda.lam <= 1.0:
         raise ValueError(f"nda.lam={nda.lam} is outside (0, 1]; use e.g. nda.lam=0.25 (1.0 = no negatives)")

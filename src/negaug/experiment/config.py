@@ -121,6 +121,7 @@ class TrainConfig:
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
     diffaugment: str = "none"  # DiffAugment policy for every image D sees, e.g. "color,translation,cutout"; "none": off
     compile: bool = False  # torch.compile G and D (nn.Module.compile: same weights and checkpoint keys)
+    threads: int | None = None  # torch CPU threads for the run (restored after); null: torch's default (all cores). 1 on a shared machine
 
 
 @dataclass
@@ -161,7 +162,7 @@ class ConfigBase:
 
 # Settings that change how a GAN run is recorded, not what it learns.
 RECORDING_KEYS = ("train.name", "train.runs_dir", "train.progress", "train.tensorboard", "train.log_every",
-                  "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints")
+                  "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints", "train.threads")
 
 
 def resumable_keys(recording_keys: tuple[str, ...]) -> tuple[str, ...]:

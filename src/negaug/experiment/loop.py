@@ -33,6 +33,7 @@ from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
 from negaug.experiment.evaluate import check_feature_space_of_run, evaluate_generator_of_run
 from negaug.experiment.health import HealthMonitor
+from negaug.experiment.pace import StepPace
 from negaug.experiment.state import TrainState, WorldSizeError, rank_seed, rng_devices, world_size_message
 from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
 from negaug.files import write_atomically
@@ -170,11 +171,13 @@ def _claim_run_dir(config, run_dir: Path, resume: bool, command: str, check_exis
 def run_process_settings(config: Config, device: torch.device) -> Iterator[None]:
     """torch's global generators seeded with `train.seed` (data parallel: each rank's own,
     `rank_seed`) and, with `train.deterministic`,
-    deterministic algorithms (exact resume on GPUs); both restored on exit. On a GPU,
+    deterministic algorithms (exact resume on GPUs), and `train.threads` torch CPU threads (None:
+    torch's default, untouched); all restored on exit. On a GPU,
     CUBLAS_WORKSPACE_CONFIG is set if unset and stays set (cuBLAS reads it once per process)."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn_benchmark = torch.backends.cudnn.benchmark
+    threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(rank_seed(config.train.seed, distributed.rank()))
         if config.train.deterministic:
@@ -182,11 +185,14 @@ def run_process_settings(config: Config, device: torch.device) -> Iterator[None]
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True, warn_only=True)
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
         try:
             yield
         finally:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
             torch.backends.cudnn.benchmark = cudnn_benchmark
+            torch.set_num_threads(threads)
 
 
 def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
@@ -212,21 +218,23 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
     bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
                unit="step", dynamic_ncols=True, desc="train")
     fixed_latent = fixed_latent_batch(config, recipe, state)
+    pace = StepPace(torch.get_num_threads(), enabled=recipe.device.type == "cpu")
     start = window_start = time.perf_counter()
     window_step, last, interrupted = state.step, {}, False
     try:
         while state.step < settings.steps:
             step = state.step + 1
-            train_step(recipe, state, step, stats)
+            slow = timed(pace, bar, lambda: train_step(recipe, state, step, stats))
             state.step = step
             bar.update(1)
+            report_health(slow)  # at this step (report_health logs state.step)
             if step % settings.log_every == 0 or step == settings.steps:
                 check_state_finite(state)
                 now = time.perf_counter()
                 last = {"step": step, **stats.collect(), "it_per_s": (step - window_step) / max(now - window_start, 1e-9),
-                        "elapsed_s": now - start}
+                        "elapsed_s": now - start, "threads": pace.threads}
                 window_start, window_step = now, step
-                _emit(last, log, board, bar, on_log)
+                _emit(last, log, board, bar, on_log, pace)
                 report_health(health.check_log(last))
             if config.eval.every and step % config.eval.every == 0:
                 _evaluate(config, recipe, state, run_dir, log, board, report_health)
@@ -269,14 +277,36 @@ def train_step(recipe: Recipe, state: TrainState, step: int, stats) -> None:
         state.ema.update(state.generator, step)
 
 
-def _emit(record, log, board, bar, on_log) -> None:
+def timed(pace: StepPace, bar, step: Callable[[], None]) -> list[str]:
+    """Run one training step, timed for `pace`: the slow-step warning once when it starts (shown
+    in the progress line from then on), else nothing."""
+    began = time.perf_counter()
+    step()
+    message = pace.record(time.perf_counter() - began)
+    if message is None:
+        return []
+    slow = ", ".join(f"{key}={value}" for key, value in pace.postfix().items())
+    bar.set_postfix_str(f"{bar.postfix}, {slow}" if getattr(bar, "postfix", None) else slow)
+    return [message]
+
+
+def log_warnings(messages: list[str], step: int, log, warn: Callable[[str], None]) -> None:
+    """Each message to the caller's `warn` and, as {"step", "warning"}, to metrics.jsonl."""
+    for message in messages:
+        warn(message)
+        if log is not None:
+            log.write({"step": step, "warning": message})
+
+
+def _emit(record, log, board, bar, on_log, pace: StepPace | None = None) -> None:
     if log is not None:
         log.write(record)
     if board is not None:
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
                 board.add_scalar(key, value, record["step"])
-    bar.set_postfix({k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g") if k in record})
+    bar.set_postfix({**{k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g") if k in record},
+                     **(pace.postfix() if pace is not None else {})})
     if on_log is not None:
         on_log(record)
 
@@ -377,7 +407,7 @@ def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any],
              f"- NDA: {config.nda.transform} (lambda = {config.nda.lam}, mode = {config.nda.mode}); "
              f"PDA: {config.nda.positive}",
              f"- steps: {step} generator steps x {config.optim.num_d_steps} D steps, batch "
-             f"{config.data.batch_size}, seed {config.train.seed}, {seconds:.0f} s this session",
+             f"{config.data.batch_size}, seed {config.train.seed}, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads",
              "", "## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
     lines += ["", "## Health (this session)", ""]

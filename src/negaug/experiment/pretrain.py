@@ -24,7 +24,9 @@ from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.checkpoint import list_steps, read_record, stem
-from negaug.experiment.loop import check_state_finite, check_world_size, run_session, save_checkpoint
+from negaug.experiment.loop import (check_state_finite, check_world_size, log_warnings, run_session, save_checkpoint,
+                                     timed)
+from negaug.experiment.pace import StepPace
 from negaug.experiment.pretrain_build import (
     PretrainRecipe,
     PretrainState,
@@ -66,7 +68,7 @@ def pretrain(config: PretrainConfig, run_dir: str | Path | None = None, resume: 
     return run_session(
         config, run_dir, resume, "negaug pretrain", prepare_pretraining,
         lambda config, folder, state, warn: restore(folder, state, warn),
-        lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log),
+        lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log, warn),
         warn, on_start, subfolders=("checkpoints",), check_existing=check_pretrain_run)
 
 
@@ -120,27 +122,29 @@ def pretrain_step(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrai
 
 
 def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, run_dir: Path,
-          stop_requested: Callable[[], bool], on_log) -> PretrainResult:
+          stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> PretrainResult:
     settings = config.train
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
     bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
                unit="step", dynamic_ncols=True, desc="pretrain")
+    pace = StepPace(torch.get_num_threads(), enabled=recipe.device.type == "cpu")
     start = window_start = time.perf_counter()
     window_step, last, knn, interrupted = state.step, {}, None, False
     try:
         while state.step < settings.steps:
             step = state.step + 1
-            pretrain_step(config, recipe, state, step)
+            log_warnings(timed(pace, bar, lambda: pretrain_step(config, recipe, state, step)), step, log, warn)
             state.step = step
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
                 check_state_finite(state)
                 now = time.perf_counter()
                 last = {"step": step, **state.stats.collect(),
-                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start}
+                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start,
+                        "threads": pace.threads}
                 window_start, window_step = now, step
                 _emit(last, log, on_log)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}")
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}", **pace.postfix())
             if settings.knn_every and step % settings.knn_every == 0 and step < settings.steps:
                 knn = _knn(config, recipe, state, log, on_log)
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
@@ -216,7 +220,7 @@ def write_report(config: PretrainConfig, run_dir: Path, step: int, last: dict[st
         f"- NDA: {nda.transform}{nda_options} (nda_weight {nda.nda_weight}; negatives of both views)",
         (f"- SGD: lr {optim.lr} ({optim.schedule}, warmup {optim.warmup_steps}), momentum {optim.momentum}, "
          f"weight decay {optim.weight_decay}"),
-        f"- {step} steps, {seconds:.0f} s this session", "",
+        f"- {step} steps, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads", "",
     ]
     if knn is not None:
         protocol = knn["protocol"]
@@ -244,8 +248,9 @@ def _curves(run_dir: Path) -> list[str]:
         viz.save_line_plot(series, run_dir / "curves_loss.png", xlabel="step", ylabel="value",
                            title="InfoNCE loss and contrastive accuracy")
         lines.append("![loss](curves_loss.png)")
-    if knn:
+    if len(knn) >= 2:  # one point is no curve (an empty plot): the report's k-NN line holds it
         viz.save_line_plot({"k-NN accuracy": ([r["step"] for r in knn], [r["knn"]["value"] for r in knn])},
-                           run_dir / "curves_knn.png", xlabel="step", ylabel="accuracy", title="k-NN accuracy (test)")
+                           run_dir / "curves_knn.png", xlabel="step", ylabel="accuracy", title="k-NN accuracy (test)",
+                           markers=True)
         lines.append("![k-NN accuracy](curves_knn.png)")
     return lines if len(lines) > 3 else []

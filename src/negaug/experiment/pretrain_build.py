@@ -27,6 +27,7 @@ from negaug.experiment.build import (
     build_dataset,
     build_other_data_source,
     check_seed,
+    check_threads,
     resolve_device,
 )
 from negaug.experiment.config import check_run_name
@@ -119,6 +120,7 @@ def check_pretrain_scalars(config: PretrainConfig) -> None:
     check_run_name(train.name)
     check_folder(train.runs_dir, "train.runs_dir")
     check_seed("train.seed", train.seed)
+    check_threads("train.threads", train.threads)
     at_least_one = {"data.batch_size": config.data.batch_size, "train.steps": train.steps,
                     "train.log_every": train.log_every, "train.keep_checkpoints": train.keep_checkpoints,
                     "objective.queue_size": objective.queue_size, "objective.num_splits": objective.num_splits,

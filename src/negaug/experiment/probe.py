@@ -75,11 +75,13 @@ def load_pretrained(run_dir: str | Path, checkpoint: str = "latest", device: str
 
 def probe_run(run_dir: str | Path, epochs: int | None = None, checkpoint: str = "latest", device: str = "auto",
               seed: int = 0, batch_size: int = 256, data_root: str | Path | None = None, download: bool = False,
-              warn: Callable[[str], None] | None = None, split: str = "test") -> dict[str, Any]:
+              warn: Callable[[str], None] | None = None, split: str = "test",
+              on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Linear probe, k-NN accuracy and NDA cosine distances of a pretrained run (module docstring),
     measured on the held-out `split` ("test" for final numbers, "val" for anything that selects);
     the entry is appended to RUN/probe.json and returned. `data_root` / `download` override the
-    run's data.root / data.download (probing on another machine than the one that trained)."""
+    run's data.root / data.download (probing on another machine than the one that trained);
+    `on_progress(message)` before each stage (features, probe, distances)."""
     run_dir = require_run_dir(run_dir, "negaug pretrain")
     check_seed("--seed", seed)
     if batch_size < 1:
@@ -93,7 +95,8 @@ def probe_run(run_dir: str | Path, epochs: int | None = None, checkpoint: str = 
     config, model, found, train_set = load_pretrained(run_dir, checkpoint, device, warn, data_root, download)
     test_set = _held_out_split(config, split)
     epochs = config.eval.probe_epochs if epochs is None else epochs
-    results, distances = probe_results(config, model, train_set, test_set, epochs, seed, batch_size, device)
+    results, distances = probe_results(config, model, train_set, test_set, epochs, seed, batch_size, device,
+                                       on_progress or (lambda message: None))
     protocol = {"encoder": "query encoder, frozen, eval mode (batch norm frozen), test and train images without "
                            "augmentation; probe and k-NN on its features (before the head)",
                 "train_split": config.data.split, "test_split": split, "num_train": len(train_set),
@@ -111,18 +114,22 @@ def probe_run(run_dir: str | Path, epochs: int | None = None, checkpoint: str = 
 
 
 def probe_results(config: PretrainConfig, model, train_set, test_set, epochs: int, seed: int, batch_size: int,
-                  device: torch.device) -> tuple[dict[str, dict], dict[str, torch.Tensor]]:
+                  device: torch.device, on_progress: Callable[[str], None] = lambda message: None,
+                  ) -> tuple[dict[str, dict], dict[str, torch.Tensor]]:
     """({"linear_probe", "knn", "cosine_distance/<space>/<name>"...: results}, {"<space>/<name>": distances (N,)})."""
     num_classes = int(getattr(train_set, "num_classes", 0) or 0)
     if num_classes < 2:
         raise ValueError(f"a linear probe needs labelled data; '{config.data.name}' has no classes")
+    on_progress(f"features of {len(train_set)} training and {len(test_set)} held-out images")
     train = dataset_features(model.encoder_q, train_set, batch_size, device)  # (N, F)
     test = dataset_features(model.encoder_q, test_set, batch_size, device)
     generator = torch.Generator().manual_seed(seed)
+    on_progress(f"linear probe: {epochs} epochs on {len(train_set)} frozen features; k-NN")
     results = {"linear_probe": linear_probe(train, train_set.labels, test, test_set.labels, num_classes, epochs,
                                             batch_size, generator=generator),
                "knn": knn_accuracy(train, train_set.labels, test, test_set.labels, num_classes, config.eval.knn_k,
                                    config.eval.knn_temperature)}
+    on_progress("cosine distances to NDA images")
     distances = nda_distances(config, model, test_set, seed, batch_size, device)
     results.update({f"cosine_distance/{key}": summary for key, (summary, _) in distances.items()})
     return results, {name: values for name, (_, values) in distances.items()}

@@ -28,7 +28,8 @@ from negaug import viz
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.build import resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
-from negaug.experiment.loop import check_state_finite, run_session, save_checkpoint
+from negaug.experiment.loop import check_state_finite, log_warnings, run_session, save_checkpoint, timed
+from negaug.experiment.pace import StepPace
 from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.translate_build import (
     TranslationRecipe,
@@ -70,7 +71,7 @@ def train_translation(config: TranslationConfig, run_dir: str | Path | None = No
     return run_session(
         config, run_dir, resume, "negaug train", prepare_translation,
         lambda config, folder, state, warn: restore(folder, state, warn),
-        lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log),
+        lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log, warn),
         warn, on_start)
 
 
@@ -136,11 +137,12 @@ def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
 
 
 def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState, run_dir: Path,
-          stop_requested: Callable[[], bool], on_log) -> TranslationResult:
+          stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> TranslationResult:
     settings = config.train
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
                dynamic_ncols=True, desc="pix2pix")
+    pace = StepPace(torch.get_num_threads(), enabled=recipe.device.type == "cpu")
     start = window_start = time.perf_counter()
     window_step, last, scores, interrupted = state.step, {}, None, False
     try:
@@ -148,17 +150,18 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
             step = state.step + 1
             state.generator.train()
             state.discriminator.train()
-            translation_step(recipe, state, step)
+            log_warnings(timed(pace, bar, lambda: translation_step(recipe, state, step)), step, log, warn)
             state.step = step
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
                 check_state_finite(state)
                 now = time.perf_counter()
                 last = {"step": step, **state.stats.collect(),
-                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start}
+                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start,
+                        "threads": pace.threads}
                 window_start, window_step = now, step
                 _emit(last, log, on_log)
-                bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3f}" for k in ("loss/d", "loss/g")})
+                bar.set_postfix({**{k.split("/")[-1]: f"{last[k]:.3f}" for k in ("loss/d", "loss/g")}, **pace.postfix()})
             if settings.sample_every and step % settings.sample_every == 0:
                 save_samples(config, recipe, state, run_dir)
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
@@ -233,7 +236,7 @@ def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict
               f"{config.data.image_size} px, batch {config.data.batch_size}; seed {config.train.seed}"),
              (f"- U-Net width {model.width}, PatchGAN n_layers {model.d_layers}, {model.norm} norm, "
               f"dropout {model.dropout}; objective: {objective}; D loss x {loss.d_scale}"),
-             f"- NDA: {negatives}", f"- {step} steps, {seconds:.0f} s this session", ""]
+             f"- NDA: {negatives}", f"- {step} steps, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads", ""]
     if scores is not None:
         protocol = scores["protocol"]
         lines += [f"## Segmentation scores ({protocol['split']} split, {protocol['num_pairs']} pairs)", "",

@@ -18,7 +18,7 @@ from torch import nn
 
 from negaug import losses, nda
 from negaug.data.paired import PairedDataset, build_paired
-from negaug.experiment.build import _with_key, check_seed, resolve_device
+from negaug.experiment.build import _with_key, check_seed, check_threads, resolve_device
 from negaug.experiment.config import check_run_name
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
@@ -106,6 +106,7 @@ def check_translation_scalars(config: TranslationConfig) -> None:
     check_run_name(train.name)
     check_folder(train.runs_dir, "train.runs_dir")
     check_seed("train.seed", train.seed)
+    check_threads("train.threads", train.threads)
     for key, value in {"data.batch_size": config.data.batch_size, "train.steps": train.steps,
                        "train.log_every": train.log_every, "train.keep_checkpoints": train.keep_checkpoints,
                        "train.num_sample_images": train.num_sample_images,

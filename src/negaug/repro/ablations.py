@@ -288,7 +288,7 @@ def report(name: str, summary: dict[str, Any]) -> list[str]:
              f"Selected on validation: **{summary['selected_on_validation']}**.", "",
              f"Statistics: {stats.RULES}.", ""]
     if summary["size"] != "full":
-        lines.insert(0, f"> A {summary['size']} run shows only that the pipeline runs: its numbers carry no verdict.\n")
+        lines.insert(0, common.smoke_note(summary["size"]) + "\n")
     if name == "less_data":
         gaps = d_gap_summary(summary)
         lines += ["## The discriminator's overfitting", "",

@@ -35,6 +35,7 @@ def evaluate_arm(run_dir, ood: str, num_in: int, seed: int) -> tuple[dict[str, A
 def run(study: Study) -> dict[str, Any]:
     per_seed: dict[str, list[dict[str, Any]]] = {BASELINE: [], NDA: []}
     differences: dict[str, dict] = {}
+    scales: dict[str, float] = {}  # each arm's D: its std on the clean images (a scale-free histogram)
     trained = []
     for seed in study.seeds:
         for arm in mnist.arms(study.size):
@@ -44,8 +45,9 @@ def run(study: Study) -> dict[str, Any]:
             per_seed[arm.name].append({"seed": seed, **results})
             if seed == study.seeds[0]:
                 differences[arm.name] = diffs
+                scales[arm.name] = results["in_distribution"]["score_std"]
     summary = summarize(study, per_seed, trained)
-    write_plots(study, summary, differences)
+    write_plots(study, summary, differences, scales)
     common.write_outputs(study.out_dir, summary, report(summary))
     return summary
 
@@ -84,14 +86,15 @@ def summarize(study: Study, per_seed, trained) -> dict[str, Any]:
     }
 
 
-def write_plots(study: Study, summary, differences) -> None:
+def write_plots(study: Study, summary, differences, scales: dict[str, float]) -> None:
     bars = {arm: {name: (summary["auroc"][name][arm]["mean"], summary["auroc"][name][arm]["std"])
                   for name in summary["auroc"]} for arm in (BASELINE, NDA)}
     plots.grouped_bars(bars, study.out_dir / "auroc.png", ylabel="AUROC (mean ± std over seeds)",
                        title="D as anomaly detector: MNIST-5k test vs OOD", ylim=(0, 1))
     if differences.get(BASELINE):
         anomaly.plot_difference_histograms(differences, study.out_dir / "difference_histograms.png",
-                                           title="D(clean) - D(ood), first seed")
+                                           title="D(clean) - D(ood) in units of each D's std on clean images, "
+                                                 "first seed", scales=scales)
 
 
 def report(summary: dict[str, Any]) -> list[str]:
@@ -110,6 +113,6 @@ def report(summary: dict[str, Any]) -> list[str]:
         f"Mean AUROC over all sets: baseline {common.fmt(overall[BASELINE])}, NDA {common.fmt(overall[NDA])}; "
         f"NDA higher on {summary['nda_better_on_sets']} sets.", "",
         f"Rule: {common.SPREAD_RULE}.", "",
-        "![AUROC per OOD set](auroc.png)", "", "![D(clean) - D(ood)](difference_histograms.png)",
+        "![AUROC per OOD set](auroc.png)", "", "![D(clean) - D(ood) per D's std](difference_histograms.png)",
     ]
 

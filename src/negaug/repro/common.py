@@ -122,7 +122,8 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
 
     Processes may share a runs folder (e.g. one per seed): a run that another live process is
     training is waited for, not trained twice."""
-    overrides = [*arm.overrides, f"train.seed={seed}", "train.progress=false"]
+    # a bar per training run when someone watches (the CLI); train.progress is a recording key: same hash
+    overrides = [*arm.overrides, f"train.seed={seed}", f"train.progress={str(study.on_progress is not None).lower()}"]
     config = KINDS[arm.kind][0](arm.preset, overrides)
     key = config_hash(config)[:12]
     run_dir = study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
@@ -282,8 +283,28 @@ def environment() -> dict[str, Any]:
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def carries_verdicts(size: str) -> bool:
+    """Whether a run of this size may say yes or no on a claim: only the full size (several seeds
+    at the reported scale); a tiny or quick run shows that the pipeline runs."""
+    return size == "full"
+
+
+def smoke_note(size: str) -> str:
+    """The first line of a tiny or quick run's report."""
+    return f"> A {size} run shows only that the pipeline runs: its numbers carry no verdict."
+
+
+def table_heading(size: str, what: str) -> str:
+    """'## Claim table (...)' for a full run, '## Table (...)' for a smoke run (no claim is judged)."""
+    return f"## {'Claim table' if carries_verdicts(size) else 'Table'} ({what})"
+
+
 def write_outputs(out_dir: Path, results: dict[str, Any], report_lines: list[str]) -> None:
-    """results.json (every number with its protocol) and report.md."""
+    """results.json (every number with its protocol) and report.md; a tiny or quick run's report
+    starts with `smoke_note` (its `targets` stay in results.json, for tests, never as a verdict)."""
+    size = results.get("size", "full")
+    if not carries_verdicts(size) and not (report_lines and report_lines[0].startswith(smoke_note(size))):
+        report_lines = [smoke_note(size), "", *report_lines]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(out_dir / "results.json", json.dumps(_finite(results), indent=1) + "\n")
     write_atomically(out_dir / "report.md", "\n".join(report_lines) + "\n")

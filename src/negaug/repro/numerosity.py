@@ -174,7 +174,7 @@ def report(results: dict[str, Any]) -> list[str]:
         f"Ours: size `{results['size']}`, seeds {results['seeds']}, {first['num_samples']} samples per arm and seed; "
         f"loss `{results['runs'][0]['config']['loss']['name']}`, {results['settings']['steps']} generator steps. "
         f"Counter accuracy on real 6-dot test images: {check['accuracy']:.3f}.", "",
-        "## Claim table (mean ± std over seeds; change = NDA arm - baseline)", "",
+        common.table_heading(results["size"], "mean ± std over seeds; change = NDA arm - baseline"), "",
         common.markdown_table(headers, rows), "",
         "## Count histogram (share of samples, pooled over seeds)", "",
         common.markdown_table(["dots", *[_arm_label(name) for name in results["per_seed"]]], _histogram_rows(results)),

@@ -151,7 +151,7 @@ def report(summary: dict[str, Any]) -> list[str]:
         f"Ours: DCGAN width {s['width']}, {s['steps']} generator steps, hinge, Jigsaw-2 lambda 0.25; "
         f"seeds {summary['seeds']}; {s['num_samples']} generated vs {s['num_samples']} test images; features of "
         f"the offline MNIST-5k classifier (test accuracy {accuracy if accuracy is None else f'{accuracy:.3f}'}).", "",
-        "## Claim table (mean ± std over seeds; change = NDA - baseline)", "",
+        common.table_heading(summary["size"], "mean ± std over seeds; change = NDA - baseline"), "",
         common.markdown_table(["metric", "baseline", "Jigsaw NDA", "change", "real-data floor"], rows), "",
         f"Rule: {common.SPREAD_RULE}.", "",
         "![precision and recall](precision_recall.png)", "", "![samples (seed 0)](samples.png)",

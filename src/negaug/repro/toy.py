@@ -119,10 +119,11 @@ def report(results: dict[str, Any]) -> list[str]:
         f"Claim: {CLAIM}. Paper: qualitative (scatter plots); NDA removes the samples between modes.", "",
         f"Ours: size `{results['size']}`, seeds {results['seeds']}, {s['num_samples']} samples per arm and seed, "
         f"{s['steps']} generator steps (MLP width {s['width']}, batch {s['batch_size']}).", "",
-        "## Claim table (mean ± std over seeds; change = NDA - baseline)", "",
+        common.table_heading(results["size"], "mean ± std over seeds; change = NDA - baseline"), "",
         common.markdown_table(["metric", "baseline", "NDA", "change"], rows), "",
-        f"Mass in the empty regions, baseline / NDA: **{_ratio(results)}** "
-        f"(target >= 3x: {'met' if results['targets']['nda_cuts_negative_mass_3_fold'] else 'not met'}).", "",
+        f"Mass in the empty regions, baseline / NDA: **{_ratio(results)}**" + (
+            f" (target >= 3x: {'met' if results['targets']['nda_cuts_negative_mass_3_fold'] else 'not met'})."
+            if common.carries_verdicts(results["size"]) else "."), "",
         "## Per seed", "",
         common.markdown_table(["arm", "seed", "share in empty regions", "within 3 std of a mode", "modes covered",
                                "samples per mode"], _seed_rows(results)), "",

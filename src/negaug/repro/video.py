@@ -409,9 +409,9 @@ def report(results: dict[str, Any]) -> list[str]:
     return [
         "# Video: DPC without and with Jigsaw NDA clips (paper: Section 5, Table 7; a synthetic stand-in)", "",
         paper, "", stand_in, "", ours, "",
-        "## Claim table (mean ± std over seeds; change = NDA - baseline)", "",
+        common.table_heading(results["size"], "mean ± std over seeds; change = NDA - baseline"), "",
         common.markdown_table(headers, rows), "", chance, "",
-        f"**Verdict**: {verdict_sentence(results)}", "",
+        *([f"**Verdict**: {verdict_sentence(results)}", ""] if common.carries_verdicts(results["size"]) else []),
         "## Per seed", "", common.markdown_table(seed_headers, _seed_rows(results)), "",
         f"Rule: {common.SPREAD_RULE}.", "",
         "![probe accuracies per arm, one dot per seed](probe_accuracy.png)",
