@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from negaug import data
 from negaug.data.base import to_unit_range
@@ -98,8 +99,6 @@ def load_reference(reference: str, split: str, resize: bool, data_root: str | No
 
 
 def _is_grey(file: Path) -> bool:
-    from PIL import Image
-
     with Image.open(file) as image:  # the header only; read_image already checked the file
         return image.mode in GREY_MODES
 
