@@ -116,6 +116,7 @@ def _run_gan(args) -> int:
 
 def _run_folders(args) -> int:
     """`negaug eval --generated DIR --reference DIR|NAME`: image files, no run."""
+    from negaug import distributed
     from negaug.experiment.evaluate import format_results
     from negaug.experiment.evaluate_folders import evaluate_folders
 
@@ -123,6 +124,8 @@ def _run_folders(args) -> int:
     if given:
         raise ValueError(f"{', '.join(given)} apply to a run only; --generated evaluates every file of its folder "
                          f"(a built-in reference's split: --reference-split)")
+    if distributed.launched_by_torchrun():
+        raise ValueError("--generated is evaluated in one process; run negaug eval without torchrun")
     if args.reference is None:
         raise ValueError("--generated needs --reference DIR (a folder of real images) or NAME (a built-in dataset)")
     entry = evaluate_folders(args.generated, args.reference, metrics=args.metrics,

@@ -132,7 +132,9 @@ def evaluate_folders(generated: str | Path, reference: str, metrics: list[str] |
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     if out is not None:
-        check_output_path(out, "--out")
+        out = check_output_path(Path(out).expanduser(), "--out")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
     if train_data is not None and train_data not in data.names():
         raise ValueError(f"--train-data must be a built-in dataset ({', '.join(data.names())}), got {train_data!r}")
     files = image_files(generated, "generated")
