@@ -115,7 +115,8 @@ def test_folder_against_folder_records_both_and_resizes_only_when_asked(tmp_path
 
 
 @pytest.mark.parametrize("case", ["two_folders_classifier", "size", "neither", "both", "run_flag", "folder_flag",
-                                  "unknown_reference", "too_few_for_fid", "fifo", "out_folder"])
+                                  "unknown_reference", "too_few_for_fid", "fifo", "out_folder",
+                                  "empty_generated", "empty_reference"])
 def test_folder_evaluation_refusals_are_one_line_and_write_nothing(tmp_path, capsys, case):
     write_pngs(torch.zeros(20, 1, 8, 8), tmp_path / "gen")
     write_pngs(torch.zeros(20, 1, 8, 8), tmp_path / "ref")
@@ -131,6 +132,8 @@ def test_folder_evaluation_refusals_are_one_line_and_write_nothing(tmp_path, cap
         "unknown_reference": (base + ["--reference", "mnist5000"], "neither a folder nor a built-in dataset"),
         "too_few_for_fid": (base + ["--reference", "digits", "--metrics", "fid"], "needs at least"),
         "fifo": (base + ["--reference", "digits"], "not a regular file"),
+        "empty_generated": (["eval", "--generated", "", "--reference", "digits"], "--generated is empty"),
+        "empty_reference": (base + ["--reference", " "], "--reference is empty"),
         "out_folder": (base[:-3] + ["--out", str(tmp_path / "no" / "out.json"), "--reference", "digits"],
                        "does not exist"),
     }[case]
