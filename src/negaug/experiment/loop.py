@@ -211,7 +211,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
     if board is not None:  # the resolved config, once per session, as preformatted text
         board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), state.step)
     wandb_run = open_wandb(run_dir, config.to_dict()) if settings.wandb and log is not None else None
-    on_log = on_log if wandb_run is None else wandb_run.chain(on_log)  # W&B gets every metrics.jsonl line
+    on_log = on_log if wandb_run is None else wandb_run.chain(on_log)  # W&B gets every log step
     bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
                unit="step", dynamic_ncols=True, desc="train")
     fixed_latent = fixed_latent_batch(config, recipe, state)

@@ -1,6 +1,7 @@
 """Optional Weights & Biases logging of a GAN run (`train.wandb=true`, `pip install -e ".[wandb]"`):
-the numbers of every metrics.jsonl line (losses, rates, timings) at its step, and the resolved
-config, like the TensorBoard writer.
+the numbers of every log step's metrics.jsonl line (losses, D outputs, rates, timings) at its
+step, and the resolved config. Unlike the TensorBoard writer it does not (yet) receive the
+`eval.every` evaluations or the sample grids.
 
 Offline by default: the run is written under RUN/wandb/ and nothing is sent or downloaded; upload
 it later with `wandb sync RUN/wandb/offline-run-*`, or set WANDB_MODE=online (your choice, read
