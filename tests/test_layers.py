@@ -30,6 +30,7 @@ LAYER_NAMES = ("library", "experiment", "repro", "cli")
 LAZY_IMPORTS = {  # module -> why it is imported inside the function that needs it
     "torch_fidelity": "optional dependency (Inception features); also installs a top-level `tests` package",
     "torch.utils.tensorboard": "optional dependency (train.tensorboard=true)",
+    "wandb": "optional dependency (train.wandb=true); ~1 s to import",
     "torchvision.datasets": "~1.8 s to import; needed only to read a torchvision dataset's files",
     "sklearn.datasets": "~1.7 s to import; needed only by the digits dataset",
     "scipy.io": "needed only to read SVHN's .mat files",

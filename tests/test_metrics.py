@@ -341,6 +341,34 @@ def test_kid_matches_torch_fidelity_on_one_full_subset():
     assert ours == pytest.approx(float(reference), rel=1e-10) and std == 0.0
 
 
+def _torch_fidelity_kid(features_1, features_2, subsets):
+    """A transcription of torch_fidelity.metric_kid (0.4): kernel_poly with gamma = 1 / F, coef0 1,
+    degree 3; mmd2(..., mmd_est="unbiased"); np.mean and np.std over the subsets. No rescaling."""
+    mmds = []
+    for rows_1, rows_2 in subsets:
+        x, y = features_1[rows_1], features_2[rows_2]
+        gamma, m = 1.0 / x.shape[1], x.shape[0]
+        k_xx, k_yy, k_xy = ((a @ b.T * gamma + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        kt_sum = (k_xx.sum(axis=1) - np.diagonal(k_xx)).sum() + (k_yy.sum(axis=1) - np.diagonal(k_yy)).sum()
+        mmds.append(kt_sum / (m * (m - 1)) - 2 * k_xy.sum(axis=0).sum() / (m * m))
+    return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def test_kid_has_torch_fidelitys_scale_and_subset_statistics():
+    from negaug.metrics.kid import _subset_rows
+
+    a, b = gaussian_features(60, 5, 0).double(), gaussian_features(50, 5, 1, shift=0.3).double()
+    ours = kernel_distance(a, b, num_subsets=6, subset_size=20, generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)  # the same subsets: drawn as kernel_distance draws them
+    rows_a, rows_b = _subset_rows(60, 6, 20, generator), _subset_rows(50, 6, 20, generator)
+    reference = _torch_fidelity_kid(a.numpy(), b.numpy(), list(zip(rows_a.numpy(), rows_b.numpy())))
+    assert_close(torch.tensor(ours), torch.tensor(reference), rtol=1e-12, atol=1e-15)
+    assert 0.01 < ours[0] < 1  # raw MMD^2, not x1000
+    result = evaluate_samples(torch.rand(30, 1, 4, 4) * 2 - 1, torch.rand(30, 1, 4, 4) * 2 - 1, ["kid"],
+                              feature_extractor="raw")["kid[raw]"]
+    assert result["protocol"]["scale"].startswith("raw MMD^2")
+
+
 def test_kid_is_unbiased_near_zero_for_one_distribution():
     same = [kernel_distance(gaussian_features(400, 8, s), gaussian_features(400, 8, s + 100), 20, 200,
                             torch.Generator().manual_seed(s))[0] for s in range(3)]

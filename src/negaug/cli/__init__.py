@@ -87,7 +87,8 @@ def threads_of(args: argparse.Namespace) -> Iterator[None]:
 
 # the flags and arguments that name files or folders (argparse dest -> how the user wrote it)
 PATH_FLAGS = {"out": "--out", "output": "--output", "runs_dir": "--runs-dir", "data_root": "--data-root",
-              "root": "--data-root", "inception_weights": "--inception-weights", "resume": "--resume", "run": "RUN"}
+              "root": "--data-root", "inception_weights": "--inception-weights", "resume": "--resume", "run": "RUN",
+              "generated": "--generated", "reference": "--reference"}
 
 
 def check_path_flags(args: argparse.Namespace) -> None:

@@ -1,5 +1,7 @@
 """`negaug eval RUN`: sample quality of a trained run's (EMA) generator
-(`negaug.experiment.evaluate_run`: RUN/eval.json, figures in RUN/eval/), printed as a table."""
+(`negaug.experiment.evaluate_run`: RUN/eval.json, figures in RUN/eval/), printed as a table;
+`negaug eval --generated DIR --reference DIR|NAME`: of image files
+(`negaug.experiment.evaluate_folders`), printed and optionally written to --out."""
 from __future__ import annotations
 
 import argparse
@@ -20,13 +22,37 @@ EPILOG = """examples:
   negaug eval runs/default-20261129-225119                 # the run's own eval settings, as many samples as the test split
   negaug eval runs/lam05 --metrics fid pr --num-samples 2000 --checkpoint best
   negaug eval runs/lam05 --feature-extractor inception --inception-weights ~/weights/pt_inception.pth
-Appends one entry to RUN/eval.json and writes its figures to RUN/eval/."""
+  negaug eval --generated my_samples/ --reference mnist5k --out my_samples.json   # image files vs a built-in test split
+  negaug eval --generated my_samples/ --reference real_images/ --inception-weights ~/weights/pt_inception.pth
+A run: appends one entry to RUN/eval.json and writes its figures to RUN/eval/. Folders: prints the
+results (and writes them to --out FILE.json when given)."""
+
+# flags of `negaug eval RUN` only, refused with --generated (value when not given)
+RUN_ONLY = (("--num-samples", "num_samples", None), ("--split", "split", "test"), ("--checkpoint", "checkpoint", "latest"),
+            ("--no-plots", "no_plots", False))
+FOLDER_ONLY = (("--reference", "reference", None), ("--reference-split", "reference_split", None),
+               ("--resize", "resize", False), ("--train-data", "train_data", None), ("--out", "out", None))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("run", help="run folder written by `negaug train` (runs/<name>)")
+    parser.add_argument("run", nargs="?", default=None,
+                        help="run folder written by `negaug train` (runs/<name>); or give --generated DIR")
+    parser.add_argument("--generated", default=None, metavar="DIR",
+                        help="evaluate the image files (PNG/JPEG, recursive) under DIR instead of a run")
+    parser.add_argument("--reference", default=None, metavar="DIR|NAME",
+                        help="with --generated: a folder of real images or a built-in dataset (e.g. mnist5k)")
+    parser.add_argument("--reference-split", default=None, choices=["val", "test"],
+                        help="split of a built-in --reference (default: test)")
+    parser.add_argument("--resize", action="store_true",
+                        help="with --generated: resize images of another size than the reference's (bilinear, "
+                             "antialiased) instead of refusing them")
+    parser.add_argument("--train-data", default=None, metavar="NAME",
+                        help="with --generated: built-in dataset whose training split trains the offline classifier "
+                             "(default: the built-in reference's)")
+    parser.add_argument("--out", default=None, metavar="FILE.json",
+                        help="with --generated: also write the results there (default: print only)")
     parser.add_argument("--metrics", nargs="+", default=None, choices=METRIC_NAMES, metavar="METRIC",
                         help=f"any of {', '.join(METRIC_NAMES)} (default: the run's eval.metrics, else by data: "
                              "images fid kid is pr; dots + dots; 2-D toys toy kde)")
@@ -60,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from negaug.cli.train import process_group
     from negaug.experiment.translate_config import is_translation_run
 
+    if (args.run is None) == (args.generated is None):
+        raise ValueError("give exactly one of RUN (a run folder) and --generated DIR (a folder of image files)")
+    if args.generated is not None:
+        return _run_folders(args)
+    given = [flag for flag, name, unset in FOLDER_ONLY if getattr(args, name) != unset]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to --generated DIR only, not to a run")
     if is_translation_run(args.run):
         if distributed.launched_by_torchrun():
             raise ValueError("a pix2pix run is evaluated in one process; run negaug eval without torchrun")
@@ -81,6 +114,33 @@ def _run_gan(args) -> int:
                          warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
     if distributed.rank() == 0:
         print(format_results(entry))
+    return 0
+
+
+def _run_folders(args) -> int:
+    """`negaug eval --generated DIR --reference DIR|NAME`: image files, no run."""
+    from negaug import distributed
+    from negaug.experiment.evaluate import format_results
+    from negaug.experiment.evaluate_folders import evaluate_folders
+
+    given = [flag for flag, name, unset in RUN_ONLY if getattr(args, name) != unset]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to a run only; --generated evaluates every file of its folder "
+                         f"(a built-in reference's split: --reference-split)")
+    if distributed.launched_by_torchrun():
+        raise ValueError("--generated is evaluated in one process; run negaug eval without torchrun")
+    if args.reference is None:
+        raise ValueError("--generated needs --reference DIR (a folder of real images) or NAME (a built-in dataset)")
+    entry = evaluate_folders(args.generated, args.reference, metrics=args.metrics,
+                             seed=0 if args.seed is None else args.seed,
+                             reference_split=args.reference_split or "test", resize=args.resize,
+                             train_data=args.train_data, feature_extractor=args.feature_extractor or "auto",
+                             inception_weights=args.inception_weights, batch_size=args.batch_size,
+                             device=args.device, progress=not args.quiet, force=bool(args.force),
+                             data_root=args.data_root, download=args.download, out=args.out,
+                             warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+    table = format_results({"step": 0, "checkpoint": "", **entry}).split("\n", 1)[1]  # the table without its run line
+    print(f"{entry['generated']['num_files']} images in {args.generated} vs {args.reference}\n{table}")
     return 0
 
 

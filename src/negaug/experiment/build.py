@@ -23,6 +23,7 @@ from negaug import nda as nda_transforms
 from negaug.experiment.config import Config, ModelConfig, check_run_name, short_repr
 from negaug.experiment.state import TrainState, rank_seed
 from negaug.experiment.stream import BatchStream
+from negaug.experiment.wandb_logger import check_wandb
 from negaug.files import check_folder
 from negaug.models.mixture import MAX_COMPONENTS, REGULARISERS, MixtureDiscriminator, MixtureGenerator
 from negaug.registry import check_int, closest
@@ -480,6 +481,7 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     check_scalars(config)
     check_eval(config)
     check_tensorboard(config)
+    check_wandb(config.train.wandb)
     device = resolve_device(config.train.device)
     if config.train.precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")

@@ -117,6 +117,7 @@ class TrainConfig:
     runs_dir: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; None: <preset>-<timestamp>
     tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
+    wandb: bool = False  # also log to Weights & Biases, offline unless WANDB_MODE says otherwise (needs .[wandb])
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
     diffaugment: str = "none"  # DiffAugment policy for every image D sees, e.g. "color,translation,cutout"; "none": off
@@ -161,7 +162,7 @@ class ConfigBase:
 
 
 # Settings that change how a GAN run is recorded, not what it learns.
-RECORDING_KEYS = ("train.name", "train.runs_dir", "train.progress", "train.tensorboard", "train.log_every",
+RECORDING_KEYS = ("train.name", "train.runs_dir", "train.progress", "train.tensorboard", "train.wandb", "train.log_every",
                   "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints", "train.threads")
 
 

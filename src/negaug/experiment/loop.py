@@ -36,6 +36,7 @@ from negaug.experiment.health import HealthMonitor
 from negaug.experiment.pace import StepPace
 from negaug.experiment.state import TrainState, WorldSizeError, rank_seed, rng_devices, world_size_message
 from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
+from negaug.experiment.wandb_logger import open_wandb
 from negaug.files import write_atomically
 from negaug.metrics import find_metric
 
@@ -215,6 +216,8 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
     board = _tensorboard(run_dir) if settings.tensorboard and log is not None else None
     if board is not None:  # the resolved config, once per session, as preformatted text
         board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), state.step)
+    wandb_run = open_wandb(run_dir, config.to_dict()) if settings.wandb and log is not None else None
+    on_log = on_log if wandb_run is None else wandb_run.chain(on_log)  # W&B gets every log step
     bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
                unit="step", dynamic_ncols=True, desc="train")
     fixed_latent = fixed_latent_batch(config, recipe, state)
@@ -252,7 +255,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
             report_health(health.check_samples(state.step, samples))
     finally:
         bar.close()
-        for sink in (log, board):
+        for sink in (log, board, wandb_run):
             if sink is not None:
                 sink.close()
     seconds = time.perf_counter() - start

@@ -45,6 +45,9 @@ from negaug.registry import Registry, check_int
 
 METRICS = Registry("metric")
 FEATURE_METRICS = ("fid", "kid", "is", "pr")
+# KID's value is the raw MMD^2 estimate, as torch-fidelity (kid_subset_mean) and clean-fid return it;
+# many papers print it multiplied by 1000 (or 100): divide theirs before comparing.
+KID_SCALE = "raw MMD^2 (as torch-fidelity and clean-fid report it; papers often print KID x 1000)"
 
 
 @dataclass
@@ -259,7 +262,7 @@ def _kid(evaluation: Evaluation) -> dict[str, dict]:
     generator = torch.Generator().manual_seed(evaluation.seed)
     mean, std = kernel_distance(real, fake, 1 if whole else s.kid_subsets, size, generator)
     protocol = evaluation.protocol(kid_subsets=1 if whole else s.kid_subsets, kid_subset_size=size,
-                                   kernel="(x.y/F + 1)^3")
+                                   kernel="(x.y/F + 1)^3", scale=KID_SCALE)
     if whole:
         protocol["kid_note"] = f"one estimate on {size} samples per set: subsets of the whole set would all be equal"
     return {evaluation.key("kid"): evaluation.result("kid", mean, False, protocol, std=None if whole else std)}

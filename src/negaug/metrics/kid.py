@@ -2,6 +2,10 @@
 MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / F + 1)^3, averaged over random subsets
 (Binkowski et al. 2018; the same estimator as torch-fidelity's ``mmd_est="unbiased"``).
 
+The value is the raw MMD^2, torch-fidelity's and clean-fid's scale (gamma = 1/F, coef0 = 1,
+degree 3, subsets of 1,000, mean and population std over the subsets); papers often print it
+multiplied by 1000.
+
 Unbiased means that for two samples of one distribution the expected value is 0: single
 estimates can be slightly negative, which is expected and kept.
 """
