@@ -345,7 +345,7 @@ def test_single_process_checkpoint_is_bit_identical_to_the_code_before_data_para
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_DATA_PARALLEL, "src"], capture_output=True,
                              check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-    overrides = ["data.batch_size=8", "data.options.classes=[0, 1]", "model.options.width=4", "train.steps=6",
+    overrides = ["nda.lam=0.25", "data.batch_size=8", "data.options.classes=[0, 1]", "model.options.width=4", "train.steps=6",
                  "optim.num_d_steps=2", "train.progress=false", "train.log_every=2", "train.sample_every=0",
                  "train.checkpoint_every=3", "train.ema_start=2", "train.ema_decay=0.9", "train.device=cpu",
                  f"train.runs_dir={tmp_path}"]

@@ -113,18 +113,18 @@ def test_resume_continues_the_recorded_config_not_an_edited_config_yaml(tmp_path
     train(tiny(tmp_path, "train.name=r", "train.steps=2"))
     yaml_path = tmp_path / "r" / "config.yaml"
     text = yaml_path.read_text()
-    edited = {"lam": text.replace("lam: 0.25", "lam: 0.5"), "width": text.replace("width: 4", "width: 8"),
+    edited = {"lam": text.replace("lam: 0.75", "lam: 0.5"), "width": text.replace("width: 4", "width: 8"),
               "broken": "{not: [yaml"}[edit]
     yaml_path.write_text(edited)
     warnings = []
     config = resume_config(tmp_path / "r", ["train.steps=4"], warn=warnings.append)
-    assert config.nda.lam == 0.25 and config.model.options["width"] == 4
+    assert config.nda.lam == 0.75 and config.model.options["width"] == 4
     assert len(warnings) == 1 and "differs from the config recorded in the checkpoint" in warnings[0]
     train(config, run_dir=tmp_path / "r", resume=True)
     train(tiny(tmp_path, "train.name=whole", "train.steps=4"))
     assert torch.equal(load_run(tmp_path / "r").raw_generator.stem.weight,
                        load_run(tmp_path / "whole").raw_generator.stem.weight)
-    assert "lam: 0.25" in yaml_path.read_text()  # rewritten from the record
+    assert "lam: 0.75" in yaml_path.read_text()  # rewritten from the record
 
 
 def test_concurrent_evaluations_of_one_run_lose_no_entry(tmp_path):

@@ -220,3 +220,17 @@ def test_theorem1_closed_form_is_the_registered_losses_supremum():
     q = torch.full((theorem1.NUM_POINTS,), 1 / theorem1.NUM_POINTS, dtype=torch.float64)
     registered, closed = theorem1.check_closed_form("fgan-pearson", p, q, steps=2000)
     assert registered == pytest.approx(closed, rel=1e-4) and closed == pytest.approx(2.6)  # sum q (p/q - 1)^2 by hand
+
+
+def test_a_run_cached_under_another_arm_name_is_reused_regression_appendix_o_retrained_lambda_runs(tmp_path):
+    """Appendix O's "identity removed" arm is Table 8's "lambda 0.25" (same config): it was trained
+    twice because the cache folder was looked up by arm name, not by config."""
+    from negaug.repro import common
+
+    study = common.Study(tmp_path / "out", "tiny", [0], tmp_path / "runs")
+    tiny = ["train.steps=2", "model.options.width=4", "data.batch_size=8", "train.checkpoint_every=0",
+            "train.sample_every=0", "data.options.classes=[0, 1]"]
+    first = common.train_arm(study, common.Arm("lambda-0-25", "default", tiny), 0, "ablation")
+    again = common.train_arm(study, common.Arm("identity-removed", "default", tiny), 0, "ablation")
+    assert not first.cached and again.cached and again.run_dir == first.run_dir
+    assert len(list((tmp_path / "runs").iterdir())) == 1

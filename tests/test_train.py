@@ -60,7 +60,7 @@ def test_run_folder_describes_itself(tmp_path):
     result = train(tiny(tmp_path, "train.name=r"))
     run = tmp_path / "r"
     assert result.step == 4 and result.run_dir == run
-    assert load_config(str(run / "config.yaml")).nda.lam == 0.25
+    assert load_config(str(run / "config.yaml")).nda.lam == 0.75
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for key in ("loss/d", "loss/g", "d_out/real", "d_out/generated", "d_out/negative", "it_per_s"):

@@ -126,7 +126,7 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
     overrides = [*arm.overrides, f"train.seed={seed}", f"train.progress={str(study.on_progress is not None).lower()}"]
     config = KINDS[arm.kind][0](arm.preset, overrides)
     key = config_hash(config)[:12]
-    run_dir = study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
+    run_dir = _finished_run_of(study.runs_dir, seed, key) or study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
     done = run_dir / DONE_FILE
     what = f"{label} {arm.name} seed {seed}"
     if not done.is_file() or not cache_is_intact(study, run_dir, config.train.steps, what):
@@ -137,6 +137,16 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
                 return TrainedArm(arm.name, seed, run_dir, config.to_dict(), seconds, False)
     study.progress(f"{label} {arm.name} seed {seed}: reusing {run_dir}")
     return TrainedArm(arm.name, seed, run_dir, config.to_dict(), 0.0, True)
+
+
+def _finished_run_of(runs_dir: Path, seed: int, key: str) -> Path | None:
+    """A finished run of the same config (hash `key`) that another arm or table trained under
+    another name (e.g. Table 8's "lambda 0.25" is Appendix O's "identity removed"), or None."""
+    if not runs_dir.is_dir():
+        return None
+    found = sorted(p for p in runs_dir.glob(f"*-seed{seed}-{key}") if p.is_dir() and not p.is_symlink()
+                   and (p / DONE_FILE).is_file())
+    return found[0] if found else None
 
 
 def cache_is_intact(study: Study, run_dir: Path, steps: int, what: str) -> bool:
