@@ -9,7 +9,8 @@ from negaug.cli import add_threads_flag
 # Spelled out so that building the parser does not import torch; a test checks them against negaug.repro.names().
 EXPERIMENT_NAMES = ("anomaly", "appendix_o", "contrastive", "lambda", "less_data", "lessons", "numerosity", "pda", "pix2pix",
                     "quality", "theorem1", "toolkit", "toy", "transforms", "video")
-HELP = "reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix, lessons, toolkit)"
+HELP = ("reproduce a claim of the paper on the CPU (numerosity, toy, anomaly, quality, contrastive, video, pix2pix, "
+        "lessons, toolkit; under the pre-registered protocol: lambda, pda, transforms, appendix_o, less_data, theorem1)")
 
 EPILOG = """examples:
   negaug repro toy --quick --out scratch/toy            # smoke version, minutes, in a scratch folder
@@ -21,6 +22,8 @@ EPILOG = """examples:
   negaug repro pix2pix --quick --out scratch/pix2pix   # Table 4: {cGAN, L1+cGAN} x {no NDA, jigsaw} on scenes
   negaug repro lessons --quick --out scratch/lessons   # the seed documents' lessons: gradients, JS/KL/W1, mode collapse
   negaug repro toolkit --quick --out scratch/toolkit   # FM, minibatch, MMD, MIX+GAN, RpGAN vs plain GAN, +/- NDA
+  negaug repro lambda --seeds 5 --out results/lambda --runs-dir RUNS   # Table 8 under the protocol (docs/reproduction.md)
+  negaug repro theorem1 --out scratch/theorem1   # Theorem 1 numerically, every f-GAN loss, seconds
 Trained runs are cached in --runs-dir (default OUT/runs) by config hash; a rerun reuses them."""
 
 
