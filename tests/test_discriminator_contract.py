@@ -100,8 +100,9 @@ def d_call_sizes(tmp_path, monkeypatch, *overrides) -> list[int]:
 @pytest.mark.parametrize("mode", ["weighted", "mixture"])
 def test_batch_norm_d_never_sees_mixed_batches_in_training(tmp_path, monkeypatch, mode):
     """Regression (batch-norm collapse): in both steps, each D call holds one kind of sample."""
-    sizes = d_call_sizes(tmp_path, monkeypatch, "train.steps=2", f"nda.mode={mode}")
-    per_step = [8, 8, 8, 8] if mode == "weighted" else [8, 2, 6, 8]  # D step: real, generated, negatives; G step
+    sizes = d_call_sizes(tmp_path, monkeypatch, "train.steps=2", f"nda.mode={mode}", "nda.lam=0.25")
+    # D step: real, generated, negatives (mixture: lam = 0.25 of a fake batch of 8 is generated); G step
+    per_step = [8, 8, 8, 8] if mode == "weighted" else [8, 2, 6, 8]
     assert sizes == per_step * 2
 
 
