@@ -5,7 +5,8 @@ Protocol: the two DCGAN arms of `negaug.repro.mnist` (shared with the anomaly ex
 EMA generator of each draws as many images as the MNIST-5k test split holds; FID, KID and
 precision/recall (k = 3) against that test split in the feature space of the offline
 classifier trained on the MNIST-5k training split (`negaug.metrics.evaluate_generator`,
-feature_extractor="classifier"). The floor: the same metrics for real training images against
+feature_extractor="classifier"). The floor: the same metrics for held-out real images (the
+validation split, which the classifier never saw) against
 the test split (what a perfect generator would score at this sample size).
 """
 from __future__ import annotations
@@ -101,8 +102,8 @@ def run(study: Study) -> dict[str, Any]:
             per_seed[arm.name].append(entry)
             for which, images in arm_samples.items():
                 samples.setdefault(f"{arm.name} ({which} G)", images)
-    train_images = data.build("mnist5k", split="train").images  # stored sorted by class: draw at random
-    floor_images = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:num]]
+    # the floor uses held-out images only (the validation split), never images the classifier trained on
+    floor_images = data.build("mnist5k", split="val").images[:num]
     floor_values = flatten(evaluate_samples(floor_images, reference, METRICS, seed=0, **options))
     floor_values["classes"] = classes_covered(floor_images, class_extractor(options))[0]
     floor = {f"{which}_{key}": floor_values[key] for which in GENERATORS for _, key, _ in KEYS}
@@ -124,7 +125,7 @@ def summarize(study: Study, per_seed, trained, floor, num: int) -> dict[str, Any
         "protocol": {"generator": "last checkpoint: the EMA generator (ema) and the trained G (raw), eval mode", "latent_seed": "10000 + seed",
                      "reference": f"the last {num} images of the MNIST-5k test split",
                      "features": "offline classifier trained on the MNIST-5k training split (negaug.metrics)",
-                     "floor": f"{num} real training images (seeded random draw) scored like a generator",
+                     "floor": f"{min(num, 400)} held-out validation images scored like a generator (not images the classifier trained on)",
                      "spread_rule": common.SPREAD_RULE},
         "per_seed": per_seed, "floor": floor, "comparisons": comparisons,
         "targets": {f"nda_fid_lower_{which}_g": comparisons[f"{which}_fid"]["difference"] < 0 for which in GENERATORS},
