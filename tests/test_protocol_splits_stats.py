@@ -234,3 +234,23 @@ def test_a_run_cached_under_another_arm_name_is_reused_regression_appendix_o_ret
     again = common.train_arm(study, common.Arm("identity-removed", "default", tiny), 0, "ablation")
     assert not first.cached and again.cached and again.run_dir == first.run_dir
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_readme_and_default_preset_quote_the_stored_lambda_table():
+    """The README's first paragraph and the default preset's comment quote results/lambda: a rerun
+    that changes the table must change them too."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    table = json.loads((root / "results" / "lambda" / "results.json").read_text())
+    test_fid = {label: f"{arm['test_fid']['mean']:.2f}" for label, arm in table["arms"].items()}
+    readme = (root / "README.md").read_text()
+    for label in ("no augmentation", "lambda 0.75", "lambda 0.5", "lambda 0.25", "lambda 0.15"):
+        assert test_fid[label] in readme, label
+    assert table["selected_on_validation"] == "lambda 0.75"
+    from negaug.experiment.config import load_config
+
+    assert load_config("default").nda.lam == 0.75  # the arm selected on validation
+    preset = (root / "src" / "negaug" / "presets" / "default.yaml").read_text()
+    assert f"{table['arms']['lambda 0.75']['val_fid']['mean']:.2f}" in preset
