@@ -162,12 +162,18 @@ def test_anomaly_then_quality_share_runs(tmp_path):
     anomaly = repro.run("anomaly", tmp_path / "anomaly", size="tiny", runs_dir=runs)
     _outputs(tmp_path / "anomaly", ["auroc.png", "difference_histograms.png"])
     sets = anomaly["ood_sets"]
-    assert "nda/jigsaw" in sets and "noise/uniform" in sets
+    # the training negative is reported apart, never in an average (issue 23)
+    assert "nda/jigsaw" not in sets and anomaly["nda_sets"] == ["nda/jigsaw"]
+    assert "noise/uniform" in sets and "dataset/digits" in sets
+    assert list(anomaly["headline"]) == ["mean (corruption)", "mean (dataset)"]
+    assert anomaly["verdicts"] == {}  # a tiny run judges nothing
     for arm in ("baseline", "nda"):
         entry = anomaly["per_seed"][arm][0]
-        assert all(0.0 <= entry["ood"][s]["auroc"] <= 1.0 for s in sets)
-        mean = sum(entry["ood"][s]["auroc"] for s in sets) / len(sets)
-        assert anomaly["auroc"]["mean (all)"][arm]["mean"] == pytest.approx(mean)
+        assert all(0.0 <= entry["ood"][s]["auroc"] <= 1.0 for s in [*sets, "nda/jigsaw"])
+        corruptions = [s for s in sets if s.startswith("corruption/")]
+        mean = sum(entry["ood"][s]["auroc"] for s in corruptions) / len(corruptions)
+        assert anomaly["headline"]["mean (corruption)"][arm]["mean"] == pytest.approx(mean)
+        assert anomaly["headline"]["mean (dataset)"][arm]["mean"] == pytest.approx(entry["ood"]["dataset/digits"]["auroc"])
     quality = repro.run("quality", tmp_path / "quality", size="tiny", runs_dir=runs)
     _outputs(tmp_path / "quality", ["precision_recall.png", "samples.png"])
     assert all(r["cached"] for r in quality["runs"])  # trained once, by the anomaly experiment
@@ -350,3 +356,29 @@ def test_a_smaller_run_never_overwrites_larger_results_regression_tiny_over_quic
             repro.check_not_over_full_results(out, size)
     else:
         repro.check_not_over_full_results(out, size)
+
+
+def test_anomaly_headline_is_the_papers_two_means_without_the_training_negative():
+    """Issue 23: the headline averages corruptions and OOD datasets only (Holm over the two); the
+    training negative nda/jigsaw (AUROC 1.0 with NDA) is reported apart and moves no average."""
+    from negaug.anomaly.evaluate import summarize as summarize_sets
+    from negaug.repro.anomaly import _auroc_tables
+
+    def entry(corr, data, jig):
+        ood = {"corruption/a": {"auroc": corr}, "corruption/b": {"auroc": corr + 0.1},
+               "dataset/x": {"auroc": data}, "nda/jigsaw": {"auroc": jig}}
+        full = {n: {**e, "aupr": 0.0, "fpr_at_95_tpr": 0.0} for n, e in ood.items()}
+        return {"ood": full, "summary": summarize_sets(full)}
+
+    per_seed = {"baseline": [entry(0.50 + d, 0.60 - d, 0.7) for d in (0.0, 0.01, 0.02)],
+                "nda": [entry(0.70 + d, 0.60 + d, 1.0) for d in (0.0, 0.01, 0.02)]}
+    headline, ood, apart = _auroc_tables(per_seed)
+    assert list(headline) == ["mean (corruption)", "mean (dataset)"]
+    assert headline["mean (corruption)"]["baseline"]["mean"] == pytest.approx(0.56)  # (0.5 + 0.6) / 2 + 0.01
+    assert headline["mean (corruption)"]["difference"] == pytest.approx(0.20)
+    assert headline["mean (corruption)"]["verdict"] == "reproduced"  # equal spreads, +0.2: p tiny
+    assert headline["mean (dataset)"]["difference"] == pytest.approx(0.02)
+    assert headline["mean (dataset)"]["holm_p"] == pytest.approx(0.0701, abs=5e-4)  # t = 2.449, df 4
+    assert headline["mean (dataset)"]["verdict"] == "direction only"
+    assert set(ood) == {"corruption/a", "corruption/b", "dataset/x"} and list(apart) == ["nda/jigsaw"]
+    assert all("holm_p" in c for c in (*headline.values(), *ood.values()))
