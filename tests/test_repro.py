@@ -319,18 +319,32 @@ def test_contrastive_tiny_and_cache(tmp_path):
     assert main(["repro", "contrastive", "--tiny", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
-    assert (out / "linear_probe.png").stat().st_size > 1000 and (out / "figure9_distance.png").stat().st_size > 1000
-    assert "| linear probe |" in report and "Table 6" in report
+    for figure in ("linear_probe", "figure9_distance", "separator_auroc"):
+        assert (out / f"{figure}.png").stat().st_size > 1000
+    assert "| linear-probe accuracy (Table 6) | jigsaw |" in report and "## MNIST-5k digits: the main task" in report
+    assert "| Figure 9's paired measure: cos. distance x vs jigsaw(x), head's embedding | jigsaw |" in report
+    assert report.startswith("> A tiny run") and "| reproduced |" not in report  # numbers, no verdicts
     (baseline,), (jigsaw,) = results["per_seed"]["mnist"]["baseline"], results["per_seed"]["mnist"]["jigsaw"]
     for entry in (baseline, jigsaw):
         assert 0.0 <= entry["linear_probe"] <= 1.0 and 0.0 <= entry["knn"] <= 1.0 and entry["step"] == 3
         assert entry["protocols"]["linear_probe"]["epochs"] == 2
+        assert 0.0 <= entry["separator_auroc/features/jigsaw"] <= 1.0
+        separator = entry["protocols"]["separator_auroc/features/jigsaw"]
+        assert separator["num_fit"] == [500, 500] and separator["num_eval"] == [500, 500]  # halves of 1,000 test images
+        assert separator["epochs"] == 5 and separator["options"] == {"k": 2}
+        assert entry["distance_ratio/features/jigsaw"] == pytest.approx(
+            entry["cosine_distance/features/jigsaw"] / entry["cosine_distance/features/other_image"], rel=1e-12)
     table = results["tables"]["mnist"]["linear_probe"]
     assert table["baseline"]["values"] == [baseline["linear_probe"]] and table["jigsaw"]["nda"]["values"] == [jigsaw["linear_probe"]]
     assert not any(r["cached"] for r in results["runs"])
     again = repro.run("contrastive", tmp_path / "again", size="tiny", runs_dir=out / "runs")
     assert all(r["cached"] for r in again["runs"])
     assert again["per_seed"]["mnist"]["jigsaw"][0]["linear_probe"] == jigsaw["linear_probe"]  # same run, same probe
+    key = "separator_auroc/features/jigsaw"
+    assert again["per_seed"]["mnist"]["jigsaw"][0][key] == jigsaw[key]  # same split, draws and batch order
+    before = results["before_training"]["mnist"][key]
+    assert before["n"] == 1 and 0.0 <= before["mean"] <= 1.0 and before == again["before_training"]["mnist"][key]
+    assert "Before training (the initial weights of each seed" in report
 
 
 def test_config_hash_leaves_out_keys_added_later_at_their_neutral_value():
