@@ -126,16 +126,19 @@ def test_numerosity_tiny(tmp_path, capsys):
     printed = capsys.readouterr().out  # numbers only: one seed's yes/no would contradict the full tables
     assert ": yes" not in printed and ": no" not in printed and "carry no verdict" in printed
     results, report = _outputs(out, ["count_histogram.png", "samples.png"])
-    assert results["protocol"]["counter_check_on_real_test_images"]["accuracy"] == 1.0
+    check = results["protocol"]["counter_check_on_real_test_images"]
+    assert check["accuracy"] == 1.0 and check["second_counter_accuracy"] == 1.0
     for arm in ("baseline", "nda"):
         (entry,) = results["per_seed"][arm]
         assert sum(entry["histogram"].values()) == entry["num_samples"] == 64
-        at_six = entry["histogram"].get("6", 0) / 64
-        assert entry["fraction_at_target"] == pytest.approx(at_six)
+        shares = [entry[f"share_{k}"] for k in (4, 5, 6, 7, 8)] + [entry["share_other"]]
+        assert entry["share_6"] == pytest.approx(entry["histogram"].get("6", 0) / 64) and sum(shares) == pytest.approx(1.0)
+        assert entry["counter_agreement"]["num_images"] == 64 and 0.0 <= entry["counter_agreement"]["agreement"] <= 1.0
         side = "baseline" if arm == "baseline" else "nda"
-        variant = "nda" if arm == "baseline" else arm
-        assert results["comparisons"][variant]["fraction_at_target"][side]["values"] == [entry["fraction_at_target"]]
-    assert "| share of samples with 6 dots |" in report
+        assert results["comparisons"]["nda"]["claim"]["share_6"][side]["values"] == [entry["share_6"]]
+    assert {c["verdict"] for c in results["comparisons"]["nda"]["claim"].values()} == {"-"} and results["headline"] is None
+    assert "| 6 dots (trained) | rises |" in report and "| 7 dots (a negative) | falls |" in report
+    assert "verdict (" not in report and "**Verdict**" not in report and "## The counter, checked" in report
     assert {r["arm"] for r in results["runs"]} == {"baseline", "nda"}
     assert results["runs"][0]["config"]["loss"]["name"] == "wgan-gp"  # the authors' setting
     assert results["runs"][0]["config"]["optim"]["num_d_steps"] == 5
