@@ -270,3 +270,28 @@ def test_compare_cli_first_seed_trains_seeds_apart_from_reported_ones(tmp_path, 
     assert sorted({r["seed"] for r in summary["runs"]}) == [1000, 1001]
     assert main(["compare", "ring", "--arms", "", "nda.lam=0.5", "--first-seed", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "--first-seed" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_compare_pretrain_kind_probes_on_validation(tmp_path):
+    """`negaug compare --kind pretrain`: MoCo-v2 arms probed on the validation split (issue 23:
+    the `mnist` pretrain preset is re-checked this way), statistics as for GAN arms."""
+    import json
+
+    from negaug.cli import main
+
+    tiny = ("data.batch_size=16 data.image_size=16 data.options.classes=[0,1] model.options.width=4 "
+            "model.head_hidden=16 model.dim=8 objective.queue_size=48 objective.num_splits=2 train.steps=4 "
+            "train.log_every=2 train.checkpoint_every=0 train.knn_every=0 train.device=cpu eval.probe_epochs=2")
+    code = main(["compare", "mnist", "--kind", "pretrain", "--arms", tiny, f"{tiny} optim.lr=0.12", "--seeds", "2",
+                 "--first-seed", "1000", "--out", str(tmp_path / "out"), "--threads", "1"])
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert summary["kind"] == "pretrain" and {"linear_probe", "knn"} <= set(summary["metrics"])
+    for run in summary["runs"]:
+        entry = json.loads((tmp_path / "out" / "runs" / run["run_dir"].split("/")[-1] / "probe.json").read_text())
+        assert entry["evaluations"][-1]["results"]["knn"]["protocol"]["test_split"] == "val"
+    other = summary["arms"][1]
+    expected = stats.welch([e["knn"] for e in summary["per_seed"][summary["arms"][0]]],
+                           [e["knn"] for e in summary["per_seed"][other]])
+    assert summary["comparisons"]["knn"][other]["difference"] == pytest.approx(expected["difference"])
+    assert "negaug probe --split val" in (tmp_path / "out" / "report.md").read_text()

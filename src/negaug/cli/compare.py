@@ -10,6 +10,7 @@ HELP = "compare arms of a preset over seeds on the validation split (CIs, Holm-a
 
 EPILOG = """examples:
   negaug compare default --arms "nda.transform=none" "" "nda.lam=0.5" --seeds 5 --out scratch/cmp
+  negaug compare mnist --kind pretrain --arms "" "nda.transform=jigsaw" --seeds 3 --out scratch/cmp-moco
   negaug compare my.yaml --arms "nda.transform=none" "nda.transform=cutout" --seeds 3 --out scratch/cmp \\
       --runs-dir scratch/runs
 The first arm is the baseline; "" is the preset as it is. Runs are cached in --runs-dir (default
@@ -19,7 +20,10 @@ OUT/runs): a stopped comparison resumes, a rerun only evaluates."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("preset", help="a preset name (negaug train --help lists them) or a YAML config file")
+    parser.add_argument("preset", help="a preset name (negaug train --help / negaug pretrain --help list them) or a YAML config file")
+    parser.add_argument("--kind", choices=("gan", "pretrain"), default="gan",
+                        help="gan: negaug train runs, evaluated by negaug eval --split val (default); pretrain: "
+                             "negaug pretrain runs, probed by negaug probe --split val")
     parser.add_argument("--arms", nargs="+", required=True, metavar="OVERRIDES",
                         help='one quoted string of section.key=value overrides per arm; the first is the baseline')
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds every arm trains (default: 3)")
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--first-seed must be from 0 to 1000000, got {args.first_seed}")
     arms = compare.parse_arms(args.arms)
     summary = compare.run_comparison(args.preset, arms, list(range(args.first_seed, args.first_seed + args.seeds)), args.out, args.runs_dir,
-                                     on_progress=lambda message: print(f"[compare] {message}", file=sys.stderr, flush=True))
+                                     on_progress=lambda message: print(f"[compare] {message}", file=sys.stderr, flush=True),
+                                     kind=args.kind)
     for metric in summary["metrics"]:
         for label, c in summary["comparisons"][metric].items():
             print(f"{metric:>28}  {label}: {format_difference(c)}")

@@ -11,6 +11,10 @@ the chosen arm's test numbers afterwards with `negaug eval RUN` (test split).
     from negaug.repro import compare
     summary = compare.run_comparison("default", ["nda.transform=none", "nda.lam=0.5"], seeds=[0, 1, 2],
                                      out_dir="scratch/compare")
+
+`kind="pretrain"` compares arms of a `negaug pretrain` preset or config (MoCo-v2) the same way:
+each run is probed on the validation split (`negaug probe --split val`: linear probe, k-NN,
+cosine distances), e.g. `negaug compare mnist --kind pretrain --arms "" "optim.lr=0.12"`.
 """
 from __future__ import annotations
 
@@ -18,13 +22,22 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from negaug.experiment.config import load_config
 from negaug.experiment.evaluate import evaluate_run
+from negaug.experiment.probe import probe_run
 from negaug.files import check_folder
 from negaug.repro import common, plots, stats
 from negaug.repro.common import Arm, Study
 
 MAX_ARMS = 16
+KINDS = ("gan", "pretrain")  # negaug train / negaug pretrain runs
+
+
+def _evaluate_on_val(kind: str, run_dir: Path, seed: int) -> dict[str, float]:
+    """The run's own metrics on the validation split: `negaug eval --split val` of a GAN run, the
+    probe (`negaug probe --split val`) of a pretrained encoder."""
+    if kind == "pretrain":
+        return _values(probe_run(run_dir, seed=seed, split="val")["results"])
+    return _values(evaluate_run(run_dir, seed=seed, plots=False, split="val")["results"])
 
 
 def parse_arms(texts: Sequence[str]) -> list[list[str]]:
@@ -50,16 +63,19 @@ def _label(overrides: list[str]) -> str:
 
 
 def run_comparison(preset: str, arm_overrides: Sequence[Sequence[str]], seeds: Sequence[int], out_dir: str | Path,
-                   runs_dir: str | Path | None = None, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   runs_dir: str | Path | None = None, on_progress: Callable[[str], None] | None = None,
+                   kind: str = "gan") -> dict[str, Any]:
     """Train and evaluate every (arm, seed), then write OUT/results.json, OUT/report.md and
     OUT/comparison.png; returns the summary. Every arm's config is checked before any training."""
     check_folder(out_dir, "--out")
     if runs_dir is not None:
         check_folder(runs_dir, "--runs-dir")
+    if kind not in KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     for overrides in arm_overrides:  # a bad key or value fails now, before any run
-        load_config(preset, [*overrides, "train.progress=false"])
+        common.KINDS[kind][0](preset, [*overrides, "train.progress=false"])
     study = Study(Path(out_dir), "full", list(seeds), runs_dir, on_progress)
-    arms = [Arm(f"arm{i}", preset, list(o)) for i, o in enumerate(arm_overrides)]
+    arms = [Arm(f"arm{i}", preset, list(o), kind) for i, o in enumerate(arm_overrides)]
     per_arm: dict[str, list[dict[str, float]]] = {}
     trained = []
     for arm in arms:
@@ -67,9 +83,9 @@ def run_comparison(preset: str, arm_overrides: Sequence[Sequence[str]], seeds: S
             t = common.train_arm(study, arm, seed, "compare")
             trained.append(t)
             study.progress(f"{_label(arm.overrides)} seed {seed}: evaluating on the validation split")
-            entry = evaluate_run(t.run_dir, seed=seed, plots=False, split="val")
-            per_arm.setdefault(_label(arm.overrides), []).append(_values(entry["results"]))
+            per_arm.setdefault(_label(arm.overrides), []).append(_evaluate_on_val(kind, t.run_dir, seed))
     summary = summarize(preset, study, per_arm, trained)
+    summary["kind"] = kind
     write_figure(study, summary)
     common.write_outputs(study.out_dir, summary, report(summary))
     return summary
@@ -103,7 +119,7 @@ def summarize(preset: str, study: Study, per_arm, trained) -> dict[str, Any]:
 def report(summary: dict[str, Any]) -> list[str]:
     lines = [f"# Comparison of {len(summary['arms'])} arms of `{summary['preset']}` on the validation split", "",
              f"Seeds {summary['seeds']}; baseline: `{summary['baseline']}`; each run's own metrics and feature space "
-             f"(`negaug eval --split val`). Code: commit {summary['environment']['versions'].get('negaug_commit')}.", ""]
+             f"(`negaug {'probe' if summary.get('kind') == 'pretrain' else 'eval'} --split val`). Code: commit {summary['environment']['versions'].get('negaug_commit')}.", ""]
     for metric in summary["metrics"]:
         rows = []
         for label in summary["arms"]:

@@ -158,10 +158,11 @@ def arm_points_figure(values: Mapping[str, Mapping[str, Sequence[float]]], ylabe
         if floor and panel in floor:
             axes.axhline(floor[panel], color="black", linestyle="--", linewidth=1)
             axes.text(len(arms) - 0.5, floor[panel], " real-vs-real floor", va="bottom", ha="right", fontsize=7)
-        axes.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=7)
+        # long override lists (negaug compare's arm labels) wrap instead of pushing the axes out
+        labels = [textwrap.shorten(arm, 90, placeholder=" ...") for arm in arms]
+        axes.set_xticks(range(len(arms)), [textwrap.fill(label, 30) for label in labels], rotation=35, ha="right", fontsize=7)
         axes.set(title=panel, ylim=(0, top * 1.1), ylabel=ylabel if index == 0 else None)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
     return figure
 
 
