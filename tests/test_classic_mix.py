@@ -199,6 +199,7 @@ def test_sampling_follows_the_generator_weights():
     assert torch.equal(x, again)
 
 
+@pytest.mark.slow
 def test_tiny_mixgan_with_nda_trains_on_the_ring():
     """Three seeds, as one seed is a lottery here: with Arora et al.'s regulariser at their 0.1
     (the default) seeds 0, 1, 2 measured high quality 0.19 / 0.31 / 0.11, negative 0.21 / 0.06 /

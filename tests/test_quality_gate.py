@@ -26,6 +26,8 @@ from negaug.metrics.fid import fid_from_features
 from negaug.models import build as build_models
 from negaug.experiment import load_run, train
 
+pytestmark = pytest.mark.slow  # every test here trains 300 steps (~8-20 s each)
+
 STEPS = 300
 GATE = ["data.name=digits", "data.image_size=16", "data.batch_size=64", "model.options.width=16",
         f"train.steps={STEPS}", "train.ema_decay=0", "train.progress=false", "train.sample_every=0",
