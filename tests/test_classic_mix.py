@@ -138,6 +138,7 @@ def arora_weights_penalty(logits, n):
 @pytest.mark.parametrize("logits", [[0.0, 0.0, 0.0], [1.0, -2.0, 0.5], [8.0, 3.4, 3.4]])
 def test_mixture_regulariser_is_arora_et_al_s_and_its_default_weight_0_1(logits):
     import numpy as np
+
     from negaug.experiment.config import ModelConfig
     from negaug.models.mixture import mixture_regulariser
     t = torch.tensor(logits, dtype=torch.float64)

@@ -12,7 +12,6 @@ from negaug.metrics import classifier as clf
 from negaug.metrics.protocol import library_versions
 from negaug.repro import stats
 
-
 # --- validation splits -------------------------------------------------------------------------
 
 def test_mnist5k_splits_are_3600_400_1000_disjoint_and_cover_the_set():

@@ -15,8 +15,9 @@ the chosen arm's test numbers afterwards with `negaug eval RUN` (test split).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from negaug.experiment.config import load_config
 from negaug.experiment.evaluate import evaluate_run
