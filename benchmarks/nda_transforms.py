@@ -15,7 +15,7 @@ import gc
 import statistics
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

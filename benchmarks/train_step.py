@@ -33,7 +33,6 @@ from negaug.experiment.stats import Stats
 from negaug.experiment.steps import discriminator_step, generator_step
 from negaug.experiment.stream import BatchStream
 
-
 SPECTRAL_NORM = {"spectral": True, "batch": False}
 
 
@@ -149,7 +148,7 @@ def main() -> None:
     base, plain = ms["minimal hand-written loop"], ms["negaug, no NDA"]
     print(f"DCGAN {ch}x32x32, width {w}, {norm} norm in D, batch 64, 1 D + 1 G step, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.iters} iterations")
-    print(f"| configuration | ms / iteration | vs minimal loop | vs negaug no NDA | target |")
+    print("| configuration | ms / iteration | vs minimal loop | vs negaug no NDA | target |")
     print("|---|---|---|---|---|")
     targets = {"negaug, no NDA": "<= 1.05x minimal", "negaug, jigsaw NDA, mixture": "<= 1.05x no NDA",
                "negaug, jigsaw NDA, weighted": "<= 1.25x no NDA",

@@ -133,6 +133,7 @@ def arora_weights_penalty(logits, n):
 @pytest.mark.parametrize("logits", [[0.0, 0.0, 0.0], [1.0, -2.0, 0.5], [8.0, 3.4, 3.4]])
 def test_mixture_regulariser_is_arora_et_al_s_and_its_default_weight_0_1(logits):
     import numpy as np
+
     from negaug.experiment.config import ModelConfig
     from negaug.models.mixture import mixture_regulariser
     t = torch.tensor(logits, dtype=torch.float64)
@@ -194,6 +195,7 @@ def test_sampling_follows_the_generator_weights():
     assert torch.equal(x, again)
 
 
+@pytest.mark.slow
 def test_tiny_mixgan_with_nda_trains_on_the_ring():
     """Three seeds, as one seed is a lottery here: with Arora et al.'s regulariser at their 0.1
     (the default) seeds 0, 1, 2 measured high quality 0.19 / 0.31 / 0.11, negative 0.21 / 0.06 /

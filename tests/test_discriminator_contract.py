@@ -5,11 +5,11 @@ import torch
 from torch.nn.utils import parametrize
 
 from negaug import models
-from negaug.experiment.config import load_config
-from negaug.models.base import has_batch_statistics, is_batch_dependent
 from negaug.experiment import train
 from negaug.experiment.build import build
+from negaug.experiment.config import load_config
 from negaug.experiment.steps import score
+from negaug.models.base import has_batch_statistics, is_batch_dependent
 
 # (model name, options, image size, channels) for every registered model, at a tiny width;
 # a model added to the registry without an entry here fails `test_every_model_is_covered`.

@@ -123,6 +123,7 @@ def test_the_skipped_draws_of_the_penalty_stub_are_those_of_one_stream():
     assert torch.equal(torch.rand(4, generator=gen), whole[4:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     ["loss.name=wgan-gp"],  # WGAN-GP: double backward, towards generated and negative points
     ["loss.name=nonsaturating", "loss.r1_penalty=0.5", "loss.r2_penalty=0.5"],
@@ -165,6 +166,7 @@ def _ema_worker(rank, world, port, out):
                    Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_g_d_and_the_ema_with_batch_norm_stay_identical_on_both_ranks(tmp_path):
     spawn(_ema_worker, str(tmp_path))
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
@@ -200,6 +202,7 @@ def _moco_worker(rank, world, port, out):
                     "keys": seen["keys"], "nda": seen["nda"]}, Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_moco_queue_takes_every_ranks_keys_in_rank_order_and_no_nda_key(tmp_path):
     spawn(_moco_worker, str(tmp_path))
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
@@ -238,6 +241,7 @@ def assert_same_checkpoint(a, b):
         assert torch.equal(a[1][key], b[1][key]), key
 
 
+@pytest.mark.slow
 def test_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_path, capsys):
     from negaug.cli import main
 
@@ -272,6 +276,7 @@ PRETRAIN = ["mnist", "data.batch_size=8", "data.image_size=16", "data.options.cl
             "optim.schedule=constant"]  # cosine depends on train.steps: a 3-step run would decay faster
 
 
+@pytest.mark.slow
 def test_two_process_pretraining_stopped_and_resumed_equals_an_uninterrupted_one(tmp_path):
     common = [*PRETRAIN, f"train.runs_dir={tmp_path}"]
     commands = [["pretrain", *common, "train.steps=6", "train.name=whole"],
@@ -296,6 +301,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_a_batch_norm_discriminator_on_cpus_with_one_line_and_no_folder(tmp_path):
     done = torchrun("train", "default", "model.options.spectral_norm=false", "train.device=cpu", "train.steps=2",
                     f"train.runs_dir={tmp_path}", "train.name=bn", cwd=tmp_path)
@@ -305,6 +311,7 @@ def test_torchrun_refuses_a_batch_norm_discriminator_on_cpus_with_one_line_and_n
     assert done.returncode != 0 and not (tmp_path / "bn").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_the_resumed_run_is_exact(tmp_path):
     common = ["default", *RING, "nda.transform=none", "data.batch_size=8", "train.checkpoint_every=0",
               f"train.runs_dir={tmp_path}"]
@@ -333,6 +340,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_the_resumed_run_is
 # (c) one process: bit-identical to the code before data parallelism
 
 
+@pytest.mark.slow
 def test_single_process_checkpoint_is_bit_identical_to_the_code_before_data_parallelism(tmp_path):
     from negaug.experiment import train
 

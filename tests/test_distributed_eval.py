@@ -61,6 +61,7 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
     torch.save(found, f"{folder}/rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_as_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     alone = torch.load(tmp_path / "alone.pt")["alone"]

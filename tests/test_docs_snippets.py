@@ -49,6 +49,7 @@ def test_anomaly_snippet_runs(context):
     assert (Path.cwd() / "hist.png").is_file()
 
 
+@pytest.mark.slow
 def test_evaluation_snippet_runs(context):
     (block,) = blocks("evaluation.md")
     exec(block, {**context, "G": models.build("dcgan", image_size=32, channels=1, width=4)[0]})

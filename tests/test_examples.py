@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -23,12 +25,14 @@ def test_every_example_is_tested():
         "evaluate_your_generator.py", "nda_in_your_gan_loop.py", "train_on_your_image_folder.py"]
 
 
+@pytest.mark.slow  # runs the example end to end in a subprocess
 def test_nda_in_your_gan_loop(tmp_path):
     out = run_example("nda_in_your_gan_loop.py", "--out", str(tmp_path / "out"), "--steps", "3",
                       "--eval-samples", "0", tmp_path=tmp_path)
     assert "step 3: d_loss" in out and (tmp_path / "out" / "samples.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # runs the example end to end in a subprocess
 def test_evaluate_your_generator_ranks_real_above_negatives_above_noise(tmp_path):
     err = []
     out = run_example("evaluate_your_generator.py", "--dataset", "digits", tmp_path=tmp_path, stderr=err)
@@ -38,6 +42,7 @@ def test_evaluate_your_generator_ranks_real_above_negatives_above_noise(tmp_path
     assert "trained on the reference's training split" in out and "reference digits/test, 359 vs 359" in out
 
 
+@pytest.mark.slow  # runs the example end to end in a subprocess
 def test_train_on_your_image_folder(tmp_path):
     out = run_example("train_on_your_image_folder.py", "--out", str(tmp_path / "out"), "--steps", "3",
                       tmp_path=tmp_path)

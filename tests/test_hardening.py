@@ -332,6 +332,7 @@ def _mutations(data: bytes, rng: random.Random, count: int):
         yield kind, bytes(mutated)
 
 
+@pytest.mark.slow
 def test_fuzz_damaged_checkpoints_give_the_same_result_a_named_fallback_or_one_line(tmp_path):
     """Seeded bit flips, truncations and zeroed runs in the newest checkpoint's record and tensor
     file: load_run either gives the untouched result, or falls back to step 2 with a warning naming

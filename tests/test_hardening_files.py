@@ -2,8 +2,6 @@
 per class of failure, each failing on the code before the fix; `test_fuzz_*` at the end."""
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 from pathlib import Path
 
@@ -13,9 +11,7 @@ import torch
 from negaug.cli import main
 from negaug.experiment import checkpoint as ckpt
 from negaug.experiment import runs, train
-
 from test_hardening import TINY, assert_one_line_error, cli, tiny, tree
-
 
 # --- writes outside what the user named -----------------------------------------------------------
 
@@ -267,7 +263,7 @@ def test_eval_of_a_generator_with_nan_weights_is_one_line_regression_linalgerror
     train(tiny(tmp_path, "train.name=nan"))
     folder = tmp_path / "nan" / "checkpoints"
     found = ckpt.load_latest(folder)
-    for name, tensor in found.state["ema"].items():
+    for tensor in found.state["ema"].values():
         if tensor.is_floating_point():
             tensor.fill_(float("nan"))
     record = {key: found.record[key] for key in ("config", "negaug_version", "torch_version", "time")}
@@ -279,9 +275,8 @@ def test_eval_of_a_generator_with_nan_weights_is_one_line_regression_linalgerror
 
 
 def _pretrain_run(tmp_path) -> Path:
-    from test_pretrain import tiny as tiny_pretrain
-
     from negaug.experiment.pretrain import pretrain
+    from test_pretrain import tiny as tiny_pretrain
 
     pretrain(tiny_pretrain(tmp_path, "train.name=p"))
     return tmp_path / "p"

@@ -540,6 +540,7 @@ def check_one(kind: str, name: str, options: dict, named: list[str]) -> None:
         pytest.fail(f"{where}: using it raised {type(err).__name__}: {err}")
 
 
+@pytest.mark.slow
 def test_fuzz_every_option_builds_and_works_or_is_a_value_error_naming_it():
     """Every option of every registered transform, model and loss (and the cheap datasets) gets
     every value of VALUES (None, bools, ints from -2^63 to 10^30, floats with NaN and inf, numpy

@@ -19,15 +19,28 @@ from torch.testing import assert_close
 
 from negaug import data
 from negaug.metrics import classifier as clf
-from negaug.metrics import features as feats
 from negaug.metrics import (
-    count_dots, count_histogram, evaluate_generator, evaluate_samples, feature_statistics, fid_from_features,
-    find_metric, find_result, fraction_with_count, frechet_distance, generate_samples, inception_score, kde_log_likelihood,
-    kernel_distance, parzen_log_likelihood, precision_recall, toy_quality,
+    count_dots,
+    count_histogram,
+    evaluate_generator,
+    evaluate_samples,
+    feature_statistics,
+    fid_from_features,
+    find_metric,
+    find_result,
+    fraction_with_count,
+    frechet_distance,
+    generate_samples,
+    inception_score,
+    kde_log_likelihood,
+    kernel_distance,
+    parzen_log_likelihood,
+    precision_recall,
+    toy_quality,
 )
+from negaug.metrics import features as feats
 from negaug.metrics.evaluate import METRICS
 from negaug.models.base import Generator
-
 
 EPOCHS = 4  # of the digits classifier shared by the tests (one training, then the cache)
 
@@ -294,8 +307,8 @@ def test_inception_input_is_rounded_uint8_rgb(fake_weights):
 @pytest.mark.slow
 def test_torch_fidelity_network_loads_local_weights_without_download(tmp_path, monkeypatch):
     """The real library call, with random weights in the pytorch-fid layout (same keys)."""
-    from torchvision.models import inception_v3
     import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+    from torchvision.models import inception_v3
 
     def no_download(*args, **kwargs):
         raise AssertionError("a download was attempted")

@@ -299,6 +299,7 @@ def test_bad_values_are_one_line_exit_2_before_any_folder(tmp_path, capsys, over
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_short_run_learns_beyond_the_majority_class(tmp_path):
     """Quality gate: 60 steps of L1 + cGAN on 64 px scenes beat predicting the most frequent class
     (about 0.29 of the pixels) and an untrained G clearly (measured: pixel accuracy 0.39)."""

@@ -249,6 +249,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
 # --- quality gate --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quality_gate_pretraining_the_mnist_preset_lifts_knn_accuracy_well_above_its_random_init(tmp_path):
     """The mnist preset at width 8 for 30 steps of 128 digits (~4 s on one core). Measured with
     seeds 0 / 1: k-NN accuracy 62.5% / 58.1% at initialisation (random conv features already

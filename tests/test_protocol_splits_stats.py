@@ -12,7 +12,6 @@ from negaug.metrics import classifier as clf
 from negaug.metrics.protocol import library_versions
 from negaug.repro import stats
 
-
 # --- validation splits -------------------------------------------------------------------------
 
 def test_mnist5k_splits_are_3600_400_1000_disjoint_and_cover_the_set():
@@ -124,6 +123,7 @@ def test_format_difference_prints_interval_and_both_p_values():
 
 # --- negaug compare: a user's own answer ------------------------------------------------------
 
+@pytest.mark.slow
 def test_compare_tables_equal_the_statistics_of_the_per_seed_values(tmp_path):
     from negaug.repro import compare
 
@@ -168,6 +168,7 @@ def test_compare_cli_bad_key_exits_2_before_any_folder(tmp_path, capsys):
 
 # --- the ablation tables (tiny: the pipeline, no verdicts) ---------------------------------------
 
+@pytest.mark.slow
 def test_ablation_table_tiny_records_resume_and_print_no_verdict(tmp_path):
     from negaug.repro import ablations, common
 
@@ -202,6 +203,7 @@ def test_less_data_100_percent_arms_are_the_lambda_tables_runs():
 
 # --- Theorem 1 numerically ---------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fgan-kl", "fgan-js", "fgan-pearson"])
 def test_theorem1_minimiser_is_p_data_with_disjoint_negatives_and_not_with_overlapping(name):
     from negaug.repro import theorem1

@@ -21,10 +21,12 @@ import torch
 from negaug import data
 from negaug import nda as nda_lib
 from negaug.anomaly.scoring import detection_metrics
+from negaug.experiment import load_run, train
 from negaug.experiment.config import load_config
 from negaug.metrics.fid import fid_from_features
 from negaug.models import build as build_models
-from negaug.experiment import load_run, train
+
+pytestmark = pytest.mark.slow  # every test here trains 300 steps (~8-20 s each)
 
 STEPS = 300
 GATE = ["data.name=digits", "data.image_size=16", "data.batch_size=64", "model.options.width=16",

@@ -140,6 +140,7 @@ def eight_class_maps():
 
 def test_segmentation_scores_all_are_pix2pix_s_get_scores_and_present_differs():
     import numpy as np
+
     from negaug.metrics.segmentation import confusion_matrix, segmentation_scores
     predicted, truth = eight_class_maps()
     hist = ref_fast_hist(truth.flatten().numpy(), predicted.flatten().numpy(), 8)
@@ -156,8 +157,9 @@ def test_segmentation_scores_all_are_pix2pix_s_get_scores_and_present_differs():
 
 
 def test_cityscapes_data_are_scored_as_pix2pix_s_evaluation_by_default():
-    from negaug.metrics.segmentation import default_average
     from types import SimpleNamespace
+
+    from negaug.metrics.segmentation import default_average
     assert default_average(SimpleNamespace(name="cityscapes-val")) == "all"
     assert default_average(SimpleNamespace(name="scenes-test")) == "present"
     with pytest.raises(ValueError, match="average='mean' is not one of all, present"):
@@ -258,7 +260,6 @@ def ref_gmmn_sqrt_loss(pred, target, sigma):
 
 
 def test_mmd_sqrt_is_gmmn_s_objective_with_variance_bandwidths_converted():
-    import numpy as np
     from negaug.losses.mmd import MMDLoss
     g = torch.Generator().manual_seed(0)
     fake, real = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(7, 3, generator=g, dtype=torch.float64) + 1

@@ -144,6 +144,7 @@ def test_numerosity_tiny(tmp_path, capsys):
     assert results["runs"][0]["config"]["optim"]["num_d_steps"] == 5
 
 
+@pytest.mark.slow
 def test_toy_tiny_and_cache(tmp_path):
     out = tmp_path / "toy"
     results = repro.run("toy", out, size="tiny", seeds=[0, 1])
@@ -160,6 +161,7 @@ def test_toy_tiny_and_cache(tmp_path):
     assert again["per_seed"] == json.loads(json.dumps(results["per_seed"]))
 
 
+@pytest.mark.slow
 def test_anomaly_then_quality_share_runs(tmp_path):
     runs = tmp_path / "runs"
     anomaly = repro.run("anomaly", tmp_path / "anomaly", size="tiny", runs_dir=runs)
@@ -315,6 +317,7 @@ def test_a_quick_run_never_overwrites_full_results(tmp_path, capsys):
     assert (out / "results.json").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["results.json"]
 
 
+@pytest.mark.slow
 def test_contrastive_tiny_and_cache(tmp_path):
     """MoCo-v2 arms are `negaug pretrain` runs, cached by config hash like the GAN arms; the table
     compares each NDA arm with the baseline on the per-seed probe numbers."""

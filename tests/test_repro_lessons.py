@@ -72,6 +72,7 @@ def test_segment_points_lie_on_the_segment():
     assert 0.0 <= float(points[:, 1].min()) and float(points[:, 1].max()) <= 1.0
 
 
+@pytest.mark.slow
 def test_lessons_tiny_writes_report_and_figures(tmp_path, capsys):
     out = tmp_path / "lessons"
     assert main(["repro", "lessons", "--tiny", "--out", str(out)]) == 0
@@ -93,6 +94,7 @@ def test_lessons_tiny_writes_report_and_figures(tmp_path, capsys):
     assert "Mode collapse on the 5 x 5 grid" in report and "![divergences" in report
 
 
+@pytest.mark.slow
 def test_toolkit_tiny_trains_every_arm_and_writes_both_tables(tmp_path):
     out = tmp_path / "toolkit"
     assert main(["repro", "toolkit", "--tiny", "--out", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0

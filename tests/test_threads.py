@@ -105,6 +105,7 @@ def test_negaug_train_names_the_threads_it_runs_with(tmp_path, capsys):
     assert f", {torch.get_num_threads()} torch threads (torch's default; train.threads=1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_run_whose_steps_slow_down_warns_in_its_log(tmp_path, monkeypatch):
     import functools
     import time

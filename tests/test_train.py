@@ -56,6 +56,7 @@ def assert_same_weights(a, b):
         assert torch.equal(a[1][key], b[1][key]), key
 
 
+@pytest.mark.slow
 def test_run_folder_describes_itself(tmp_path):
     result = train(tiny(tmp_path, "train.name=r"))
     run = tmp_path / "r"

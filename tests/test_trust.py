@@ -16,8 +16,8 @@ from negaug.metrics import (
     find_metric,
     find_result,
     precision_recall,
+    trust,
 )
-from negaug.metrics import trust
 from negaug.metrics.kid import mmd2_unbiased
 
 EPOCHS = 4

@@ -10,7 +10,6 @@ from negaug import data, nda, viz
 from negaug.cli import main
 from negaug.cli.nda import parse_transform_specs, split_top_level
 
-
 # --- grids --------------------------------------------------------------------------------------
 
 def test_values_map_to_bytes_as_documented():

@@ -33,6 +33,7 @@ def test_wandb_without_the_package_is_refused_in_one_line_before_any_folder(tmp_
     assert not (tmp_path / "wb").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed (pip install -e '.[wandb]')")
 def test_wandb_offline_run_records_every_log_line(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the default: offline, nothing sent

@@ -13,8 +13,8 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class UnsafeOutputError(OSError, ValueError):

@@ -9,7 +9,8 @@ for the paired sets (corruptions, NDA transforms): the histograms of the paper's
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

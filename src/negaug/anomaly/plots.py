@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 
 from negaug import viz
 
-
 AXIS_LABEL = "(D(clean) - D(ood)) / std of this D"
 
 

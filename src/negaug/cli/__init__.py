@@ -11,7 +11,7 @@ import contextlib
 import importlib
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 SUBCOMMANDS = ("train", "eval", "anomaly", "nda", "repro", "compare", "pretrain", "probe")
 

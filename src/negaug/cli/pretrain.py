@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from negaug.cli.train import (_processes, _split_source, launcher, process_group, run_until_stopped, say,
-                              threads_note)
+from negaug.cli.train import _processes, _split_source, launcher, process_group, run_until_stopped, say, threads_note
 
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
 

@@ -216,14 +216,13 @@ def _processes() -> str:
 
 def _run_translation(args, source: str | None, overrides: list[str]) -> int:
     """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`)."""
+    from negaug import distributed
     from negaug.experiment import resume_config
     from negaug.experiment.translate import prepare_translation, train_translation
     from negaug.experiment.translate_config import (
         TranslationConfig,
         load_translation_config,
     )
-
-    from negaug import distributed
 
     if distributed.launched_by_torchrun():
         raise ValueError("pix2pix runs train in one process; run negaug train without torchrun")

@@ -13,7 +13,8 @@ uint8 pixels map to `u / 127.5 - 1`, so 0 -> -1 and 255 -> +1 exactly.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -147,10 +148,10 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: IndexLike) -> "ImageDataset":
+    def subset(self, index: IndexLike) -> ImageDataset:
         raise NotImplementedError
 
-    def select_classes(self, classes: Sequence[int]) -> "ImageDataset":
+    def select_classes(self, classes: Sequence[int]) -> ImageDataset:
         """Keep only the items whose label is in `classes`; labels keep their original values
         (so a 0-4 / 5-9 split of the same set agrees on what "5" means) and `num_classes` is unchanged."""
         wanted = check_classes(classes, self.num_classes, self.name)
@@ -202,12 +203,12 @@ class TensorImageDataset(ImageDataset):
         index = check_batch_index(index, len(self)).to(self.labels.device)
         return to_unit_range(self.storage[index]), self.labels[index]
 
-    def subset(self, index: IndexLike) -> "TensorImageDataset":
+    def subset(self, index: IndexLike) -> TensorImageDataset:
         """A new dataset holding the items picked by a boolean mask or an index sequence."""
         index = as_index(index, len(self))
         return TensorImageDataset(self.storage[index], self.labels[index], self.num_classes, self.name)
 
-    def resized(self, image_size: int) -> "TensorImageDataset":
+    def resized(self, image_size: int) -> TensorImageDataset:
         return TensorImageDataset(resize_images(self.storage, image_size), self.labels, self.num_classes, self.name)
 
 
@@ -246,7 +247,7 @@ class LazyImageDataset(ImageDataset):
         images = torch.stack([self[int(i)][0] for i in index])
         return images, self.labels[index]
 
-    def subset(self, index: IndexLike) -> "LazyImageDataset":
+    def subset(self, index: IndexLike) -> LazyImageDataset:
         index = as_index(index, len(self))
         return LazyImageDataset(
             self.load, self.labels[index], self.num_classes, self.num_channels, self.image_size,

@@ -19,7 +19,7 @@ Rendering, exactly (defaults in brackets):
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

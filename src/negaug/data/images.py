@@ -50,8 +50,7 @@ def read_image(path: str | Path, mode: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own limit, at open
         raise ImageFileError(f"image file {path} declares more pixels than negaug decodes ({MAX_IMAGE_PIXELS:,}): "
                              f"a decompression bomb or a huge image; resize it") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            MemoryError, IndexError, TypeError) as err:  # PIL's errors of broken files
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError) as err:  # broken files
         reason = " ".join(str(err).split())[:160] or type(err).__name__
         raise ImageFileError(f"image file {path} cannot be decoded ({reason}); replace it or remove it") from None
 

@@ -76,11 +76,11 @@ class ToyDataset(Dataset):
         noise = torch.randn(n, 2, generator=generator)
         return self.centers[modes] + self.std * noise, modes
 
-    def subset(self, index) -> "ToyDataset":
+    def subset(self, index) -> ToyDataset:
         index = as_index(index, len(self))
         return ToyDataset(self.kind, self.points[index], self.labels[index], self.centers, self.std, self.geometry)
 
-    def select_classes(self, classes) -> "ToyDataset":
+    def select_classes(self, classes) -> ToyDataset:
         """Keep the points of the modes `classes` (mode indices; centers are kept whole)."""
         wanted = check_classes(classes, self.num_classes, self.name)
         return self.subset(torch.isin(self.labels, wanted))

@@ -7,9 +7,10 @@ writes RUN/anomaly_histograms.png (D(clean) - D(ood) per paired set).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from negaug import anomaly
 from negaug.anomaly.ood import last_images

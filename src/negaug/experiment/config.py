@@ -30,8 +30,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from negaug.files import read_text_limited
-from negaug.files import check_path_text
+from negaug.files import check_path_text, read_text_limited
 from negaug.presets import SEXAGESIMAL_OR_OCTAL, preset_names, yaml_load
 from negaug.registry import closest
 

@@ -18,14 +18,15 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from negaug import data, distributed
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
-from negaug import data, distributed
 from negaug.experiment.runs import is_main_process, load_run, require_run_dir
 from negaug.files import check_output_path, open_no_follow, read_limited, write_atomically
 from negaug.metrics import check_feature_space, evaluate_generator, evaluate_samples, generate_samples, record_sampling

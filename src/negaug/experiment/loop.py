@@ -17,9 +17,10 @@ import contextlib
 import copy
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -227,7 +228,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
     try:
         while state.step < settings.steps:
             step = state.step + 1
-            slow = timed(pace, bar, lambda: train_step(recipe, state, step, stats))
+            slow = timed(pace, bar, lambda: train_step(recipe, state, step, stats))  # noqa: B023 (called at once)
             state.step = step
             bar.update(1)
             report_health(slow)  # at this step (report_health logs state.step)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 WARMUP_STEPS = 5  # the first steps (allocations, caches) are not the yardstick
 BASELINE_STEPS = 20  # the yardstick: median seconds per step of these

@@ -24,8 +24,14 @@ from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.checkpoint import list_steps, read_record, stem
-from negaug.experiment.loop import (check_state_finite, check_world_size, log_warnings, run_session, save_checkpoint,
-                                     timed)
+from negaug.experiment.loop import (
+    check_state_finite,
+    check_world_size,
+    log_warnings,
+    run_session,
+    save_checkpoint,
+    timed,
+)
 from negaug.experiment.pace import StepPace
 from negaug.experiment.pretrain_build import (
     PretrainRecipe,
@@ -133,7 +139,7 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
     try:
         while state.step < settings.steps:
             step = state.step + 1
-            log_warnings(timed(pace, bar, lambda: pretrain_step(config, recipe, state, step)), step, log, warn)
+            log_warnings(timed(pace, bar, lambda: pretrain_step(config, recipe, state, step)), step, log, warn)  # noqa: B023
             state.step = step
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:

@@ -12,9 +12,10 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -70,7 +71,7 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.run_dir, self._fd = Path(run_dir), None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         path = self.run_dir / LOCK_FILE
         try:
             fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, "run lock")  # a planted symlink is refused, never followed

@@ -15,7 +15,7 @@ index sequence, so workers change the speed, never the batches.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader

@@ -150,7 +150,7 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
             step = state.step + 1
             state.generator.train()
             state.discriminator.train()
-            log_warnings(timed(pace, bar, lambda: translation_step(recipe, state, step)), step, log, warn)
+            log_warnings(timed(pace, bar, lambda: translation_step(recipe, state, step)), step, log, warn)  # noqa: B023
             state.step = step
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MISSING = "train.wandb=true needs the wandb package: pip install -e '.[wandb]'"
 

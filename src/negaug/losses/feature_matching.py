@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-
 REDUCTIONS = ("sum", "mean_abs")
 
 

@@ -1,7 +1,7 @@
 """Regularisers of the discriminator, kept apart from the objectives (they need D, not its outputs)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,8 +27,8 @@ from tqdm.auto import tqdm
 from negaug import distributed
 from negaug.files import require_regular_file
 from negaug.metrics import classifier as clf
-from negaug.metrics.trust import fingerprints
 from negaug.metrics.protocol import file_sha256
+from negaug.metrics.trust import fingerprints
 from negaug.registry import Registry, check_bool, check_int, short
 
 FEATURES = Registry("feature extractor")
@@ -44,7 +45,7 @@ def check_path(name: str, value: Any) -> None:
         raise ValueError(f"{name}={short(value)} must be a path or None")
 
 
-def build(name: str, **options: Any) -> "FeatureExtractor":
+def build(name: str, **options: Any) -> FeatureExtractor:
     return FEATURES.build(name, **options)
 
 

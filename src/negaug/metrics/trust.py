@@ -13,7 +13,8 @@ listed in the result's ``"warnings"``; `negaug eval` prints them.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -41,7 +41,8 @@ path they took before clips existed (bit-identical outputs).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn

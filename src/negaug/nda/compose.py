@@ -4,7 +4,8 @@ fraction of a real batch: positive data augmentation, PDA, Table 1)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn

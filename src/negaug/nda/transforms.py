@@ -5,7 +5,7 @@ its own, the whole batch at once. Pairing transforms (stitch, cutmix, mixup) liv
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

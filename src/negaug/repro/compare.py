@@ -19,8 +19,9 @@ cosine distances), e.g. `negaug compare mnist --kind pretrain --arms "" "optim.l
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from negaug.experiment.evaluate import evaluate_run
 from negaug.experiment.probe import probe_run

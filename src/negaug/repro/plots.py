@@ -4,7 +4,6 @@ true modes. Each plot has a `*_figure` function (the Figure, for tests) and a wr
 from __future__ import annotations
 
 import textwrap
-
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
