@@ -133,6 +133,15 @@ def test_no_import_cycles():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+def test_models_import_nothing_from_losses():
+    """Models are modules and their mixtures, no training code (issue 24): the MIX+GAN losses and
+    step live in negaug.losses.mixture, which may import models, never the other way round."""
+    offenders = [f"{module}:{line} imports {target}" for module, (_, tree) in ALL.items()
+                 if module.startswith("negaug.models")
+                 for line, _, target, _ in imports(tree, KNOWN) if target and target.startswith("negaug.losses")]
+    assert offenders == []
+
+
 def test_imports_inside_functions_only_for_heavy_optional_dependencies():
     found = []
     for module, (path, tree) in ALL.items():

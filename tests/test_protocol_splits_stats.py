@@ -254,3 +254,19 @@ def test_readme_and_default_preset_quote_the_stored_lambda_table():
     assert load_config("default").nda.lam == 0.75  # the arm selected on validation
     preset = (root / "src" / "negaug" / "presets" / "default.yaml").read_text()
     assert f"{table['arms']['lambda 0.75']['val_fid']['mean']:.2f}" in preset
+
+
+def test_compare_cli_first_seed_trains_seeds_apart_from_reported_ones(tmp_path, capsys):
+    """Tuning runs use seeds 1000+ (docs/reproduction.md, Protocol): --first-seed picks them."""
+    import json
+
+    from negaug.cli import main
+
+    tiny = "train.steps=4 train.checkpoint_every=0 train.sample_every=0 train.log_every=2 eval.num_samples=64"
+    code = main(["compare", "ring", "--arms", f"nda.transform=none {tiny}", tiny, "--seeds", "2",
+                 "--first-seed", "1000", "--out", str(tmp_path / "out"), "--threads", "1"])
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sorted({r["seed"] for r in summary["runs"]}) == [1000, 1001]
+    assert main(["compare", "ring", "--arms", "", "nda.lam=0.5", "--first-seed", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "--first-seed" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -126,16 +126,19 @@ def test_numerosity_tiny(tmp_path, capsys):
     printed = capsys.readouterr().out  # numbers only: one seed's yes/no would contradict the full tables
     assert ": yes" not in printed and ": no" not in printed and "carry no verdict" in printed
     results, report = _outputs(out, ["count_histogram.png", "samples.png"])
-    assert results["protocol"]["counter_check_on_real_test_images"]["accuracy"] == 1.0
+    check = results["protocol"]["counter_check_on_real_test_images"]
+    assert check["accuracy"] == 1.0 and check["second_counter_accuracy"] == 1.0
     for arm in ("baseline", "nda"):
         (entry,) = results["per_seed"][arm]
         assert sum(entry["histogram"].values()) == entry["num_samples"] == 64
-        at_six = entry["histogram"].get("6", 0) / 64
-        assert entry["fraction_at_target"] == pytest.approx(at_six)
+        shares = [entry[f"share_{k}"] for k in (4, 5, 6, 7, 8)] + [entry["share_other"]]
+        assert entry["share_6"] == pytest.approx(entry["histogram"].get("6", 0) / 64) and sum(shares) == pytest.approx(1.0)
+        assert entry["counter_agreement"]["num_images"] == 64 and 0.0 <= entry["counter_agreement"]["agreement"] <= 1.0
         side = "baseline" if arm == "baseline" else "nda"
-        variant = "nda" if arm == "baseline" else arm
-        assert results["comparisons"][variant]["fraction_at_target"][side]["values"] == [entry["fraction_at_target"]]
-    assert "| share of samples with 6 dots |" in report
+        assert results["comparisons"]["nda"]["claim"]["share_6"][side]["values"] == [entry["share_6"]]
+    assert {c["verdict"] for c in results["comparisons"]["nda"]["claim"].values()} == {"-"} and results["headline"] is None
+    assert "| 6 dots (trained) | rises |" in report and "| 7 dots (a negative) | falls |" in report
+    assert "verdict (" not in report and "**Verdict**" not in report and "## The counter, checked" in report
     assert {r["arm"] for r in results["runs"]} == {"baseline", "nda"}
     assert results["runs"][0]["config"]["loss"]["name"] == "wgan-gp"  # the authors' setting
     assert results["runs"][0]["config"]["optim"]["num_d_steps"] == 5
@@ -162,12 +165,18 @@ def test_anomaly_then_quality_share_runs(tmp_path):
     anomaly = repro.run("anomaly", tmp_path / "anomaly", size="tiny", runs_dir=runs)
     _outputs(tmp_path / "anomaly", ["auroc.png", "difference_histograms.png"])
     sets = anomaly["ood_sets"]
-    assert "nda/jigsaw" in sets and "noise/uniform" in sets
+    # the training negative is reported apart, never in an average (issue 23)
+    assert "nda/jigsaw" not in sets and anomaly["nda_sets"] == ["nda/jigsaw"]
+    assert "noise/uniform" in sets and "dataset/digits" in sets
+    assert list(anomaly["headline"]) == ["mean (corruption)", "mean (dataset)"]
+    assert anomaly["verdicts"] == {}  # a tiny run judges nothing
     for arm in ("baseline", "nda"):
         entry = anomaly["per_seed"][arm][0]
-        assert all(0.0 <= entry["ood"][s]["auroc"] <= 1.0 for s in sets)
-        mean = sum(entry["ood"][s]["auroc"] for s in sets) / len(sets)
-        assert anomaly["auroc"]["mean (all)"][arm]["mean"] == pytest.approx(mean)
+        assert all(0.0 <= entry["ood"][s]["auroc"] <= 1.0 for s in [*sets, "nda/jigsaw"])
+        corruptions = [s for s in sets if s.startswith("corruption/")]
+        mean = sum(entry["ood"][s]["auroc"] for s in corruptions) / len(corruptions)
+        assert anomaly["headline"]["mean (corruption)"][arm]["mean"] == pytest.approx(mean)
+        assert anomaly["headline"]["mean (dataset)"][arm]["mean"] == pytest.approx(entry["ood"]["dataset/digits"]["auroc"])
     quality = repro.run("quality", tmp_path / "quality", size="tiny", runs_dir=runs)
     _outputs(tmp_path / "quality", ["precision_recall.png", "samples.png"])
     assert all(r["cached"] for r in quality["runs"])  # trained once, by the anomaly experiment
@@ -313,18 +322,32 @@ def test_contrastive_tiny_and_cache(tmp_path):
     assert main(["repro", "contrastive", "--tiny", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
-    assert (out / "linear_probe.png").stat().st_size > 1000 and (out / "figure9_distance.png").stat().st_size > 1000
-    assert "| linear probe |" in report and "Table 6" in report
+    for figure in ("linear_probe", "figure9_distance", "separator_auroc"):
+        assert (out / f"{figure}.png").stat().st_size > 1000
+    assert "| linear-probe accuracy (Table 6) | jigsaw |" in report and "## MNIST-5k digits: the main task" in report
+    assert "| Figure 9's paired measure: cos. distance x vs jigsaw(x), head's embedding | jigsaw |" in report
+    assert report.startswith("> A tiny run") and "| reproduced |" not in report  # numbers, no verdicts
     (baseline,), (jigsaw,) = results["per_seed"]["mnist"]["baseline"], results["per_seed"]["mnist"]["jigsaw"]
     for entry in (baseline, jigsaw):
         assert 0.0 <= entry["linear_probe"] <= 1.0 and 0.0 <= entry["knn"] <= 1.0 and entry["step"] == 3
         assert entry["protocols"]["linear_probe"]["epochs"] == 2
+        assert 0.0 <= entry["separator_auroc/features/jigsaw"] <= 1.0
+        separator = entry["protocols"]["separator_auroc/features/jigsaw"]
+        assert separator["num_fit"] == [500, 500] and separator["num_eval"] == [500, 500]  # halves of 1,000 test images
+        assert separator["epochs"] == 5 and separator["options"] == {"k": 2}
+        assert entry["distance_ratio/features/jigsaw"] == pytest.approx(
+            entry["cosine_distance/features/jigsaw"] / entry["cosine_distance/features/other_image"], rel=1e-12)
     table = results["tables"]["mnist"]["linear_probe"]
     assert table["baseline"]["values"] == [baseline["linear_probe"]] and table["jigsaw"]["nda"]["values"] == [jigsaw["linear_probe"]]
     assert not any(r["cached"] for r in results["runs"])
     again = repro.run("contrastive", tmp_path / "again", size="tiny", runs_dir=out / "runs")
     assert all(r["cached"] for r in again["runs"])
     assert again["per_seed"]["mnist"]["jigsaw"][0]["linear_probe"] == jigsaw["linear_probe"]  # same run, same probe
+    key = "separator_auroc/features/jigsaw"
+    assert again["per_seed"]["mnist"]["jigsaw"][0][key] == jigsaw[key]  # same split, draws and batch order
+    before = results["before_training"]["mnist"][key]
+    assert before["n"] == 1 and 0.0 <= before["mean"] <= 1.0 and before == again["before_training"]["mnist"][key]
+    assert "Before training (the initial weights of each seed" in report
 
 
 def test_config_hash_leaves_out_keys_added_later_at_their_neutral_value():
@@ -350,3 +373,29 @@ def test_a_smaller_run_never_overwrites_larger_results_regression_tiny_over_quic
             repro.check_not_over_full_results(out, size)
     else:
         repro.check_not_over_full_results(out, size)
+
+
+def test_anomaly_headline_is_the_papers_two_means_without_the_training_negative():
+    """Issue 23: the headline averages corruptions and OOD datasets only (Holm over the two); the
+    training negative nda/jigsaw (AUROC 1.0 with NDA) is reported apart and moves no average."""
+    from negaug.anomaly.evaluate import summarize as summarize_sets
+    from negaug.repro.anomaly import _auroc_tables
+
+    def entry(corr, data, jig):
+        ood = {"corruption/a": {"auroc": corr}, "corruption/b": {"auroc": corr + 0.1},
+               "dataset/x": {"auroc": data}, "nda/jigsaw": {"auroc": jig}}
+        full = {n: {**e, "aupr": 0.0, "fpr_at_95_tpr": 0.0} for n, e in ood.items()}
+        return {"ood": full, "summary": summarize_sets(full)}
+
+    per_seed = {"baseline": [entry(0.50 + d, 0.60 - d, 0.7) for d in (0.0, 0.01, 0.02)],
+                "nda": [entry(0.70 + d, 0.60 + d, 1.0) for d in (0.0, 0.01, 0.02)]}
+    headline, ood, apart = _auroc_tables(per_seed)
+    assert list(headline) == ["mean (corruption)", "mean (dataset)"]
+    assert headline["mean (corruption)"]["baseline"]["mean"] == pytest.approx(0.56)  # (0.5 + 0.6) / 2 + 0.01
+    assert headline["mean (corruption)"]["difference"] == pytest.approx(0.20)
+    assert headline["mean (corruption)"]["verdict"] == "reproduced"  # equal spreads, +0.2: p tiny
+    assert headline["mean (dataset)"]["difference"] == pytest.approx(0.02)
+    assert headline["mean (dataset)"]["holm_p"] == pytest.approx(0.0701, abs=5e-4)  # t = 2.449, df 4
+    assert headline["mean (dataset)"]["verdict"] == "direction only"
+    assert set(ood) == {"corruption/a", "corruption/b", "dataset/x"} and list(apart) == ["nda/jigsaw"]
+    assert all("holm_p" in c for c in (*headline.values(), *ood.values()))

@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("preset", help="a preset name (negaug train --help lists them) or a YAML config file")
     parser.add_argument("--arms", nargs="+", required=True, metavar="OVERRIDES",
                         help='one quoted string of section.key=value overrides per arm; the first is the baseline')
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every arm (default: 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds every arm trains (default: 3)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+N-1 (default 0); e.g. 1000 keeps tuning runs apart from "
+                             "the seeds of reported results")
     parser.add_argument("--out", required=True, help="folder for results.json, report.md and comparison.png")
     parser.add_argument("--runs-dir", default=None, help="where trained runs are cached (default OUT/runs)")
     add_threads_flag(parser)
@@ -34,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 2 <= args.seeds <= 100:
         raise ValueError(f"--seeds must be from 2 to 100 (a confidence interval needs two), got {args.seeds}")
+    if not 0 <= args.first_seed <= 1_000_000:
+        raise ValueError(f"--first-seed must be from 0 to 1000000, got {args.first_seed}")
     arms = compare.parse_arms(args.arms)
-    summary = compare.run_comparison(args.preset, arms, list(range(args.seeds)), args.out, args.runs_dir,
+    summary = compare.run_comparison(args.preset, arms, list(range(args.first_seed, args.first_seed + args.seeds)), args.out, args.runs_dir,
                                      on_progress=lambda message: print(f"[compare] {message}", file=sys.stderr, flush=True))
     for metric in summary["metrics"]:
         for label, c in summary["comparisons"][metric].items():

@@ -10,7 +10,8 @@
 - moco.py: `MoCo` (MoCo-v2 with NDA negatives through the key encoder, single-process Shuffle-BN);
 - batchnorm.py: `SplitBatchNorm2d`, `convert_split_batch_norm`, `frozen_batch_norm_stats`;
 - augment.py: `ViewAugment`, the positive views (random resized crop, flip, colour jitter, grayscale);
-- evaluation.py: `dataset_features`, `knn_accuracy` (weighted k-NN), `linear_probe` on frozen features;
+- evaluation.py: `dataset_features`, `knn_accuracy` (weighted k-NN), `linear_probe` on frozen features,
+  `separator_auroc` (a linear separator between representations of data and of NDA: Theorem 2);
 - analysis.py: `cosine_distance` between representations of data and of its NDA (Figure 9);
 - toy.py: a 2-D problem with disjoint data / NDA supports where Theorem 2's optimum is known.
 """
@@ -31,6 +32,7 @@ from negaug.contrastive.evaluation import (
     knn_accuracy,
     knn_predict,
     linear_probe,
+    separator_auroc,
 )
 from negaug.contrastive.moco import MoCo, nda_views, step_stats
 from negaug.contrastive.objectives import (
@@ -62,5 +64,6 @@ __all__ = [
     "nda_views",
     "nearest_data_distance",
     "representations",
+    "separator_auroc",
     "step_stats",
 ]

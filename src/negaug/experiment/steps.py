@@ -52,7 +52,7 @@ from negaug.losses import (
     r2_penalty,
 )
 from negaug.models import is_batch_dependent, orthogonal_penalty
-from negaug.models.mixture import mixed_d_loss, mixed_g_loss
+from negaug.losses.mixture import mixed_d_loss, mixed_g_loss
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
 

@@ -5,13 +5,18 @@
   ..., "protocol"}} (a run's generator with its config's settings: ``negaug.experiment.evaluate``).
 - ``negaug.metrics.features``: feature-extractor registry ("inception", "classifier", "raw").
 - Values: ``fid_from_features``, ``kernel_distance``, ``inception_score``, ``precision_recall``,
-  ``kde_log_likelihood``, ``count_dots``, ``toy_quality``, ``neural_net_distance``.
+  ``kde_log_likelihood``, ``count_dots`` (and its check ``count_dot_peaks``), ``toy_quality``, ``neural_net_distance``.
 
 torch-fidelity is imported only when the Inception features are built (it installs a top-level
 ``tests`` package; importing it lazily keeps it away from everything else).
 """
 from negaug.metrics import features
-from negaug.metrics.dots import count_dots, count_histogram, fraction_with_count
+from negaug.metrics.dots import (
+    count_dot_peaks,
+    count_dots,
+    count_histogram,
+    fraction_with_count,
+)
 from negaug.metrics.evaluate import (
     METRICS,
     EvalSettings,
@@ -40,7 +45,7 @@ def names() -> list[str]:
 
 
 __all__ = [
-    "METRICS", "EvalSettings", "check_feature_space", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
+    "METRICS", "EvalSettings", "check_feature_space", "count_dot_peaks", "count_dots", "count_histogram", "default_metrics", "evaluate_generator",
     "evaluate_samples", "feature_statistics", "features", "fid_from_features",
     "find_metric", "find_result", "fraction_with_count", "frechet_distance", "generate_samples", "inception_score",
     "kde_log_likelihood", "kernel_distance", "names", "neural_net_distance", "parzen_log_likelihood", "precision_recall", "record_sampling", "result_names",
