@@ -165,11 +165,11 @@ def seconds_per_call(methods: dict[str, Callable[[], object]], repeats: int, sta
     """`stat` (median or min) over repeats of the wall time of one call of each method.
 
     Each sample times a block of consecutive calls lasting about `block_s`, after one untimed call:
-    without it the method measured right after kornia's (which allocates many temporaries) paid up
-    to 2x for the cold caches and heap it left behind, whichever method that was. Blocks are taken
+    without it the method measured right after kornia's (which allocates many temporaries) paid
+    for the cold caches and heap it left behind, whichever method that was. Blocks are taken
     round-robin so that load from other processes affects every method alike. The garbage
     collector is off while timing, as in `timeit`: with torch and kornia loaded, a collection
-    triggered by one method's allocations cost up to 100 us per call, which measured the size of
+    triggered by one method's allocations was charged to that call, which measured the size of
     the Python heap rather than the transform."""
     gc.collect()
     gc_was_enabled = gc.isenabled()
@@ -229,8 +229,8 @@ def format_row(name: str, shape: tuple[int, ...], r: dict[str, float]) -> str:
 
 def pin_malloc_thresholds() -> None:
     """Keep freed multi-MB buffers in glibc's heap instead of returning them to the OS: otherwise
-    some calls page-fault a fresh 3 MB output and others reuse one, a 10x swing that depends on
-    allocation history rather than on the transform. Affects every method alike; glibc only."""
+    some calls page-fault a fresh 3 MB output and others reuse one, a swing in time per call that
+    depends on allocation history rather than on the transform. Affects every method alike; glibc only."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:

@@ -13,7 +13,8 @@ baseline's at equal steps.
 
 Runs are cached in --runs-dir by config hash, with the names `negaug repro quality` and
 `negaug repro anomaly` use, so given the same folder they share the trained baseline and weighted
-NDA runs. One 2000-step run takes about 3.5 minutes on 2 CPU cores.
+NDA runs. One 2000-step run of the default preset trains in 91 s on 2 idle CPU cores (negaug
+0.4.0; docs/speed.md).
 """
 from __future__ import annotations
 

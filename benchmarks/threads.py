@@ -7,7 +7,8 @@ step of `negaug.experiment.loop.train_step` (its D steps, G step and EMA) on the
 counts are measured in the same run, interleaved in rounds (a slow period hits all alike); the
 median of the rounds is reported with its ratio to torch's default (one thread per core).
 `--busy K` starts K processes that spin on one core each while measuring: a machine shared with
-other jobs (issue 26: on a busy 2-core machine the default took 80 minutes where 1 thread took ~4).
+other jobs (issue 26: on a busy 2-core machine the default took 80 minutes, and a 1-thread run
+beside the same load was 5.6x faster per step).
 Run it on the machine that will train, idle (`--busy 0`) and loaded (e.g. `--busy 2` on 2 cores).
 """
 from __future__ import annotations

@@ -9,9 +9,9 @@ from torch import nn
 
 from negaug import data, losses
 from negaug.data import toy_mode_assignment, toy_negative_region_mask, toy_negatives
+from negaug.losses.mixture import mixed_d_loss, mixed_g_loss, mixgan_step
 from negaug.metrics import evaluate_samples, neural_net_distance
 from negaug.metrics.toy import toy_quality
-from negaug.losses.mixture import mixed_d_loss, mixed_g_loss, mixgan_step
 from negaug.models.mixture import MixGAN, entropy
 from negaug.models.mlp import mlp
 

@@ -68,5 +68,5 @@ def test_the_python_pretraining_snippet_runs(tmp_path, monkeypatch):
 
 def test_the_readme_shows_the_same_snippet():
     readme = (DOCS.parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Contrastive learning with NDA"):]
+    section = readme[readme.index("### Contrastive learning with NDA"):]
     assert re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1) == python_block(HEADING)

@@ -24,7 +24,7 @@ def test_three_line_nda_snippet_runs_and_uses_the_negatives():
     z = G.sample_latent(8, generator=torch.Generator().manual_seed(1))
     fake = G(z).detach()
     scope = {"D": D, "G": G, "real": real, "fake": fake, "z": z}
-    exec(python_block("## NDA in your own training loop"), scope)
+    exec(python_block("### NDA in your own training loop"), scope)
     d_loss, terms = scope["d_loss"], scope["terms"]
     assert d_loss.ndim == 0 and torch.isfinite(d_loss)
     expected = terms["d_real"] + 0.25 * terms["d_fake"] + 0.75 * terms["d_neg"]

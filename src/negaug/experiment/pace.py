@@ -1,7 +1,7 @@
 """Step pace: a warning when a run's steps become far slower than its own first steps.
 
 On a shared CPU, torch's default (one thread per core) makes a run fight the other processes for
-the cores: on a busy 2-core machine `negaug train` took 80 minutes instead of about 4, and nothing
+the cores: on a busy 2-core machine `negaug train` took 80 minutes, and nothing
 said why (a 1-thread run beside it was 5.6x faster per step). The run's own first steps after
 warm-up are the yardstick, so no machine-specific number is needed:
 

@@ -51,8 +51,8 @@ from negaug.losses import (
     r1_penalty,
     r2_penalty,
 )
-from negaug.models import is_batch_dependent, orthogonal_penalty
 from negaug.losses.mixture import mixed_d_loss, mixed_g_loss
+from negaug.models import is_batch_dependent, orthogonal_penalty
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
 
