@@ -118,9 +118,11 @@ def summarize(preset: str, study: Study, per_arm, trained) -> dict[str, Any]:
 
 
 def report(summary: dict[str, Any]) -> list[str]:
+    command = "probe" if summary.get("kind") == "pretrain" else "eval"
+    commit = summary["environment"]["versions"].get("negaug_commit")
     lines = [f"# Comparison of {len(summary['arms'])} arms of `{summary['preset']}` on the validation split", "",
              f"Seeds {summary['seeds']}; baseline: `{summary['baseline']}`; each run's own metrics and feature space "
-             f"(`negaug {'probe' if summary.get('kind') == 'pretrain' else 'eval'} --split val`). Code: commit {summary['environment']['versions'].get('negaug_commit')}.", ""]
+             f"(`negaug {command} --split val`). Code: commit {commit}.", ""]
     for metric in summary["metrics"]:
         rows = []
         for label in summary["arms"]:
