@@ -188,12 +188,13 @@ def test_ablation_table_tiny_records_resume_and_print_no_verdict(tmp_path):
 
 
 def test_less_data_100_percent_arms_are_the_lambda_tables_runs():
+    from negaug.experiment import kinds
     from negaug.repro import ablations
-    from negaug.repro.common import KINDS, config_hash
+    from negaug.repro.common import config_hash
 
     def key(setting):
         spec = ablations.arm(setting, "full")
-        return config_hash(KINDS["gan"][0](spec.preset, [*spec.overrides, "train.seed=0"]))
+        return config_hash(kinds.get("gan").load_config(spec.preset, [*spec.overrides, "train.seed=0"]))
 
     less = {s.label: key(s) for s in ablations.TABLES["less_data"]}
     lam = {s.label: key(s) for s in ablations.TABLES["lambda"]}

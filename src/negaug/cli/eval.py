@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from negaug import distributed
     from negaug.cli.train import process_group
-    from negaug.experiment.translate_config import is_translation_run
+    from negaug.experiment import kinds
 
     if (args.run is None) == (args.generated is None):
         raise ValueError("give exactly one of RUN (a run folder) and --generated DIR (a folder of image files)")
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     given = [flag for flag, name, unset in FOLDER_ONLY if getattr(args, name) != unset]
     if given:
         raise ValueError(f"{', '.join(given)} apply to --generated DIR only, not to a run")
-    if is_translation_run(args.run):
+    if kinds.of_train_target(run_dir=args.run).name == "pix2pix":
         if distributed.launched_by_torchrun():
             raise ValueError("a pix2pix run is evaluated in one process; run negaug eval without torchrun")
         return _run_translation(args)

@@ -165,18 +165,15 @@ def _announce(config):
 
 def run(args) -> int:
     from negaug.experiment import (
+        kinds,
         load_config,
         prepare_run,
         resume_config,
         train,
     )
-    from negaug.experiment.translate_config import (
-        is_translation_run,
-        is_translation_source,
-    )
 
     source, overrides = _split_source(args)
-    if is_translation_run(args.resume) if args.resume else is_translation_source(source):
+    if kinds.of_train_target(source, args.resume or None).name == "pix2pix":
         return _run_translation(args, source, overrides)
     if args.resume:
         if source is not None:

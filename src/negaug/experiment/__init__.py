@@ -9,10 +9,13 @@ Modules: `config` (typed, strict settings), `build` (`build.build`: config -> `R
 (the D and G steps; `score` is the only place training calls D), `loop` (`train`), `runs` (run
 folders, `load_run`, `resume_config`), `evaluate` and `anomaly` (a trained run's numbers);
 `pretrain_config`, `pretrain_build`, `pretrain` and `probe` do the same for contrastive pretraining
-(`negaug pretrain`, `negaug probe`).
+(`negaug pretrain`, `negaug probe`), the `translate*` modules for Pix2Pix; `kinds` is the one
+registry of these kinds of run (config class, loader, trainer, run loader) that the CLI and
+`negaug.repro` dispatch through.
 It assembles the library (`negaug.nda`, `losses`, `models`, `data`, `metrics`, `anomaly`), which
 never imports it.
 """
+from negaug.experiment import kinds
 from negaug.experiment.anomaly import AnomalyReport, detect_anomalies
 from negaug.experiment.build import Recipe
 from negaug.experiment.config import Config, config_from_dict, load_config, preset_names
@@ -24,10 +27,11 @@ from negaug.experiment.probe import probe_run
 from negaug.experiment.runs import LoadedRun, load_run, resume_config
 from negaug.experiment.state import TrainState
 from negaug.experiment.steps import NonFiniteLossError
+from negaug.experiment.translate import load_translation_run, train_translation
 
 __all__ = [
     "AnomalyReport", "CheckpointWriteError", "Config", "LoadedRun", "NonFiniteLossError", "PretrainConfig", "PretrainResult",
     "Recipe", "RunWriteError", "TrainResult", "TrainState", "config_from_dict", "detect_anomalies",
     "evaluate_generator_of_run", "evaluate_run", "load_config", "load_pretrain_config", "load_run", "prepare_run",
-    "preset_names", "pretrain", "probe_run", "resume_config", "train",
+    "kinds", "load_translation_run", "preset_names", "pretrain", "probe_run", "resume_config", "train", "train_translation",
 ]

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 import negaug
 from negaug import distributed, viz
 from negaug.data.images import ImageFileError
-from negaug.experiment import checkpoint, runs
+from negaug.experiment import checkpoint, kinds, runs
 from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
 from negaug.experiment.evaluate import check_feature_space_of_run, evaluate_generator_of_run
@@ -516,3 +516,6 @@ def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:
         warn(f"{found.path} was written by negaug {found.record.get('negaug_version', '0.1.0')}, whose "
              f"{', '.join(sorted(redrawn))} did not redraw negatives that change too few pixels (min_changed): "
              f"the resumed run continues with today's draws wherever such a negative occurs")
+
+
+kinds.attach("gan", train=train, load=runs.load_run)

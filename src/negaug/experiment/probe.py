@@ -35,10 +35,11 @@ from negaug.contrastive import (
     linear_probe,
 )
 from negaug.contrastive.evaluation import MAX_PROBE_EPOCHS
+from negaug.experiment import kinds
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.checkpoint import Checkpoint
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
-from negaug.experiment.pretrain import check_pretrain_run
+from negaug.experiment.pretrain import check_pretrain_run, pretrain
 from negaug.experiment.pretrain_build import build_model
 from negaug.experiment.pretrain_config import PretrainConfig
 from negaug.experiment.runs import config_of_record, find_checkpoint, require_run_dir, use_data_folder
@@ -231,3 +232,6 @@ def distance_comparison(runs: dict[str, str | Path], path: str | Path, transform
     return viz.save_line_plot(series, Path(path), xlabel=f"cosine distance between r(x) and r({transform}(x)), {space}",
                               ylabel="share of test images",
                               title=f"Theorem 2: data vs NDA representations\nmean: {'; '.join(means)}")
+
+
+kinds.attach("pretrain", train=pretrain, load=load_pretrained)

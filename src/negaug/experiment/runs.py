@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from negaug import data
+from negaug.experiment import kinds
 from negaug.experiment.build import build_dataset, build_models, new_state
 from negaug.experiment.checkpoint import Accept, Checkpoint, list_steps, load_file, load_latest, read_record, stem, use
 from negaug.experiment.config import (
@@ -34,9 +35,7 @@ from negaug.experiment.config import (
     parse_override,
     unwrap,
 )
-from negaug.experiment.pretrain_config import PretrainConfig
 from negaug.experiment.state import rng_devices
-from negaug.experiment.translate_config import TranslationConfig
 from negaug.files import UnsafeOutputError, open_no_follow, read_text_limited, write_atomically
 from negaug.presets import yaml_load
 
@@ -233,44 +232,11 @@ def recorded_config(run_dir: Path, cls: type[ConfigBase] = Config) -> Any:
             return config_of_record(read_record(folder / f"{stem(step)}.json"), cls)
         except (KeyError, ValueError):  # CheckpointError is a ValueError
             continue
-    other = other_kind(run_dir, cls)
+    other = kinds.other_kind(run_dir, cls)
     if other is not None:
-        raise ValueError(f"{run_dir} is a {other[0]} run, not one of `{cls.COMMAND}`; resume it with "
-                         f"`{other[1]} --resume {run_dir}`")
+        raise ValueError(f"{run_dir} is a {other.what} run, not one of `{cls.COMMAND}`; resume it with "
+                         f"`{other.train_command} --resume {run_dir}`")
     raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
-
-
-# the kinds of run folders: (what it is, the command that trains / resumes it, the one that evaluates it)
-RUN_KINDS = {"gan": ("GAN", "negaug train", "negaug eval"),
-             "pretrain": ("contrastive pretraining (negaug pretrain)", "negaug pretrain", "negaug probe"),
-             "pix2pix": ("pix2pix", "negaug train", "negaug eval")}
-
-
-def run_kind(run_dir: str | Path) -> str | None:
-    """"gan", "pretrain" or "pix2pix": the kind of the config in the run's newest verified
-    checkpoint record; None when no record verifies or its config is of no kind."""
-    folder = Path(run_dir) / "checkpoints"
-    for step in reversed(list_steps(folder)):
-        try:
-            raw = read_record(folder / f"{stem(step)}.json")["config"]
-        except (KeyError, ValueError):
-            continue
-        for kind, cls in (("pix2pix", TranslationConfig), ("pretrain", PretrainConfig), ("gan", Config)):
-            try:
-                config_from_dict(raw, cls)
-                return kind
-            except (ValueError, TypeError, KeyError):
-                continue
-        return None
-    return None
-
-
-def other_kind(run_dir: Path, cls: type[ConfigBase]) -> tuple[str, str, str] | None:
-    """(what it is, its training command, its evaluation command) of a run of another kind than
-    `cls` configures; None when the run is of that kind or of no kind."""
-    kind = run_kind(run_dir)
-    own = {"Config": "gan", "PretrainConfig": "pretrain", "TranslationConfig": "pix2pix"}.get(cls.__name__)
-    return RUN_KINDS[kind] if kind is not None and kind != own else None
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -392,11 +358,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
         parts.update(config=config, generator=generator, discriminator=discriminator, sampler=sampler,
                      num_classes=num_classes)
 
-    kind = run_kind(run_dir)
-    if kind not in (None, "gan"):  # a pretraining or pix2pix run: say so, not "no usable checkpoint"
-        what, trainer, evaluator = RUN_KINDS[kind]
-        raise ValueError(f"{run_dir} is a {what} run, not a GAN run; `{evaluator} {run_dir}` evaluates it "
-                         f"(and `{trainer} --resume {run_dir}` resumes it)")
+    other = kinds.other_kind(run_dir, Config)
+    if other is not None:  # a pretraining or pix2pix run: say so, not "no usable checkpoint"
+        raise ValueError(f"{run_dir} is a {other.what} run, not a GAN run; `{other.evaluate_command} {run_dir}` "
+                         f"evaluates it (and `{other.train_command} --resume {run_dir}` resumes it)")
     found = find_checkpoint(run_dir, checkpoint, warn=warn, accept=restore)
     for module in (parts["generator"], parts["discriminator"], parts["sampler"]):
         module.eval()

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from negaug import viz
-from negaug.experiment import checkpoint, runs
+from negaug.experiment import checkpoint, kinds, runs
 from negaug.experiment.build import resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
 from negaug.experiment.loop import check_state_finite, log_warnings, run_session, save_checkpoint, timed
@@ -319,3 +319,6 @@ def format_scores(entry: dict[str, Any]) -> str:
     lines += [f"{label:<40} {scores[key]:>8.4f}" for key, label in SCORES]
     lines.append(f"{'majority-class pixel acc. (reference)':<40} {scores['majority_pixel_accuracy']:>8.4f}")
     return "\n".join(lines)
+
+
+kinds.attach("pix2pix", train=train_translation, load=load_translation_run)

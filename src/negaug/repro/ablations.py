@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from negaug import data
-from negaug.experiment import load_run
+from negaug.experiment import kinds, load_run
 from negaug.files import write_atomically
 from negaug.metrics import evaluate_generator, evaluate_samples, find_metric
 from negaug.repro import common, plots, stats
@@ -183,7 +183,7 @@ def evaluated_arm(study: Study, setting: Setting, seed: int, options: dict[str, 
     """The record of one (arm, seed): read from OUT/arms/ when present for the same config hash,
     else trained (or taken from the run cache) and evaluated, then written there."""
     arm_spec = arm(setting, study.size)
-    config = common.KINDS["gan"][0](arm_spec.preset, [*arm_spec.overrides, f"train.seed={seed}", "train.progress=false"])
+    config = kinds.get("gan").load_config(arm_spec.preset, [*arm_spec.overrides, f"train.seed={seed}", "train.progress=false"])
     key = common.config_hash(config)[:12]
     path = study.out_dir / "arms" / f"{arm_spec.name}-seed{seed}-{key}.json"
     if path.is_file():

@@ -28,14 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from negaug.experiment import load_run, train
+from negaug.experiment import kinds
 from negaug.experiment.checkpoint import load_latest
-from negaug.experiment.config import ConfigBase, learning_settings, load_config
-from negaug.experiment.pretrain import pretrain
-from negaug.experiment.pretrain_config import load_pretrain_config
-from negaug.experiment.probe import load_pretrained
-from negaug.experiment.translate import load_translation_run, train_translation
-from negaug.experiment.translate_config import load_translation_config
+from negaug.experiment.config import ConfigBase, learning_settings
 from negaug.files import open_no_follow, write_atomically
 from negaug.metrics.protocol import library_versions
 from negaug.repro import stats
@@ -55,12 +50,7 @@ class Arm:
     name: str  # "baseline" or "nda"
     preset: str
     overrides: list[str]
-    kind: str = "gan"  # "gan" (negaug train), "pretrain" (negaug pretrain: MoCo-v2) or "translation" (pix2pix)
-
-
-# how each kind of arm is configured, trained and loaded back
-KINDS = {"gan": (load_config, train, load_run), "pretrain": (load_pretrain_config, pretrain, load_pretrained),
-         "translation": (load_translation_config, train_translation, load_translation_run)}
+    kind: str = "gan"  # a kind of run of `negaug.experiment.kinds`: gan, pretrain (MoCo-v2) or pix2pix
 
 
 @dataclass
@@ -124,7 +114,7 @@ def train_arm(study: Study, arm: Arm, seed: int, label: str) -> TrainedArm:
     training is waited for, not trained twice."""
     # a bar per training run when someone watches (the CLI); train.progress is a recording key: same hash
     overrides = [*arm.overrides, f"train.seed={seed}", f"train.progress={str(study.on_progress is not None).lower()}"]
-    config = KINDS[arm.kind][0](arm.preset, overrides)
+    config = kinds.get(arm.kind).load_config(arm.preset, overrides)
     key = config_hash(config)[:12]
     run_dir = _finished_run_of(study.runs_dir, seed, key) or study.runs_dir / f"{label}-{arm.name}-seed{seed}-{key}"
     done = run_dir / DONE_FILE
@@ -167,7 +157,7 @@ def cache_is_intact(study: Study, run_dir: Path, steps: int, what: str) -> bool:
 
 def _train(study: Study, config, run_dir: Path, what: str, kind: str = "gan") -> float:
     """Train (resuming an interrupted run of the same config); returns the seconds it took."""
-    _, trainer, loader = KINDS[kind]
+    trainer, loader = kinds.get(kind).train, kinds.get(kind).load
     study.progress(f"{what}: training {config.train.steps} steps -> {run_dir}")
     latest = load_latest(run_dir / "checkpoints")
     resume = latest is not None

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from negaug.experiment import kinds
 from negaug.experiment.evaluate import evaluate_run
 from negaug.experiment.probe import probe_run
 from negaug.files import check_folder
@@ -74,7 +75,7 @@ def run_comparison(preset: str, arm_overrides: Sequence[Sequence[str]], seeds: S
     if kind not in KINDS:
         raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     for overrides in arm_overrides:  # a bad key or value fails now, before any run
-        common.KINDS[kind][0](preset, [*overrides, "train.progress=false"])
+        kinds.get(kind).load_config(preset, [*overrides, "train.progress=false"])
     study = Study(Path(out_dir), "full", list(seeds), runs_dir, on_progress)
     arms = [Arm(f"arm{i}", preset, list(o), kind) for i, o in enumerate(arm_overrides)]
     per_arm: dict[str, list[dict[str, float]]] = {}

@@ -41,8 +41,8 @@ def arms(size: str) -> list[tuple[str, Arm]]:
         shared.append(f"data.options={{num_samples: {s['num_samples']}}}")
     out = []
     for objective, settings in OBJECTIVES.items():
-        out.append((objective, Arm(objective, PRESET, [*shared, *settings, "nda.transform=none"], kind="translation")))
-        out.append((objective, Arm(f"{objective}-nda", PRESET, [*shared, *settings, *NDA], kind="translation")))
+        out.append((objective, Arm(objective, PRESET, [*shared, *settings, "nda.transform=none"], kind="pix2pix")))
+        out.append((objective, Arm(f"{objective}-nda", PRESET, [*shared, *settings, *NDA], kind="pix2pix")))
     return out
 
 
