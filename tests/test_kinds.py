@@ -123,3 +123,45 @@ def test_every_kind_stops_on_a_non_finite_loss_and_saves_nothing_bad(tmp_path, n
     with pytest.raises(NonFiniteLossError, match="step 1"):
         kinds.get(name).train(config_of(name, tmp_path, "nan", 4))
     assert ckpt.list_steps(tmp_path / "nan" / "checkpoints") == []
+
+
+def test_pretrain_objective_is_chosen_from_the_registry(tmp_path):
+    """Issue 24: `negaug pretrain` reaches the contrastive OBJECTIVES registry (objective.name);
+    the default (MoCo's queue) keeps the config hash of runs made before the key existed."""
+    from negaug.contrastive import OBJECTIVES
+    from negaug.repro.common import config_hash
+
+    kind = kinds.get("pretrain")
+    plain = config_of("pretrain", tmp_path, "a", 2)
+    assert plain.objective.name == "infonce" and sorted(OBJECTIVES.names()) == ["infonce", "infonce_in_batch"]
+    from negaug.experiment.config import learning_settings
+    assert "name" not in learning_settings(plain)["objective"]  # off: the hash of older runs is kept
+    hashed = config_hash(plain)
+    plain.objective.name = "infonce_in_batch"
+    assert config_hash(plain) != hashed
+    in_batch = config_of("pretrain", tmp_path, "b", 2)
+    in_batch.objective.name = "infonce_in_batch"
+    result = kind.train(in_batch)
+    assert not result.interrupted
+    _, model, _, _ = kind.load(tmp_path / "b")
+    assert model.in_batch and type(model.objective).__name__ == "InfoNCEInBatch"
+    with pytest.raises(ValueError, match="objective.name='simclr' is not one of infonce, infonce_in_batch"):
+        kind.train(kinds.get("pretrain").load_config("mnist", ["objective.name=simclr", f"train.runs_dir={tmp_path}"]))
+
+
+def test_moco_in_batch_objective_contrasts_the_other_rows_keys_not_the_queue():
+    from negaug.contrastive import ENCODERS, MoCo, info_nce_in_batch
+
+    torch.manual_seed(0)
+    model = MoCo(ENCODERS.build("small_cnn", in_channels=1, width=4), dim=8, head_hidden=16, queue_size=32,
+                 num_splits=1, objective="infonce_in_batch").eval()
+    x_q, x_k, nda = torch.randn(6, 1, 16, 16), torch.randn(6, 1, 16, 16), torch.randn(6, 2, 1, 16, 16)
+    loss, logits, stats = model(x_q, x_k, nda=nda)
+    assert logits.shape == (6, 6 + 2)  # [the batch's keys, 2 NDA views]: no queue column
+    with torch.no_grad():
+        q = torch.nn.functional.normalize(model.head_q(model.encoder_q(x_q)), dim=1)
+        k = model.encode_keys(x_k)
+        expected, _ = info_nce_in_batch(q, k, model.encode_nda(nda), temperature=model.objective.temperature,
+                                        normalize=False)
+    torch.testing.assert_close(loss, expected)
+    assert 0.0 <= float(stats["accuracy"]) <= 1.0

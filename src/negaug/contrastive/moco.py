@@ -23,6 +23,10 @@
   before the key encoder (permutation from `generator`) and unshuffled after, so a query and its
   key are normalised with statistics of sub-batches of different composition. num_splits = 1 is
   plain BN without shuffling (the positive leaks through BN statistics: He et al. 2020, Sec. 3.3).
+- `objective` names the InfoNCE of `objectives.OBJECTIVES`: "infonce" (default: MoCo, the queue
+  gives the negatives) or "infonce_in_batch" (SimCLR style: query i's negatives are the other
+  rows' keys of the batch; the queue is still filled, for the logged statistics, but gives no
+  negative). NDA views are extra negatives in both.
 - In eval mode `forward` neither updates the key encoder nor enqueues (a validation loss leaves
   the model as it was).
 - Data parallel (`torchrun`): each rank enqueues the keys of every rank, gathered in rank order
@@ -44,7 +48,7 @@ from negaug.contrastive.batchnorm import (
     frozen_batch_norm_stats,
 )
 from negaug.contrastive.encoders import mlp_head
-from negaug.contrastive.objectives import InfoNCE, nda_similarities
+from negaug.contrastive.objectives import OBJECTIVES, nda_similarities
 from negaug.nda import NDATransform
 from negaug.registry import check_float, check_int
 
@@ -60,14 +64,16 @@ class MoCo(nn.Module):
     torch's global RNG, like the weights' initialisation."""
 
     def __init__(self, encoder: nn.Module, dim: int = 128, head_hidden: int | None = 2048, queue_size: int = 65536,
-                 momentum: float = 0.999, temperature: float = 0.07, nda_weight: float = 1.0, num_splits: int = 8):
+                 momentum: float = 0.999, temperature: float = 0.07, nda_weight: float = 1.0, num_splits: int = 8,
+                 objective: str = "infonce"):
         super().__init__()
         feature_dim = check_int("encoder feature_dim", getattr(encoder, "feature_dim", None), 1)
         dim = check_int("dim", dim, 1, 1 << 16)
         self.queue_size = check_int("queue_size", queue_size, 1, MAX_QUEUE)
         self.momentum = check_float("momentum", momentum, 0.0, 1.0)
         self.num_splits = check_int("num_splits", num_splits, 1)
-        self.objective = InfoNCE(temperature=temperature, nda_weight=nda_weight, normalize=False)
+        self.objective = OBJECTIVES.get(objective)(temperature=temperature, nda_weight=nda_weight, normalize=False)
+        self.in_batch = objective == "infonce_in_batch"
         self.encoder_q = convert_split_batch_norm(encoder, self.num_splits)
         self.head_q = mlp_head(feature_dim, head_hidden, dim)
         self.encoder_k = copy.deepcopy(self.encoder_q)
@@ -104,8 +110,10 @@ class MoCo(nn.Module):
                 self.momentum_update()
             k = self.encode_keys(x_k, generator)  # (B, D)
             nda_z = None if nda is None else self.encode_nda(nda)  # (B, M, D) or (M, D)
-        loss, logits = self.objective(q, k, self.queue.clone(), nda_z)
-        stats = step_stats(q.detach(), k, nda_z, logits.detach(), self.objective.temperature)
+        negatives = None if self.in_batch else self.queue.clone()  # in batch: the other rows' keys
+        loss, logits = self.objective(q, k, negatives, nda_z)
+        stats = step_stats(q.detach(), k, nda_z, logits.detach(), self.objective.temperature,
+                           target=self.objective.target(logits), queue=self.queue if self.in_batch else None)
         if self.training:
             self.enqueue(distributed.all_gather_cat(k))  # data parallel: every rank's keys, in rank order
         return loss, logits, stats
@@ -157,18 +165,27 @@ class MoCo(nn.Module):
 
 
 @torch.no_grad()
-def step_stats(q: Tensor, k: Tensor, nda_z: Tensor | None, logits: Tensor, temperature: float) -> dict[str, Tensor]:
+def step_stats(q: Tensor, k: Tensor, nda_z: Tensor | None, logits: Tensor, temperature: float,
+               target: Tensor | None = None, queue: Tensor | None = None) -> dict[str, Tensor]:
     """Detached scalars of one step from the normalised queries q and keys k (B, D), the NDA
-    embeddings and `info_nce`'s logits (B, 1 + K + M): `accuracy` (the positive has the largest
-    logit), `positive_similarity`, `queue_similarity` (mean cosines of the queries with their keys
-    and with the queue) and, with NDA, `nda_similarity` (mean cosine with the NDA negatives) and
-    `nda_above_positive` (fraction of queries with an NDA negative closer than their key)."""
+    embeddings and the objective's logits: `accuracy` (the positive, column `target` of each row,
+    default 0 as in `info_nce`'s (B, 1 + K + M), has the largest logit), `positive_similarity`,
+    `queue_similarity` (mean cosines of the queries with their keys and with the queue: from
+    `queue` (K, D) when given, else from `info_nce`'s queue columns) and, with NDA,
+    `nda_similarity` (mean cosine with the NDA negatives) and `nda_above_positive` (fraction of
+    queries with an NDA negative closer than their key)."""
     positive = (q * k).sum(1)  # (B,)
-    queue_columns = logits.shape[1] - 1 - (0 if nda_z is None else nda_z.shape[-2])
+    if target is None:
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    if queue is not None:
+        queue_similarity = (q @ queue.T).mean()
+    else:
+        queue_columns = logits.shape[1] - 1 - (0 if nda_z is None else nda_z.shape[-2])
+        queue_similarity = logits[:, 1:1 + queue_columns].mean() * temperature
     stats = {
-        "accuracy": (logits.argmax(1) == 0).float().mean(),
+        "accuracy": (logits.argmax(1) == target).float().mean(),
         "positive_similarity": positive.mean(),
-        "queue_similarity": logits[:, 1:1 + queue_columns].mean() * temperature,
+        "queue_similarity": queue_similarity,
     }
     if nda_z is not None and nda_z.numel():
         nda_sim = nda_similarities(q, nda_z)  # (B, M)

@@ -21,7 +21,7 @@ from torch import nn
 from negaug import distributed
 from negaug import nda as nda_transforms
 from negaug.contrastive import ENCODERS, MoCo, ViewAugment
-from negaug.contrastive.objectives import MIN_TEMPERATURE
+from negaug.contrastive.objectives import MIN_TEMPERATURE, OBJECTIVES
 from negaug.experiment.build import (
     _with_key,
     build_dataset,
@@ -145,6 +145,8 @@ def check_pretrain_scalars(config: PretrainConfig) -> None:
         raise ValueError(f"optim.momentum={optim.momentum} must be in [0, 1)")
     if not 0.0 <= objective.momentum <= 1.0:
         raise ValueError(f"objective.momentum={objective.momentum} must be in [0, 1] (1: the key encoder never moves)")
+    if objective.name not in OBJECTIVES.names():
+        raise ValueError(f"objective.name='{objective.name}' is not one of {', '.join(OBJECTIVES.names())}")
     if objective.temperature < MIN_TEMPERATURE or config.eval.knn_temperature <= 0:
         raise ValueError(f"objective.temperature must be >= {MIN_TEMPERATURE:g} and eval.knn_temperature > 0")
     if config.nda.nda_weight < 0:
@@ -200,7 +202,7 @@ def build_model(config: PretrainConfig, dataset) -> MoCo:
         try:
             return MoCo(encoder, dim=settings.dim, head_hidden=settings.head_hidden, queue_size=objective.queue_size,
                         momentum=objective.momentum, temperature=objective.temperature,
-                        nda_weight=config.nda.nda_weight, num_splits=objective.num_splits)
+                        nda_weight=config.nda.nda_weight, num_splits=objective.num_splits, objective=objective.name)
         except ValueError as err:
             raise _with_key("objective", err) from None
 

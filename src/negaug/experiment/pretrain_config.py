@@ -35,6 +35,7 @@ class EncoderConfig:
 
 @dataclass
 class ObjectiveConfig:
+    name: str = "infonce"  # `negaug.contrastive.OBJECTIVES`: infonce (MoCo's queue) or infonce_in_batch (SimCLR style)
     queue_size: int = 65536  # negatives kept from past batches (MoCo's K)
     momentum: float = 0.99  # key = momentum * key + (1 - momentum) * query, every step (main_moco.py: 0.999;
     # 0.99: MoCo's CIFAR-10 Colab demo)
@@ -114,7 +115,7 @@ class PretrainConfig(ConfigBase):
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
     # negaug 0.5 (MoCo v2's augmentation): left out of the hash while off, so cached runs keep theirs
     LATER_KEYS: ClassVar[dict[str, Any]] = {"augment.hue": 0.0, "augment.jitter_order": "fixed",
-                                            "augment.blur_prob": 0.0}
+                                            "augment.blur_prob": 0.0, "objective.name": "infonce"}
     IDLE_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {"augment.blur_sigma": ("augment.blur_prob", 0.0)}
 
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
