@@ -165,3 +165,32 @@ def test_moco_in_batch_objective_contrasts_the_other_rows_keys_not_the_queue():
                                         normalize=False)
     torch.testing.assert_close(loss, expected)
     assert 0.0 <= float(stats["accuracy"]) <= 1.0
+
+
+@pytest.mark.parametrize("name, extra", [("gan", []), ("pix2pix", []), ("pretrain", []),
+                                         ("gan", ["model.mixture=2", "loss.name=nonsaturating"])],
+                         ids=["gan", "pix2pix", "pretrain", "mixgan"])
+def test_training_calls_a_discriminator_only_through_the_critic(tmp_path, name, extra):
+    """Issue 24: `negaug.experiment.critic` is the one place training calls D, in every kind and
+    every member of a MIX+GAN mixture (so channels_last and autocast reach them all)."""
+    import inspect
+
+    calls, outside = [], []
+
+    def hook(module, args):
+        if type(module).__name__.endswith("Discriminator"):
+            through = any(frame.filename.endswith("negaug/experiment/critic.py") for frame in inspect.stack()[1:])
+            (calls if through else outside).append(type(module).__name__)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        config = config_of(name, tmp_path, "r", 2)
+        if extra:
+            preset, overrides = TINY[name]
+            config = kinds.get(name).load_config(preset, [*overrides, *COMMON, *extra, f"train.runs_dir={tmp_path}",
+                                                          "train.name=m", "train.steps=2"])
+        kinds.get(name).train(config)
+    finally:
+        handle.remove()
+    assert outside == []
+    assert (calls == []) == (name == "pretrain")  # MoCo has no discriminator

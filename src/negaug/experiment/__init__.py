@@ -6,7 +6,7 @@
 
 Modules: `config` (typed, strict settings), `build` (`build.build`: config -> `Recipe` + initial `TrainState`),
 `state` (`TrainState`: what a checkpoint holds), `checkpoint` (atomic, verified files), `steps`
-(the D and G steps; `score` is the only place training calls D), `loop` (`train`), `runs` (run
+(the D and G steps), `critic` (the only place training calls a discriminator), `loop` (`train`), `runs` (run
 folders, `load_run`, `resume_config`), `evaluate` and `anomaly` (a trained run's numbers);
 `pretrain_config`, `pretrain_build`, `pretrain` and `probe` do the same for contrastive pretraining
 (`negaug pretrain`, `negaug probe`), the `translate*` modules for Pix2Pix; `kinds` is the one

@@ -18,7 +18,8 @@ image it was made from: a transform returns one negative per real image, in orde
 `min_changed` redraws or falls back, never drops; negaug/nda/min_change.py), so the negative
 batch always has B images.
 
-D is called in exactly one function, `score`, by the D step, the G step and the penalties. A
+D is called in exactly one function, `score` (through `negaug.experiment.critic`, which Pix2Pix
+and the members of a MIX+GAN mixture also go through), by the D step, the G step and the penalties. A
 per-sample D scores real, generated and negative samples in one call; a batch-dependent D (batch
 norm) scores each kind in its own call, so that the generated batch is normalised alone in both
 steps (`Discriminator.batch_dependent`). `features` (D's penultimate features, for feature
@@ -31,16 +32,19 @@ matching (`loss.feature_matching`) adds ||E f(x) - E f(G(z))||^2 to the G loss; 
 alone in `mmd_generator_step`, with NDA as a repulsive term. MIX+GAN (`model.mixture` > 1: G
 and D are `negaug.models.mixture` mixtures) trains on the mixed game's payoff in
 `mixture_discriminator_step` / `mixture_generator_step`: each D_j scores each kind of sample in its
-own call, so a batch-dependent D_j sees one kind per call as `score` guarantees.
+own call through `critic.member_scorer` (this run's channels_last and autocast), so a
+batch-dependent D_j sees one kind per call as `score` guarantees.
 """
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 
 import torch
 
 from negaug import distributed
 from negaug.augment import consistency_penalty
+from negaug.experiment import critic
 from negaug.experiment.build import Recipe
 from negaug.experiment.state import TrainState
 from negaug.experiment.stats import Stats
@@ -52,9 +56,9 @@ from negaug.losses import (
     r2_penalty,
 )
 from negaug.losses.mixture import mixed_d_loss, mixed_g_loss
-from negaug.models import is_batch_dependent, orthogonal_penalty
+from negaug.models import orthogonal_penalty
 
-Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels (or None)
+Part = critic.Part  # samples of one kind and their labels (or None)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -94,40 +98,20 @@ def check_finite(step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], 
 
 
 def score(recipe: Recipe, discriminator: torch.nn.Module, parts: list[Part], autocast: bool = True) -> list[torch.Tensor]:
-    """Raw D scores, float32 (B_i,), of each part: the one function through which training calls D.
-
-    Each part holds one kind of sample (real, generated or negative) with its labels (or None).
-    A per-sample D scores all parts in one call (faster; the scores equal those of separate calls).
-    A batch-dependent D (batch norm) scores each part in its own call, so its batch statistics never
-    mix kinds of samples: the generated batch it normalises in the D step is made like the one it
-    normalises in the G step (mixing them let D tell the steps apart and G train on noise).
-    """
-    groups = _groups(discriminator, parts)
-    scores: list[torch.Tensor] = []
-    for group in groups:
-        x = torch.cat([images.to(group[0][0].dtype) for images, _ in group]) if len(group) > 1 else group[0][0]
-        labels = None if group[0][1] is None else torch.cat([y for _, y in group])
-        with recipe.autocast() if autocast else contextlib.nullcontext():
-            out = discriminator(_channels_last(x, recipe), labels).float()
-        scores += out.split([images.shape[0] for images, _ in group])
-    return scores
-
-
-def _groups(discriminator: torch.nn.Module, parts: list[Part]) -> list[list[Part]]:
-    """The parts D scores together: all at once for a per-sample D, one call per kind otherwise."""
-    return [[part] for part in parts] if is_batch_dependent(discriminator) else [parts]
+    """Raw D scores, float32 (B_i,), of each part (`critic.score`: the grouping rule, with this
+    run's channels_last and mixed precision)."""
+    return critic.score(discriminator, parts, prepare=partial(_channels_last, recipe=recipe),
+                        autocast=recipe.autocast if autocast else contextlib.nullcontext)
 
 
 def features(recipe: Recipe, discriminator: torch.nn.Module, parts: list[Part]) -> list[torch.Tensor]:
-    """D's penultimate features (`D.features`), float32 (B_i, F), of each part, grouped by
-    `_groups` like `score` (a batch-dependent D sees one kind of sample per call)."""
-    out: list[torch.Tensor] = []
-    for group in _groups(discriminator, parts):
-        x = torch.cat([images.to(group[0][0].dtype) for images, _ in group]) if len(group) > 1 else group[0][0]
-        with recipe.autocast():
-            f = discriminator.features(_channels_last(x, recipe)).float().flatten(1)
-        out += f.split([images.shape[0] for images, _ in group])
-    return out
+    """D's penultimate features (`D.features`), float32 (B_i, F), of each part (`critic.features`)."""
+    return critic.features(discriminator, parts, prepare=partial(_channels_last, recipe=recipe), autocast=recipe.autocast)
+
+
+def _member_scorer(recipe: Recipe):
+    """How MIX+GAN's losses call each member D_j: through the critic, with this run's settings."""
+    return critic.member_scorer(prepare=partial(_channels_last, recipe=recipe), autocast=recipe.autocast)
 
 
 def discriminator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, labels: torch.Tensor,
@@ -329,7 +313,8 @@ def mixture_discriminator_step(recipe: Recipe, state: TrainState, real: torch.Te
         fakes = G.every(z)
     with recipe.autocast():
         loss, terms = mixed_d_loss(D, recipe.loss, real, fakes, negatives, recipe.lam if negatives is not None else None,
-                                   recipe.mixture_entropy, g_weights=G.weights(), regulariser=recipe.mixture_regulariser)
+                                   recipe.mixture_entropy, g_weights=G.weights(), regulariser=recipe.mixture_regulariser,
+                                   scorer=_member_scorer(recipe))
     outputs = {name: terms.pop(name) for name in ("out_real", "out_generated", "out_negative") if name in terms}
     check_finite(step, loss, terms, "discriminator")
     _backward_and_step(loss, state.opt_d, state.scaler)
@@ -351,7 +336,7 @@ def mixture_generator_step(recipe: Recipe, state: TrainState, step: int, stats: 
     try:
         with recipe.autocast():
             loss, terms = mixed_g_loss(D, recipe.loss, G.every(z), recipe.mixture_entropy, real, g_weights=G.weights(),
-                                       regulariser=recipe.mixture_regulariser)
+                                       regulariser=recipe.mixture_regulariser, scorer=_member_scorer(recipe))
         generated = terms.pop("out_generated")
         if recipe.ortho_reg > 0:
             terms["ortho"] = orthogonal_penalty(G)

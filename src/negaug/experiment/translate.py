@@ -8,7 +8,7 @@ forward of G (dropout on), one D update, one G update on the same G(c).
   negative is a transform of the REAL target paired with its TRUE condition (eq. 3; weighted as
   the authors' code, `GANLoss.d_loss`), every patch score a sample; times loss.d_scale (0.5).
 - G: the GAN loss of (G(c), c) + loss.l1_weight * |G(c) - y| (0: cGAN only); negatives never enter.
-D is called in one function, `score_pairs`. Every random draw comes from a seeded stream of the
+D is called in one function, `score_pairs` (through `negaug.experiment.critic`). Every random draw comes from a seeded stream of the
 `TranslationState`, which the checkpoints hold, so `resume=True` continues bit-identically on the
 CPU. Run folder, lock, checkpoints, NaN guard and process settings are those of `negaug train`.
 At the end the test split is scored (`negaug.metrics.segmentation`) into metrics.jsonl and report.md.
@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from negaug import viz
-from negaug.experiment import checkpoint, kinds, runs
+from negaug.experiment import checkpoint, critic, kinds, runs
 from negaug.experiment.build import resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
 from negaug.experiment.loop import check_state_finite, log_warnings, run_session, save_checkpoint, timed
@@ -39,7 +39,6 @@ from negaug.experiment.translate_build import (
 from negaug.experiment.translate_config import TranslationConfig
 from negaug.files import write_atomically
 from negaug.metrics.segmentation import score_translation
-from negaug.models import is_batch_dependent
 
 SCORES = (("pixel_accuracy", "per-pixel acc."), ("class_accuracy", "per-class acc."), ("mean_iou", "mean IoU"))
 
@@ -83,17 +82,10 @@ def restore(run_dir: Path, state: TranslationState, warn) -> None:
 
 
 def score_pairs(discriminator: torch.nn.Module, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """Raw patch scores, flattened to (B_i * P,), of each part (images, conditions): the one
-    function through which training calls D. A batch-dependent D (batch norm) scores each part in
-    its own call, so that its statistics never mix real, generated and negative pairs."""
-    groups = [[part] for part in parts] if is_batch_dependent(discriminator) else [parts]
-    scores: list[torch.Tensor] = []
-    for group in groups:
-        images = torch.cat([x for x, _ in group]) if len(group) > 1 else group[0][0]
-        conditions = torch.cat([c for _, c in group]) if len(group) > 1 else group[0][1]
-        out = discriminator(images, conditions).float()  # (B, 1, P_h, P_w)
-        scores += [part.reshape(-1) for part in out.split([x.shape[0] for x, _ in group])]
-    return scores
+    """Raw patch scores, flattened to (B_i * P,), of each part (images, conditions), through
+    `critic.score` (its grouping rule: a batch-dependent D never mixes real, generated and
+    negative pairs in one call)."""
+    return [out.reshape(-1) for out in critic.score(discriminator, parts)]  # each (B_i, 1, P_h, P_w)
 
 
 def translation_step(recipe: TranslationRecipe, state: TranslationState, step: int) -> None:

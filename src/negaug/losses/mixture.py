@@ -13,17 +13,23 @@ D_j's fake side is ``lam * (G mixture) + (1 - lam) * NDA`` (eq. 3 of Sinha et al
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from negaug.losses.base import GANLoss
 from negaug.models.mixture import MixGAN, MixtureDiscriminator, call_member, entropy, mixture_regulariser
+
+# how a loss calls member D_j on samples x (and labels): `call_member` by default; `negaug train`
+# passes the critic's (negaug.experiment.critic.member_scorer: its channels_last and autocast)
+Scorer = Callable[[nn.Module, Tensor, "Tensor | None"], Tensor]
 
 
 def mixed_d_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, real: Tensor, fakes: list[Tensor],
                  negatives: Tensor | None, lam: float | None, entropy_weight: float,
                  g_weights: Tensor | None = None, labels: Tensor | None = None,
-                 regulariser: str = "log") -> tuple[Tensor, dict[str, Tensor]]:
+                 regulariser: str = "log", scorer: Scorer = call_member) -> tuple[Tensor, dict[str, Tensor]]:
     """L_D = sum_ij wG_i wD_j loss.d_loss(D_j(real), D_j(fakes[i]), D_j(negatives), lam) + beta R(wD).
 
     ``mix``: a MixGAN, or a MixtureDiscriminator with ``g_weights`` (K,) given; wG is a constant
@@ -38,13 +44,13 @@ def mixed_d_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, real: Tensor
     terms: dict[str, Tensor] = {}
     out = {"out_real": 0.0, "out_generated": 0.0, "out_negative": 0.0}
     for j, D in enumerate(D_mix.members):
-        d_real = call_member(D, real, labels).float()
-        d_neg = call_member(D, negatives, labels).float() if negatives is not None else None
+        d_real = scorer(D, real, labels).float()
+        d_neg = scorer(D, negatives, labels).float() if negatives is not None else None
         out["out_real"] = out["out_real"] + w_d[j].detach() * d_real.detach().mean()
         if d_neg is not None:
             out["out_negative"] = out["out_negative"] + w_d[j].detach() * d_neg.detach().mean()
         for i, fake in enumerate(fakes):
-            d_fake = call_member(D, fake.detach(), labels).float()
+            d_fake = scorer(D, fake.detach(), labels).float()
             pair, pair_terms = loss.d_loss(d_real, d_fake, d_neg, lam)
             weight = w_g[i] * w_d[j]
             total = total + weight * pair
@@ -61,7 +67,7 @@ def mixed_d_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, real: Tensor
 def mixed_g_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, fakes: list[Tensor], entropy_weight: float,
                  real: Tensor | None = None, g_weights: Tensor | None = None,
                  labels: Tensor | None = None, real_labels: Tensor | None = None,
-                 regulariser: str = "log") -> tuple[Tensor, dict[str, Tensor]]:
+                 regulariser: str = "log", scorer: Scorer = call_member) -> tuple[Tensor, dict[str, Tensor]]:
     """L_G = sum_ij wG_i wD_j loss.g_loss(D_j(fakes[i]), D_j(real)) + beta R(wG); wD a constant.
 
     ``mix``: a MixGAN, or a MixtureDiscriminator with ``g_weights`` (K,) given (with its graph:
@@ -73,9 +79,9 @@ def mixed_g_loss(mix: MixGAN | MixtureDiscriminator, loss: GANLoss, fakes: list[
     total = fakes[0].new_zeros((), dtype=torch.float32)
     out_generated = 0.0
     for j, D in enumerate(D_mix.members):
-        d_real = call_member(D, real, real_labels).float() if loss.pairs_with_real else None
+        d_real = scorer(D, real, real_labels).float() if loss.pairs_with_real else None
         for i, fake in enumerate(fakes):
-            d_fake = call_member(D, fake, labels).float()
+            d_fake = scorer(D, fake, labels).float()
             total = total + w_g[i] * w_d[j] * (loss.g_loss(d_fake, d_real) if d_real is not None else loss.g_loss(d_fake))
             out_generated = out_generated + (w_g[i] * w_d[j]).detach() * d_fake.detach().mean()
     h = entropy(w_g)
