@@ -7,19 +7,8 @@ import pytest
 import torch
 
 from negaug import data
-from negaug.data.dots import hue_to_rgb, render_dots
 from negaug.metrics.dots import agreement, blob_response, count_dot_peaks, count_dots
-
-
-def render(centres_per_image: list[list[tuple[int, int]]], size: int = 16, radius: float = 1.5) -> torch.Tensor:
-    """Dots of distinct saturated colours on black at the given centres: (N, 3, size, size)."""
-    most = max(1, max(len(c) for c in centres_per_image))
-    centres = torch.full((len(centres_per_image), most, 2), -1, dtype=torch.int64)
-    for i, image in enumerate(centres_per_image):
-        if image:
-            centres[i, :len(image)] = torch.tensor(image)
-    colours = hue_to_rgb(torch.linspace(0, 0.9, most).expand(len(centres_per_image), most)) * 2 - 1
-    return render_dots(centres, colours, size, radius)
+from test_metrics import render  # dots of distinct colours at given centres
 
 
 def test_peaks_count_hand_placed_dots_exactly():
