@@ -194,3 +194,10 @@ def test_training_calls_a_discriminator_only_through_the_critic(tmp_path, name, 
         handle.remove()
     assert outside == []
     assert (calls == []) == (name == "pretrain")  # MoCo has no discriminator
+
+
+def test_pix2pix_refuses_torchrun_in_the_library_not_only_in_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="pix2pix runs train in one process"):
+        kinds.get("pix2pix").train(config_of("pix2pix", tmp_path, "r", 2))
+    assert not (tmp_path / "r").exists()

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from negaug import viz
+from negaug import distributed, viz
 from negaug.experiment import checkpoint, critic, kinds, runs
 from negaug.experiment.build import resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
@@ -66,7 +66,10 @@ def train_translation(config: TranslationConfig, run_dir: str | Path | None = No
                       on_log: Callable[[dict[str, Any]], None] | None = None,
                       on_start: Callable[[Path, torch.device, int], None] | None = None) -> TranslationResult:
     """Train (or, with resume=True, continue) the Pix2Pix run in `run_dir` (default:
-    `train.runs_dir/train.name`); returns where it ended."""
+    `train.runs_dir/train.name`); returns where it ended. One process: under torchrun (WORLD_SIZE
+    > 1) it refuses before anything is written (data-parallel Pix2Pix is not built)."""
+    if distributed.launched_by_torchrun():
+        raise ValueError("pix2pix runs train in one process; run negaug train without torchrun")
     return run_session(
         config, run_dir, resume, "negaug train", prepare_translation,
         lambda config, folder, state, warn: restore(folder, state, warn),
