@@ -340,3 +340,17 @@ def test_docs_pix2pix_python_snippet_runs(tmp_path, monkeypatch):
     exec(block, {"print": lambda *args: printed.append(args)})
     (values,) = printed
     assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_scenes_have_a_validation_split_of_their_own_scenes():
+    """Issue 23: the paired scenes get a val split (for anything that selects), drawn from its own
+    seed: no scene is in two splits, and train / test are the scenes they were before val existed."""
+    from negaug.data.paired import SCENE_SIZES, scenes
+
+    assert SCENE_SIZES == {"train": 2000, "val": 200, "test": 500}
+    parts = {split: scenes(split=split, num_samples=64, image_size=16) for split in ("train", "val", "test")}
+    flat = {split: data.conditions.flatten(1) for split, data in parts.items()}  # the photos, uint8
+    for a, b in (("train", "val"), ("val", "test"), ("train", "test")):
+        assert torch.cdist(flat[a].float(), flat[b].float()).min() > 0, (a, b)
+    again = scenes(split="val", num_samples=64, image_size=16)
+    assert torch.equal(again.conditions, parts["val"].conditions) and torch.equal(again.classes, parts["val"].classes)

@@ -122,7 +122,9 @@ class PairedDataset:
 # ---------------------------------------------------------------------------------------------
 # scenes: procedural street-like photos and their label maps
 
-SCENE_SIZES = {"train": 2000, "test": 500}  # pairs per split unless num_samples is given
+# pairs per split unless num_samples is given; each split its own seed, so no scene is in two splits
+# (val: for anything that selects, e.g. a best checkpoint; test: reported numbers)
+SCENE_SIZES = {"train": 2000, "val": 200, "test": 500}
 SCENE_CHUNK = 32  # scenes rendered together; fixed, so the output never depends on memory settings
 SKY, BUILDING, ROAD, SIDEWALK, TERRAIN, VEGETATION, POLE, CAR = range(8)
 # photo texture: amplitude of the pixel noise of each class (vegetation and terrain are rough)
@@ -262,7 +264,8 @@ def render_scenes(n: int, image_size: int, seed: int) -> tuple[torch.Tensor, tor
 def scenes(root: str | None = None, split: str = "train", image_size: int | None = None,
            num_samples: int | None = None, seed: int = 0) -> PairedDataset:
     """The offline street scenes (64 px by default): `num_samples` pairs (default 2000 train,
-    500 test); train and test come from different seeds, so they share no scene."""
+    200 val, 500 test); each split comes from its own seed, so no two share a scene (the train and
+    test scenes are those of negaug before val existed)."""
     check_split(split, tuple(SCENE_SIZES), "scenes")
     image_size = 64 if image_size is None else check_int("data.image_size", image_size, 16, MAX_IMAGE_SIZE)
     count = SCENE_SIZES[split] if num_samples is None else check_int("scenes num_samples", num_samples, 1, 1_000_000)
