@@ -298,3 +298,17 @@ def test_compare_pretrain_kind_probes_on_validation(tmp_path):
                            [e["knn"] for e in summary["per_seed"][other]])
     assert summary["comparisons"]["knn"][other]["difference"] == pytest.approx(expected["difference"])
     assert "negaug probe --split val" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_pda_table_measures_which_transforms_keep_a_digits_label():
+    """Issue 23 (Table 1: 'say which transforms preserve digit semantics'): measured as the share of
+    test images the feature classifier still labels correctly after each transform."""
+    from negaug.repro import ablations
+
+    result = ablations.labels_kept(["jigsaw", "gaussian_noise"], "tiny", ablations.evaluation_options("tiny"))
+    share = result["share"]
+    assert set(share) == {"clean", "jigsaw", "gaussian_noise"} and all(0.0 <= v <= 1.0 for v in share.values())
+    # mild pixel noise keeps the digit, a 2 x 2 jigsaw breaks it (even for the tiny 1-epoch classifier)
+    assert share["gaussian_noise"] > share["jigsaw"] + 0.2 and share["clean"] > share["jigsaw"] + 0.2
+    again = ablations.labels_kept(["jigsaw", "gaussian_noise"], "tiny", ablations.evaluation_options("tiny"))
+    assert again["share"] == share  # seeded draws

@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
-from negaug import data
+from negaug import data, nda
 from negaug.experiment import kinds, load_run
 from negaug.files import write_atomically
-from negaug.metrics import evaluate_generator, evaluate_samples, find_metric
+from negaug.metrics import evaluate_generator, evaluate_samples, features, find_metric
 from negaug.repro import common, plots, stats
 from negaug.repro.common import Arm, Study
 
@@ -225,9 +225,36 @@ def run_table(name: str, study: Study) -> dict[str, Any]:
     options = evaluation_options(study.size)
     records = {s.label: [evaluated_arm(study, s, seed, options) for seed in study.seeds] for s in settings}
     summary = summarize(name, study, settings, records, floors(study.size, options))
+    if name == "pda":
+        summary["label_kept"] = labels_kept(list(TABLE1), study.size, options)
     write_figures(name, study, summary)
     common.write_outputs(study.out_dir, summary, report(name, summary))
     return summary
+
+
+def labels_kept(transforms: Sequence[str], size: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Which transforms keep a digit's meaning, measured: the share of the test images that the
+    offline classifier (the feature network) still assigns their true class after the transform
+    (one seeded draw per image), next to the clean images' share. A transform that keeps the
+    label is a candidate positive (PDA); one that loses it pushes images off the data (NDA)."""
+    extractor = features.build("classifier", data=options["train_data"], data_name=options["data_name"],
+                               epochs=options["classifier_epochs"])
+    test = data.build("mnist5k", split="test")
+    images, labels = test.images[: SIZES[size]["num_test"]], test.labels[: SIZES[size]["num_test"]]
+
+    def share(batch: torch.Tensor) -> float:
+        with torch.no_grad():
+            logits = torch.cat([extractor(chunk)[1] for chunk in batch.split(500)])
+        return float((logits.argmax(1) == labels).float().mean())
+
+    generator = torch.Generator().manual_seed(0)
+    kept = {"clean": share(images)}
+    for name in transforms:
+        with torch.no_grad():
+            kept[name] = share(nda.build(name)(images, generator=generator).clamp(-1, 1))
+    return {"share": kept, "protocol": {"images": f"the first {len(images)} MNIST-5k test images",
+                                        "classifier": "the offline classifier of the FID features",
+                                        "draws": "one per image, torch.Generator seeded 0, transforms in table order"}}
 
 
 MEASURES = (("val_fid", "FID, validation (selection)"), ("test_fid", "FID, test"), ("test_kid", "KID, test"),
@@ -291,6 +318,15 @@ def report(name: str, summary: dict[str, Any]) -> list[str]:
              f"Statistics: {stats.RULES}.", ""]
     if summary["size"] != "full":
         lines.insert(0, common.smoke_note(summary["size"]) + "\n")
+    if name == "pda" and "label_kept" in summary:
+        kept = summary["label_kept"]["share"]
+        lines += ["## Which transforms keep a digit's meaning (measured)", "",
+                  f"Share of the test images the offline classifier still labels correctly after the transform "
+                  f"(clean images: {kept['clean']:.3f}); one draw per image:", "",
+                  common.markdown_table(["transform", "label kept", "PDA test FID", "NDA test FID"],
+                                        [[t, f"{kept[t]:.3f}", common.fmt(arms[f"PDA {t}"]["test_fid"], 2),
+                                          common.fmt(arms[f"NDA {t}"]["test_fid"], 2)] for t in TABLE1]), "",
+                  "![PDA vs NDA per transform](pda_bars.png)", ""]
     if name == "less_data":
         gaps = d_gap_summary(summary)
         lines += ["## The discriminator's overfitting", "",
@@ -307,6 +343,12 @@ def write_figures(name: str, study: Study, summary: dict[str, Any]) -> None:
     plots.arm_points(values, study.out_dir / f"{name}.png", ylabel="FID (classifier features)",
                      title=f"{PAPER[name]} on MNIST-5k: seeds (dots), means with 95% CI (bars)",
                      floor={"validation FID": floor["val"]["fid"], "test FID": floor["test"]["fid"]})
+    if name == "pda":
+        bars = {use: {t: (arms[f"{use} {t}"]["test_fid"]["mean"], arms[f"{use} {t}"]["test_fid"]["std"]) for t in TABLE1}
+                for use in ("PDA", "NDA")}
+        base = arms[BASELINE.label]["test_fid"]["mean"]
+        plots.grouped_bars(bars, study.out_dir / "pda_bars.png", ylabel="test FID (mean ± std over seeds)",
+                           title=f"Table 1 on MNIST-5k: each transform as PDA and as NDA (no augmentation: {base:.2f})")
     curves = {label: [r["val_fid_curve"] for r in summary["per_seed"][label]] for label in arms}
     plots.curves_with_spread(curves, study.out_dir / f"{name}_curves.png", xlabel="generator step",
                              ylabel="validation FID (mean ± std over seeds, log scale)")
