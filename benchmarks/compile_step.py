@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -26,8 +27,11 @@ from negaug.experiment.steps import discriminator_step, generator_step
 OVERRIDES = {"ring": ["loss.r1_penalty=0"]}  # compile cannot double-backward
 
 
-def runner(preset: str, compiled: bool):
-    config = load_config(preset, [*OVERRIDES.get(preset, []), "train.device=cpu", f"train.compile={str(compiled).lower()}"])
+def runner(preset: str, compiled: bool, device: str = "cpu", overrides: tuple[str, ...] | list[str] = ()):
+    """(step(i), config): one generator step of `preset` built as `negaug train` builds it, with
+    `overrides` (also used by benchmarks/gpu_check.py)."""
+    config = load_config(preset, [*OVERRIDES.get(preset, []), *overrides, f"train.device={device}",
+                                  f"train.compile={str(compiled).lower()}"])
     recipe, state = build(config)
     stats = Stats()
 
@@ -40,24 +44,33 @@ def runner(preset: str, compiled: bool):
     return step, config
 
 
-def warm_up(step, iters: int = 3) -> float:
+def warm_up(step, iters: int = 3, sync: Callable[[], None] | None = None) -> float:
+    """Seconds for the first `iters` iterations (`sync`: e.g. torch.cuda.synchronize, called before
+    the clock stops, since CUDA kernels run asynchronously)."""
     start = time.perf_counter()
     for i in range(iters):
         step(i)
+    if sync is not None:
+        sync()
     return time.perf_counter() - start
+
+
+def time_rounds(steps: dict[str, Callable[[int], None]], iters: int, rounds: int,
+                sync: Callable[[], None] | None = None) -> dict[str, float]:
+    """Median seconds per iteration of each of `steps` (already warmed up), timed in interleaved
+    rounds of `iters` iterations, so that a slow period of the machine hits them all alike."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name].append(warm_up(step, iters, sync) / iters)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(preset: str, iters: int, rounds: int) -> dict[str, float]:
     (eager, config), (compiled, _) = runner(preset, False), runner(preset, True)
     warm = {"eager": warm_up(eager), "compiled": warm_up(compiled)}
-    times: dict[str, list[float]] = {"eager": [], "compiled": []}
-    for _ in range(rounds):
-        for name, step in (("eager", eager), ("compiled", compiled)):
-            start = time.perf_counter()
-            for i in range(iters):
-                step(i)
-            times[name].append((time.perf_counter() - start) / iters)
-    eager_s, compiled_s = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    seconds = time_rounds({"eager": eager, "compiled": compiled}, iters, rounds)
+    eager_s, compiled_s = seconds["eager"], seconds["compiled"]
     return {"eager_ms": eager_s * 1e3, "compiled_ms": compiled_s * 1e3, "speedup": eager_s / compiled_s,
             "compile_s": warm["compiled"] - warm["eager"], "model": config.model.name, "data": config.data.name,
             "batch": config.data.batch_size}

@@ -31,10 +31,11 @@ TINY = {
 COMMON = ["train.progress=false", "train.checkpoint_every=2", "train.device=cpu"]
 
 
-def config_of(kind: str, tmp_path: Path, name: str, steps: int):
+def config_of(kind: str, tmp_path: Path, name: str, steps: int, extra: list[str] | tuple[str, ...] = ()):
+    """The tiny config of `kind` (`extra` overrides last: `["train.device=cuda"]` in tests/test_cuda.py)."""
     preset, overrides = TINY[kind]
     return kinds.get(kind).load_config(preset, [*overrides, *COMMON, f"train.runs_dir={tmp_path}",
-                                                f"train.name={name}", f"train.steps={steps}"])
+                                                f"train.name={name}", f"train.steps={steps}", *extra])
 
 
 def tensors(tree, path=""):
@@ -65,15 +66,17 @@ def test_unknown_kind_names_the_valid_ones():
         kinds.get("gam")
 
 
-@pytest.mark.parametrize("name", kinds.names())
-def test_every_kind_trains_loads_and_resumes_bit_identically(tmp_path, name):
+def check_exact_resume(tmp_path: Path, name: str, extra: list[str] | tuple[str, ...] = ()) -> dict:
+    """A run of 4 steps of kind `name` loads back through the registry, and one stopped after step 2
+    and resumed ends with the same tensors in its step-4 checkpoint; returns that checkpoint's state."""
     kind = kinds.get(name)
-    whole = kind.train(config_of(name, tmp_path, "whole", 4))
+    whole = kind.train(config_of(name, tmp_path, "whole", 4, extra))
     assert not whole.interrupted and kinds.of_run(tmp_path / "whole") is kind
     kind.load(tmp_path / "whole")  # a finished run loads back through the registry
     # stopped after step 2 (as Ctrl-C does: a checkpoint, then exit), resumed to the same 4 steps
     logged: list[int] = []
-    stopped = kind.train(config_of(name, tmp_path, "parts", 4), stop_requested=lambda: bool(logged) and logged[-1] >= 2,
+    stopped = kind.train(config_of(name, tmp_path, "parts", 4, extra),
+                         stop_requested=lambda: bool(logged) and logged[-1] >= 2,
                          on_log=lambda entry: logged.append(entry["step"]))
     assert stopped.interrupted and ckpt.list_steps(tmp_path / "parts" / "checkpoints")[-1] == 2
     resumed = runs.resume_config(tmp_path / "parts", cls=kind.config_class)
@@ -82,6 +85,12 @@ def test_every_kind_trains_loads_and_resumes_bit_identically(tmp_path, name):
     assert step_a == step_b == 4 and a.keys() == b.keys() and a
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    return ckpt.load_latest(tmp_path / "parts" / "checkpoints").state
+
+
+@pytest.mark.parametrize("name", kinds.names())
+def test_every_kind_trains_loads_and_resumes_bit_identically(tmp_path, name):
+    check_exact_resume(tmp_path, name)
 
 
 @pytest.mark.parametrize("name", kinds.names())

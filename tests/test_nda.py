@@ -185,7 +185,7 @@ def test_any_defined_size_keeps_shape_and_range(name, batch, half_h, half_w, see
     assert out.shape == x.shape and float(out.abs().max()) <= 1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", ALL)
 def test_cpu_generator_drives_cuda_inputs(name):
     x = images()
