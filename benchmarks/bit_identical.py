@@ -6,7 +6,9 @@ restructuring keeps behaviour bit for bit.)
 
 Trains each case below for --steps steps twice, in a subprocess with one CPU thread: once with
 this checkout's `src` first on PYTHONPATH, once with the old worktree's, and compares every
-tensor of the two final checkpoints (`torch.equal`). Prints one line per case and exits 1 when any
+tensor of the two final checkpoints (`torch.equal`) and the two metrics.jsonl files (every
+record, without its clock readings it_per_s and elapsed_s and without warnings, which a busy
+machine's slow steps add). Prints one line per case and exits 1 when any
 differs. Cases: the `default` preset; mixture-mode NDA with WGAN-GP; `negaug pretrain mnist` with
 Jigsaw NDA; `pix2pix-scenes` with NDA; a MIX+GAN (3 G, 3 D) on the 5 x 5 grid.
 """
@@ -45,8 +47,15 @@ def flat(tree, path=""):
 a, b = (ckpt.load_latest(__import__("pathlib").Path(p) / "checkpoints") for p in sys.argv[1:3])
 ta, tb = flat(a.state), flat(b.state)
 bad = [k for k in ta if k not in tb or not torch.equal(ta[k], tb[k])] + [k for k in tb if k not in ta]
-print(f"step {a.step} vs {b.step}; {len(ta)} tensors; {len(bad)} differ" + (f": {bad[:3]}" if bad else ""))
-sys.exit(1 if bad or a.step != b.step else 0)
+import json
+def records(run):  # the metrics log without its clock readings
+    lines = (__import__("pathlib").Path(run) / "metrics.jsonl").read_text().splitlines()
+    parsed = [json.loads(line) for line in lines]  # warnings (e.g. slow steps on a busy machine) are not behaviour
+    return [{k: v for k, v in r.items() if k not in ("it_per_s", "elapsed_s")} for r in parsed if "warning" not in r]
+ra, rb = records(sys.argv[1]), records(sys.argv[2])
+logs = "same" if ra == rb else f"DIFFERENT ({len(ra)} vs {len(rb)} records)"
+print(f"step {a.step} vs {b.step}; {len(ta)} tensors; {len(bad)} differ" + (f": {bad[:3]}" if bad else "") + f"; metrics.jsonl {logs}")
+sys.exit(1 if bad or a.step != b.step or ra != rb else 0)
 """
 
 

@@ -1,4 +1,7 @@
-"""The NDA-GAN training loop: one plain function, read top to bottom.
+"""THE training loop of every kind of run (`drive`, one plain function read top to bottom) and the
+NDA-GAN's use of it (`train`); `negaug pretrain` and Pix2Pix run their own steps in the same
+`drive` through `LoopHooks`, and `run_session` gives all three the same run folder, lock, resume
+and process settings.
 
     result = negaug.experiment.train(negaug.experiment.load_config("default"))
 
@@ -197,10 +200,73 @@ def run_process_settings(config: Config, device: torch.device) -> Iterator[None]
             torch.set_num_threads(threads)
 
 
+@dataclass
+class LoopHooks:
+    """What one kind of run does inside THE loop (`drive`): every kind (GAN, pretraining, Pix2Pix)
+    runs the same schedule of logging, warnings, checkpoints and stop handling around its own step."""
+
+    desc: str  # the progress bar's label
+    step: Callable[[int], None]  # one training step (raises NonFiniteLossError on a non-finite loss)
+    emit: Callable[[dict[str, Any]], None]  # a log record to the run's sinks (metrics.jsonl, TensorBoard, on_log)
+    report: Callable[[list[str]], None]  # warnings: to the caller and metrics.jsonl
+    postfix: Callable[[dict[str, Any]], dict[str, str]]  # progress-bar fields from a log record
+    periodic: tuple[tuple[int, Callable[[int], None]], ...] = ()  # (every, fn(step)): after logging, before checkpoints
+    after_log: Callable[[dict[str, Any]], list[str]] = lambda record: []  # e.g. health warnings of a record
+    finish: Callable[[], None] = lambda: None  # after the final checkpoint of a run that was not stopped
+    close: Callable[[], None] = lambda: None  # the sinks, whatever happened
+
+
+def drive(config, state, device: torch.device, hooks: LoopHooks, stop_requested: Callable[[], bool],
+          save: Callable[[], None]) -> tuple[dict[str, Any], bool, float]:
+    """THE training loop of every kind, read top to bottom: per step the kind's step (timed for
+    the slow-step warning), then on `train.log_every` a finite check of the state and a log record,
+    the kind's periodic work, a checkpoint on `train.checkpoint_every`, and the stop request (on
+    every rank together); at the end a final checkpoint and, unless stopped, the kind's finish.
+    Returns (the last log record, whether it was stopped, seconds)."""
+    settings = config.train
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
+               unit="step", dynamic_ncols=True, desc=hooks.desc)
+    pace = StepPace(torch.get_num_threads(), enabled=device.type == "cpu")
+    start = window_start = time.perf_counter()
+    window_step, last, interrupted = state.step, {}, False
+    try:
+        while state.step < settings.steps:
+            step = state.step + 1
+            slow = timed(pace, bar, lambda: hooks.step(step))  # noqa: B023 (called at once)
+            state.step = step
+            bar.update(1)
+            hooks.report(slow)
+            if step % settings.log_every == 0 or step == settings.steps:
+                check_state_finite(state)
+                now = time.perf_counter()
+                last = {"step": step, **state.stats.collect(), "it_per_s": (step - window_step) / max(now - window_start, 1e-9),
+                        "elapsed_s": now - start, "threads": pace.threads}
+                window_start, window_step = now, step
+                hooks.emit(last)
+                bar.set_postfix({**hooks.postfix(last), **pace.postfix()})
+                hooks.report(hooks.after_log(last))
+            for every, work in hooks.periodic:
+                if every and step % every == 0:
+                    work(step)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                save()
+            if distributed.any_true(stop_requested()):  # data parallel: every rank stops at the same step
+                interrupted = True
+                break
+        if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
+            save()  # the final (or interrupted) state
+        if not interrupted:
+            hooks.finish()
+    finally:
+        bar.close()
+        hooks.close()
+    return last, interrupted, time.perf_counter() - start
+
+
 def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> TrainResult:
+    """The GAN kind inside `drive`: health warnings, evaluations, samples, TensorBoard and W&B."""
     settings = config.train
-    stats = state.stats
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
     health, health_warnings = HealthMonitor(), []
     health.set_real(real_examples(recipe.dataset, settings.num_sample_images))
@@ -219,47 +285,29 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
         board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), state.step)
     wandb_run = open_wandb(run_dir, config.to_dict()) if settings.wandb and log is not None else None
     on_log = on_log if wandb_run is None else wandb_run.chain(on_log)  # W&B gets every log step
-    bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
-               unit="step", dynamic_ncols=True, desc="train")
     fixed_latent = fixed_latent_batch(config, recipe, state)
-    pace = StepPace(torch.get_num_threads(), enabled=recipe.device.type == "cpu")
-    start = window_start = time.perf_counter()
-    window_step, last, interrupted = state.step, {}, False
-    try:
-        while state.step < settings.steps:
-            step = state.step + 1
-            slow = timed(pace, bar, lambda: train_step(recipe, state, step, stats))  # noqa: B023 (called at once)
-            state.step = step
-            bar.update(1)
-            report_health(slow)  # at this step (report_health logs state.step)
-            if step % settings.log_every == 0 or step == settings.steps:
-                check_state_finite(state)
-                now = time.perf_counter()
-                last = {"step": step, **stats.collect(), "it_per_s": (step - window_step) / max(now - window_start, 1e-9),
-                        "elapsed_s": now - start, "threads": pace.threads}
-                window_start, window_step = now, step
-                _emit(last, log, board, bar, on_log, pace)
-                report_health(health.check_log(last))
-            if config.eval.every and step % config.eval.every == 0:
-                _evaluate(config, recipe, state, run_dir, log, board, report_health)
-            if settings.sample_every and step % settings.sample_every == 0:
-                report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir, recipe.dataset, board)))
-            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
-                save_checkpoint(config, state, run_dir)
-            if distributed.any_true(stop_requested()):  # data parallel: every rank stops at the same step
-                interrupted = True
-                break
-        if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
-            save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
-        if not interrupted and not (settings.sample_every and state.step % settings.sample_every == 0):
-            samples = save_samples(state, fixed_latent, run_dir, recipe.dataset, board)
-            report_health(health.check_samples(state.step, samples))
-    finally:
-        bar.close()
+
+    def samples(step: int) -> None:
+        report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir, recipe.dataset, board)))
+
+    def finish() -> None:
+        if not (settings.sample_every and state.step % settings.sample_every == 0):
+            samples(state.step)
+
+    def close() -> None:
         for sink in (log, board, wandb_run):
             if sink is not None:
                 sink.close()
-    seconds = time.perf_counter() - start
+
+    hooks = LoopHooks(
+        desc="train", step=lambda step: train_step(recipe, state, step, state.stats),
+        emit=lambda record: _emit(record, log, board, on_log), report=report_health,
+        postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g") if k in record},
+        periodic=((config.eval.every, lambda step: _evaluate(config, recipe, state, run_dir, log, board, report_health)),
+                  (settings.sample_every, samples)),
+        after_log=health.check_log, finish=finish, close=close)
+    last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
+                                       lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
         write_report(config, run_dir, state.step, last, seconds, health_warnings)
     return TrainResult(run_dir, state.step, interrupted, seconds, last)
@@ -302,15 +350,14 @@ def log_warnings(messages: list[str], step: int, log, warn: Callable[[str], None
             log.write({"step": step, "warning": message})
 
 
-def _emit(record, log, board, bar, on_log, pace: StepPace | None = None) -> None:
+def _emit(record, log, board, on_log) -> None:
+    """A log record to metrics.jsonl, TensorBoard (its numbers) and the caller's on_log."""
     if log is not None:
         log.write(record)
     if board is not None:
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
                 board.add_scalar(key, value, record["step"])
-    bar.set_postfix({**{k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g") if k in record},
-                     **(pace.postfix() if pace is not None else {})})
     if on_log is not None:
         on_log(record)
 

@@ -11,28 +11,25 @@ guard and process-wide settings are those of `negaug train` (`experiment.loop`, 
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import checkpoint, runs
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.loop import (
-    check_state_finite,
+    LoopHooks,
     check_world_size,
+    drive,
     log_warnings,
     run_session,
     save_checkpoint,
-    timed,
 )
-from negaug.experiment.pace import StepPace
 from negaug.experiment.pretrain_build import (
     PretrainRecipe,
     PretrainState,
@@ -129,44 +126,30 @@ def pretrain_step(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrai
 
 def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> PretrainResult:
+    """The pretraining kind inside THE loop (`loop.drive`): the k-NN monitor on its schedule and at the end."""
     settings = config.train
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
-    bar = tqdm(total=settings.steps, initial=state.step, disable=not (settings.progress and runs.is_main_process()),
-               unit="step", dynamic_ncols=True, desc="pretrain")
-    pace = StepPace(torch.get_num_threads(), enabled=recipe.device.type == "cpu")
-    start = window_start = time.perf_counter()
-    window_step, last, knn, interrupted = state.step, {}, None, False
-    try:
-        while state.step < settings.steps:
-            step = state.step + 1
-            log_warnings(timed(pace, bar, lambda: pretrain_step(config, recipe, state, step)), step, log, warn)  # noqa: B023
-            state.step = step
-            bar.update(1)
-            if step % settings.log_every == 0 or step == settings.steps:
-                check_state_finite(state)
-                now = time.perf_counter()
-                last = {"step": step, **state.stats.collect(),
-                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start,
-                        "threads": pace.threads}
-                window_start, window_step = now, step
-                _emit(last, log, on_log)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}", **pace.postfix())
-            if settings.knn_every and step % settings.knn_every == 0 and step < settings.steps:
-                knn = _knn(config, recipe, state, log, on_log)
-            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
-                save_checkpoint(config, state, run_dir)
-            if distributed.any_true(stop_requested()):  # data parallel: every rank stops at the same step
-                interrupted = True
-                break
-        if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
-            save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
-        if not interrupted and recipe.test_dataset is not None:
+    knn: dict[str, Any] | None = None
+
+    def monitor(step: int) -> None:
+        nonlocal knn
+        if step < settings.steps:  # the last step's k-NN comes in `finish`, once
+            knn = _knn(config, recipe, state, log, on_log)
+
+    def finish() -> None:
+        nonlocal knn
+        if recipe.test_dataset is not None:
             knn = _knn(config, recipe, state, log, on_log)  # always at the end: the run's number
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    seconds = time.perf_counter() - start
+
+    hooks = LoopHooks(
+        desc="pretrain", step=lambda step: pretrain_step(config, recipe, state, step),
+        emit=lambda record: _emit(record, log, on_log),
+        report=lambda messages: log_warnings(messages, state.step, log, warn),
+        postfix=lambda record: {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"},
+        periodic=((settings.knn_every, monitor),), finish=finish,
+        close=lambda: log.close() if log is not None else None)
+    last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
+                                       lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
         write_report(config, run_dir, state.step, last, knn, seconds)
     return PretrainResult(run_dir, state.step, interrupted, seconds, last, knn)

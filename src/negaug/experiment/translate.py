@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from negaug import distributed, viz
 from negaug.experiment import checkpoint, critic, kinds, runs
 from negaug.experiment.build import resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
-from negaug.experiment.loop import check_state_finite, log_warnings, run_session, save_checkpoint, timed
-from negaug.experiment.pace import StepPace
+from negaug.experiment.loop import LoopHooks, drive, log_warnings, run_session, save_checkpoint
 from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.translate_build import (
     TranslationRecipe,
@@ -133,49 +131,32 @@ def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
 
 def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> TranslationResult:
+    """The Pix2Pix kind inside THE loop (`loop.drive`): samples on their schedule, the test split's
+    segmentation scores at the end."""
     settings = config.train
     log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
-    bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, unit="step",
-               dynamic_ncols=True, desc="pix2pix")
-    pace = StepPace(torch.get_num_threads(), enabled=recipe.device.type == "cpu")
-    start = window_start = time.perf_counter()
-    window_step, last, scores, interrupted = state.step, {}, None, False
-    try:
-        while state.step < settings.steps:
-            step = state.step + 1
-            state.generator.train()
-            state.discriminator.train()
-            log_warnings(timed(pace, bar, lambda: translation_step(recipe, state, step)), step, log, warn)  # noqa: B023
-            state.step = step
-            bar.update(1)
-            if step % settings.log_every == 0 or step == settings.steps:
-                check_state_finite(state)
-                now = time.perf_counter()
-                last = {"step": step, **state.stats.collect(),
-                        "it_per_s": (step - window_step) / max(now - window_start, 1e-9), "elapsed_s": now - start,
-                        "threads": pace.threads}
-                window_start, window_step = now, step
-                _emit(last, log, on_log)
-                bar.set_postfix({**{k.split("/")[-1]: f"{last[k]:.3f}" for k in ("loss/d", "loss/g")}, **pace.postfix()})
-            if settings.sample_every and step % settings.sample_every == 0:
-                save_samples(config, recipe, state, run_dir)
-            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
-                save_checkpoint(config, state, run_dir)
-            if stop_requested():
-                interrupted = True
-                break
-        if not (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
-            save_checkpoint(config, state, run_dir)  # the final (or interrupted) state
-        if not interrupted:
-            if not (settings.sample_every and state.step % settings.sample_every == 0):
-                save_samples(config, recipe, state, run_dir)
-            scores = test_scores(config, recipe, state)
-            _emit({"step": state.step, "eval": scores}, log, on_log)
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    seconds = time.perf_counter() - start
+    scores: dict[str, Any] | None = None
+
+    def step_once(step: int) -> None:
+        state.generator.train()
+        state.discriminator.train()
+        translation_step(recipe, state, step)
+
+    def finish() -> None:
+        nonlocal scores
+        if not (settings.sample_every and state.step % settings.sample_every == 0):
+            save_samples(config, recipe, state, run_dir)
+        scores = test_scores(config, recipe, state)
+        _emit({"step": state.step, "eval": scores}, log, on_log)
+
+    hooks = LoopHooks(
+        desc="pix2pix", step=step_once, emit=lambda record: _emit(record, log, on_log),
+        report=lambda messages: log_warnings(messages, state.step, log, warn),
+        postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g")},
+        periodic=((settings.sample_every, lambda step: save_samples(config, recipe, state, run_dir)),),
+        finish=finish, close=lambda: log.close() if log is not None else None)
+    last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
+                                       lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
         write_report(config, run_dir, state.step, last, scores, seconds)
     return TranslationResult(run_dir, state.step, interrupted, seconds, last, scores)
