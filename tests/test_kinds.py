@@ -210,3 +210,27 @@ def test_pix2pix_refuses_torchrun_in_the_library_not_only_in_the_cli(tmp_path, m
     with pytest.raises(ValueError, match="pix2pix runs train in one process"):
         kinds.get("pix2pix").train(config_of("pix2pix", tmp_path, "r", 2))
     assert not (tmp_path / "r").exists()
+
+
+def test_member_scorer_applies_the_runs_prepare_and_autocast_to_every_member_call():
+    """Review: the critic spy test runs in fp32, where channels_last and autocast do nothing; this
+    checks that MIX+GAN's members get the run's `prepare` and `autocast` on every call."""
+    import contextlib
+
+    from negaug.experiment import critic
+
+    calls = {"prepare": 0, "autocast": 0}
+
+    def prepare(x):
+        calls["prepare"] += 1
+        return x
+
+    def autocast():
+        calls["autocast"] += 1
+        return contextlib.nullcontext()
+
+    member = torch.nn.Linear(3, 1)
+    scorer = critic.member_scorer(prepare=prepare, autocast=autocast)
+    for _ in range(3):
+        out = scorer(member, torch.ones(4, 3), None)
+    assert out.shape == (4, 1) and out.dtype == torch.float32 and calls == {"prepare": 3, "autocast": 3}

@@ -264,6 +264,11 @@ def test_cli_trains_resumes_exactly_and_evaluates(tmp_path, capsys):
     entry = json.loads((folder / "eval.json").read_text())["evaluations"][-1]
     logged = [r["eval"] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if "eval" in r][-1]
     assert entry["results"]["segmentation"]["pixel_accuracy"] == logged["pixel_accuracy"]
+    # regression (review): --split was ignored for pix2pix runs and the test split scored
+    assert main(["eval", str(folder), "--device", "cpu", "--split", "val"]) == 0
+    assert "val split" in capsys.readouterr().out
+    entry = json.loads((folder / "eval.json").read_text())["evaluations"][-1]
+    assert entry["results"]["segmentation"]["protocol"]["split"] == "val"
 
 
 @pytest.mark.parametrize("flags", [["--seed", "3"], ["--seed", "0"], ["--download"], ["--force"]])
@@ -348,6 +353,10 @@ def test_scenes_have_a_validation_split_of_their_own_scenes():
     from negaug.data.paired import SCENE_SIZES, scenes
 
     assert SCENE_SIZES == {"train": 2000, "val": 200, "test": 500}
+    import hashlib
+    for split, digest in (("train", "593bf781b790ce26"), ("test", "7b18bc14762d7bc9")):  # the pairs of d829a1b (before val)
+        pairs = scenes(split=split, num_samples=8, image_size=16)
+        assert hashlib.sha256(pairs.conditions.numpy().tobytes() + pairs.classes.numpy().tobytes()).hexdigest()[:16] == digest
     parts = {split: scenes(split=split, num_samples=64, image_size=16) for split in ("train", "val", "test")}
     flat = {split: data.conditions.flatten(1) for split, data in parts.items()}  # the photos, uint8
     for a, b in (("train", "val"), ("val", "test"), ("train", "test")):

@@ -312,3 +312,28 @@ def test_pda_table_measures_which_transforms_keep_a_digits_label():
     assert share["gaussian_noise"] > share["jigsaw"] + 0.2 and share["clean"] > share["jigsaw"] + 0.2
     again = ablations.labels_kept(["jigsaw", "gaussian_noise"], "tiny", ablations.evaluation_options("tiny"))
     assert again["share"] == share  # seeded draws
+
+
+def test_compare_figure_shows_the_main_metrics_and_tells_long_arms_apart():
+    """Regressions (review): the figure showed the first 4 metrics in alphabetical order (for a
+    pretraining comparison: 4 cosine distances, no probe accuracy), and arms that differ only at
+    the end of a long override list got the same shortened label."""
+    from negaug.repro.compare import arm_labels, figure_metrics
+
+    metrics = ["cosine_distance/embedding/jigsaw", "cosine_distance/embedding/other_image", "cosine_distance/features/jigsaw",
+               "cosine_distance/features/other_image", "knn", "linear_probe"]
+    assert figure_metrics(metrics) == ["linear_probe", "knn", "cosine_distance/embedding/jigsaw",
+                                       "cosine_distance/embedding/other_image"]
+    assert figure_metrics(["recall", "fid[classifier:x]", "precision", "kid[classifier:x]"]) == [
+        "fid[classifier:x]", "kid[classifier:x]", "precision", "recall"]
+    long = " ".join(f"model.options.k{i}={i}" for i in range(20))
+    assert arm_labels([long, f"{long} optim.lr=0.12"]) == {long: "(shared settings only)", f"{long} optim.lr=0.12": "optim.lr=0.12"}
+    assert arm_labels(["nda.transform=none", "(preset as is)"]) == {"nda.transform=none": "nda.transform=none",
+                                                                   "(preset as is)": "(preset as is)"}
+
+
+def test_compare_of_a_pretrain_preset_without_kind_names_the_flag(tmp_path, capsys):
+    from negaug.cli import main
+
+    assert main(["compare", "mnist", "--arms", "", "optim.lr=0.12", "--out", str(tmp_path / "o")]) == 2
+    assert "--kind pretrain" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -172,6 +172,7 @@ def test_anomaly_then_quality_share_runs(tmp_path):
     assert "noise/uniform" in sets and "dataset/digits" in sets
     assert list(anomaly["headline"]) == ["mean (corruption)", "mean (dataset)"]
     assert anomaly["verdicts"] == {}  # a tiny run judges nothing
+    assert {c["verdict"] for c in anomaly["headline"].values()} == {"-"}  # regression (review): none in results.json either
     for arm in ("baseline", "nda"):
         entry = anomaly["per_seed"][arm][0]
         assert all(0.0 <= entry["ood"][s]["auroc"] <= 1.0 for s in [*sets, "nda/jigsaw"])

@@ -158,6 +158,7 @@ def _run_translation(args) -> int:
                          f"{', '.join(given)} apply to GAN runs only")
     entry = evaluate_translation_run(args.run, checkpoint_choice=args.checkpoint, num_samples=args.num_samples,
                                      batch_size=args.batch_size, device=args.device, data_root=args.data_root,
-                                     warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr))
+                                     warn=lambda message: print(f"negaug: warning: {message}", file=sys.stderr),
+                                     split=args.split)
     print(format_scores(entry))
     return 0

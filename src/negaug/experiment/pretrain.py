@@ -204,7 +204,9 @@ def write_report(config: PretrainConfig, run_dir: Path, step: int, last: dict[st
         (f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split), batch "
          f"{config.data.batch_size}; seed {config.train.seed}"),
         f"- encoder: {model.encoder}{encoder_options}; head: {head_width(model.head_hidden)}, {model.dim}-d output",
-        (f"- MoCo: queue {objective.queue_size}, momentum {objective.momentum}, temperature "
+        (f"- MoCo: objective {objective.name} ("
+         f"{'negatives: the batch, queue unused' if objective.name == 'infonce_in_batch' else 'negatives: the queue'}), "
+         f"queue {objective.queue_size}, momentum {objective.momentum}, temperature "
          f"{objective.temperature}, Shuffle-BN splits {objective.num_splits}"),
         f"- NDA: {nda.transform}{nda_options} (nda_weight {nda.nda_weight}; negatives of both views)",
         (f"- SGD: lr {optim.lr} ({optim.schedule}, warmup {optim.warmup_steps}), momentum {optim.momentum}, "

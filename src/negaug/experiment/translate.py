@@ -264,9 +264,12 @@ def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest",
 
 def evaluate_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest", num_samples: int | None = None,
                              batch_size: int = 64, device: str = "auto", data_root: str | Path | None = None,
-                             warn=None) -> dict[str, Any]:
-    """Segmentation scores of a Pix2Pix run's G (eval mode) on its eval.split; the entry is
-    appended to RUN/eval.json (as `negaug eval` does for GAN runs) and returned."""
+                             warn=None, split: str | None = None) -> dict[str, Any]:
+    """Segmentation scores of a Pix2Pix run's G (eval mode) on `split` ("val" for anything that
+    selects, "test" for reported numbers; None: the run's eval.split); the entry is appended to
+    RUN/eval.json (as `negaug eval` does for GAN runs) and returned."""
+    if split is not None and split not in ("val", "test"):
+        raise ValueError(f"--split must be val or test (held-out pairs), got {split!r}")
     if num_samples is not None and num_samples < 1:
         raise ValueError(f"--num-samples must be at least 1, got {num_samples}")
     if batch_size < 1:
@@ -277,6 +280,8 @@ def evaluate_translation_run(run_dir: str | Path, checkpoint_choice: str = "late
     loaded = load_translation_run(run_dir, checkpoint_choice, device, warn=warn, data_root=data_root)
     config = loaded.config
     config.eval.num_samples, config.eval.batch_size = num_samples, batch_size
+    if split is not None:
+        config.eval.split = split
     recipe, _ = build_translation(config)
     scores = score_translation(loaded.generator, recipe.test_dataset, num_samples, batch_size, device)
     scores["protocol"].update(split=config.eval.split, data=config.data.name, step=loaded.step,

@@ -80,8 +80,17 @@ def _auroc_tables(per_seed) -> tuple[dict[str, Any], dict[str, Any], dict[str, A
     return headline, ood, apart
 
 
+def _smoke_without_verdicts(headline: dict[str, Any], size: str) -> dict[str, Any]:
+    """A tiny or quick run judges nothing: its headline rows carry "-" for a verdict."""
+    if not common.carries_verdicts(size):
+        for comparison in headline.values():
+            comparison["verdict"] = "-"
+    return headline
+
+
 def summarize(study: Study, per_seed, trained) -> dict[str, Any]:
     headline, ood, apart = _auroc_tables(per_seed)
+    headline = _smoke_without_verdicts(headline, study.size)
     wins = sum(c["difference"] > 0 for c in ood.values())
     verdicts = {name: c["verdict"] for name, c in headline.items()} if common.carries_verdicts(study.size) else {}
     return {

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from negaug.experiment import kinds
+from negaug.experiment.config import preset_names
 from negaug.experiment.evaluate import evaluate_run
+from negaug.experiment.pretrain_config import pretrain_preset_names
 from negaug.experiment.probe import probe_run
 from negaug.files import check_folder
 from negaug.repro import common, plots, stats
@@ -74,6 +76,8 @@ def run_comparison(preset: str, arm_overrides: Sequence[Sequence[str]], seeds: S
         check_folder(runs_dir, "--runs-dir")
     if kind not in KINDS:
         raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "gan" and preset in pretrain_preset_names() and preset not in preset_names():
+        raise ValueError(f"'{preset}' is a negaug pretrain preset; compare its arms with --kind pretrain")
     for overrides in arm_overrides:  # a bad key or value fails now, before any run
         kinds.get(kind).load_config(preset, [*overrides, "train.progress=false"])
     study = Study(Path(out_dir), "full", list(seeds), runs_dir, on_progress)
@@ -134,8 +138,30 @@ def report(summary: dict[str, Any]) -> list[str]:
     return lines + [f"Statistics: {summary['statistics']}.", "", "![comparison](comparison.png)"]
 
 
+FIGURE_FIRST = ("fid", "kid", "precision", "recall", "linear_probe", "knn")  # what a reader looks for first
+
+
+def figure_metrics(metrics: list[str], count: int = 4) -> list[str]:
+    """The `count` metrics the figure shows: FID, KID, precision, recall (GAN runs) or the probe and
+    k-NN accuracy (pretraining runs) before any other (e.g. cosine distances)."""
+    def rank(metric: str) -> int:
+        return next((i for i, prefix in enumerate(FIGURE_FIRST) if metric.startswith(prefix)), len(FIGURE_FIRST))
+    return sorted(metrics, key=lambda m: (rank(m), m))[:count]
+
+
+def arm_labels(labels: list[str]) -> dict[str, str]:
+    """Short figure labels: each arm's overrides that not every arm shares (so arms that differ
+    only at the end of a long override list still get different labels); the full lists are in
+    report.md."""
+    tokens = [label.split(" ") for label in labels]
+    shared = set.intersection(*(set(t) for t in tokens))
+    short = {label: " ".join(tok for tok in t if tok not in shared) or "(shared settings only)" for label, t in zip(labels, tokens)}
+    return short if len(set(short.values())) == len(short) else {label: label for label in labels}
+
+
 def write_figure(study: Study, summary: dict[str, Any]) -> None:
-    values = {metric: {label: summary["spreads"][metric][label]["values"] for label in summary["arms"]}
-              for metric in summary["metrics"][:4]}
+    names = arm_labels(summary["arms"])
+    values = {metric: {names[label]: summary["spreads"][metric][label]["values"] for label in summary["arms"]}
+              for metric in figure_metrics(summary["metrics"])}
     plots.arm_points(values, study.out_dir / "comparison.png", ylabel="value (validation split)",
                      title=f"{summary['preset']}: seeds (dots), means with 95% CI")

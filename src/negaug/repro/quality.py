@@ -158,7 +158,8 @@ def report(summary: dict[str, Any]) -> list[str]:
         f"the offline MNIST-5k classifier (test accuracy {accuracy if accuracy is None else f'{accuracy:.3f}'}).", "",
         common.table_heading(summary["size"], "mean ± std over seeds; change = NDA - baseline"), "",
         common.markdown_table(["metric", "baseline", "Jigsaw NDA", "change [95% CI]", "verdict", "real-data floor"], rows), "",
-        f"Rules: {common.SPREAD_RULE}. The claim is the EMA generator's FID (pre-registered); the "
-        "other rows are descriptive (no verdict).", "",
+        f"Rules: {common.SPREAD_RULE}. The claim is the EMA generator's FID (pre-registered); its "
+        "Holm p is adjusted over all 10 rows of the table (conservative); the other rows are descriptive "
+        "(no verdict).", "",
         "![precision and recall](precision_recall.png)", "", "![samples (seed 0)](samples.png)",
     ]
