@@ -337,3 +337,13 @@ def test_compare_of_a_pretrain_preset_without_kind_names_the_flag(tmp_path, caps
 
     assert main(["compare", "mnist", "--arms", "", "optim.lr=0.12", "--out", str(tmp_path / "o")]) == 2
     assert "--kind pretrain" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_less_data_compares_nda_with_no_nda_at_the_same_share():
+    """Regression: the less-data table compared every arm with '10% no NDA' (the first arm), so
+    '25% no NDA' got a verdict against 10% of the data. NDA is compared within each share."""
+    from negaug.repro import ablations
+
+    pairs = ablations.baselines("less_data", ablations.TABLES["less_data"])
+    assert pairs == {"10% NDA jigsaw": "10% no NDA", "25% NDA jigsaw": "25% no NDA", "100% NDA jigsaw": "100% no NDA"}
+    assert ablations.baselines("pda", ablations.TABLES["pda"]) == {s.label: "no augmentation" for s in ablations.TABLES["pda"][1:]}

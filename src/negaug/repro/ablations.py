@@ -257,18 +257,28 @@ def labels_kept(transforms: Sequence[str], size: str, options: dict[str, Any]) -
                                         "draws": "one per image, torch.Generator seeded 0, transforms in table order"}}
 
 
+CHANGE = {"default": "arm - no augmentation", "less_data": "NDA - no NDA with the same share of the training data"}
+
 MEASURES = (("val_fid", "FID, validation (selection)"), ("test_fid", "FID, test"), ("test_kid", "KID, test"),
             ("test_precision", "precision, test"), ("test_recall", "recall, test"))
 
 
+def baselines(name: str, settings: Sequence[Setting]) -> dict[str, str]:
+    """{arm: the arm it is compared with}: the table's first arm (no augmentation), except in
+    less_data, where NDA is compared with no NDA at the same share of the training data."""
+    if name == "less_data":
+        return {s.label: s.label.replace("NDA jigsaw", "no NDA") for s in settings if "NDA jigsaw" in s.label}
+    return {s.label: settings[0].label for s in settings[1:]}
+
+
 def summarize(name: str, study: Study, settings: Sequence[Setting], records, floor) -> dict[str, Any]:
-    base = settings[0].label
+    pairs = baselines(name, settings)
     arms = {s.label: {key: common.spread([r[key] for r in records[s.label]]) for key, _ in MEASURES} for s in settings}
     comparisons = {}
     for key, _ in MEASURES:
-        comparisons[key] = common.adjust({s.label: common.compare([r[key] for r in records[base]], [r[key] for r in records[s.label]])
-                                          for s in settings[1:]})
-    for s in settings[1:]:
+        comparisons[key] = common.adjust({arm: common.compare([r[key] for r in records[base]], [r[key] for r in records[arm]])
+                                          for arm, base in pairs.items()})
+    for s in (s for s in settings if s.label in pairs):
         c = comparisons["test_fid"][s.label]
         direction = -1 if s.paper_fid is None or s.paper_fid < PAPER_BASELINE else 1
         c["paper_direction"] = "lower FID" if direction < 0 else "higher FID"
@@ -283,7 +293,7 @@ def summarize(name: str, study: Study, settings: Sequence[Setting], records, flo
                          "features": "offline classifier trained on the MNIST-5k training split (3,600 images)",
                          "selection": "the arm with the lowest mean validation FID", "statistics": stats.RULES,
                          "splits": data.split_protocol("mnist5k")},
-            "arms": arms, "comparisons": comparisons, "selected_on_validation": selected, "floor": floor,
+            "arms": arms, "comparisons": comparisons, "compared_with": pairs, "selected_on_validation": selected, "floor": floor,
             "per_seed": records, "environment": common.environment()}
 
 
@@ -307,7 +317,7 @@ def report(name: str, summary: dict[str, Any]) -> list[str]:
              f"the features of the offline classifier trained on the 3,600 training images. Code: negaug "
              f"{versions.get('negaug')} commit {versions.get('negaug_commit')}"
              f"{' (uncommitted changes)' if versions.get('negaug_dirty') else ''}.", "",
-             "## Table (mean ± std over seeds; change = arm - no augmentation on test FID)", "",
+             f"## Table (mean ± std over seeds; change = {CHANGE.get(name, CHANGE['default'])} on test FID)", "",
              common.markdown_table(["arm", "FID val", "FID test", "change in test FID [95% CI], p, Holm p", "verdict",
                                     "precision test", "recall test", "paper FID (CIFAR-10)"], rows), "",
              f"Real-vs-real floor (held-out images only): FID {floor['test']['fid']:.2f} test "
