@@ -511,7 +511,8 @@ def save_checkpoint(config: Config, state: TrainState, run_dir: Path, folder: Pa
             f"no checkpoint was written yet: free the space, delete {run_dir} and start the run again"
         raise CheckpointWriteError(f"could not write the checkpoint of step {state.step} to {folder} ({err}); "
                                    f"{earlier}") from None
-    best_step = state.best["step"] if state.best else None
+    best = getattr(state, "best", None)  # the GAN kind keeps a best checkpoint (eval.best_metric)
+    best_step = best["step"] if best else None
     checkpoint.prune(folder, keep or config.train.keep_checkpoints, protect={best_step} if best_step else set())
     return path
 

@@ -32,7 +32,14 @@ from negaug.experiment.build import (
 )
 from negaug.experiment.config import check_run_name
 from negaug.experiment.pretrain_config import PretrainConfig
-from negaug.experiment.state import add_rank_streams, rank_seed, rank_streams
+from negaug.experiment.state import (
+    add_rank_streams,
+    non_finite_tensors,
+    rank_seed,
+    rank_streams,
+    restore_streams,
+    stream_states,
+)
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.files import check_folder
@@ -62,43 +69,30 @@ class PretrainState:
     nda_rng: torch.Generator  # the NDA views
     shuffle_rng: torch.Generator  # Shuffle-BN permutations of the keys
     step: int = 0  # optimizer steps done
-    best: dict[str, Any] | None = None  # unused (kept for the shared checkpoint writer)
     stats: Stats = field(default_factory=Stats)  # logged statistics since the last log line
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"augment": self.augment_rng, "nda": self.nda_rng, "shuffle": self.shuffle_rng}
 
     def state_dict(self) -> dict[str, Any]:
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "rng": {"augment": self.augment_rng.get_state(), "nda": self.nda_rng.get_state(),
-                         "shuffle": self.shuffle_rng.get_state(), "torch": torch.get_rng_state()},
+                 "rng": stream_states(self._generators(), self.batches.device),
                  "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
-        if self.batches.device.type == "cuda":
-            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.batches.device)
         return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
         `torch.random.fork_rng` to keep the caller's)."""
-        rng = rank_streams(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for name, generator in (("augment", self.augment_rng), ("nda", self.nda_rng), ("shuffle", self.shuffle_rng)):
-            generator.set_state(rng[name])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.batches.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.batches.device)
+        restore_streams(rank_streams(state), self._generators(), self.batches.device)
         self.batches.load_state_dict(state["batches"])
         self.stats.load_state_dict(state["stats"])
         self.step = int(state["step"])
 
     def non_finite(self, limit: int = 3) -> list[str]:
-        """Names of up to `limit` parameters, buffers (the queue included) or optimizer momenta
-        holding NaN or infinity (one device sync for all of them)."""
-        named = [(f"model.{k}", v) for k, v in self.model.state_dict().items()]
-        params = [param for group in self.optimizer.param_groups for param in group["params"]]
-        named += [(f"optimizer.state.{index}.{key}", value) for index, param in enumerate(params)
-                  for key, value in self.optimizer.state.get(param, {}).items() if isinstance(value, torch.Tensor)]
-        named = [(name, tensor) for name, tensor in named if tensor.is_floating_point() and tensor.numel()]
-        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
-        return [name for (name, _), ok in zip(named, finite) if not ok][:limit]
+        """Names of up to `limit` tensors of the model (the queue included) or the optimizer holding NaN or infinity."""
+        return non_finite_tensors({"model": self.model}, {"optimizer": self.optimizer}, limit)
 
 
 def learning_rate(config: PretrainConfig, step: int) -> float:

@@ -72,6 +72,49 @@ def world_size_message(written: int) -> str:
             f"resume it {how}: the data order and every rank's random streams depend on the number of processes")
 
 
+# ---------------------------------------------------------------------------------------------
+# what every kind's training state shares (GAN: TrainState; pretraining: PretrainState; Pix2Pix:
+# TranslationState): the non-finite check and the random streams, written once
+
+
+def non_finite_tensors(modules: dict[str, nn.Module | Any], optimizers: dict[str, torch.optim.Optimizer],
+                       limit: int = 3) -> list[str]:
+    """Names of up to `limit` parameters, buffers or optimizer moments holding NaN or infinity, one
+    device sync for all: `modules` maps a prefix to a module (or anything with `state_dict()`, e.g.
+    an EMA), `optimizers` a prefix to an optimizer. A run whose loss is finite can still have diverged."""
+    named = [(f"{prefix}.{key}", value) for prefix, module in modules.items() for key, value in module.state_dict().items()]
+    for label, optimizer in optimizers.items():
+        params = [param for group in optimizer.param_groups for param in group["params"]]
+        named += [(f"{label}.state.{index}.{key}", value) for index, param in enumerate(params)
+                  for key, value in optimizer.state.get(param, {}).items() if isinstance(value, torch.Tensor)]
+    named = [(name, tensor) for name, tensor in named if tensor.is_floating_point() and tensor.numel()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
+    return [name for (name, _), ok in zip(named, finite) if not ok][:limit]
+
+
+def stream_states(generators: dict[str, torch.Generator], device: torch.device) -> dict[str, Any]:
+    """The states of a run's random streams: its own generators by name, torch's global CPU
+    generator ("torch") and, on a GPU, the device's ("cuda": dropout and penalties draw from it)."""
+    rng: dict[str, Any] = {name: generator.get_state() for name, generator in generators.items()}
+    rng["torch"] = torch.get_rng_state()
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def restore_streams(rng: dict[str, Any], generators: dict[str, torch.Generator], device: torch.device,
+                    optional: tuple[str, ...] = ()) -> None:
+    """Set the streams `stream_states` saved; a name in `optional` may be missing (older checkpoints)."""
+    for name, generator in generators.items():
+        if name in rng or name not in optional:
+            generator.set_state(rng[name])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
 @dataclass
 class TrainState:
     generator: nn.Module
@@ -95,8 +138,7 @@ class TrainState:
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "rng": {"latent": self.latent_rng.get_state(), "nda": self.nda_rng.get_state(),
-                    "augment": self.augment_rng.get_state(), "torch": torch.get_rng_state()},
+            "rng": stream_states(self._generators(), self.batches.device),
             "batches": self.batches.state_dict(),
             "best": self.best,
             "stats": self.stats.state_dict(),
@@ -105,10 +147,10 @@ class TrainState:
             state["ema"] = self.ema.state_dict()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
-        device = self.batches.device
-        if device.type == "cuda":  # the gradient penalty draws from it on GPUs
-            state["rng"]["cuda"] = torch.cuda.get_rng_state(device)
         return add_rank_streams(state)
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"latent": self.latent_rng, "nda": self.nda_rng, "augment": self.augment_rng}
 
     def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
         """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
@@ -134,32 +176,15 @@ class TrainState:
     def _load_streams(self, state: dict[str, Any]) -> None:
         """This rank's random streams and the data stream's position (WorldSizeError when the
         checkpoint was written by another number of processes)."""
-        rng = rank_streams(state)
-        self.latent_rng.set_state(rng["latent"])
-        self.nda_rng.set_state(rng["nda"])
-        if "augment" in rng:  # checkpoints of negaug <= 0.3.0 have none (and no augmentation)
-            self.augment_rng.set_state(rng["augment"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.batches.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.batches.device)
+        # checkpoints of negaug <= 0.3.0 have no "augment" stream (and no augmentation)
+        restore_streams(rank_streams(state), self._generators(), self.batches.device, optional=("augment",))
         self.batches.load_state_dict(state["batches"])
 
     def non_finite(self, limit: int = 3) -> list[str]:
-        """Names of up to `limit` parameters, buffers or optimizer moments holding NaN or infinity
-        (one device sync for all of them): a run whose loss is finite can still have diverged."""
-        named = [(f"generator.{k}", v) for k, v in self.generator.state_dict().items()]
-        named += [(f"discriminator.{k}", v) for k, v in self.discriminator.state_dict().items()]
-        if self.ema is not None:
-            named += [(f"ema.{k}", v) for k, v in self.ema.state_dict().items()]
-        for label, optimizer in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
-            params = [param for group in optimizer.param_groups for param in group["params"]]
-            named += [(f"{label}.state.{index}.{key}", value) for index, param in enumerate(params)
-                      for key, value in optimizer.state.get(param, {}).items() if isinstance(value, torch.Tensor)]
-        named = [(name, tensor) for name, tensor in named if tensor.is_floating_point() and tensor.numel()]
-        if not named:
-            return []
-        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
-        return [name for (name, _), ok in zip(named, finite) if not ok][:limit]
+        """Names of up to `limit` tensors of G, D, the EMA or the optimizers holding NaN or infinity."""
+        modules = {"generator": self.generator, "discriminator": self.discriminator,
+                   **({"ema": self.ema} if self.ema is not None else {})}
+        return non_finite_tensors(modules, {"opt_g": self.opt_g, "opt_d": self.opt_d}, limit)
 
     def sampler(self) -> nn.Module:
         """The network to sample from: the EMA (with standing batch-norm statistics), else G."""

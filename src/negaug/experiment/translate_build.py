@@ -20,6 +20,7 @@ from negaug import losses, nda
 from negaug.data.paired import PairedDataset, build_paired
 from negaug.experiment.build import _with_key, check_seed, check_threads, resolve_device
 from negaug.experiment.config import check_run_name
+from negaug.experiment.state import non_finite_tensors, restore_streams, stream_states
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.experiment.translate_config import TranslationConfig
@@ -59,18 +60,14 @@ class TranslationState:
     batches: PairStream
     nda_rng: torch.Generator  # NDA draws
     step: int = 0  # optimizer steps done
-    best: dict[str, Any] | None = None  # unused (kept for the shared checkpoint writer)
     stats: Stats = field(default_factory=Stats)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"step": self.step, "generator": self.generator.state_dict(),
-                 "discriminator": self.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
-                 "opt_d": self.opt_d.state_dict(),
-                 "rng": {"nda": self.nda_rng.get_state(), "torch": torch.get_rng_state()},
-                 "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
-        if self.batches.device.type == "cuda":  # dropout draws from it on GPUs
-            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.batches.device)
-        return state
+        return {"step": self.step, "generator": self.generator.state_dict(),
+                "discriminator": self.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(),
+                "rng": stream_states({"nda": self.nda_rng}, self.batches.device),  # dropout draws from cuda's on GPUs
+                "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
@@ -79,25 +76,15 @@ class TranslationState:
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.nda_rng.set_state(state["rng"]["nda"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.batches.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.batches.device)
+        restore_streams(state["rng"], {"nda": self.nda_rng}, self.batches.device)
         self.batches.load_state_dict(state["batches"])
         self.stats.load_state_dict(state["stats"])
         self.step = int(state["step"])
 
     def non_finite(self, limit: int = 3) -> list[str]:
-        """Names of up to `limit` parameters, buffers or Adam moments holding NaN or infinity."""
-        named = [(f"generator.{k}", v) for k, v in self.generator.state_dict().items()]
-        named += [(f"discriminator.{k}", v) for k, v in self.discriminator.state_dict().items()]
-        for label, optimizer in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
-            params = [param for group in optimizer.param_groups for param in group["params"]]
-            named += [(f"{label}.state.{index}.{key}", value) for index, param in enumerate(params)
-                      for key, value in optimizer.state.get(param, {}).items() if isinstance(value, torch.Tensor)]
-        named = [(name, tensor) for name, tensor in named if tensor.is_floating_point() and tensor.numel()]
-        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
-        return [name for (name, _), ok in zip(named, finite) if not ok][:limit]
+        """Names of up to `limit` tensors of G, D or the Adam moments holding NaN or infinity."""
+        return non_finite_tensors({"generator": self.generator, "discriminator": self.discriminator},
+                                  {"opt_g": self.opt_g, "opt_d": self.opt_d}, limit)
 
 
 def check_translation_scalars(config: TranslationConfig) -> None:
