@@ -360,8 +360,12 @@ def write_figures(name: str, study: Study, summary: dict[str, Any]) -> None:
         plots.grouped_bars(bars, study.out_dir / "pda_bars.png", ylabel="test FID (mean ± std over seeds)",
                            title=f"Table 1 on MNIST-5k: each transform as PDA and as NDA (no augmentation: {base:.2f})")
     curves = {label: [r["val_fid_curve"] for r in summary["per_seed"][label]] for label in arms}
+    panels = None
+    if name == "less_data":  # one panel per share of the data: no NDA against NDA
+        panels = {f"{share} of the training images": [label for label in arms if label.startswith(share + " ")]
+                  for share in dict.fromkeys(label.split(" ")[0] for label in arms)}
     plots.curves_with_spread(curves, study.out_dir / f"{name}_curves.png", xlabel="generator step",
-                             ylabel="validation FID (mean ± std over seeds, log scale)")
+                             ylabel="validation FID (mean ± std over seeds, log scale)", panels=panels)
 
 
 def table_runner(name: str):

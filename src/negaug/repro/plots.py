@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,18 +167,33 @@ def arm_points_figure(values: Mapping[str, Mapping[str, Sequence[float]]], ylabe
 
 
 def curves_with_spread(curves: Mapping[str, Sequence[Sequence[Sequence[float]]]], path: Path, xlabel: str,
-                       ylabel: str, title: str = "") -> Path:
+                       ylabel: str, title: str = "", panels: Mapping[str, Sequence[str]] | None = None) -> Path:
     """`curves_with_spread_figure(...)` as a PNG."""
-    return viz.save_figure(curves_with_spread_figure(curves, xlabel, ylabel, title), path)
+    return viz.save_figure(curves_with_spread_figure(curves, xlabel, ylabel, title, panels), path)
 
 
 def curves_with_spread_figure(curves: Mapping[str, Sequence[Sequence[Sequence[float]]]], xlabel: str, ylabel: str,
-                              title: str = "") -> Figure:
+                              title: str = "", panels: Mapping[str, Sequence[str]] | None = None) -> Figure:
     """curves[arm] = per seed [[x, y], ...]: the mean over seeds at each x (points every seed has) as
-    a line with markers and a band of ± one std."""
-    figure = viz.new_figure(7.0, 4.4)
-    axes = figure.add_subplot()
+    a line with markers and a band of ± one std. `panels` {title: [arms]}: one panel each (shared
+    axes), e.g. no NDA vs NDA at each share of the data; None: every arm in one panel."""
+    panels = panels or {title: list(curves)}
+    figure = viz.new_figure(max(7.0, 3.6 * len(panels)), 4.4)
     colour = viz.colours(list(curves))
+    first = None
+    for index, (name, arms) in enumerate(panels.items()):
+        axes = figure.add_subplot(1, len(panels), index + 1, sharey=first)
+        first = first or axes
+        _spread_lines(axes, {arm: curves[arm] for arm in arms}, colour)
+        axes.set(xlabel=xlabel, ylabel=ylabel if index == 0 else None, title=name)
+        axes.set_yscale("log")
+    if len(panels) > 1 and title:
+        figure.suptitle(title, fontsize=9)
+    viz.legend_below(figure, max_columns=3)
+    return figure
+
+
+def _spread_lines(axes, curves: Mapping[str, Sequence[Sequence[Sequence[float]]]], colour: Mapping[str, Any]) -> None:
     for arm, per_seed in curves.items():
         common_x = sorted(set.intersection(*(set(x for x, _ in seed) for seed in per_seed))) if per_seed else []
         if not common_x:
@@ -186,7 +202,3 @@ def curves_with_spread_figure(curves: Mapping[str, Sequence[Sequence[Sequence[fl
         mean, std = table.mean(0), table.std(0, ddof=1) if len(table) > 1 else np.zeros(len(common_x))
         line, = axes.plot(common_x, mean, marker="o", markersize=3, label=arm, color=colour.get(arm))
         axes.fill_between(common_x, mean - std, mean + std, alpha=0.15, color=line.get_color())
-    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    axes.set_yscale("log")
-    viz.legend_below(figure, max_columns=3)
-    return figure
