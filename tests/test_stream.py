@@ -37,3 +37,22 @@ def test_resume_and_workers_give_the_same_batches(tmp_path):
     part += _take(resumed, 3)
     for (x_a, y_a), (x_b, y_b) in zip(whole, part):
         assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+    first.close()
+    resumed.close()
+
+
+def test_close_stops_the_workers_now_and_the_stream_goes_on_regression_10_s_stall(tmp_path):
+    """Regression: left to the garbage collector, a stream's worker processes took their 5 s
+    status-check interval each to stop (10 s at the end of a run with 2 workers)."""
+    dataset = _folder_dataset(tmp_path)
+    whole = _take(BatchStream(dataset, 3, 5, torch.device("cpu")), 4)
+    stream = BatchStream(dataset, 3, 5, torch.device("cpu"), num_workers=2)
+    part = _take(stream, 2)
+    workers = list(stream._loader._workers)
+    assert workers and all(w.is_alive() for w in workers)
+    stream.close()
+    assert stream._loader is None and not any(w.is_alive() for w in workers)
+    part += _take(stream, 2)  # new workers, from where the stream stood
+    stream.close()
+    for (x_a, y_a), (x_b, y_b) in zip(whole, part):
+        assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)

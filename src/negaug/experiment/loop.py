@@ -295,6 +295,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
             samples(state.step)
 
     def close() -> None:
+        state.batches.close()
         for sink in (log, board, wandb_run):
             if sink is not None:
                 sink.close()

@@ -147,12 +147,18 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
         report=lambda messages: log_warnings(messages, state.step, log, warn),
         postfix=lambda record: {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"},
         periodic=((settings.knn_every, monitor),), finish=finish,
-        close=lambda: log.close() if log is not None else None)
+        close=lambda: _close(state, log))
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
         write_report(config, run_dir, state.step, last, knn, seconds)
     return PretrainResult(run_dir, state.step, interrupted, seconds, last, knn)
+
+
+def _close(state: PretrainState, log) -> None:
+    state.batches.close()  # worker processes, at once
+    if log is not None:
+        log.close()
 
 
 def _emit(record: dict[str, Any], log, on_log) -> None:

@@ -154,7 +154,7 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
         report=lambda messages: log_warnings(messages, state.step, log, warn),
         postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g")},
         periodic=((settings.sample_every, lambda step: save_samples(config, recipe, state, run_dir)),),
-        finish=finish, close=lambda: log.close() if log is not None else None)
+        finish=finish, close=lambda: (state.batches.close(), log.close() if log is not None else None))
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
