@@ -27,8 +27,11 @@ TINY = {
     "pix2pix": ("pix2pix-scenes", ["data.batch_size=4", "data.options={num_samples: 24}", "model.width=4",
                                    "train.log_every=1", "train.sample_every=0", "train.num_sample_images=2",
                                    "nda.transform=jigsaw"]),
+    "dpc": ("dpc-moving-mnist", ["data.options={num_clips: 32, num_frames: 8, image_size: 16}", "model.widths=[4, 8]",
+                                 "model.feature_dim=16", "data.batch_size=8", "train.log_every=1", "nda.transform=jigsaw"]),
 }
 COMMON = ["train.progress=false", "train.checkpoint_every=2", "train.device=cpu"]
+WITHOUT_DISCRIMINATOR = {"pretrain", "dpc"}  # MoCo and DPC: contrastive, no D
 
 
 def config_of(kind: str, tmp_path: Path, name: str, steps: int, extra: list[str] | tuple[str, ...] = ()):
@@ -62,7 +65,7 @@ def test_every_kind_has_a_tiny_config():
 
 
 def test_unknown_kind_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown kind of run 'gam'; valid: gan, pretrain, pix2pix"):
+    with pytest.raises(ValueError, match="unknown kind of run 'gam'; valid: gan, pretrain, pix2pix, dpc"):
         kinds.get("gam")
 
 
@@ -176,9 +179,9 @@ def test_moco_in_batch_objective_contrasts_the_other_rows_keys_not_the_queue():
     assert 0.0 <= float(stats["accuracy"]) <= 1.0
 
 
-@pytest.mark.parametrize("name, extra", [("gan", []), ("pix2pix", []), ("pretrain", []),
+@pytest.mark.parametrize("name, extra", [*((name, []) for name in kinds.names()),
                                          ("gan", ["model.mixture=2", "loss.name=nonsaturating"])],
-                         ids=["gan", "pix2pix", "pretrain", "mixgan"])
+                         ids=[*kinds.names(), "mixgan"])
 def test_training_calls_a_discriminator_only_through_the_critic(tmp_path, name, extra):
     """Issue 24: `negaug.experiment.critic` is the one place training calls D, in every kind and
     every member of a MIX+GAN mixture (so channels_last and autocast reach them all)."""
@@ -202,7 +205,7 @@ def test_training_calls_a_discriminator_only_through_the_critic(tmp_path, name, 
     finally:
         handle.remove()
     assert outside == []
-    assert (calls == []) == (name == "pretrain")  # MoCo has no discriminator
+    assert (calls == []) == (name in WITHOUT_DISCRIMINATOR)
 
 
 def test_pix2pix_refuses_torchrun_in_the_library_not_only_in_the_cli(tmp_path, monkeypatch):
@@ -234,3 +237,22 @@ def test_member_scorer_applies_the_runs_prepare_and_autocast_to_every_member_cal
     for _ in range(3):
         out = scorer(member, torch.ones(4, 3), None)
     assert out.shape == (4, 1) and out.dtype == torch.float32 and calls == {"prepare": 3, "autocast": 3}
+
+
+def test_negaug_pretrain_trains_and_resumes_a_dpc_run_from_the_command_line(tmp_path, capsys):
+    """Issue 24: DPC (video) is a kind that `negaug pretrain` trains, not only `repro video`."""
+    from negaug.cli import main
+
+    preset, overrides = TINY["dpc"]
+    args = [preset, *overrides, *COMMON, f"train.runs_dir={tmp_path}", "train.name=v", "train.steps=3"]
+    assert main(["pretrain", *args, "--dry-run"]) == 0 and "kind: dpc" in capsys.readouterr().out
+    assert not (tmp_path / "v").exists()
+    assert main(["pretrain", *args]) == 0
+    assert main(["pretrain", "--resume", str(tmp_path / "v"), "train.steps=5"]) == 0
+    assert ckpt.list_steps(tmp_path / "v" / "checkpoints")[-1] == 5 and "# DPC run v" in (tmp_path / "v" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["pretrain", preset, "model.num_blocks=3", f"train.runs_dir={tmp_path}", "train.name=w"]) == 2
+    err = capsys.readouterr().err
+    assert "model.num_blocks=3 must divide" in err and err.count("\n") == 1 and not (tmp_path / "w").exists()
+    loaded = kinds.get("dpc").load(tmp_path / "v")
+    assert loaded.step == 5 and not loaded.model.training

@@ -17,14 +17,16 @@ EPILOG = """examples:
   negaug pretrain my.yaml train.steps=2000 train.name=mine
   negaug pretrain --resume runs/mine train.steps=4000
   negaug probe runs/mine                            # linear probe + k-NN -> runs/mine/probe.json
-presets: {presets}"""
+  negaug pretrain dpc-moving-mnist nda.transform=jigsaw   # Dense Predictive Coding on clips, NDA clips (Table 7)
+presets: {presets}; Dense Predictive Coding (video): {dpc_presets}"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from negaug.presets import preset_names
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EPILOG.format(presets=", ".join(preset_names("negaug.presets.pretrain")))
+    parser.epilog = EPILOG.format(presets=", ".join(preset_names("negaug.presets.pretrain")),
+                                  dpc_presets=", ".join(preset_names("negaug.presets.dpc")))
     parser.add_argument("source", nargs="?", default=None,
                         help="a pretraining preset or a YAML config file (default: the 'mnist' preset)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. nda.transform=jigsaw")
@@ -46,7 +48,7 @@ def _warn(message: str) -> None:
 
 
 def run(args) -> int:
-    from negaug.experiment import resume_config
+    from negaug.experiment import kinds, resume_config
     from negaug.experiment.pretrain import (
         check_pretrain_run,
         prepare_pretraining,
@@ -55,6 +57,8 @@ def run(args) -> int:
     from negaug.experiment.pretrain_config import PretrainConfig, load_pretrain_config
 
     source, overrides = _split_source(args)
+    if kinds.of_pretrain_target(source, args.resume or None).name == "dpc":
+        return _run_dpc(args, source, overrides)
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
@@ -77,4 +81,34 @@ def run(args) -> int:
     say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s{knn})")
     say(f"next: negaug probe {result.run_dir}   # linear probe, k-NN, NDA distances -> {result.run_dir}/probe.json\n"
           f"      {launcher('negaug pretrain')} --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
+    return 0
+
+
+def _run_dpc(args, source: str | None, overrides: list[str]) -> int:
+    """`negaug pretrain` of a Dense Predictive Coding preset, config or run (one process)."""
+    from negaug import distributed
+    from negaug.experiment import resume_config
+    from negaug.experiment.dpc import prepare_dpc, train_dpc
+    from negaug.experiment.dpc_config import DPCConfig, load_dpc_config
+
+    if distributed.launched_by_torchrun():
+        raise ValueError("DPC runs train in one process; run negaug pretrain without torchrun")
+    if args.resume:
+        if source is not None:
+            raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
+        config = resume_config(args.resume, overrides, warn=_warn, cls=DPCConfig)
+    else:
+        config = load_dpc_config(source, overrides)
+    if args.dry_run:
+        prepare_dpc(config)  # the same checks as a real run
+        say(config.to_yaml(), end="")
+        return 0
+    result, code = run_until_stopped(
+        lambda stop: train_dpc(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                               on_start=_announce(config), warn=_warn), "negaug pretrain")
+    if code is not None:
+        return code
+    say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s, last loss "
+        f"{result.last_log.get('loss', float('nan')):.3f})")
+    say(f"next: negaug pretrain --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0

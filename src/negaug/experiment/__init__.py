@@ -19,6 +19,7 @@ from negaug.experiment import kinds
 from negaug.experiment.anomaly import AnomalyReport, detect_anomalies
 from negaug.experiment.build import Recipe
 from negaug.experiment.config import Config, config_from_dict, load_config, preset_names
+from negaug.experiment.dpc import load_dpc_run, train_dpc
 from negaug.experiment.evaluate import evaluate_generator_of_run, evaluate_run
 from negaug.experiment.loop import CheckpointWriteError, RunWriteError, TrainResult, prepare_run, train
 from negaug.experiment.pretrain import PretrainResult, pretrain
@@ -33,5 +34,5 @@ __all__ = [
     "AnomalyReport", "CheckpointWriteError", "Config", "LoadedRun", "NonFiniteLossError", "PretrainConfig", "PretrainResult",
     "Recipe", "RunWriteError", "TrainResult", "TrainState", "config_from_dict", "detect_anomalies",
     "evaluate_generator_of_run", "evaluate_run", "load_config", "load_pretrain_config", "load_run", "prepare_run",
-    "kinds", "load_translation_run", "preset_names", "pretrain", "probe_run", "resume_config", "train", "train_translation",
+    "kinds", "load_dpc_run", "load_translation_run", "preset_names", "pretrain", "probe_run", "resume_config", "train", "train_dpc", "train_translation",
 ]

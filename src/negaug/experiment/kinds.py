@@ -13,6 +13,7 @@ how a config is loaded, which function trains it and which loads a finished run 
 | gan | `Config` | `negaug train` (`loop.train`) | `negaug eval` (`runs.load_run`) |
 | pretrain | `PretrainConfig` | `negaug pretrain` (`pretrain.pretrain`) | `negaug probe` (`probe.load_pretrained`) |
 | pix2pix | `TranslationConfig` | `negaug train` (`translate.train_translation`) | `negaug eval` (`translate.load_translation_run`) |
+| dpc | `DPCConfig` | `negaug pretrain` (`dpc.train_dpc`) | `dpc.load_dpc_run` (features: `negaug.video`) |
 
 This module sits below the modules that train: it imports only the config modules, and each
 training module attaches its `train` and `load` when it is imported (`attach`), as the library's
@@ -29,6 +30,7 @@ from typing import Any
 
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.config import Config, ConfigBase, config_from_dict, load_config
+from negaug.experiment.dpc_config import DPCConfig, is_dpc_source, load_dpc_config
 from negaug.experiment.pretrain_config import PretrainConfig, load_pretrain_config
 from negaug.experiment.translate_config import (
     TranslationConfig,
@@ -58,10 +60,13 @@ _REGISTRY: dict[str, RunKind] = {
     "pretrain": RunKind("pretrain", "contrastive pretraining (negaug pretrain)", "negaug pretrain", "negaug probe",
                         PretrainConfig, load_pretrain_config),
     "pix2pix": RunKind("pix2pix", "pix2pix", "negaug train", "negaug eval", TranslationConfig, load_translation_config),
+    "dpc": RunKind("dpc", "Dense Predictive Coding (negaug pretrain)", "negaug pretrain",
+                   "negaug.experiment.dpc.load_dpc_run (Python; `negaug repro video` probes DPC features)",
+                   DPCConfig, load_dpc_config),
 }
 # the order `of_run` tries the config classes in: the most specific first (a pix2pix config has a
 # `kind` key, a pretraining one its own sections; a GAN config accepts neither)
-_RECOGNITION_ORDER = ("pix2pix", "pretrain", "gan")
+_RECOGNITION_ORDER = ("pix2pix", "dpc", "pretrain", "gan")
 
 
 def names() -> list[str]:
@@ -86,6 +91,15 @@ def of_config_class(cls: type[ConfigBase]) -> RunKind:
         if kind.config_class is cls:
             return kind
     raise ValueError(f"no kind of run is configured by {cls.__name__}")
+
+
+def of_pretrain_target(source: str | None = None, run_dir: str | Path | None = None) -> RunKind:
+    """The kind `negaug pretrain SOURCE` trains, or `negaug pretrain --resume RUN` continues: dpc
+    for a DPC preset or file (`kind: dpc`) or a DPC run, else pretrain (MoCo-v2)."""
+    if run_dir is not None:
+        kind = of_run(run_dir)
+        return kind if kind is not None and kind.name == "dpc" else get("pretrain")
+    return get("dpc" if is_dpc_source(source) else "pretrain")
 
 
 def of_train_target(source: str | None = None, run_dir: str | Path | None = None) -> RunKind:
