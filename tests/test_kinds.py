@@ -256,3 +256,60 @@ def test_negaug_pretrain_trains_and_resumes_a_dpc_run_from_the_command_line(tmp_
     assert "model.num_blocks=3 must divide" in err and err.count("\n") == 1 and not (tmp_path / "w").exists()
     loaded = kinds.get("dpc").load(tmp_path / "v")
     assert loaded.step == 5 and not loaded.model.training
+
+
+@pytest.mark.parametrize("name", kinds.names())
+def test_every_kind_logs_to_tensorboard_and_wandb_when_asked(tmp_path, name, monkeypatch):
+    """Issue 24: TensorBoard and W&B are written once (loop.open_sinks) and reach every kind (fake
+    writers here: neither package is needed to test the plumbing)."""
+    from negaug.experiment import loop
+
+    scalars, records, closed = [], [], []
+
+    class Board:
+        def add_text(self, *args):
+            pass
+
+        def add_scalar(self, key, value, step):
+            scalars.append((key, step))
+
+        def add_image(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            closed.append("board")
+
+    class Wandb:
+        def chain(self, on_log):
+            return lambda record: (records.append(record), on_log(record) if on_log else None)
+
+        def close(self):
+            closed.append("wandb")
+
+    import sys
+    import types
+
+    from negaug.experiment import build
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.ModuleType("torch.utils.tensorboard"))
+    monkeypatch.setattr(build, "check_wandb", lambda wanted: None)
+    monkeypatch.setattr(loop, "_tensorboard", lambda run_dir: Board())
+    monkeypatch.setattr(loop, "open_wandb", lambda run_dir, config: Wandb())
+    config = config_of(name, tmp_path, "r", 2)
+    config.train.tensorboard, config.train.wandb = True, True
+    kinds.get(name).train(config)
+    logged_steps = sorted({r["step"] for r in records if "it_per_s" in r})
+    assert logged_steps and logged_steps[-1] == 2 and ("it_per_s", 2) in scalars
+    assert sorted(closed) == ["board", "wandb"]
+
+
+@pytest.mark.parametrize("name", kinds.names())
+def test_every_kind_refuses_tensorboard_without_the_package_before_any_folder(tmp_path, name, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    config = config_of(name, tmp_path, "r", 2)
+    config.train.tensorboard = True
+    with pytest.raises(ValueError, match="needs the tensorboard package: pip install tensorboard"):
+        kinds.get(name).train(config)
+    assert not (tmp_path / "r").exists()

@@ -446,8 +446,15 @@ def check_eval_reference(config: Config) -> None:
                              f"fails: {err}") from None
 
 
-def check_tensorboard(config: Config) -> None:
-    if not config.train.tensorboard:
+def check_sinks(config) -> None:
+    """train.tensorboard / train.wandb of a config of any kind: the optional package is there (one
+    line naming the install command otherwise), checked before any run folder exists."""
+    check_tensorboard(config)
+    check_wandb(getattr(config.train, "wandb", False))
+
+
+def check_tensorboard(config) -> None:
+    if not getattr(config.train, "tensorboard", False):
         return
     try:
         import torch.utils.tensorboard  # noqa: F401  (optional dependency)
@@ -480,8 +487,7 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
     Weights, data order, latents, NDA and augmentation draws are seeded by `train.seed`."""
     check_scalars(config)
     check_eval(config)
-    check_tensorboard(config)
-    check_wandb(config.train.wandb)
+    check_sinks(config)
     device = resolve_device(config.train.device)
     if config.train.precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")

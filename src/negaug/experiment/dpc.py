@@ -23,10 +23,10 @@ from torch import nn
 
 from negaug import data, distributed, nda
 from negaug.experiment import checkpoint, kinds, runs
-from negaug.experiment.build import _with_key, check_seed, check_threads, resolve_device
+from negaug.experiment.build import _with_key, check_seed, check_sinks, check_threads, resolve_device
 from negaug.experiment.config import check_run_name
 from negaug.experiment.dpc_config import DPCConfig
-from negaug.experiment.loop import LoopHooks, drive, log_warnings, run_session, save_checkpoint
+from negaug.experiment.loop import LoopHooks, drive, log_warnings, open_sinks, run_session, save_checkpoint
 from negaug.experiment.state import non_finite_tensors, restore_streams, stream_states
 from negaug.experiment.stats import Stats
 from negaug.experiment.steps import NonFiniteLossError
@@ -129,6 +129,7 @@ def prepare_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:
     """The recipe and initial state after every check (`negaug pretrain --dry-run`)."""
     if not isinstance(config, DPCConfig):
         raise TypeError(f"train_dpc needs a DPCConfig, got {type(config).__name__}")
+    check_sinks(config)
     return build_dpc(config)
 
 
@@ -171,18 +172,14 @@ def dpc_step(config: DPCConfig, recipe: DPCRecipe, state: DPCState, step: int) -
 def _loop(config: DPCConfig, recipe: DPCRecipe, state: DPCState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> DPCResult:
     """The DPC kind inside THE loop (`loop.drive`)."""
-    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step)
-
-    def emit(record: dict[str, Any]) -> None:
-        log.write(record)
-        if on_log is not None:
-            on_log(record)
+    sinks = open_sinks(config, run_dir, state.step, on_log)
+    log = sinks.log
 
     def close() -> None:
         state.batches.close()
-        log.close()
+        sinks.close()
 
-    hooks = LoopHooks(desc="dpc", step=lambda step: dpc_step(config, recipe, state, step), emit=emit,
+    hooks = LoopHooks(desc="dpc", step=lambda step: dpc_step(config, recipe, state, step), emit=sinks.emit,
                       report=lambda messages: log_warnings(messages, state.step, log, warn),
                       postfix=lambda record: {"loss": f"{record['loss']:.3f}"}, close=close)
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,

@@ -71,6 +71,8 @@ class DPCTrainConfig:
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
     threads: int | None = None  # torch CPU threads for the run (restored after); null: torch's default
+    tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
+    wandb: bool = False  # also log to Weights & Biases, offline unless WANDB_MODE says otherwise (needs .[wandb])
 
 
 @dataclass
@@ -81,7 +83,7 @@ class DPCConfig(ConfigBase):
     COMPONENT_OPTIONS: ClassVar[tuple[tuple[str, str, str], ...]] = (("nda", "transform", "options"),)
     RECORDING_KEYS: ClassVar[tuple[str, ...]] = (
         "train.name", "train.runs_dir", "train.progress", "train.log_every", "train.checkpoint_every",
-        "train.keep_checkpoints", "train.threads")
+        "train.keep_checkpoints", "train.threads", "train.tensorboard", "train.wandb")
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
 
     kind: str = KIND  # marks a DPC config (what `negaug pretrain` dispatches on)

@@ -216,6 +216,37 @@ class LoopHooks:
     close: Callable[[], None] = lambda: None  # the sinks, whatever happened
 
 
+@dataclass
+class RunSinks:
+    """Where a run's log records go, the same for every kind: metrics.jsonl (the main process),
+    TensorBoard (train.tensorboard: every number of a record as a scalar), Weights & Biases
+    (train.wandb: every record) and the caller's on_log."""
+
+    log: Any  # runs.MetricsLog, or None on the ranks > 0 of torchrun
+    board: Any = None  # a TensorBoard SummaryWriter, or None
+    wandb_run: Any = None
+    on_log: Callable[[dict[str, Any]], None] | None = None
+
+    def emit(self, record: dict[str, Any]) -> None:
+        _emit(record, self.log, self.board, self.on_log)
+
+    def close(self) -> None:
+        for sink in (self.log, self.board, self.wandb_run):
+            if sink is not None:
+                sink.close()
+
+
+def open_sinks(config, run_dir: Path, step: int, on_log: Callable[[dict[str, Any]], None] | None) -> RunSinks:
+    """The sinks of a run of any kind (`RunSinks`), opened at `step` (a resumed run appends)."""
+    settings = config.train
+    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=step) if runs.is_main_process() else None
+    board = _tensorboard(run_dir) if getattr(settings, "tensorboard", False) and log is not None else None
+    if board is not None:  # the resolved config, once per session, as preformatted text
+        board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), step)
+    wandb_run = open_wandb(run_dir, config.to_dict()) if getattr(settings, "wandb", False) and log is not None else None
+    return RunSinks(log, board, wandb_run, on_log if wandb_run is None else wandb_run.chain(on_log))
+
+
 def drive(config, state, device: torch.device, hooks: LoopHooks, stop_requested: Callable[[], bool],
           save: Callable[[], None]) -> tuple[dict[str, Any], bool, float]:
     """THE training loop of every kind, read top to bottom: per step the kind's step (timed for
@@ -267,7 +298,8 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> TrainResult:
     """The GAN kind inside `drive`: health warnings, evaluations, samples, TensorBoard and W&B."""
     settings = config.train
-    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
+    sinks = open_sinks(config, run_dir, state.step, on_log)
+    log, board = sinks.log, sinks.board
     health, health_warnings = HealthMonitor(), []
     health.set_real(real_examples(recipe.dataset, settings.num_sample_images))
 
@@ -280,11 +312,6 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
             if log is not None:
                 log.write({"step": state.step, "warning": message})
 
-    board = _tensorboard(run_dir) if settings.tensorboard and log is not None else None
-    if board is not None:  # the resolved config, once per session, as preformatted text
-        board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), state.step)
-    wandb_run = open_wandb(run_dir, config.to_dict()) if settings.wandb and log is not None else None
-    on_log = on_log if wandb_run is None else wandb_run.chain(on_log)  # W&B gets every log step
     fixed_latent = fixed_latent_batch(config, recipe, state)
 
     def samples(step: int) -> None:
@@ -296,13 +323,11 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
 
     def close() -> None:
         state.batches.close()
-        for sink in (log, board, wandb_run):
-            if sink is not None:
-                sink.close()
+        sinks.close()
 
     hooks = LoopHooks(
         desc="train", step=lambda step: train_step(recipe, state, step, state.stats),
-        emit=lambda record: _emit(record, log, board, on_log), report=report_health,
+        emit=sinks.emit, report=report_health,
         postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g") if k in record},
         periodic=((config.eval.every, lambda step: _evaluate(config, recipe, state, run_dir, log, board, report_health)),
                   (settings.sample_every, samples)),

@@ -21,12 +21,14 @@ import torch
 from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import checkpoint, runs
+from negaug.experiment.build import check_sinks
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.loop import (
     LoopHooks,
     check_world_size,
     drive,
     log_warnings,
+    open_sinks,
     run_session,
     save_checkpoint,
 )
@@ -58,6 +60,7 @@ def prepare_pretraining(config: PretrainConfig) -> tuple[PretrainRecipe, Pretrai
     """The recipe and initial state of a run after every check (`negaug pretrain --dry-run`)."""
     if not isinstance(config, PretrainConfig):
         raise TypeError(f"pretrain needs a PretrainConfig (load_pretrain_config), got {type(config).__name__}")
+    check_sinks(config)
     return build_pretraining(config)
 
 
@@ -128,44 +131,32 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> PretrainResult:
     """The pretraining kind inside THE loop (`loop.drive`): the k-NN monitor on its schedule and at the end."""
     settings = config.train
-    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
+    sinks = open_sinks(config, run_dir, state.step, on_log)
+    log = sinks.log
     knn: dict[str, Any] | None = None
 
     def monitor(step: int) -> None:
         nonlocal knn
         if step < settings.steps:  # the last step's k-NN comes in `finish`, once
-            knn = _knn(config, recipe, state, log, on_log)
+            knn = _knn(config, recipe, state, sinks.emit)
 
     def finish() -> None:
         nonlocal knn
         if recipe.test_dataset is not None:
-            knn = _knn(config, recipe, state, log, on_log)  # always at the end: the run's number
+            knn = _knn(config, recipe, state, sinks.emit)  # always at the end: the run's number
 
     hooks = LoopHooks(
         desc="pretrain", step=lambda step: pretrain_step(config, recipe, state, step),
-        emit=lambda record: _emit(record, log, on_log),
+        emit=sinks.emit,
         report=lambda messages: log_warnings(messages, state.step, log, warn),
         postfix=lambda record: {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"},
         periodic=((settings.knn_every, monitor),), finish=finish,
-        close=lambda: _close(state, log))
+        close=lambda: (state.batches.close(), sinks.close()))
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
         write_report(config, run_dir, state.step, last, knn, seconds)
     return PretrainResult(run_dir, state.step, interrupted, seconds, last, knn)
-
-
-def _close(state: PretrainState, log) -> None:
-    state.batches.close()  # worker processes, at once
-    if log is not None:
-        log.close()
-
-
-def _emit(record: dict[str, Any], log, on_log) -> None:
-    if log is not None:
-        log.write(record)
-    if on_log is not None:
-        on_log(record)
 
 
 def knn_of_model(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState) -> dict[str, Any]:
@@ -182,10 +173,10 @@ def knn_of_model(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrain
     return result
 
 
-def _knn(config, recipe, state, log, on_log) -> dict[str, Any]:
+def _knn(config, recipe, state, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The k-NN monitor now, as a record {"step", "knn"} to the run's sinks; returns its result."""
     result = knn_of_model(config, recipe, state)
-    record = {"step": state.step, "knn": result}
-    _emit(record, log, on_log)
+    emit({"step": state.step, "knn": result})
     return result
 
 

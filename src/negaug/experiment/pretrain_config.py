@@ -93,6 +93,8 @@ class PretrainTrainConfig:
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
     threads: int | None = None  # torch CPU threads for the run (restored after); null: torch's default. 1 on a shared machine
+    tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
+    wandb: bool = False  # also log to Weights & Biases, offline unless WANDB_MODE says otherwise (needs .[wandb])
 
 
 @dataclass
@@ -111,7 +113,7 @@ class PretrainConfig(ConfigBase):
         ("data", "name", "options"), ("model", "encoder", "options"), ("nda", "transform", "options"))
     RECORDING_KEYS: ClassVar[tuple[str, ...]] = (
         "train.name", "train.runs_dir", "train.progress", "train.log_every", "train.checkpoint_every",
-        "train.keep_checkpoints", "train.knn_every", "train.threads")
+        "train.keep_checkpoints", "train.knn_every", "train.threads", "train.tensorboard", "train.wandb")
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
     # negaug 0.5 (MoCo v2's augmentation): left out of the hash while off, so cached runs keep theirs
     LATER_KEYS: ClassVar[dict[str, Any]] = {"augment.hue": 0.0, "augment.jitter_order": "fixed",

@@ -25,9 +25,9 @@ import torch
 
 from negaug import distributed, viz
 from negaug.experiment import checkpoint, critic, kinds, runs
-from negaug.experiment.build import resolve_device
+from negaug.experiment.build import check_sinks, resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
-from negaug.experiment.loop import LoopHooks, drive, log_warnings, run_session, save_checkpoint
+from negaug.experiment.loop import LoopHooks, drive, log_warnings, open_sinks, run_session, save_checkpoint
 from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.translate_build import (
     TranslationRecipe,
@@ -56,6 +56,7 @@ def prepare_translation(config: TranslationConfig) -> tuple[TranslationRecipe, T
     """The recipe and initial state of a run after every check (`negaug train --dry-run`)."""
     if not isinstance(config, TranslationConfig):
         raise TypeError(f"train_translation needs a TranslationConfig, got {type(config).__name__}")
+    check_sinks(config)
     return build_translation(config)
 
 
@@ -134,7 +135,8 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
     """The Pix2Pix kind inside THE loop (`loop.drive`): samples on their schedule, the test split's
     segmentation scores at the end."""
     settings = config.train
-    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step) if runs.is_main_process() else None
+    sinks = open_sinks(config, run_dir, state.step, on_log)
+    log = sinks.log
     scores: dict[str, Any] | None = None
 
     def step_once(step: int) -> None:
@@ -147,26 +149,19 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
         if not (settings.sample_every and state.step % settings.sample_every == 0):
             save_samples(config, recipe, state, run_dir)
         scores = test_scores(config, recipe, state)
-        _emit({"step": state.step, "eval": scores}, log, on_log)
+        sinks.emit({"step": state.step, "eval": scores})
 
     hooks = LoopHooks(
-        desc="pix2pix", step=step_once, emit=lambda record: _emit(record, log, on_log),
+        desc="pix2pix", step=step_once, emit=sinks.emit,
         report=lambda messages: log_warnings(messages, state.step, log, warn),
         postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g")},
         periodic=((settings.sample_every, lambda step: save_samples(config, recipe, state, run_dir)),),
-        finish=finish, close=lambda: (state.batches.close(), log.close() if log is not None else None))
+        finish=finish, close=lambda: (state.batches.close(), sinks.close()))
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
         write_report(config, run_dir, state.step, last, scores, seconds)
     return TranslationResult(run_dir, state.step, interrupted, seconds, last, scores)
-
-
-def _emit(record: dict[str, Any], log, on_log) -> None:
-    if log is not None:
-        log.write(record)
-    if on_log is not None:
-        on_log(record)
 
 
 def test_scores(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState) -> dict[str, Any]:

@@ -87,6 +87,8 @@ class TranslationTrainConfig:
     progress: bool = True  # progress bar with rate and time left
     deterministic: bool = True  # torch.use_deterministic_algorithms (needed for exact resume on GPUs)
     threads: int | None = None  # torch CPU threads for the run (restored after); null: torch's default. 1 on a shared machine
+    tensorboard: bool = False  # also write TensorBoard logs (needs the tensorboard package)
+    wandb: bool = False  # also log to Weights & Biases, offline unless WANDB_MODE says otherwise (needs .[wandb])
 
 
 @dataclass
@@ -105,7 +107,7 @@ class TranslationConfig(ConfigBase):
         ("data", "name", "options"), ("loss", "gan", "options"), ("nda", "transform", "options"))
     RECORDING_KEYS: ClassVar[tuple[str, ...]] = (
         "train.name", "train.runs_dir", "train.progress", "train.log_every", "train.sample_every",
-        "train.checkpoint_every", "train.keep_checkpoints", "train.num_sample_images", "train.threads")
+        "train.checkpoint_every", "train.keep_checkpoints", "train.num_sample_images", "train.threads", "train.tensorboard", "train.wandb")
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
 
     kind: str = KIND  # marks a translation config (what `negaug train` and `negaug eval` dispatch on)
