@@ -101,13 +101,7 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
     result's "warnings" (values computed with force) are also passed to `warn`. The run's data
     (reference and classifier training images) is read from `data_root` (default: its
     data.root) and fetched when missing only with `download`."""
-    if num_samples is not None and not 2 <= num_samples <= MAX_SAMPLES:
-        raise ValueError(f"--num-samples must be from 2 to {MAX_SAMPLES:,} (FID uses 50,000), got {num_samples}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-    check_seed("--seed", seed)
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(EVAL_SPLITS)} (held-out images), got {split!r}")
+    _check_evaluation_flags(num_samples, batch_size, seed, split)
     run_dir = require_run_dir(run_dir)
     device = resolve_device(device, key="--device")
     read_evaluations(run_dir / "eval.json")  # a damaged results file fails now, not after the work
@@ -142,6 +136,17 @@ def evaluate_run(run_dir: str | Path, metrics: list[str] | None = None, num_samp
         for message in result.get("warnings", []) if warn is not None and main else []:
             warn(f"{key}: {message}")
     return entry
+
+
+def _check_evaluation_flags(num_samples: int | None, batch_size: int, seed: int, split: str) -> None:
+    """The flags of `negaug eval RUN`, each refused in one line naming it."""
+    if num_samples is not None and not 2 <= num_samples <= MAX_SAMPLES:
+        raise ValueError(f"--num-samples must be from 2 to {MAX_SAMPLES:,} (FID uses 50,000), got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    check_seed("--seed", seed)
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(EVAL_SPLITS)} (held-out images), got {split!r}")
 
 
 def join_torchrun(device: str, key: str = "--device") -> str:

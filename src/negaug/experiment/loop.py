@@ -107,13 +107,7 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
         if warn is not None:
             warn(message)
 
-    config = copy.deepcopy(config)
-    if run_dir is not None and not resume:
-        config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
-    if resume and run_dir is None:
-        if config.train.name is None:
-            raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
-        run_dir = Path(config.train.runs_dir) / config.train.name
+    config, run_dir = _session_target(config, run_dir, resume)
     recipe, state = prepare(config)  # every check happens here, before a run folder exists
     run_dir = Path(run_dir) if resume else runs.run_dir_of(config)
     run_dir = distributed.broadcast_object(run_dir)  # data parallel: rank 0's (a default name holds the time)
@@ -129,20 +123,39 @@ def run_session(config, run_dir: str | Path | None, resume: bool, command: str,
                                  f"({state.step}); to train longer, set train.steps to more than {state.step}")
         if on_start is not None:
             on_start(run_dir, recipe.device, state.step)
-        try:
-            if runs.is_main_process():
-                runs.write_config(run_dir, config)
-            result = loop(config, recipe, state, run_dir, record_warning)
-        except ImageFileError as err:  # a lazily read image file: named, and the resume that works after fixing it
-            raise RunWriteError(f"{err}; the run {run_dir} stopped at step {state.step} "
-                                f"{resume_advice(run_dir, command, 'replace the file with a readable copy')}") from None
-        except OSError as err:
-            where = err.filename or run_dir
-            raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} "
-                                f"{resume_advice(run_dir, command, 'free the space')}") from None
+        result = _run_in_folder(config, recipe, state, run_dir, command, loop, record_warning)
         distributed.barrier()  # data parallel: no rank leaves before rank 0 has written the last files
     result.warnings = warnings
     return result
+
+
+def _session_target(config, run_dir: str | Path | None, resume: bool):
+    """(a copy of the config naming the run folder, the folder to resume or None)."""
+    config = copy.deepcopy(config)
+    if run_dir is not None and not resume:
+        config.train.name, config.train.runs_dir = Path(run_dir).name, str(Path(run_dir).parent)
+    if resume and run_dir is None:
+        if config.train.name is None:
+            raise ValueError("resume=True needs the run folder: pass run_dir, or set train.name (and train.runs_dir)")
+        run_dir = Path(config.train.runs_dir) / config.train.name
+    return config, run_dir
+
+
+def _run_in_folder(config, recipe, state, run_dir: Path, command: str, loop: Callable[..., Any],
+                   record_warning: Callable[[str], None]):
+    """config.yaml, then the kind's loop; a file that cannot be read or written mid-run becomes a
+    RunWriteError naming it and the resume that works once it is fixed (the run stays intact)."""
+    try:
+        if runs.is_main_process():
+            runs.write_config(run_dir, config)
+        return loop(config, recipe, state, run_dir, record_warning)
+    except ImageFileError as err:  # a lazily read image file: named, and the resume that works after fixing it
+        raise RunWriteError(f"{err}; the run {run_dir} stopped at step {state.step} "
+                            f"{resume_advice(run_dir, command, 'replace the file with a readable copy')}") from None
+    except OSError as err:
+        where = err.filename or run_dir
+        raise RunWriteError(f"{where}: {err.strerror or err}; the run stopped at step {state.step} "
+                            f"{resume_advice(run_dir, command, 'free the space')}") from None
 
 
 def resume_advice(run_dir: Path, command: str, fix: str) -> str:
