@@ -142,6 +142,24 @@ def test_models_import_nothing_from_losses():
     assert offenders == []
 
 
+# the modules of each kind of run but GAN's, which hosts the loop and shared helpers (loop, build,
+# steps, evaluate) the others use; kinds.py (the registry) and the shared modules may import any
+KIND_MODULES = {
+    "pretrain": {"pretrain_config", "pretrain_build", "pretrain", "probe", "separation"},
+    "pix2pix": {"translate_config", "translate_build", "translate"},
+    "dpc": {"dpc_config", "dpc"},
+}
+
+
+def test_kinds_of_run_never_import_each_other():
+    """Issue 24: the pretraining, Pix2Pix and DPC kinds never import one another's modules."""
+    owner = {f"negaug.experiment.{name}": kind for kind, names in KIND_MODULES.items() for name in names}
+    assert set(owner) <= set(ALL), sorted(set(owner) - set(ALL))
+    crossing = [f"{module}:{line} imports {target}" for module, (_, tree) in ALL.items() if module in owner
+                for line, _, target, _ in imports(tree, KNOWN) if target in owner and owner[target] != owner[module]]
+    assert crossing == []
+
+
 def test_imports_inside_functions_only_for_heavy_optional_dependencies():
     found = []
     for module, (path, tree) in ALL.items():
