@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from negaug.cli.train import _processes, _split_source, launcher, process_group, run_until_stopped, say, threads_note
+from negaug.cli.train import (
+    _processes,
+    _split_source,
+    launcher,
+    process_group,
+    run_until_stopped,
+    say,
+    threads_note,
+    train_in_one_process,
+)
 
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
 
@@ -86,26 +95,9 @@ def run(args) -> int:
 
 def _run_dpc(args, source: str | None, overrides: list[str]) -> int:
     """`negaug pretrain` of a Dense Predictive Coding preset, config or run (one process)."""
-    from negaug import distributed
-    from negaug.experiment import resume_config
-    from negaug.experiment.dpc import prepare_dpc, train_dpc
-    from negaug.experiment.dpc_config import DPCConfig, load_dpc_config
+    from negaug.experiment import kinds
 
-    if distributed.launched_by_torchrun():
-        raise ValueError("DPC runs train in one process; run negaug pretrain without torchrun")
-    if args.resume:
-        if source is not None:
-            raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
-        config = resume_config(args.resume, overrides, warn=_warn, cls=DPCConfig)
-    else:
-        config = load_dpc_config(source, overrides)
-    if args.dry_run:
-        prepare_dpc(config)  # the same checks as a real run
-        say(config.to_yaml(), end="")
-        return 0
-    result, code = run_until_stopped(
-        lambda stop: train_dpc(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
-                               on_start=_announce(config), warn=_warn), "negaug pretrain")
+    result, code = train_in_one_process(args, kinds.get("dpc"), source, overrides, "negaug pretrain", "DPC")
     if code is not None:
         return code
     say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s, last loss "

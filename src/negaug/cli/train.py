@@ -211,37 +211,41 @@ def _processes() -> str:
         if distributed.is_distributed() else ""
 
 
-def _run_translation(args, source: str | None, overrides: list[str]) -> int:
-    """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`)."""
+def train_in_one_process(args, kind, source: str | None, overrides: list[str], command: str, what: str):
+    """`negaug train` / `negaug pretrain` of a kind that trains in one process (Pix2Pix, DPC): its
+    config (or, with --resume, the run's own), --dry-run, the start line and Ctrl-C. Returns
+    (result, None) or (None, exit code)."""
     from negaug import distributed
     from negaug.experiment import resume_config
-    from negaug.experiment.translate import prepare_translation, train_translation
-    from negaug.experiment.translate_config import (
-        TranslationConfig,
-        load_translation_config,
-    )
 
     if distributed.launched_by_torchrun():
-        raise ValueError("pix2pix runs train in one process; run negaug train without torchrun")
+        raise ValueError(f"{what} runs train in one process; run {command} without torchrun")
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
-        config = resume_config(args.resume, overrides, warn=_warn_line, cls=TranslationConfig)
+        config = resume_config(args.resume, overrides, warn=_warn_line, cls=kind.config_class)
     else:
-        config = load_translation_config(source, overrides)
+        config = kind.load_config(source, overrides)
     if args.dry_run:
-        prepare_translation(config)  # the same checks as a real run
+        kind.prepare(config)  # the same checks as a real run
         print(config.to_yaml(), end="")
-        return 0
+        return None, 0
 
     def on_start(run_dir, device, step) -> None:
         start = f" (to step {config.train.steps}, from step {step})" if step else ""
-        print(f"negaug: training pix2pix {config.train.steps - step} steps{start} in {run_dir} on {device}"
+        print(f"negaug: training {what} {config.train.steps - step} steps{start} in {run_dir} on {device}"
               f"{threads_note(config, device)}", flush=True)
 
-    result, code = run_until_stopped(
-        lambda stop: train_translation(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
-                                       on_start=on_start, warn=_warn_line), "negaug train")
+    return run_until_stopped(
+        lambda stop: kind.train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                                on_start=on_start, warn=_warn_line), command)
+
+
+def _run_translation(args, source: str | None, overrides: list[str]) -> int:
+    """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`)."""
+    from negaug.experiment import kinds
+
+    result, code = train_in_one_process(args, kinds.get("pix2pix"), source, overrides, "negaug train", "pix2pix")
     if code is not None:
         return code
     scores = result.scores or {}

@@ -231,4 +231,4 @@ def load_dpc_run(run_dir: str | Path, checkpoint_choice: str = "latest", device:
     return LoadedDPCRun(Path(run_dir), parts["config"], found.step, parts["state"].model.eval(), found.path)
 
 
-kinds.attach("dpc", train=train_dpc, load=load_dpc_run)
+kinds.attach("dpc", train=train_dpc, load=load_dpc_run, prepare=prepare_dpc)

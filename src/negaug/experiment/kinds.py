@@ -53,6 +53,7 @@ class RunKind:
     load_config: Callable[..., ConfigBase]  # (preset or YAML file, overrides) -> config
     train: Callable[..., Any] | None = None  # attached by the module that trains this kind
     load: Callable[..., Any] | None = None
+    prepare: Callable[..., Any] | None = None  # every check of a run, nothing written (--dry-run)
 
 
 _REGISTRY: dict[str, RunKind] = {
@@ -80,10 +81,11 @@ def get(name: str) -> RunKind:
     return _REGISTRY[name]
 
 
-def attach(name: str, *, train: Callable[..., Any], load: Callable[..., Any]) -> None:
+def attach(name: str, *, train: Callable[..., Any], load: Callable[..., Any],
+           prepare: Callable[..., Any]) -> None:
     """Called by the module that trains kind `name`, when it is imported."""
     kind = get(name)
-    kind.train, kind.load = train, load
+    kind.train, kind.load, kind.prepare = train, load, prepare
 
 
 def of_config_class(cls: type[ConfigBase]) -> RunKind:

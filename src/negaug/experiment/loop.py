@@ -605,4 +605,4 @@ def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:
              f"the resumed run continues with today's draws wherever such a negative occurs")
 
 
-kinds.attach("gan", train=train, load=runs.load_run)
+kinds.attach("gan", train=train, load=runs.load_run, prepare=prepare_run)

@@ -39,7 +39,7 @@ from negaug.experiment import kinds
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.checkpoint import Checkpoint
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
-from negaug.experiment.pretrain import check_pretrain_run, pretrain
+from negaug.experiment.pretrain import check_pretrain_run, prepare_pretraining, pretrain
 from negaug.experiment.pretrain_build import build_model
 from negaug.experiment.pretrain_config import PretrainConfig
 from negaug.experiment.runs import config_of_record, find_checkpoint, require_run_dir, use_data_folder
@@ -234,4 +234,4 @@ def distance_comparison(runs: dict[str, str | Path], path: str | Path, transform
                               title=f"Theorem 2: data vs NDA representations\nmean: {'; '.join(means)}")
 
 
-kinds.attach("pretrain", train=pretrain, load=load_pretrained)
+kinds.attach("pretrain", train=pretrain, load=load_pretrained, prepare=prepare_pretraining)

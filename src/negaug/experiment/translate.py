@@ -297,4 +297,4 @@ def format_scores(entry: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-kinds.attach("pix2pix", train=train_translation, load=load_translation_run)
+kinds.attach("pix2pix", train=train_translation, load=load_translation_run, prepare=prepare_translation)
