@@ -301,6 +301,10 @@ def test_every_kind_logs_to_tensorboard_and_wandb_when_asked(tmp_path, name, mon
     logged_steps = sorted({r["step"] for r in records if "it_per_s" in r})
     assert logged_steps and logged_steps[-1] == 2 and ("it_per_s", 2) in scalars
     assert sorted(closed) == ["board", "wandb"]
+    # regression (review): nested results (the k-NN monitor, Pix2Pix's scores) reached neither sink
+    nested = {"pretrain": "knn/value", "pix2pix": "eval/mean_iou"}
+    if name in nested:
+        assert (nested[name], 2) in scalars
 
 
 @pytest.mark.parametrize("name", kinds.names())
@@ -313,3 +317,29 @@ def test_every_kind_refuses_tensorboard_without_the_package_before_any_folder(tm
     with pytest.raises(ValueError, match="needs the tensorboard package: pip install tensorboard"):
         kinds.get(name).train(config)
     assert not (tmp_path / "r").exists()
+
+
+def test_scalars_of_a_record_reach_one_level_into_nested_results():
+    from negaug.experiment.stats import scalars_of
+
+    record = {"step": 5, "loss": 0.5, "flag": True, "knn": {"value": 0.9, "protocol": {"k": 20}, "metric": "knn"},
+              "warning": "text"}
+    assert scalars_of(record) == {"loss": 0.5, "knn/value": 0.9}
+
+
+def test_commands_aimed_at_a_dpc_run_name_its_kind(tmp_path, capsys):
+    """Regressions (review): `negaug eval` pasted a sentence as a command, `negaug probe` called a
+    DPC run a GAN run, and keep_checkpoints=0 left a DPC run without any checkpoint."""
+    from negaug.cli import main
+
+    kinds.get("dpc").train(config_of("dpc", tmp_path, "v", 2))
+    capsys.readouterr()
+    for argv in (["eval", str(tmp_path / "v")], ["probe", str(tmp_path / "v")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is a Dense Predictive Coding (negaug pretrain) run" in err and "load_dpc_run" in err
+        assert "`negaug pretrain --resume" in err and "GAN runs" not in err and err.count("\n") == 1
+    preset, overrides = TINY["dpc"]
+    for bad in ("train.keep_checkpoints=0", "train.checkpoint_every=-1", "optim.lr=nan"):
+        assert main(["pretrain", preset, *overrides, bad, f"train.runs_dir={tmp_path}", "train.name=w"]) == 2
+        assert bad.split("=")[0] in capsys.readouterr().err and not (tmp_path / "w").exists()

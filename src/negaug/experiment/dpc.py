@@ -13,6 +13,7 @@ refused). Evaluate the features with `negaug.video` (`negaug repro video` probes
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,17 @@ def check_dpc_scalars(config: DPCConfig) -> None:
     check_run_name(config.train.name)
     check_folder(config.train.runs_dir, "train.runs_dir")
     for key, value in (("train.steps", config.train.steps), ("data.batch_size", config.data.batch_size),
-                       ("train.log_every", config.train.log_every)):
+                       ("train.log_every", config.train.log_every), ("train.keep_checkpoints", config.train.keep_checkpoints)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}={value} must be a positive integer")
-    if config.optim.lr <= 0 or config.loss.temperature <= 0 or config.loss.nda_weight < 0:
-        raise ValueError("optim.lr and loss.temperature must be positive and loss.nda_weight >= 0")
+    if isinstance(config.train.checkpoint_every, bool) or not isinstance(config.train.checkpoint_every, int) \
+            or config.train.checkpoint_every < 0:
+        raise ValueError(f"train.checkpoint_every={config.train.checkpoint_every} must be an integer >= 0 (0: at the end)")
+    for key, value, low in (("optim.lr", config.optim.lr, 0.0), ("loss.temperature", config.loss.temperature, 0.0)):
+        if not math.isfinite(value) or value <= low:
+            raise ValueError(f"{key}={value} must be a positive number")
+    if not math.isfinite(config.loss.nda_weight) or config.loss.nda_weight < 0:
+        raise ValueError(f"loss.nda_weight={config.loss.nda_weight} must be >= 0 (0: NDA clips computed, ignored)")
 
 
 def build_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:

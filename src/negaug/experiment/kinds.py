@@ -48,12 +48,19 @@ class RunKind:
     name: str
     what: str  # in messages: "a <what> run"
     train_command: str
-    evaluate_command: str
+    evaluate_command: str | None  # None: no command evaluates it (`evaluate_hint` says what does)
     config_class: type[ConfigBase]
     load_config: Callable[..., ConfigBase]  # (preset or YAML file, overrides) -> config
     train: Callable[..., Any] | None = None  # attached by the module that trains this kind
     load: Callable[..., Any] | None = None
     prepare: Callable[..., Any] | None = None  # every check of a run, nothing written (--dry-run)
+    evaluate_hint: str = ""  # how to evaluate a run of a kind without an evaluation command
+
+    def how_to_evaluate(self, run_dir: str | Path) -> str:
+        """'`negaug eval RUN` evaluates it', or the kind's hint when no command does."""
+        if self.evaluate_command is None:
+            return f"no command evaluates it ({self.evaluate_hint})"
+        return f"`{self.evaluate_command} {run_dir}` evaluates it"
 
 
 _REGISTRY: dict[str, RunKind] = {
@@ -61,9 +68,9 @@ _REGISTRY: dict[str, RunKind] = {
     "pretrain": RunKind("pretrain", "contrastive pretraining (negaug pretrain)", "negaug pretrain", "negaug probe",
                         PretrainConfig, load_pretrain_config),
     "pix2pix": RunKind("pix2pix", "pix2pix", "negaug train", "negaug eval", TranslationConfig, load_translation_config),
-    "dpc": RunKind("dpc", "Dense Predictive Coding (negaug pretrain)", "negaug pretrain",
-                   "negaug.experiment.dpc.load_dpc_run (Python; `negaug repro video` probes DPC features)",
-                   DPCConfig, load_dpc_config),
+    "dpc": RunKind("dpc", "Dense Predictive Coding (negaug pretrain)", "negaug pretrain", None, DPCConfig,
+                   load_dpc_config, evaluate_hint="load it with negaug.experiment.load_dpc_run and probe its "
+                                                  "features with negaug.video"),
 }
 # the order `of_run` tries the config classes in: the most specific first (a pix2pix config has a
 # `kind` key, a pretraining one its own sections; a GAN config accepts neither)

@@ -39,6 +39,7 @@ from negaug.experiment.evaluate import check_feature_space_of_run, evaluate_gene
 from negaug.experiment.health import HealthMonitor
 from negaug.experiment.pace import StepPace
 from negaug.experiment.state import TrainState, WorldSizeError, rank_seed, rng_devices, world_size_message
+from negaug.experiment.stats import scalars_of
 from negaug.experiment.steps import NonFiniteLossError, discriminator_step, generator_step
 from negaug.experiment.wandb_logger import open_wandb
 from negaug.files import write_atomically
@@ -252,12 +253,20 @@ class RunSinks:
 def open_sinks(config, run_dir: Path, step: int, on_log: Callable[[dict[str, Any]], None] | None) -> RunSinks:
     """The sinks of a run of any kind (`RunSinks`), opened at `step` (a resumed run appends)."""
     settings = config.train
-    log = runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=step) if runs.is_main_process() else None
-    board = _tensorboard(run_dir) if getattr(settings, "tensorboard", False) and log is not None else None
-    if board is not None:  # the resolved config, once per session, as preformatted text
-        board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), step)
-    wandb_run = open_wandb(run_dir, config.to_dict()) if getattr(settings, "wandb", False) and log is not None else None
-    return RunSinks(log, board, wandb_run, on_log if wandb_run is None else wandb_run.chain(on_log))
+    sinks = RunSinks(runs.MetricsLog(run_dir / "metrics.jsonl", resume_step=step) if runs.is_main_process() else None,
+                     on_log=on_log)
+    try:
+        if getattr(settings, "tensorboard", False) and sinks.log is not None:
+            sinks.board = _tensorboard(run_dir)
+            # the resolved config, once per session, as preformatted text
+            sinks.board.add_text("config", "".join(f"    {line}\n" for line in config.to_yaml().splitlines()), step)
+        if getattr(settings, "wandb", False) and sinks.log is not None:
+            sinks.wandb_run = open_wandb(run_dir, config.to_dict())
+            sinks.on_log = sinks.wandb_run.chain(on_log)  # W&B gets every record
+    except BaseException:
+        sinks.close()  # what was opened before the failure
+        raise
+    return sinks
 
 
 def drive(config, state, device: torch.device, hooks: LoopHooks, stop_requested: Callable[[], bool],
@@ -311,10 +320,11 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> TrainResult:
     """The GAN kind inside `drive`: health warnings, evaluations, samples, TensorBoard and W&B."""
     settings = config.train
-    sinks = open_sinks(config, run_dir, state.step, on_log)
-    log, board = sinks.log, sinks.board
     health, health_warnings = HealthMonitor(), []
     health.set_real(real_examples(recipe.dataset, settings.num_sample_images))
+    fixed_latent = fixed_latent_batch(config, recipe, state)
+    sinks = open_sinks(config, run_dir, state.step, on_log)  # last: nothing can fail before drive closes them
+    log, board = sinks.log, sinks.board
 
     def report_health(found: list[str]) -> None:
         for message in found:
@@ -324,8 +334,6 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
             warn(message)
             if log is not None:
                 log.write({"step": state.step, "warning": message})
-
-    fixed_latent = fixed_latent_batch(config, recipe, state)
 
     def samples(step: int) -> None:
         report_health(health.check_samples(step, save_samples(state, fixed_latent, run_dir, recipe.dataset, board)))
@@ -394,9 +402,8 @@ def _emit(record, log, board, on_log) -> None:
     if log is not None:
         log.write(record)
     if board is not None:
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
-                board.add_scalar(key, value, record["step"])
+        for key, value in scalars_of(record).items():
+            board.add_scalar(key, value, record["step"])
     if on_log is not None:
         on_log(record)
 

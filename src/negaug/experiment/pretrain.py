@@ -20,7 +20,7 @@ import torch
 
 from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
-from negaug.experiment import checkpoint, runs
+from negaug.experiment import checkpoint, kinds, runs
 from negaug.experiment.build import check_sinks
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.loop import (
@@ -80,7 +80,11 @@ def pretrain(config: PretrainConfig, run_dir: str | Path | None = None, resume: 
 
 def check_pretrain_run(run_dir: str | Path) -> None:
     """ValueError when the newest readable checkpoint record of `run_dir` holds a config that is
-    not a pretraining one (a GAN run of `negaug train`)."""
+    not a MoCo pretraining one, naming the run's kind and the commands that fit it."""
+    other = kinds.other_kind(run_dir, PretrainConfig)
+    if other is not None:
+        raise ValueError(f"{run_dir} is a {other.what} run, not a MoCo-v2 pretraining run; "
+                         f"{other.how_to_evaluate(run_dir)} (and `{other.train_command} --resume {run_dir}` resumes it)")
     folder = Path(run_dir) / "checkpoints"
     for step in reversed(list_steps(folder)):
         try:

@@ -360,8 +360,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest", device: str | torc
 
     other = kinds.other_kind(run_dir, Config)
     if other is not None:  # a pretraining or pix2pix run: say so, not "no usable checkpoint"
-        raise ValueError(f"{run_dir} is a {other.what} run, not a GAN run; `{other.evaluate_command} {run_dir}` "
-                         f"evaluates it (and `{other.train_command} --resume {run_dir}` resumes it)")
+        raise ValueError(f"{run_dir} is a {other.what} run, not a GAN run; {other.how_to_evaluate(run_dir)} "
+                         f"(and `{other.train_command} --resume {run_dir}` resumes it)")
     found = find_checkpoint(run_dir, checkpoint, warn=warn, accept=restore)
     for module in (parts["generator"], parts["discriminator"], parts["sampler"]):
         module.eval()

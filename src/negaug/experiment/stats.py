@@ -5,6 +5,7 @@ Values stay tensors until `collect`, so reporting inside the training step costs
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 
@@ -37,3 +38,18 @@ class Stats:
         self._sums.clear()
         self._counts.clear()
         return out
+
+
+def scalars_of(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a log record for TensorBoard and W&B: top-level ones, and one level into a
+    nested result (the k-NN monitor's {"knn": {"value": ...}} -> "knn/value"; Pix2Pix's eval scores)."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if key == "step":
+            continue
+        if isinstance(value, dict):
+            out.update({f"{key}/{inner}": v for inner, v in value.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = value
+    return out

@@ -1,4 +1,4 @@
-"""Optional Weights & Biases logging of a GAN run (`train.wandb=true`, `pip install -e ".[wandb]"`):
+"""Optional Weights & Biases logging of a negaug run (any kind) (`train.wandb=true`, `pip install -e ".[wandb]"`):
 the numbers of every log step's metrics.jsonl line (losses, D outputs, rates, timings) at its
 step, and the resolved config. Unlike the TensorBoard writer it does not (yet) receive the
 `eval.every` evaluations or the sample grids.
@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from negaug.experiment.stats import scalars_of
 
 MISSING = "train.wandb=true needs the wandb package: pip install -e '.[wandb]'"
 
@@ -35,8 +37,7 @@ class WandbLogger:
         self.run = run
 
     def log(self, record: dict[str, Any]) -> None:
-        numbers = {key: value for key, value in record.items()
-                   if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+        numbers = scalars_of(record)
         if numbers:
             self.run.log(numbers, step=int(record["step"]))
 
