@@ -325,6 +325,8 @@ def test_scalars_of_a_record_reach_one_level_into_nested_results():
     record = {"step": 5, "loss": 0.5, "flag": True, "knn": {"value": 0.9, "protocol": {"k": 20}, "metric": "knn"},
               "warning": "text"}
     assert scalars_of(record) == {"loss": 0.5, "knn/value": 0.9}
+    evaluation = {"step": 5, "eval": {"fid[classifier:x]": {"value": 8.7, "protocol": {}}, "pr": {"precision": 0.7}}}
+    assert scalars_of(evaluation) == {"eval/fid[classifier:x]": 8.7}  # as the GAN loop wrote it before
 
 
 def test_commands_aimed_at_a_dpc_run_name_its_kind(tmp_path, capsys):
@@ -343,3 +345,24 @@ def test_commands_aimed_at_a_dpc_run_name_its_kind(tmp_path, capsys):
     for bad in ("train.keep_checkpoints=0", "train.checkpoint_every=-1", "optim.lr=nan"):
         assert main(["pretrain", preset, *overrides, bad, f"train.runs_dir={tmp_path}", "train.name=w"]) == 2
         assert bad.split("=")[0] in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_pretraining_keeps_its_best_checkpoint_by_the_validation_knn(tmp_path):
+    """Issue 24 (best checkpoint in every kind that measures during training): MoCo-v2 keeps the
+    checkpoint of its best k-NN monitor (validation split) in checkpoints/best, as GAN runs do by
+    eval.best_metric; `negaug probe --checkpoint best` reads it."""
+    import json
+
+    from negaug.experiment.probe import probe_run
+
+    kind = kinds.get("pretrain")
+    config = config_of("pretrain", tmp_path, "r", 6)
+    config.train.knn_every = 2
+    kind.train(config)
+    knn = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"knn"' in line]
+    during = [(r["knn"]["value"], r["step"]) for r in knn if r["step"] < 6]  # the monitor's steps: 2 and 4
+    best_value, best_step = max(during, key=lambda pair: (pair[0], -pair[1]))  # the first of equal values
+    best = ckpt.load_latest(tmp_path / "r" / "checkpoints" / "best")
+    assert best.step == best_step and best.state["best"] == {"metric": "knn", "value": best_value, "step": best_step}
+    entry = probe_run(tmp_path / "r", checkpoint="best", split="val", epochs=1)
+    assert entry["step"] == best_step

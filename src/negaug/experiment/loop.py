@@ -350,7 +350,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
         desc="train", step=lambda step: train_step(recipe, state, step, state.stats),
         emit=sinks.emit, report=report_health,
         postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g") if k in record},
-        periodic=((config.eval.every, lambda step: _evaluate(config, recipe, state, run_dir, log, board, report_health)),
+        periodic=((config.eval.every, lambda step: _evaluate(config, recipe, state, run_dir, sinks.emit, report_health)),
                   (settings.sample_every, samples)),
         after_log=health.check_log, finish=finish, close=close)
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
@@ -471,19 +471,15 @@ def sample_scatter_figure(samples: torch.Tensor, dataset=None, step: int = 0):
                               mode_std=float(dataset.std) if modes is not None else 0.0)
 
 
-def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path, log, board,
-              report: Callable[[list[str]], None]) -> None:
-    """Evaluate the EMA generator; keep the best checkpoint by eval.best_metric. Warnings of
-    values computed with eval.force go to `report` (screen, metrics.jsonl, report.md)."""
+def _evaluate(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
+              emit: Callable[[dict[str, Any]], None], report: Callable[[list[str]], None]) -> None:
+    """Evaluate the EMA generator into the run's sinks (metrics.jsonl; "eval/<metric>" to
+    TensorBoard and W&B); keep the best checkpoint by eval.best_metric. Warnings of values
+    computed with eval.force go to `report` (screen, metrics.jsonl, report.md)."""
     results = evaluate_generator_of_run(config, state.sampler(), recipe.dataset, recipe.num_classes, recipe.device)
     report([f"evaluation: {key}: {message}" for key, result in results.items()
             for message in result.get("warnings", [])])
-    if log is not None:
-        log.write({"step": state.step, "eval": results})
-    if board is not None:
-        for key, result in results.items():
-            if isinstance(result.get("value"), (int, float)):
-                board.add_scalar(f"eval/{key}", result["value"], state.step)
+    emit({"step": state.step, "eval": results})
     metric = config.eval.best_metric
     result = find_metric(results, metric) if metric else None
     if metric and result is None:

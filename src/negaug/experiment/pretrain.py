@@ -143,6 +143,7 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
         nonlocal knn
         if step < settings.steps:  # the last step's k-NN comes in `finish`, once
             knn = _knn(config, recipe, state, sinks.emit)
+            _keep_best(config, state, run_dir, knn)
 
     def finish() -> None:
         nonlocal knn
@@ -175,6 +176,15 @@ def knn_of_model(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrain
                               bank_split=config.data.split, query_split="val", data=config.data.name,
                               step=state.step)
     return result
+
+
+def _keep_best(config: PretrainConfig, state: PretrainState, run_dir: Path, knn: dict[str, Any]) -> None:
+    """The best checkpoint by the k-NN monitor on the validation split (checkpoints/best/, one kept;
+    `negaug probe RUN --checkpoint best`), as GAN runs keep theirs by eval.best_metric."""
+    value = float(knn["value"])
+    if state.best is None or value > state.best["value"]:
+        state.best = {"metric": "knn", "value": value, "step": state.step}
+        save_checkpoint(config, state, run_dir, folder=run_dir / "checkpoints" / "best", keep=1)
 
 
 def _knn(config, recipe, state, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class PretrainState:
     nda_rng: torch.Generator  # the NDA views
     shuffle_rng: torch.Generator  # Shuffle-BN permutations of the keys
     step: int = 0  # optimizer steps done
+    best: dict[str, Any] | None = None  # {"metric": "knn", "value", "step"}: the best k-NN monitor so far (validation)
     stats: Stats = field(default_factory=Stats)  # logged statistics since the last log line
 
     def _generators(self) -> dict[str, torch.Generator]:
@@ -78,6 +79,8 @@ class PretrainState:
         state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "rng": stream_states(self._generators(), self.batches.device),
                  "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
+        if self.best is not None:  # only with train.knn_every: other checkpoints keep their layout
+            state["best"] = self.best
         return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -88,7 +91,7 @@ class PretrainState:
         restore_streams(rank_streams(state), self._generators(), self.batches.device)
         self.batches.load_state_dict(state["batches"])
         self.stats.load_state_dict(state["stats"])
-        self.step = int(state["step"])
+        self.step, self.best = int(state["step"]), state.get("best")
 
     def non_finite(self, limit: int = 3) -> list[str]:
         """Names of up to `limit` tensors of the model (the queue included) or the optimizer holding NaN or infinity."""

@@ -322,8 +322,9 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Acc
     elif which == "best":
         found = load_latest(folder / "best", warn=warn, accept=accept)
         if found is None:
-            raise FileNotFoundError(f"{run_dir} has no usable best checkpoint (set eval.every and eval.best_metric "
-                                    f"when training); use --checkpoint latest")
+            raise FileNotFoundError(f"{run_dir} has no usable best checkpoint (GAN runs: set eval.every and "
+                                    f"eval.best_metric when training; pretraining runs: train.knn_every); "
+                                    f"use --checkpoint latest")
     else:
         path = Path(which)
         if path.resolve().parent not in (folder.resolve(), (folder / "best").resolve()):

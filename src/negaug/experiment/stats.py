@@ -42,14 +42,22 @@ class Stats:
 
 def scalars_of(record: dict[str, Any]) -> dict[str, float]:
     """The numbers of a log record for TensorBoard and W&B: top-level ones, and one level into a
-    nested result (the k-NN monitor's {"knn": {"value": ...}} -> "knn/value"; Pix2Pix's eval scores)."""
+    nested result: its numbers (the k-NN monitor's {"knn": {"value": ...}} -> "knn/value";
+    Pix2Pix's scores) and the "value" of each metric of an evaluation ({"eval": {"fid[...]":
+    {"value": ...}}} -> "eval/fid[...]")."""
     out: dict[str, float] = {}
     for key, value in record.items():
         if key == "step":
             continue
         if isinstance(value, dict):
-            out.update({f"{key}/{inner}": v for inner, v in value.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            for inner, v in value.items():
+                v = v.get("value") if isinstance(v, dict) else v
+                if _is_number(v):
+                    out[f"{key}/{inner}"] = v
+        elif _is_number(value):
             out[key] = value
     return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
