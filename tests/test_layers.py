@@ -160,6 +160,17 @@ def test_kinds_of_run_never_import_each_other():
     assert crossing == []
 
 
+def test_only_the_critic_steps_an_optimizer_in_the_experiment_layer():
+    """Issue 24: every training update of every kind goes through critic.backward_and_step (its
+    data-parallel all-reduce and fp16 scaler written once)."""
+    import re
+
+    stepping = re.compile(r"\b(\w*opt\w*|scaler)\.step\(")  # optimizer.step(), opt_d.step(), scaler.step(...)
+    found = [f"{path.name}:{number}" for path in sorted((ROOT / "experiment").rglob("*.py")) if path.name != "critic.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1) if stepping.search(line.split("#")[0])]
+    assert found == []
+
+
 def test_imports_inside_functions_only_for_heavy_optional_dependencies():
     found = []
     for module, (path, tree) in ALL.items():

@@ -1,4 +1,5 @@
-"""The one place training calls a discriminator: GAN steps (`steps.score`, `steps.features`),
+"""The one place training calls a discriminator, and the one place any kind of run takes an
+optimizer step (`backward_and_step`). Discriminator calls: GAN steps (`steps.score`, `steps.features`),
 every member of a MIX+GAN mixture (`negaug.losses.mixture` is handed `member_scorer`) and
 Pix2Pix's pairs (`translate.score_pairs`) all go through `score` and `features` here.
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from negaug import distributed
 from negaug.models import is_batch_dependent
 
 Part = tuple[torch.Tensor, "torch.Tensor | None"]  # samples of one kind and their labels / conditions (or None)
@@ -81,3 +83,19 @@ def member_scorer(prepare: Callable[[torch.Tensor], torch.Tensor] = _same,
     return scorer
 
 
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """The one place every training update of every kind happens (GAN's D and G, MoCo-v2, Pix2Pix's
+    D and G, DPC): zero the gradients, backward, average them over ranks, step. Data parallel: the gradients (of the loss and
+    every penalty in it) are averaged over ranks between backward and step; with fp16 the scaled
+    ones, so that every rank's scaler finds the same infs and keeps the same scale."""
+    optimizer.zero_grad(set_to_none=True)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        distributed.all_reduce_gradients(params)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        distributed.all_reduce_gradients(params)
+        optimizer.step()

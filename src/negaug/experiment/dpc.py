@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from negaug import data, distributed, nda
-from negaug.experiment import checkpoint, kinds, runs
+from negaug.experiment import checkpoint, critic, kinds, runs
 from negaug.experiment.build import _with_key, check_seed, check_sinks, check_threads, resolve_device
 from negaug.experiment.config import check_run_name
 from negaug.experiment.dpc_config import DPCConfig
@@ -170,9 +170,7 @@ def dpc_step(config: DPCConfig, recipe: DPCRecipe, state: DPCState, step: int) -
                         nda_weight=config.loss.nda_weight)
     if not bool(torch.isfinite(loss)):
         raise NonFiniteLossError(f"non-finite DPC loss at step {step}; lower optim.lr (now {config.optim.lr:g})")
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    state.optimizer.step()
+    critic.backward_and_step(loss, state.optimizer, None)
     state.stats.report("loss", loss)
 
 

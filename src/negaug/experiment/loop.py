@@ -362,7 +362,7 @@ def _loop(config: Config, recipe: Recipe, state: TrainState, run_dir: Path,
 
 def train_step(recipe: Recipe, state: TrainState, step: int, stats) -> None:
     """Generator step `step`: `num_d_steps` D steps on fresh real batches, one G step, the EMA.
-    Data parallel: the gradients are averaged inside each step (`steps._backward_and_step`) and
+    Data parallel: the gradients are averaged inside each step (`critic.backward_and_step`) and
     G's batch-norm statistics after the G step, so G, D and the EMA stay identical on every rank."""
     state.generator.train()
     state.discriminator.train()

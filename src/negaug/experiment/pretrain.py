@@ -20,7 +20,7 @@ import torch
 
 from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
-from negaug.experiment import checkpoint, kinds, runs
+from negaug.experiment import checkpoint, critic, kinds, runs
 from negaug.experiment.build import check_sinks
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.loop import (
@@ -120,10 +120,7 @@ def pretrain_step(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrai
     if distributed.any_true(not bool(torch.isfinite(loss))):  # data parallel: on every rank together
         raise NonFiniteLossError(f"non-finite contrastive loss at step {step}; lower optim.lr (now {lr:.3g}) "
                                  f"or raise objective.temperature")
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    distributed.all_reduce_gradients(state.model.trainable_parameters())  # data parallel: the mean over ranks
-    state.optimizer.step()
+    critic.backward_and_step(loss, state.optimizer, None)  # data parallel: the gradients' mean over ranks
     distributed.average_batch_norm_stats(state.model)  # both encoders' running statistics, equal on every rank
     state.stats.report("loss", loss)
     for name, value in stats.items():

@@ -149,7 +149,7 @@ def discriminator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, la
         terms = {**terms, "consistency": consistency_penalty(d_real, d_real_transformed)}  # logged as loss/consistency
         loss = loss + recipe.consistency_weight * terms["consistency"]
     check_finite(step, loss, terms, "discriminator")
-    _backward_and_step(loss, state.opt_d, state.scaler)
+    critic.backward_and_step(loss, state.opt_d, state.scaler)
     if recipe.clip_value > 0:
         clip_weights(state.discriminator, recipe.clip_value)
     _report_d_step(stats, loss, terms, d_real, d_generated, d_neg)
@@ -224,23 +224,6 @@ def _r2(recipe: Recipe, critic, fake: torch.Tensor, negatives: torch.Tensor | No
     return r2
 
 
-def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
-    """The one place every D and G update happens. Data parallel: the gradients (of the loss and
-    every penalty in it) are averaged over ranks between backward and step; with fp16 the scaled
-    ones, so that every rank's scaler finds the same infs and keeps the same scale."""
-    optimizer.zero_grad(set_to_none=True)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        distributed.all_reduce_gradients(params)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        distributed.all_reduce_gradients(params)
-        optimizer.step()
-
-
 def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats,
                    real: torch.Tensor | None = None, real_labels: torch.Tensor | None = None) -> None:
     """One update of G on `recipe.batch_size` samples; the loss is the plain GAN generator loss
@@ -271,7 +254,7 @@ def generator_step(recipe: Recipe, state: TrainState, step: int, stats: Stats,
             terms["ortho"] = orthogonal_penalty(state.generator)
             loss = loss + recipe.ortho_reg * terms["ortho"]
         check_finite(step, loss, terms, "generator")
-        _backward_and_step(loss, state.opt_g, state.scaler)
+        critic.backward_and_step(loss, state.opt_g, state.scaler)
     finally:
         state.discriminator.requires_grad_(True)
     stats.report("loss/g", terms["g"])
@@ -295,7 +278,7 @@ def mmd_generator_step(recipe: Recipe, state: TrainState, real: torch.Tensor, st
         terms = {**terms, "ortho": orthogonal_penalty(state.generator)}
         loss = loss + recipe.ortho_reg * terms["ortho"]
     check_finite(step, loss, terms, "generator")
-    _backward_and_step(loss, state.opt_g, state.scaler)
+    critic.backward_and_step(loss, state.opt_g, state.scaler)
     stats.report("loss/g", loss)
     for name, value in terms.items():
         stats.report(f"loss/{name}", value)
@@ -317,7 +300,7 @@ def mixture_discriminator_step(recipe: Recipe, state: TrainState, real: torch.Te
                                    scorer=_member_scorer(recipe))
     outputs = {name: terms.pop(name) for name in ("out_real", "out_generated", "out_negative") if name in terms}
     check_finite(step, loss, terms, "discriminator")
-    _backward_and_step(loss, state.opt_d, state.scaler)
+    critic.backward_and_step(loss, state.opt_d, state.scaler)
     stats.report("loss/d", loss)
     for name, value in terms.items():
         stats.report(f"loss/{name}", value)
@@ -342,7 +325,7 @@ def mixture_generator_step(recipe: Recipe, state: TrainState, step: int, stats: 
             terms["ortho"] = orthogonal_penalty(G)
             loss = loss + recipe.ortho_reg * terms["ortho"]
         check_finite(step, loss, terms, "generator")
-        _backward_and_step(loss, state.opt_g, state.scaler)
+        critic.backward_and_step(loss, state.opt_g, state.scaler)
     finally:
         D.requires_grad_(True)
     stats.report("loss/g", loss)

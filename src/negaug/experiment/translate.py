@@ -103,9 +103,7 @@ def translation_step(recipe: TranslationRecipe, state: TranslationState, step: i
     loss_d, terms = recipe.loss.d_loss(d_real, d_generated, d_neg, lam=recipe.lam if d_neg is not None else None)
     loss_d = recipe.d_scale * loss_d
     _check_finite(loss_d, step, "discriminator")
-    state.opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    state.opt_d.step()
+    critic.backward_and_step(loss_d, state.opt_d, None)
     state.discriminator.requires_grad_(False)
     try:
         (d_fake,) = score_pairs(state.discriminator, [(generated, condition)])
@@ -113,9 +111,7 @@ def translation_step(recipe: TranslationRecipe, state: TranslationState, step: i
         l1 = (generated - target).abs().mean()
         loss_g = loss_gan + recipe.l1_weight * l1 if recipe.l1_weight > 0 else loss_gan
         _check_finite(loss_g, step, "generator")
-        state.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        state.opt_g.step()
+        critic.backward_and_step(loss_g, state.opt_g, None)
     finally:
         state.discriminator.requires_grad_(True)
     for name, value in {"loss/d": loss_d, "loss/g": loss_g, "loss/g_gan": loss_gan, "loss/l1": l1,
