@@ -126,18 +126,18 @@ class Feature:
 
 
 def channels_last_models(config) -> str:
-    """G and D built for `config` (bf16) hold their 4-D weights channels_last, and take one step."""
-    from negaug.experiment.build import build
-    from negaug.experiment.loop import train_step
-    from negaug.experiment.stats import Stats
+    """The networks built for `config` (bf16) hold their 4-D weights channels_last (G and D of a
+    GAN run, the MoCo encoders of a pretraining run), built by the kind's own prepare."""
+    from negaug.experiment import kinds
 
-    recipe, state = build(config)
-    weights = [p for net in (state.generator, state.discriminator) for p in net.parameters() if p.dim() == 4]
+    kind = kinds.of_config_class(type(config))
+    _, state = kind.prepare(config)
+    nets = [getattr(state, name) for name in ("generator", "discriminator", "model") if hasattr(state, name)]
+    weights = [p for net in nets for p in net.parameters() if p.dim() == 4]
     strided = [tuple(p.shape) for p in weights if not p.is_contiguous(memory_format=torch.channels_last)]
     if not weights or strided:
         raise AssertionError(f"{len(strided)} of {len(weights)} conv weights are not channels_last: {strided[:3]}")
-    train_step(recipe, state, 1, Stats())
-    return f"; {len(weights)} conv weights of G and D channels_last, one more step"
+    return f"; {len(weights)} conv weights of the {kind.name} run's networks channels_last"
 
 
 FEATURES = (

@@ -43,10 +43,13 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
     expected_gan = {"fp32": "ok", "bf16 autocast": "ok", "channels_last": "ok", "fp16 + grad scaler": "skipped",
                     "compile": "skipped"}
     assert {f: status["gan", f] for f in FEATURES} == expected_gan
-    for name in ("pretrain", "pix2pix"):  # neither has train.precision nor train.compile (yet)
+    # pretraining has train.precision (not train.compile); pix2pix and dpc have neither (yet)
+    assert {f: status["pretrain", f] for f in FEATURES} == {**expected_gan, "compile": "not supported"}
+    for name in ("pix2pix", "dpc"):
         assert {f: status[name, f] for f in FEATURES} == {f: "ok" if f == "fp32" else "not supported" for f in FEATURES}
-    channels_last = next(r for r in report["results"] if r["feature"] == "channels_last" and r["kind"] == "gan")
-    assert "conv weights of G and D channels_last" in channels_last["detail"]
+    for name in ("gan", "pretrain"):
+        channels_last = next(r for r in report["results"] if r["feature"] == "channels_last" and r["kind"] == name)
+        assert f"conv weights of the {name} run's networks channels_last" in channels_last["detail"]
     assert [row["preset"] for row in report["speed"]] == ["default", "cifar10"]
     for row in report["speed"]:
         cells = row["cells"]
@@ -54,7 +57,7 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
         assert cells["fp32 compiled"]["status"] == cells["bf16 compiled"]["status"] == "skipped"
     assert report["speed"][1]["model_name"] == "biggan" and report["speed"][1]["num_d_steps"] == 1  # the dry size
     assert "| kind | fp32 | bf16 autocast | channels_last | fp16 + grad scaler | compile |" in md
-    assert "| pretrain | ok (" in md and "not supported by pretrain (no train.precision)" in md
+    assert "| pretrain | ok (" in md and "not supported by pix2pix (no train.precision)" in md
 
 
 @pytest.mark.slow

@@ -366,3 +366,25 @@ def test_pretraining_keeps_its_best_checkpoint_by_the_validation_knn(tmp_path):
     assert best.step == best_step and best.state["best"] == {"metric": "knn", "value": best_value, "step": best_step}
     entry = probe_run(tmp_path / "r", checkpoint="best", split="val", epochs=1)
     assert entry["step"] == best_step
+
+
+@pytest.mark.parametrize("name", ["gan", "pretrain"])  # the kinds with train.precision
+def test_bf16_runs_of_every_kind_with_mixed_precision_train_finite_and_resume_exactly(tmp_path, name):
+    """Issue 24: mixed precision beyond GAN runs: MoCo-v2 pretraining trains under bf16 autocast
+    with channels_last (fp16 needs a GPU and is refused here in one line), resumes exactly."""
+    kind = kinds.get(name)
+    whole = config_of(name, tmp_path, "whole", 4)
+    whole.train.precision = "bf16"
+    result = kind.train(whole)
+    assert all(v == v for v in result.last_log.values() if isinstance(v, float))  # no NaN
+    logged: list[int] = []
+    parts = config_of(name, tmp_path, "parts", 4)
+    parts.train.precision = "bf16"
+    kind.train(parts, stop_requested=lambda: bool(logged) and logged[-1] >= 2, on_log=lambda r: logged.append(r["step"]))
+    kind.train(runs.resume_config(tmp_path / "parts", cls=kind.config_class), run_dir=tmp_path / "parts", resume=True)
+    (_, a), (_, b) = latest(tmp_path / "whole"), latest(tmp_path / "parts")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fp16 = config_of(name, tmp_path, "half", 2)
+    fp16.train.precision = "fp16"
+    with pytest.raises(ValueError, match="train.precision=fp16 needs a GPU"):
+        kind.train(fp16)

@@ -63,10 +63,22 @@ class Recipe:
 
     def autocast(self):
         """The autocast context of `precision` (a no-op for fp32)."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast_of(self.precision, self.device)
+
+
+def autocast_of(precision: str, device: torch.device):
+    """The autocast context of a run's train.precision on `device`, for every kind (fp32: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """train.precision of a run of any kind: fp32, bf16 or fp16, and fp16 only on a GPU."""
+    if precision not in VALID_PRECISIONS:
+        raise ValueError(f"train.precision='{precision}' is not one of {', '.join(VALID_PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16")
 
 
 def resolve_device(name: str | torch.device, key: str = "train.device") -> torch.device:

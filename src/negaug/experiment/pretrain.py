@@ -21,7 +21,7 @@ import torch
 from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import checkpoint, critic, kinds, runs
-from negaug.experiment.build import check_sinks
+from negaug.experiment.build import autocast_of, check_sinks
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.loop import (
     LoopHooks,
@@ -116,11 +116,15 @@ def pretrain_step(config: PretrainConfig, recipe: PretrainRecipe, state: Pretrai
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     state.model.train()
-    loss, _, stats = state.model(x_q, x_k, nda=nda, generator=state.shuffle_rng)
+    if config.train.precision == "bf16":
+        x_q, x_k = (x.contiguous(memory_format=torch.channels_last) for x in (x_q, x_k))
+    with autocast_of(config.train.precision, recipe.device):
+        loss, _, stats = state.model(x_q, x_k, nda=nda, generator=state.shuffle_rng)
+    loss = loss.float()
     if distributed.any_true(not bool(torch.isfinite(loss))):  # data parallel: on every rank together
         raise NonFiniteLossError(f"non-finite contrastive loss at step {step}; lower optim.lr (now {lr:.3g}) "
                                  f"or raise objective.temperature")
-    critic.backward_and_step(loss, state.optimizer, None)  # data parallel: the gradients' mean over ranks
+    critic.backward_and_step(loss, state.optimizer, state.scaler)  # data parallel: the gradients' mean over ranks
     distributed.average_batch_norm_stats(state.model)  # both encoders' running statistics, equal on every rank
     state.stats.report("loss", loss)
     for name, value in stats.items():

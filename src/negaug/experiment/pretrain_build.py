@@ -26,6 +26,7 @@ from negaug.experiment.build import (
     _with_key,
     build_dataset,
     build_other_data_source,
+    check_precision,
     check_seed,
     check_threads,
     resolve_device,
@@ -68,6 +69,7 @@ class PretrainState:
     augment_rng: torch.Generator  # the positive views
     nda_rng: torch.Generator  # the NDA views
     shuffle_rng: torch.Generator  # Shuffle-BN permutations of the keys
+    scaler: torch.amp.GradScaler | None = None  # train.precision=fp16 only
     step: int = 0  # optimizer steps done
     best: dict[str, Any] | None = None  # {"metric": "knn", "value", "step"}: the best k-NN monitor so far (validation)
     stats: Stats = field(default_factory=Stats)  # logged statistics since the last log line
@@ -81,6 +83,8 @@ class PretrainState:
                  "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
         if self.best is not None:  # only with train.knn_every: other checkpoints keep their layout
             state["best"] = self.best
+        if self.scaler is not None:  # fp16 only
+            state["scaler"] = self.scaler.state_dict()
         return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -92,6 +96,8 @@ class PretrainState:
         self.batches.load_state_dict(state["batches"])
         self.stats.load_state_dict(state["stats"])
         self.step, self.best = int(state["step"]), state.get("best")
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def non_finite(self, limit: int = 3) -> list[str]:
         """Names of up to `limit` tensors of the model (the queue included) or the optimizer holding NaN or infinity."""
@@ -228,7 +234,10 @@ def build_pretraining(config: PretrainConfig) -> tuple[PretrainRecipe, PretrainS
     num_classes = int(getattr(dataset, "num_classes", 0) or 0)
     test_dataset = build_test_split(config, num_classes)
     augment, negative = build_views(config, dataset)
+    check_precision(config.train.precision, device)
     model = build_model(config, dataset).to(device)
+    if config.train.precision == "bf16":  # as GAN runs: NHWC convolutions under bf16 autocast
+        model.to(memory_format=torch.channels_last)
     distributed.broadcast_module(model)  # data parallel: every rank starts from rank 0's weights and queue
     optimizer = torch.optim.SGD(model.trainable_parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
                                 weight_decay=config.optim.weight_decay)
@@ -238,6 +247,7 @@ def build_pretraining(config: PretrainConfig) -> tuple[PretrainRecipe, PretrainS
     state = PretrainState(model=model, optimizer=optimizer, batches=batches,
                           augment_rng=torch.Generator().manual_seed(seed + 1),
                           nda_rng=torch.Generator().manual_seed(seed + 2),
-                          shuffle_rng=torch.Generator().manual_seed(seed + 3))
+                          shuffle_rng=torch.Generator().manual_seed(seed + 3),
+                          scaler=torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None)
     recipe = PretrainRecipe(dataset, test_dataset, augment, negative, num_classes, device)
     return recipe, state
