@@ -357,8 +357,9 @@ def write_figures(name: str, study: Study, summary: dict[str, Any]) -> None:
         bars = {use: {t: (arms[f"{use} {t}"]["test_fid"]["mean"], arms[f"{use} {t}"]["test_fid"]["std"]) for t in TABLE1}
                 for use in ("PDA", "NDA")}
         base = arms[BASELINE.label]["test_fid"]["mean"]
-        plots.grouped_bars(bars, study.out_dir / "pda_bars.png", ylabel="test FID (mean ± std over seeds)",
-                           title=f"Table 1 on MNIST-5k: each transform as PDA and as NDA (no augmentation: {base:.2f})")
+        plots.grouped_bars(bars, study.out_dir / "pda_bars.png",
+                           ylabel=f"test FID, mean ± std over seeds\n(no augmentation: {base:.2f})",
+                           title="Table 1 on MNIST-5k: each transform as PDA and as NDA")
     curves = {label: [r["val_fid_curve"] for r in summary["per_seed"][label]] for label in arms}
     panels = None
     if name == "less_data":  # one panel per share of the data: no NDA against NDA
