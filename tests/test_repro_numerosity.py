@@ -84,9 +84,28 @@ def test_full_size_report_carries_verdicts_and_the_flag(tmp_path):
     results = numerosity.summarize(study, per_seed, [run], real)
     assert results["targets"] == {"nda_at_least_90_percent_at_6": False, "nda_every_claimed_row_reproduced": False}
     report = "\n".join(numerosity.report(results))
-    assert f"**Verdict** (nda (negatives 4, 5, 7)): {results['headline']['nda']}." in report
+    # nda's counters agree on 85% (< 90%): the words stay in the table, the verdict is withheld
+    assert "**No verdict**: the two dot counters agree on only nda (negatives 4, 5, 7) 85%" in report
+    assert "**Verdict**" not in report and results["verdict_withheld"].startswith("the two dot counters")
+    agreed = numerosity.summarize(study, {"baseline": entries(BASELINE, 0.95), "nda": entries(NDA, 0.95)}, [run], real)
+    assert agreed["verdict_withheld"] is None
+    assert f"**Verdict** (nda (negatives 4, 5, 7)): {agreed['headline']['nda']}." in "\n".join(numerosity.report(agreed))
     assert "## Claim table (" in report and "| verdict (nda) |" in report
     assert "| 7 dots (a negative) | falls | 0.050 ± 0.010 | 0.200 ± 0.010 | +0.150 [" in report and "| opposite |" in report
     assert "partly" not in report and "within" not in report
     assert "**Flag: the two counters agree on fewer than 90% of the generated images of nda (negatives 4, 5, 7)**" in report
     assert "| baseline | 100 | 0.950 ± 0.000 | 5->6: 15 |" in report and "| 0.850 ± 0.000 | 5->6: 45 |" in report
+
+
+def test_verdicts_are_withheld_when_the_two_counters_disagree_on_generated_images():
+    """Regression (first full rerun, 2026-12-07): the counters agreed on 17-18% of the generated
+    images, yet the report printed verdict words as a claim."""
+    from negaug.repro.numerosity import counts_in_doubt
+
+    def results(rate):
+        entry = {"agreement": {"mean": rate}, "below_minimum": rate < 0.9}
+        return {"protocol": {"counter_agreement_on_generated_images": {"baseline": entry, "nda": dict(entry)}}}
+
+    assert counts_in_doubt(results(0.95)) == ""
+    reason = counts_in_doubt(results(0.178))
+    assert "agree on only" in reason and "18%" in reason and "counts are in doubt" in reason

@@ -208,7 +208,7 @@ def summarize(study: Study, per_seed, trained, counter_check) -> dict[str, Any]:
         targets[f"{v}_at_least_90_percent_at_{TARGET}"] = claim[f"share_{TARGET}"]["nda"]["mean"] >= 0.9
         claimed = [k for k in claim if DIRECTIONS[k] is not None]
         targets[f"{v}_every_claimed_row_reproduced"] = all(claim[k]["verdict"] == stats.VERDICTS[0] for k in claimed)
-    return {
+    results = {
         "experiment": "numerosity", "paper": "Appendix A, Figure 6 (left)", "claim": CLAIM,
         "size": study.size, "seeds": study.seeds, "target_count": TARGET,
         "negative_counts": {variant: list(counts) for variant, counts in VARIANTS.items()},
@@ -218,6 +218,8 @@ def summarize(study: Study, per_seed, trained, counter_check) -> dict[str, Any]:
         "headline": {v: headline(comparisons[v]["claim"]) for v in VARIANTS} if common.carries_verdicts(study.size) else None,
         "runs": common.run_records(trained), "environment": common.environment(),
     }
+    results["verdict_withheld"] = counts_in_doubt(results) or None  # the counters disagree: no claim
+    return results
 
 
 def _protocol(counter_check, agreement_check) -> dict[str, Any]:
@@ -307,6 +309,18 @@ def agreement_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def counts_in_doubt(results: dict[str, Any]) -> str:
+    """Why the counts cannot carry a verdict ('' when they can): an arm whose two counters agree on
+    fewer than MIN_AGREEMENT of its generated images."""
+    check = results["protocol"]["counter_agreement_on_generated_images"]
+    low = {name: c["agreement"]["mean"] for name, c in check.items() if c["below_minimum"]}
+    if not low:
+        return ""
+    rates = ", ".join(f"{_arm_label(name)} {rate:.0%}" for name, rate in low.items())
+    return (f"the two dot counters agree on only {rates} of the generated images (minimum "
+            f"{MIN_AGREEMENT:.0%}), so the counts are in doubt")
+
+
 def report(results: dict[str, Any]) -> list[str]:
     variants = list(VARIANTS)
     judged = common.carries_verdicts(results["size"])
@@ -315,6 +329,10 @@ def report(results: dict[str, Any]) -> list[str]:
                *([f"verdict ({v})" for v in variants] if judged else [])]
     first = results["per_seed"][BASELINE][0]
     verdicts = [f"**Verdict** ({_arm_label(v)}): {results['headline'][v]}." for v in variants] if judged else []
+    doubt = counts_in_doubt(results)
+    if judged and doubt:  # the words rest on counts the second counter does not confirm
+        verdicts = [f"**No verdict**: {doubt}. The verdict words of the primary counter are in the table below "
+                    f"and in results.json; they carry no claim."]
     return [
         "# Numerosity (paper: Appendix A, Figure 6 left)", "",
         (f"Claim: {CLAIM}. Paper: the baseline generates 2 to 8 dots; with NDA the count is constrained to 6 "
