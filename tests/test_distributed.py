@@ -57,9 +57,19 @@ def process_group(rank: int, world: int, port: int):
             dist.destroy_process_group()
 
 
+def _exit_after(rank: int, worker, *args) -> None:
+    """Run `worker` in a spawned process, then leave it at once: torch's C++ teardown at a normal
+    interpreter exit aborted a gloo worker now and then ("terminate called without an active
+    exception", SIGABRT, also on d829a1b) after its results were written; os._exit skips it."""
+    worker(rank, *args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def spawn(worker, *args, world: int = 2) -> None:
     torch.set_num_threads(1)
-    mp.spawn(worker, args=(world, free_port(), *args), nprocs=world, join=True)
+    mp.spawn(_exit_after, args=(worker, world, free_port(), *args), nprocs=world, join=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +260,7 @@ def test_two_process_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_pat
                 ["train", *common, "train.steps=3", "train.name=parts"],
                 ["train", "--resume", str(tmp_path / "parts"), "train.steps=6"]]
     port = free_port()
-    mp.spawn(_cli_worker, args=(2, port, commands, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_exit_after, args=(_cli_worker, 2, port, commands, str(tmp_path)), nprocs=2, join=True)
     assert torch.load(tmp_path / "codes0.pt") == torch.load(tmp_path / "codes1.pt") == [0, 0, 0]
     whole, parts = checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "parts")
     assert {"distributed.rng.0.latent", "distributed.rng.1.latent"} <= whole[1].keys()
@@ -282,7 +292,7 @@ def test_two_process_pretraining_stopped_and_resumed_equals_an_uninterrupted_one
     commands = [["pretrain", *common, "train.steps=6", "train.name=whole"],
                 ["pretrain", *common, "train.steps=3", "train.name=parts"],
                 ["pretrain", "--resume", str(tmp_path / "parts"), "train.steps=6"]]
-    mp.spawn(_cli_worker, args=(2, free_port(), commands, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_exit_after, args=(_cli_worker, 2, free_port(), commands, str(tmp_path)), nprocs=2, join=True)
     assert torch.load(tmp_path / "codes0.pt") == torch.load(tmp_path / "codes1.pt") == [0, 0, 0]
     whole, parts = checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "parts")
     assert int(whole[1]["model.queue_ptr"]) == 6 * 2 * 8 % 48  # both ranks' keys: 2 x 8 per step
@@ -332,7 +342,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_the_resumed_run_is
     assert ckpt.list_steps(tmp_path / "stopped" / "checkpoints") == [step]
     commands = [["train", *common, f"train.steps={step + 3}", "train.name=whole"],
                 ["train", "--resume", str(tmp_path / "stopped"), f"train.steps={step + 3}"]]
-    mp.spawn(_cli_worker, args=(2, free_port(), commands, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_exit_after, args=(_cli_worker, 2, free_port(), commands, str(tmp_path)), nprocs=2, join=True)
     assert_same_checkpoint(checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "stopped"))
 
 

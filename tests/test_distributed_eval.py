@@ -63,7 +63,9 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_evaluate_as_one(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    from test_distributed import _exit_after  # leaves each process at once (a gloo teardown abort otherwise)
+
+    mp.spawn(_exit_after, args=(_worker, 2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     alone = torch.load(tmp_path / "alone.pt")["alone"]
     assert len(alone["values"]) == 4 and all(v[0] == v[0] for v in alone["values"].values())  # 4 metrics, no NaN
     for rank in (0, 1):
