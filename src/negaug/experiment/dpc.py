@@ -23,11 +23,19 @@ import torch
 from torch import nn
 
 from negaug import data, distributed, nda
-from negaug.experiment import checkpoint, critic, kinds, runs
+from negaug.experiment import critic, kinds, runs
 from negaug.experiment.build import _with_key, check_seed, check_sinks, check_threads, resolve_device
 from negaug.experiment.config import check_run_name
 from negaug.experiment.dpc_config import DPCConfig
-from negaug.experiment.loop import LoopHooks, drive, log_warnings, open_sinks, run_session, save_checkpoint
+from negaug.experiment.loop import (
+    LoopHooks,
+    drive,
+    log_warnings,
+    open_sinks,
+    restore_latest,
+    run_session,
+    save_checkpoint,
+)
 from negaug.experiment.state import non_finite_tensors, restore_streams, stream_states
 from negaug.experiment.stats import Stats
 from negaug.experiment.steps import NonFiniteLossError
@@ -150,16 +158,9 @@ def train_dpc(config: DPCConfig, run_dir: str | Path | None = None, resume: bool
         raise ValueError("DPC runs train in one process; run negaug pretrain without torchrun")
     return run_session(
         config, run_dir, resume, "negaug pretrain", prepare_dpc,
-        lambda config, folder, state, warn: _restore(folder, state, warn),
+        lambda config, folder, state, warn: restore_latest(folder, state, warn),
         lambda config, recipe, state, folder, warn: _loop(config, recipe, state, folder, stop_requested, on_log, warn),
         warn, on_start, subfolders=("checkpoints",))
-
-
-def _restore(run_dir: Path, state: DPCState, warn) -> None:
-    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
-                                   accept=lambda candidate: state.load_state_dict(candidate.state))
-    if found is None:
-        raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
 
 
 def dpc_step(config: DPCConfig, recipe: DPCRecipe, state: DPCState, step: int) -> None:

@@ -590,13 +590,20 @@ def check_world_size(run_dir: Path) -> None:
         return
 
 
-def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:
-    """Load the newest checkpoint of `run_dir` that fits `state` (bad ones are reported and skipped)."""
+def restore_latest(run_dir: Path, state, warn):
+    """Load into a training state of any kind the newest checkpoint of `run_dir` that fits it (bad
+    ones are reported and skipped; another number of processes is refused); returns it."""
     check_world_size(run_dir)
     found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
                                    accept=lambda candidate: state.load_state_dict(candidate.state))
     if found is None:
         raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+    return found
+
+
+def restore(config: Config, run_dir: Path, state: TrainState, warn) -> None:
+    """The GAN kind's resume: `restore_latest`, then the notes on draws that changed since format 1."""
+    found = restore_latest(run_dir, state, warn)
     changed = {config.nda.transform, config.nda.positive} & set(DRAWS_CHANGED_AFTER_FORMAT_1)
     if found.record.get("format_version") == 1 and changed and warn is not None:
         warn(f"{found.path} was written by negaug 0.1.0, whose {', '.join(sorted(changed))} drew other random "

@@ -20,15 +20,15 @@ import torch
 
 from negaug import distributed, viz
 from negaug.contrastive import dataset_features, knn_accuracy, nda_views
-from negaug.experiment import checkpoint, critic, kinds, runs
+from negaug.experiment import critic, kinds, runs
 from negaug.experiment.build import autocast_of, check_sinks
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.loop import (
     LoopHooks,
-    check_world_size,
     drive,
     log_warnings,
     open_sinks,
+    restore_latest,
     run_session,
     save_checkpoint,
 )
@@ -98,12 +98,8 @@ def check_pretrain_run(run_dir: str | Path) -> None:
 
 
 def restore(run_dir: Path, state: PretrainState, warn) -> None:
-    """Load the newest checkpoint of `run_dir` that fits `state` (bad ones are reported and skipped)."""
-    check_world_size(run_dir)
-    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
-                                   accept=lambda candidate: state.load_state_dict(candidate.state))
-    if found is None:
-        raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+    """Load the newest checkpoint of `run_dir` that fits `state` (`loop.restore_latest`)."""
+    restore_latest(run_dir, state, warn)
 
 
 def pretrain_step(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, step: int) -> None:

@@ -27,7 +27,15 @@ from negaug import distributed, viz
 from negaug.experiment import checkpoint, critic, kinds, runs
 from negaug.experiment.build import check_sinks, resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
-from negaug.experiment.loop import LoopHooks, drive, log_warnings, open_sinks, run_session, save_checkpoint
+from negaug.experiment.loop import (
+    LoopHooks,
+    drive,
+    log_warnings,
+    open_sinks,
+    restore_latest,
+    run_session,
+    save_checkpoint,
+)
 from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.translate_build import (
     TranslationRecipe,
@@ -77,10 +85,7 @@ def train_translation(config: TranslationConfig, run_dir: str | Path | None = No
 
 
 def restore(run_dir: Path, state: TranslationState, warn) -> None:
-    found = checkpoint.load_latest(run_dir / "checkpoints", warn=warn,
-                                   accept=lambda candidate: state.load_state_dict(candidate.state))
-    if found is None:
-        raise FileNotFoundError(f"{run_dir} has no usable checkpoint to resume from; start a new run instead")
+    restore_latest(run_dir, state, warn)
 
 
 def score_pairs(discriminator: torch.nn.Module, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
