@@ -3,7 +3,15 @@ import torch
 from PIL import Image
 
 from negaug.experiment import load_config, train
-from negaug.experiment.health import HealthMonitor, mean_pairwise_distance
+from negaug.experiment.health import (
+    ENCODER_HEALTHY,
+    EncoderHealth,
+    HealthMonitor,
+    health_section,
+    mean_pairwise_distance,
+)
+from negaug.experiment.pretrain import pretrain
+from negaug.experiment.pretrain_config import load_pretrain_config
 from negaug.experiment.runs import read_metrics
 
 
@@ -65,3 +73,61 @@ def test_a_run_reports_its_health_and_curves(tmp_path):
     for name in ("curves_losses.png", "curves_d_outputs.png"):
         assert f"]({name})" in report and Image.open(tmp_path / "r" / name).format == "PNG"
     assert not any("warning" in r for r in read_metrics(tmp_path / "r"))
+
+
+# --- runs without a discriminator (MoCo-v2, DPC) ---------------------------------------------------------
+
+
+def test_encoder_loss_that_has_not_fallen_by_stall_after_warns_once():
+    health = EncoderHealth(judge_after=300)
+    assert health.check_log({"step": 20, "loss": 6.0}) == []
+    assert health.check_log({"step": 200, "loss": 5.99}) == []  # too early to judge
+    found = health.check_log({"step": 300, "loss": 5.9})  # 5.9 >= 0.98 * 6.0 = 5.88
+    assert len(found) == 1 and "has not fallen (6.000 at the first log line, 5.900 now)" in found[0]
+    assert health.check_log({"step": 320, "loss": 5.95}) == []  # once
+
+
+def test_encoder_loss_that_fell_by_more_than_two_percent_is_healthy():
+    health = EncoderHealth(judge_after=300)
+    assert health.check_log({"step": 20, "loss": 6.0}) == []
+    assert health.check_log({"step": 300, "loss": 5.87}) == []  # below 5.88
+    assert health.check_log({"step": 400, "loss": 3.5, "queue_similarity": 0.05}) == []
+
+
+def test_collapsed_embeddings_warn_and_a_healthy_negative_similarity_does_not():
+    assert EncoderHealth().check_log({"step": 300, "queue_similarity": 0.8}) == []  # at the bound
+    assert EncoderHealth().check_log({"step": 280, "queue_similarity": 0.93}) == []  # untrained: alike
+    found = EncoderHealth().check_log({"step": 300, "queue_similarity": 0.93})
+    assert len(found) == 1 and "embeddings collapsed" in found[0] and "0.93" in found[0]
+
+
+def test_knn_near_chance_warns_and_above_one_and_a_half_times_chance_does_not():
+    assert EncoderHealth().check_knn(200, 0.16, num_classes=10) == []
+    found = EncoderHealth().check_knn(200, 0.14, num_classes=10)
+    assert len(found) == 1 and "near chance (0.100)" in found[0]
+    assert EncoderHealth().check_knn(200, 0.0, num_classes=0) == []  # no labels, no chance level
+
+
+def health_warnings(run_dir) -> list[str]:
+    """The run's warnings but the step-pace one (a loaded machine may slow any run's steps)."""
+    return [r["warning"] for r in read_metrics(run_dir) if "warning" in r and "slower than this run's" not in r["warning"]]
+
+
+def test_a_pretraining_run_that_cannot_learn_warns_in_its_metrics_and_a_learning_one_does_not(tmp_path):
+    from test_pretrain import TINY  # the tiny MoCo-v2 settings of the pretraining tests
+    base = [*TINY, "train.steps=320", "train.log_every=20", "train.checkpoint_every=0", "train.knn_every=0",
+            f"train.runs_dir={tmp_path}"]
+    frozen = pretrain(load_pretrain_config("mnist", [*base, "optim.lr=1e-9", "train.name=frozen"]))
+    warnings = health_warnings(frozen.run_dir)
+    # an encoder that never moved: its loss has not fallen, and its embeddings sit close together
+    assert len(warnings) == 2 and "the loss has not fallen" in warnings[0] and "collapsed" in warnings[1]
+    assert "## Health (this session)\n\n- step 300: the loss has not fallen" in (frozen.run_dir / "report.md").read_text()
+    learning = pretrain(load_pretrain_config("mnist", [*base, "train.name=learning"]))
+    assert health_warnings(learning.run_dir) == []
+    report = (learning.run_dir / "report.md").read_text()
+    assert "## Health (this session)" in report and "has not fallen" not in report and "collapsed" not in report
+
+
+def test_health_section_lists_the_warnings_or_says_what_was_checked():
+    assert health_section([], ENCODER_HEALTHY) == ["", "## Health (this session)", "", f"- no warning: {ENCODER_HEALTHY}"]
+    assert health_section(["a", "b"], "unused") == ["", "## Health (this session)", "", "- a", "- b"]

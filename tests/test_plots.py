@@ -247,3 +247,12 @@ def test_the_toy_legend_shows_the_mode_marker_large_and_bold():
     modes = next(h for label, h in handles.items() if label.startswith("true modes"))
     assert modes.get_sizes()[0] >= 100 and modes.get_linewidths()[0] >= 1.5
     assert handles["real"].get_sizes()[0] == 30  # filled markers keep the common size
+
+
+def test_long_panel_titles_break_after_a_slash_and_short_ones_stay_whole():
+    from negaug.repro.plots import panel_title
+    assert panel_title("linear_probe") == "linear_probe"
+    assert panel_title("fid/val") == "fid/val"
+    assert panel_title("cosine_distance/embedding/other_image") == "cosine_distance\n/embedding/other_image"
+    assert panel_title("a_very_long_name_without_any_slash_at_all") == "a_very_long_name_without_any_slash_at_all"
+    assert panel_title("aaaa/bbbb/cccc", width=9) == "aaaa/bbbb\n/cccc"

@@ -1,4 +1,6 @@
-"""A training-health monitor: warnings a user can act on, from what the run already logs.
+"""Training-health monitors: warnings a user can act on, from what the run already logs, for
+every kind of run (`HealthMonitor`: runs with a discriminator, GAN and Pix2Pix; `EncoderHealth`:
+runs without one, MoCo-v2 pretraining and DPC).
 
     monitor = HealthMonitor()
     monitor.check_log(record)            # at every log line -> new warnings (each kind once)
@@ -10,6 +12,14 @@ Three signs that a GAN is not learning, each cheap to see from the logged means:
 - D scores the generated images differently in its own step and in G's step (opposite signs and
   far apart): D can tell the two steps apart, the signature of the batch-norm collapse;
 - the samples collapsed: the fixed-latent grid is far less diverse than real images.
+
+Three signs that an encoder (contrastive pretraining) is not learning:
+- the loss has not fallen: after `judge_after` steps it is still within 2% of its first logged
+  value (a learning rate too low or too high, or views the encoder cannot tell apart);
+- the embeddings collapsed: a query is about as close to other images' keys as to its own
+  (`queue_similarity`, the mean cosine with the negatives, above `collapse_similarity` after
+  `judge_after` steps);
+- the k-NN monitor (validation split) sits at chance level: the features carry no class.
 """
 from __future__ import annotations
 
@@ -77,7 +87,59 @@ class HealthMonitor:
         return []
 
     def _once(self, kind: str, message: str) -> list[str]:
-        if kind in self.warned:
-            return []
-        self.warned.add(kind)
-        return [message]
+        return _once(self.warned, kind, message)
+
+
+def health_section(warnings: list[str], healthy: str) -> list[str]:
+    """The "Health (this session)" section of a run's report.md, for every kind: its warnings, or
+    `healthy` (what was checked and found fine) when there were none."""
+    return ["", "## Health (this session)", "", *([f"- {message}" for message in warnings] or [f"- no warning: {healthy}"])]
+
+
+ENCODER_HEALTHY = "the loss fell, the embeddings did not collapse, the k-NN monitor stayed above chance"
+
+
+def _once(warned: set[str], kind: str, message: str) -> list[str]:
+    """[message] the first time a kind of warning is found, [] after (each kind warns once)."""
+    if kind in warned:
+        return []
+    warned.add(kind)
+    return [message]
+
+
+@dataclass
+class EncoderHealth:
+    """The health of a run that trains an encoder without a discriminator (MoCo-v2, DPC): reads
+    the `loss` (and, from MoCo-v2, `queue_similarity`) of each log record and the k-NN monitor."""
+
+    judge_after: int = 300  # judge the loss's progress and collapse from this step on (an untrained
+    # encoder maps all images close together: a tiny one's mean cosine with the negatives is ~0.8)
+    stall_fraction: float = 0.98  # still above this fraction of the first logged loss -> warning
+    collapse_similarity: float = 0.8  # mean cosine of queries with their negatives above this -> collapsed
+    chance_margin: float = 1.5  # k-NN accuracy below this many times chance (1 / classes) -> warning
+    first_loss: float | None = None
+    warned: set[str] = field(default_factory=set)
+
+    def check_log(self, record: dict[str, Any]) -> list[str]:
+        """Warnings from one log line (the means since the previous one)."""
+        step, loss, found = int(record["step"]), record.get("loss"), []
+        if isinstance(loss, float):
+            self.first_loss = loss if self.first_loss is None else self.first_loss
+            if step >= self.judge_after and loss >= self.stall_fraction * self.first_loss:
+                found += _once(self.warned, "stall", f"step {step}: the loss has not fallen ({self.first_loss:.3f} at "
+                               f"the first log line, {loss:.3f} now): the encoder is not learning; try another "
+                               f"optim.lr, and check that the augmented views still show the images")
+        similarity = record.get("queue_similarity")
+        if isinstance(similarity, float) and step >= self.judge_after and similarity > self.collapse_similarity:
+            found += _once(self.warned, "collapse", f"step {step}: the embeddings collapsed (a query's mean cosine "
+                           f"with the negatives is {similarity:.2f}): every image maps near one point; lower "
+                           f"optim.lr or raise objective.temperature")
+        return found
+
+    def check_knn(self, step: int, accuracy: float, num_classes: int) -> list[str]:
+        """Warnings from the k-NN monitor's accuracy (validation split) of `num_classes` classes."""
+        chance = 1.0 / max(num_classes, 1)
+        if num_classes >= 2 and accuracy < self.chance_margin * chance:
+            return _once(self.warned, "knn_chance", f"step {step}: the k-NN accuracy ({accuracy:.3f}) is near "
+                         f"chance ({chance:.3f}): the features carry no class yet; see the loss and the learning rate")
+        return []

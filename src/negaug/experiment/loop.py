@@ -36,7 +36,7 @@ from negaug.experiment import checkpoint, kinds, runs
 from negaug.experiment.build import Recipe, build
 from negaug.experiment.config import Config
 from negaug.experiment.evaluate import check_feature_space_of_run, evaluate_generator_of_run
-from negaug.experiment.health import HealthMonitor
+from negaug.experiment.health import HealthMonitor, health_section
 from negaug.experiment.pace import StepPace
 from negaug.experiment.state import TrainState, WorldSizeError, rank_seed, rng_devices, world_size_message
 from negaug.experiment.stats import scalars_of
@@ -503,10 +503,8 @@ def write_report(config: Config, run_dir: Path, step: int, last: dict[str, Any],
              f"{config.data.batch_size}, seed {config.train.seed}, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads",
              "", "## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
-    lines += ["", "## Health (this session)", ""]
-    lines += [f"- {message}" for message in health_warnings] or ["- no warning: D's loss never sat at its floor, "
-                                                                 "D scored generated images alike in both steps, "
-                                                                 "the samples did not collapse"]
+    lines += health_section(health_warnings, "D's loss never sat at its floor, D scored generated images alike in "
+                                             "both steps, the samples did not collapse")
     lines += _curves(run_dir)
     sample = run_dir / "samples" / f"{checkpoint.stem(step)}.png"
     if sample.exists():

@@ -23,6 +23,7 @@ from negaug.contrastive import dataset_features, knn_accuracy, nda_views
 from negaug.experiment import critic, kinds, runs
 from negaug.experiment.build import autocast_of, check_sinks
 from negaug.experiment.checkpoint import list_steps, read_record, stem
+from negaug.experiment.health import ENCODER_HEALTHY, EncoderHealth, health_section
 from negaug.experiment.loop import (
     LoopHooks,
     drive,
@@ -135,29 +136,35 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
     sinks = open_sinks(config, run_dir, state.step, on_log)
     log = sinks.log
     knn: dict[str, Any] | None = None
+    health, warnings = EncoderHealth(), []
+
+    def report(messages: list[str]) -> None:
+        warnings.extend(messages)
+        log_warnings(messages, state.step, log, warn)
 
     def monitor(step: int) -> None:
         nonlocal knn
         if step < settings.steps:  # the last step's k-NN comes in `finish`, once
             knn = _knn(config, recipe, state, sinks.emit)
             _keep_best(config, state, run_dir, knn)
+            report(health.check_knn(step, float(knn["value"]), recipe.num_classes))
 
     def finish() -> None:
         nonlocal knn
         if recipe.test_dataset is not None:
             knn = _knn(config, recipe, state, sinks.emit)  # always at the end: the run's number
+            report(health.check_knn(state.step, float(knn["value"]), recipe.num_classes))
 
     hooks = LoopHooks(
         desc="pretrain", step=lambda step: pretrain_step(config, recipe, state, step),
-        emit=sinks.emit,
-        report=lambda messages: log_warnings(messages, state.step, log, warn),
+        emit=sinks.emit, report=report,
         postfix=lambda record: {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.2f}"},
-        periodic=((settings.knn_every, monitor),), finish=finish,
+        periodic=((settings.knn_every, monitor),), after_log=health.check_log, finish=finish,
         close=lambda: (state.batches.close(), sinks.close()))
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
-        write_report(config, run_dir, state.step, last, knn, seconds)
+        write_report(config, run_dir, state.step, last, knn, seconds, warnings)
     return PretrainResult(run_dir, state.step, interrupted, seconds, last, knn)
 
 
@@ -203,7 +210,7 @@ def head_width(head_hidden: int | None) -> str:
 
 
 def write_report(config: PretrainConfig, run_dir: Path, step: int, last: dict[str, Any],
-                 knn: dict[str, Any] | None, seconds: float) -> None:
+                 knn: dict[str, Any] | None, seconds: float, warnings: list[str] = ()) -> None:
     model, objective, nda, optim = config.model, config.objective, config.nda, config.optim
     encoder_options = f" {model.options}" if model.options else ""
     nda_options = f" {nda.options}" if nda.options else ""
@@ -231,6 +238,7 @@ def write_report(config: PretrainConfig, run_dir: Path, step: int, last: dict[st
                    f"`negaug probe {run_dir}`."), ""]
     lines += ["## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    lines += health_section(list(warnings), ENCODER_HEALTHY)
     lines += _curves(run_dir)
     write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
 

@@ -130,6 +130,22 @@ def points_over_bars_figure(values: Mapping[str, Mapping[str, Sequence[float]]],
     return figure
 
 
+def panel_title(name: str, width: int = 22) -> str:
+    """A panel's title broken after '/' where it is longer than `width` characters, so that the
+    titles of neighbouring panels (e.g. cosine_distance/embedding/other_image) do not overlap."""
+    if len(name) <= width or "/" not in name:
+        return name
+    lines, line = [], ""
+    for part in name.split("/"):
+        piece = part if not line else f"/{part}"
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            piece = f"/{part}"
+            line = ""
+        line += piece
+    return "\n".join([*lines, line])
+
+
 def arm_points(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path, ylabel: str, title: str = "",
                floor: Mapping[str, float] | None = None) -> Path:
     """`arm_points_figure(...)` as a PNG."""
@@ -161,7 +177,7 @@ def arm_points_figure(values: Mapping[str, Mapping[str, Sequence[float]]], ylabe
         # long override lists (negaug compare's arm labels) wrap instead of pushing the axes out
         labels = [textwrap.shorten(arm, 90, placeholder=" ...") for arm in arms]
         axes.set_xticks(range(len(arms)), [textwrap.fill(label, 30) for label in labels], rotation=35, ha="right", fontsize=7)
-        axes.set(title=panel, ylim=(0, top * 1.1), ylabel=ylabel if index == 0 else None)
+        axes.set(title=panel_title(panel), ylim=(0, top * 1.1), ylabel=ylabel if index == 0 else None)
     figure.suptitle(title, fontsize=9)
     return figure
 
