@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for results.json, report.md and the plots")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", const="quick", dest="size",
-                      help="the smoke version (at most 10 minutes on 2 CPU cores, 1 seed)")
+                      help="the smoke version (1 seed, small sizes: shows that the pipeline runs, no verdicts)")
     size.add_argument("--tiny", action="store_const", const="tiny", dest="size", help=argparse.SUPPRESS)
     parser.set_defaults(size="full")
     parser.add_argument("--seeds", type=int, default=None,

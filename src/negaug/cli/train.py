@@ -10,7 +10,7 @@ import sys
 HELP = "train a GAN with negative data augmentation (default: DCGAN on MNIST-5k, Jigsaw NDA)"
 
 EPILOG = """examples:
-  negaug train                                  # the default preset (CPU, < 10 minutes)
+  negaug train                                  # the default preset (CPU; about 100 s on 2 idle cores)
   negaug train default nda.transform=none       # the same without NDA (baseline)
   negaug train cifar10 data.root=~/data train.device=cuda
   negaug train my.yaml nda.lam=0.5 train.steps=5000 train.name=lam05
