@@ -403,3 +403,23 @@ def test_anomaly_headline_is_the_papers_two_means_without_the_training_negative(
     assert headline["mean (dataset)"]["verdict"] == "direction only"
     assert set(ood) == {"corruption/a", "corruption/b", "dataset/x"} and list(apart) == ["nda/jigsaw"]
     assert all("holm_p" in c for c in (*headline.values(), *ood.values()))
+
+
+def test_toy_judges_only_its_pre_registered_claim_row_and_only_at_the_full_size(tmp_path):
+    from negaug.repro import toy
+    per_seed = {name: [{"seed": s, "negative_fraction": v, "negative_fraction_between": v / 2,
+                        "negative_fraction_center": v / 2, "high_quality_fraction": 0.9, "modes_covered": 8,
+                        "mode_counts": [10] * 8}
+                       for s, v in enumerate(values)]
+                for name, values in (("baseline", [0.20, 0.22, 0.21]), ("nda", [0.05, 0.06, 0.04]))}
+    study = common.Study(out_dir=tmp_path, size="full", seeds=[0, 1, 2], runs_dir=tmp_path)
+    results = toy.summarize(study, per_seed, [])
+    assert results["claim_rows"] == ["negative_fraction"] and results["verdicts"] == {"negative_fraction": "reproduced"}
+    # a family of one: Holm p equals Welch p; the descriptive rows form their own family
+    claim = results["comparisons"]["negative_fraction"]
+    assert claim["holm_p"] == claim["welch_p"] and claim["difference"] == pytest.approx(-0.16)
+    assert "verdict" not in results["comparisons"]["modes_covered"]
+    report = "\n".join(toy.report(results))
+    assert "## Claim table" in report and "| reproduced |" in report and "target" not in report
+    quick = toy.summarize(common.Study(out_dir=tmp_path, size="quick", seeds=[0, 1, 2], runs_dir=tmp_path), per_seed, [])
+    assert quick["verdicts"] == {"negative_fraction": "-"} and "## Claim table" not in "\n".join(toy.report(quick))
