@@ -63,7 +63,7 @@ def main() -> None:
             trained = common.train_arm(study, Arm(name, mnist.PRESET, [*overrides, *steps]), seed, mnist.LABEL)
             entry, _ = quality.evaluate_run(trained.run_dir, reference, options, len(reference), seed)
             entry["ms_per_step"] = ms_per_step(trained.run_dir)
-            entry["run_dir"] = str(trained.run_dir)
+            entry["run_dir"], entry["cached"] = str(trained.run_dir), trained.cached
             rows.setdefault(name, []).append(entry)
             print(f"[quality] {name} seed {seed}: " + ", ".join(f"{label} {entry[key]:.{d}f}" for key, label, d in COLUMNS), flush=True)
     print_table(rows, args)
@@ -88,6 +88,10 @@ def print_table(rows: dict[str, list[dict]], args) -> None:
         ratios = [mean[name]["ema_fid"] / base["ema_fid"], mean[name]["raw_fid"] / base["raw_fid"],
                   mean[name]["ms_per_step"] / base["ms_per_step"]]
         print(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
+    if any(e.get("cached") for entries in rows.values() for e in entries):
+        print("\nms/step comes from each run's own log: runs reused from --runs-dir were timed when they trained, "
+              "under that machine's load and thread count, so the time ratio is no speed figure "
+              "(benchmarks/train_step.py measures speed).")
     for name in rows:
         if name != "baseline":
             met = mean[name]["ema_fid"] <= mean["baseline"]["ema_fid"]
