@@ -12,7 +12,7 @@ Four parts, each result printed as it comes:
    by <kind>", not a failure.
 2. torchrun: `python -m torch.distributed.run --nproc_per_node N -m negaug train|pretrain` on the
    tiny configs, N = 2 when 2 GPUs are visible (NCCL, each process on cuda:LOCAL_RANK, the GAN's
-   batch-norm D converted to SyncBatchNorm), else 1 (the launcher on a GPU, no process group:
+   batch-norm D and Pix2Pix's batch-norm G and D converted to SyncBatchNorm), else 1 (the launcher on a GPU, no process group:
    NCCL refuses two ranks on one GPU, "Duplicate GPU detected", so those paths are marked not run).
 3. tests: the CUDA-only tests, `pytest -m cuda` over CUDA_TEST_FILES (tests/test_cuda.py and others).
 4. speed: ms per generator step (num_d_steps D steps + 1 G step, as `negaug train` builds them, via
@@ -56,8 +56,9 @@ PARTS = ("kinds", "torchrun", "tests", "speed")
 CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/test_nda.py")  # every test file with a `cuda` mark (tested)
 KIND_STEPS = 4
 TORCHRUN_KINDS = {"gan": ("train", ["model.options.spectral_norm=false"]),  # a batch-norm D: SyncBatchNorm
-                  "pretrain": ("pretrain", [])}
-NOT_UNDER_TORCHRUN = {"pix2pix": "not supported by pix2pix (trains in one process; refused under torchrun)"}
+                  "pretrain": ("pretrain", []),
+                  "pix2pix": ("train", ["model.norm=batch"])}  # batch-norm G and D: SyncBatchNorm
+NOT_UNDER_TORCHRUN: dict[str, str] = {}  # kind -> why it is not launched (none of the kinds listed here)
 BIGGAN_DATA = ["data.name=dots", "data.options={count: 6, num_samples: 2048}", "eval.every=0", "eval.best_metric=null"]
 SPEED_MODELS = {  # label -> (preset, overrides, extra overrides of the dry run)
     "default preset (DCGAN width 32, MNIST-5k 32 px, batch 64, 1 D step)": (
@@ -234,7 +235,8 @@ def check_torchrun(name: str, nproc: int, device: str, runs_dir: Path, clock: Cl
         steps = ckpt.list_steps(runs_dir / run_name / "checkpoints")
         if not steps or steps[-1] != KIND_STEPS:
             raise RuntimeError(f"exit 0 but the checkpoints are at steps {steps}, not {KIND_STEPS}")
-        return f"exit 0, checkpoint at step {KIND_STEPS}" + (", D's batch norm as SyncBatchNorm" if group == "NCCL" and name == "gan" else "")
+        synced = {"gan": ", D's batch norm as SyncBatchNorm", "pix2pix": ", G's and D's batch norm as SyncBatchNorm"}
+        return f"exit 0, checkpoint at step {KIND_STEPS}" + (synced.get(name, "") if group == "NCCL" else "")
 
     return {**row, **attempt(work)}
 

@@ -43,11 +43,11 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
     expected_gan = {"fp32": "ok", "bf16 autocast": "ok", "channels_last": "ok", "fp16 + grad scaler": "skipped",
                     "compile": "skipped"}
     assert {f: status["gan", f] for f in FEATURES} == expected_gan
-    # pretraining has train.precision (not train.compile); pix2pix and dpc have neither (yet)
+    # pretraining has train.precision (not train.compile); pix2pix both; dpc neither (yet)
     assert {f: status["pretrain", f] for f in FEATURES} == {**expected_gan, "compile": "not supported"}
-    for name in ("pix2pix", "dpc"):
-        assert {f: status[name, f] for f in FEATURES} == {f: "ok" if f == "fp32" else "not supported" for f in FEATURES}
-    for name in ("gan", "pretrain"):
+    assert {f: status["pix2pix", f] for f in FEATURES} == expected_gan
+    assert {f: status["dpc", f] for f in FEATURES} == {f: "ok" if f == "fp32" else "not supported" for f in FEATURES}
+    for name in ("gan", "pretrain", "pix2pix"):
         channels_last = next(r for r in report["results"] if r["feature"] == "channels_last" and r["kind"] == name)
         assert f"conv weights of the {name} run's networks channels_last" in channels_last["detail"]
     assert [row["preset"] for row in report["speed"]] == ["default", "cifar10"]
@@ -57,7 +57,7 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
         assert cells["fp32 compiled"]["status"] == cells["bf16 compiled"]["status"] == "skipped"
     assert report["speed"][1]["model_name"] == "biggan" and report["speed"][1]["num_d_steps"] == 1  # the dry size
     assert "| kind | fp32 | bf16 autocast | channels_last | fp16 + grad scaler | compile |" in md
-    assert "| pretrain | ok (" in md and "not supported by pix2pix (no train.precision)" in md
+    assert "| pretrain | ok (" in md and "not supported by dpc (no train.precision)" in md
 
 
 @pytest.mark.slow
@@ -65,10 +65,9 @@ def test_the_dry_run_launches_torchrun_for_the_kinds_that_support_it(tmp_path):
     code, report, md = run(tmp_path, "--dry-run", "--parts", "torchrun,tests")
     rows = {(r["part"], r["kind"]): r for r in report["results"]}
     assert code == 0 and sorted(rows) == [("tests", "-"), ("torchrun", "gan"), ("torchrun", "pix2pix"), ("torchrun", "pretrain")]
-    for name in ("gan", "pretrain"):
+    for name in ("gan", "pretrain", "pix2pix"):
         assert rows["torchrun", name]["status"] == "ok", rows["torchrun", name]
         assert rows["torchrun", name]["detail"] == "exit 0, checkpoint at step 4"
-    assert rows["torchrun", "pix2pix"]["status"] == "not supported"
     assert rows["tests", "-"]["status"] == "skipped"  # the CUDA tests would all skip on the CPU
     assert "| torchrun | gan | torchrun, 1 process (no process group) | ok (exit 0, checkpoint at step 4, " in md
 
@@ -82,14 +81,14 @@ def test_a_failing_check_is_an_error_row_and_exit_code_1(tmp_path, monkeypatch):
     assert rows["gan", "fp8"]["status"] == "error" and rows["gan", "fp8"]["detail"].startswith(
         "ValueError: train.precision='fp8' is not one of")
     assert "Traceback" in rows["gan", "fp8"]["traceback"]
-    assert rows["pix2pix", "fp8"]["status"] == "not supported"  # no key: not a failure
+    assert rows["dpc", "fp8"]["status"] == "not supported"  # no key: not a failure
     assert "| gan | ok (" in md and "**error**: ValueError: train.precision='fp8'" in md
 
 
 def test_no_check_starts_after_the_budget(tmp_path):
     code, report, _ = run(tmp_path, "--dry-run", "--budget-s", "0")
     assert code == 0 and report["results"] and report["speed"]
-    assert {r["status"] for r in report["results"]} == {"skipped", "not supported"}  # pix2pix under torchrun
+    assert {r["status"] for r in report["results"]} == {"skipped"}  # every kind launches under torchrun but dpc (not listed)
     skipped = [r["detail"] for r in report["results"] if r["status"] == "skipped" and r["part"] != "tests"]
     assert skipped and all(d == "not started: past the --budget-s 0 s time budget" for d in skipped)
     assert all(c["status"] == "skipped" for row in report["speed"] for c in row["cells"].values())
@@ -100,7 +99,7 @@ def test_on_cuda_every_gan_feature_runs_and_the_others_are_not_supported():
                for name in kinds.names() for f in gpu_check.FEATURES}
     assert all(reasons["gan", f] is None for f in FEATURES)
     assert reasons["pretrain", "compile"] == "not supported by pretrain (no train.compile)"
-    assert reasons["pix2pix", "fp32"] is None
+    assert all(reasons["pix2pix", f] is None for f in FEATURES)  # issue 24: Pix2Pix has every feature too
 
 
 def test_the_cuda_test_files_are_every_file_with_a_cuda_mark():

@@ -14,7 +14,7 @@ from negaug.cli.train import (
     run_until_stopped,
     say,
     threads_note,
-    train_in_one_process,
+    train_kind,
 )
 
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
@@ -97,7 +97,7 @@ def _run_dpc(args, source: str | None, overrides: list[str]) -> int:
     """`negaug pretrain` of a Dense Predictive Coding preset, config or run (one process)."""
     from negaug.experiment import kinds
 
-    result, code = train_in_one_process(args, kinds.get("dpc"), source, overrides, "negaug pretrain", "DPC")
+    result, code = train_kind(args, kinds.get("dpc"), source, overrides, "negaug pretrain", "DPC")
     if code is not None:
         return code
     say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s, last loss "

@@ -211,14 +211,16 @@ def _processes() -> str:
         if distributed.is_distributed() else ""
 
 
-def train_in_one_process(args, kind, source: str | None, overrides: list[str], command: str, what: str):
-    """`negaug train` / `negaug pretrain` of a kind that trains in one process (Pix2Pix, DPC): its
-    config (or, with --resume, the run's own), --dry-run, the start line and Ctrl-C. Returns
-    (result, None) or (None, exit code)."""
+def train_kind(args, kind, source: str | None, overrides: list[str], command: str, what: str,
+               data_parallel: bool = False):
+    """`negaug train` / `negaug pretrain` of a registered kind beside GAN and MoCo runs (Pix2Pix,
+    DPC): its config (or, with --resume, the run's own), --dry-run, the start line and Ctrl-C.
+    Under torchrun a kind that trains data-parallel (`data_parallel`) runs in the command's process
+    group; one that does not is refused in one line. Returns (result, None) or (None, exit code)."""
     from negaug import distributed
     from negaug.experiment import resume_config
 
-    if distributed.launched_by_torchrun():
+    if distributed.launched_by_torchrun() and not data_parallel:
         raise ValueError(f"{what} runs train in one process; run {command} without torchrun")
     if args.resume:
         if source is not None:
@@ -226,32 +228,34 @@ def train_in_one_process(args, kind, source: str | None, overrides: list[str], c
         config = resume_config(args.resume, overrides, warn=_warn_line, cls=kind.config_class)
     else:
         config = kind.load_config(source, overrides)
-    if args.dry_run:
-        kind.prepare(config)  # the same checks as a real run
-        print(config.to_yaml(), end="")
-        return None, 0
 
     def on_start(run_dir, device, step) -> None:
         start = f" (to step {config.train.steps}, from step {step})" if step else ""
-        print(f"negaug: training {what} {config.train.steps - step} steps{start} in {run_dir} on {device}"
-              f"{threads_note(config, device)}", flush=True)
+        say(f"negaug: training {what} {config.train.steps - step} steps{start} in {run_dir} on {device}"
+            f"{threads_note(config, device)}{_processes()}")
 
-    return run_until_stopped(
-        lambda stop: kind.train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
-                                on_start=on_start, warn=_warn_line), command)
+    with process_group(config.train.device):
+        if args.dry_run:
+            kind.prepare(config)  # the same checks as a real run
+            say(config.to_yaml(), end="")
+            return None, 0
+        return run_until_stopped(
+            lambda stop: kind.train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                                    on_start=on_start, warn=_warn_line), command)
 
 
 def _run_translation(args, source: str | None, overrides: list[str]) -> int:
-    """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`)."""
+    """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`; torchrun: data parallel)."""
     from negaug.experiment import kinds
 
-    result, code = train_in_one_process(args, kinds.get("pix2pix"), source, overrides, "negaug train", "pix2pix")
+    result, code = train_kind(args, kinds.get("pix2pix"), source, overrides, "negaug train", "pix2pix",
+                              data_parallel=True)
     if code is not None:
         return code
     scores = result.scores or {}
     summary = ", ".join(f"{key} {scores[key]:.3f}" for key in ("pixel_accuracy", "class_accuracy", "mean_iou")
                         if key in scores)
-    print(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s; test {summary})")
-    print(f"next: negaug eval {result.run_dir}   # segmentation scores -> {result.run_dir}/eval.json\n"
-          f"      negaug train --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
+    say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s; test {summary})")
+    say(f"next: negaug eval {result.run_dir}   # segmentation scores -> {result.run_dir}/eval.json (one process)\n"
+        f"      {launcher('negaug train')} --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0

@@ -476,20 +476,31 @@ def check_tensorboard(config) -> None:
 
 def data_parallel_discriminator(config: Config, discriminator: nn.Module, device: torch.device) -> nn.Module:
     """D for a data-parallel run (unchanged in one process). A batch-dependent D must see the
-    global batch's statistics: on GPUs its batch norm becomes `nn.SyncBatchNorm`; gloo (CPUs) has
-    no synchronised batch norm, so it is refused, as is minibatch discrimination (it compares
-    samples within the local batch only)."""
+    global batch's statistics (`sync_batch_norm`); minibatch discrimination is refused (it
+    compares samples within the local batch only)."""
     if not distributed.is_distributed() or not models.is_batch_dependent(discriminator):
         return discriminator
     if any(getattr(m, "mixes_samples", False) is True for m in discriminator.modules()):
         raise ValueError("model.options.minibatch_discrimination compares each sample with its batch, which a "
                          "data-parallel run (torchrun) splits across processes; set "
                          "model.options.minibatch_discrimination=0, or train in one process")
+    return sync_batch_norm(discriminator, device,
+                           f"the '{config.model.name}' D uses batch norm, whose statistics a data-parallel run on "
+                           f"CPUs (torchrun, gloo) cannot synchronise; set model.options.spectral_norm=true (or "
+                           f"model.options.d_batch_norm=false), or train on GPUs (synchronised batch norm)")
+
+
+def sync_batch_norm(network: nn.Module, device: torch.device, refusal: str) -> nn.Module:
+    """`network` for a data-parallel run of any kind (GAN: D; Pix2Pix: G and D). When its output
+    depends on the batch (`models.is_batch_dependent`: batch norm) it must see the global batch's
+    statistics: on GPUs its batch norm becomes `nn.SyncBatchNorm` (in place; parameters kept, the
+    declaration too); gloo (CPUs) has no synchronised batch norm, so ValueError(`refusal`), one
+    line naming the fix. Unchanged in one process or for a per-sample network."""
+    if not distributed.is_distributed() or not models.is_batch_dependent(network):
+        return network
     if device.type != "cuda":
-        raise ValueError(f"the '{config.model.name}' D uses batch norm, whose statistics a data-parallel run on CPUs "
-                         f"(torchrun, gloo) cannot synchronise; set model.options.spectral_norm=true (or "
-                         f"model.options.d_batch_norm=false), or train on GPUs (synchronised batch norm)")
-    converted = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+        raise ValueError(refusal)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     converted.batch_dependent = True  # the same module (its BN layers swapped in place): same declaration
     return converted
 
@@ -530,10 +541,17 @@ def build(config: Config) -> tuple[Recipe, TrainState]:
         if module is not None:  # data parallel: every rank starts from rank 0's weights (equal already: same seed)
             distributed.broadcast_module(module)
     if config.train.compile:  # after the EMA's copy: a deep copy would share the compiled call of G
-        for network in (state.generator, state.discriminator):  # a mixture's steps call its members
-            for module in getattr(network, "members", [network]):
-                module.compile()  # in place: parameters and state_dict keys unchanged
+        compile_in_place([state.generator, state.discriminator])
     return recipe, state
+
+
+def compile_in_place(networks: list[nn.Module]) -> None:
+    """train.compile=true of a run of any kind: `torch.compile` each network in place
+    (`nn.Module.compile`: parameters and state_dict keys unchanged, so checkpoints interchange with
+    eager runs); a MIX+GAN mixture's members one by one (its steps call the members)."""
+    for network in networks:
+        for module in getattr(network, "members", [network]):
+            module.compile()
 
 
 def check_compile(config: Config, gp_weight: float) -> None:

@@ -10,7 +10,11 @@ forward of G (dropout on), one D update, one G update on the same G(c).
 - G: the GAN loss of (G(c), c) + loss.l1_weight * |G(c) - y| (0: cGAN only); negatives never enter.
 D is called in one function, `score_pairs` (through `negaug.experiment.critic`). Every random draw comes from a seeded stream of the
 `TranslationState`, which the checkpoints hold, so `resume=True` continues bit-identically on the
-CPU. Run folder, lock, checkpoints, NaN guard and process settings are those of `negaug train`.
+CPU. Run folder, lock, checkpoints, NaN guard and process settings are those of `negaug train`,
+and so are the cross-cutting features, through the same shared helpers: train.precision (bf16 /
+fp16 autocast via `critic.score` and around G, channels_last, a grad scaler), train.compile, and
+data parallelism under torchrun (`negaug.distributed`: rank 0's weights, per-rank streams,
+averaged gradients and batch-norm statistics, rank 0 writes).
 At the end the test split is scored (`negaug.metrics.segmentation`) into metrics.jsonl and report.md.
 """
 from __future__ import annotations
@@ -73,10 +77,9 @@ def train_translation(config: TranslationConfig, run_dir: str | Path | None = No
                       on_log: Callable[[dict[str, Any]], None] | None = None,
                       on_start: Callable[[Path, torch.device, int], None] | None = None) -> TranslationResult:
     """Train (or, with resume=True, continue) the Pix2Pix run in `run_dir` (default:
-    `train.runs_dir/train.name`); returns where it ended. One process: under torchrun (WORLD_SIZE
-    > 1) it refuses before anything is written (data-parallel Pix2Pix is not built)."""
-    if distributed.launched_by_torchrun():
-        raise ValueError("pix2pix runs train in one process; run negaug train without torchrun")
+    `train.runs_dir/train.name`); returns where it ended. Under torchrun (a process group joined,
+    as `negaug train` does) data parallel: each rank its share of every batch, gradients averaged,
+    rank 0 writes the run folder."""
     return run_session(
         config, run_dir, resume, "negaug train", prepare_translation,
         lambda config, folder, state, warn: restore(folder, state, warn),
@@ -88,37 +91,44 @@ def restore(run_dir: Path, state: TranslationState, warn) -> None:
     restore_latest(run_dir, state, warn)
 
 
-def score_pairs(discriminator: torch.nn.Module, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """Raw patch scores, flattened to (B_i * P,), of each part (images, conditions), through
+def score_pairs(recipe: TranslationRecipe, discriminator: torch.nn.Module,
+                parts: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Raw patch scores, float32 flattened to (B_i * P,), of each part (images, conditions), through
     `critic.score` (its grouping rule: a batch-dependent D never mixes real, generated and
-    negative pairs in one call)."""
-    return [out.reshape(-1) for out in critic.score(discriminator, parts)]  # each (B_i, 1, P_h, P_w)
+    negative pairs in one call) with the run's channels_last and autocast."""
+    scores = critic.score(discriminator, parts, prepare=recipe.prepare, autocast=recipe.autocast)
+    return [out.reshape(-1) for out in scores]  # each (B_i, 1, P_h, P_w)
 
 
 def translation_step(recipe: TranslationRecipe, state: TranslationState, step: int) -> None:
-    """One D update and one G update on a batch of pairs; statistics go to `state.stats`."""
+    """One D update and one G update on a batch of pairs; statistics go to `state.stats`. Data
+    parallel: gradients averaged in `critic.backward_and_step`, batch-norm statistics after the
+    G update, the finite checks decided on every rank together."""
     condition, target = state.batches.next()  # (B, C, S, S) each, in [-1, 1]
     negatives = recipe.negative(target, generator=state.nda_rng) if recipe.negative is not None else None
-    generated = state.generator(condition)
+    with recipe.autocast():
+        generated = state.generator(recipe.prepare(condition)).float()  # fp32: a no-op
     parts = [(target, condition), (generated.detach(), condition)]
     if negatives is not None:
         parts.append((negatives, condition))  # the true condition: only the target is wrong
-    d_real, d_generated, *rest = score_pairs(state.discriminator, parts)
+    d_real, d_generated, *rest = score_pairs(recipe, state.discriminator, parts)
     d_neg = rest[0] if rest else None
     loss_d, terms = recipe.loss.d_loss(d_real, d_generated, d_neg, lam=recipe.lam if d_neg is not None else None)
     loss_d = recipe.d_scale * loss_d
     _check_finite(loss_d, step, "discriminator")
-    critic.backward_and_step(loss_d, state.opt_d, None)
+    critic.backward_and_step(loss_d, state.opt_d, state.scaler)
     state.discriminator.requires_grad_(False)
     try:
-        (d_fake,) = score_pairs(state.discriminator, [(generated, condition)])
+        (d_fake,) = score_pairs(recipe, state.discriminator, [(generated, condition)])
         loss_gan = recipe.loss.g_loss(d_fake)
         l1 = (generated - target).abs().mean()
         loss_g = loss_gan + recipe.l1_weight * l1 if recipe.l1_weight > 0 else loss_gan
         _check_finite(loss_g, step, "generator")
-        critic.backward_and_step(loss_g, state.opt_g, None)
+        critic.backward_and_step(loss_g, state.opt_g, state.scaler)
     finally:
         state.discriminator.requires_grad_(True)
+    for network in (state.generator, state.discriminator):
+        distributed.average_batch_norm_stats(network)  # data parallel: equal running statistics on every rank
     for name, value in {"loss/d": loss_d, "loss/g": loss_g, "loss/g_gan": loss_gan, "loss/l1": l1,
                         "d_out/real": d_real, "d_out/generated": d_generated, **{f"loss/{k}": v for k, v in terms.items()},
                         **({"d_out/negative": d_neg} if d_neg is not None else {})}.items():
@@ -126,7 +136,7 @@ def translation_step(recipe: TranslationRecipe, state: TranslationState, step: i
 
 
 def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
-    if not bool(torch.isfinite(loss)):
+    if distributed.any_true(not bool(torch.isfinite(loss))):  # data parallel: every rank stops together
         raise NonFiniteLossError(f"non-finite {where} loss at step {step}; lower the learning rate "
                                  f"(optim.lr_g, optim.lr_d)")
 
@@ -239,7 +249,10 @@ class LoadedTranslationRun:
 def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest", device: str | torch.device = "cpu",
                          warn=None, data_root: str | Path | None = None) -> LoadedTranslationRun:
     """G and the config of a Pix2Pix run at a checkpoint ("latest" or a path), restored by the
-    training state's own `load_state_dict` without touching the caller's random generators."""
+    training state's own `load_state_dict` without touching the caller's random generators. G is
+    loaded to be scored: the returned config's train.device is `device`, train.precision fp32 and
+    train.compile false (an fp16 run loads on a CPU); the weights only, so a run of any number of
+    processes loads in one."""
     device = torch.device(device)
     parts: dict[str, Any] = {}
 
@@ -247,10 +260,10 @@ def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest",
         config = runs.config_of_record(found.record, TranslationConfig)
         if data_root is not None:
             config.data.root = str(data_root)
-        config.train.device = str(device)
+        config.train.device, config.train.precision, config.train.compile = str(device), "fp32", False
         with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if device.type == "cuda" else []):
             _, state = build_translation(config)
-            state.load_state_dict(found.state)
+            state.load_state_dict(found.state, streams=False)
         parts.update(config=config, state=state)
 
     found = runs.find_checkpoint(Path(run_dir), checkpoint_choice, warn=warn, accept=accept)

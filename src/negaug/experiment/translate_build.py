@@ -3,9 +3,10 @@
     recipe, state = build_translation(config)
 
 `TranslationRecipe` is what every step does and never changes (paired data, NDA transform, losses,
-device); `TranslationState` is what training changes and the only definition of what a checkpoint
-holds: G, D, both Adam optimizers, the step, the data stream's position and every random stream
-(NDA draws; dropout draws from torch's global generator, which the state holds too).
+precision, device); `TranslationState` is what training changes and the only definition of what a
+checkpoint holds: G, D, both Adam optimizers, the fp16 grad scaler, the step, the data stream's
+position and every random stream (NDA draws; dropout draws from torch's global generator, which
+the state holds too; data parallel: every rank's, `state.add_rank_streams`).
 Each failure is a one-line `ValueError` / `FileNotFoundError` naming the config key.
 """
 from __future__ import annotations
@@ -16,11 +17,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from negaug import losses, nda
+from negaug import distributed, losses, nda
 from negaug.data.paired import PairedDataset, build_paired
-from negaug.experiment.build import _with_key, check_seed, check_threads, resolve_device
+from negaug.experiment.build import (
+    _with_key,
+    autocast_of,
+    check_precision,
+    check_seed,
+    check_threads,
+    compile_in_place,
+    resolve_device,
+    sync_batch_norm,
+)
 from negaug.experiment.config import check_run_name
-from negaug.experiment.state import non_finite_tensors, restore_streams, stream_states
+from negaug.experiment.state import (
+    add_rank_streams,
+    non_finite_tensors,
+    rank_seed,
+    rank_streams,
+    restore_streams,
+    stream_states,
+)
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.experiment.translate_config import TranslationConfig
@@ -49,6 +66,15 @@ class TranslationRecipe:
     l1_weight: float
     d_scale: float
     device: torch.device
+    precision: str = "fp32"  # train.precision: fp32, bf16 or fp16
+
+    def autocast(self):
+        """The autocast context of `precision` (`build.autocast_of`; a no-op for fp32)."""
+        return autocast_of(self.precision, self.device)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch as G and D take it: channels_last under bf16 (as the networks), else unchanged."""
+        return x.contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else x
 
 
 @dataclass
@@ -59,25 +85,34 @@ class TranslationState:
     opt_d: torch.optim.Optimizer
     batches: PairStream
     nda_rng: torch.Generator  # NDA draws
+    scaler: torch.amp.GradScaler | None = None  # train.precision=fp16 only
     step: int = 0  # optimizer steps done
     stats: Stats = field(default_factory=Stats)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "generator": self.generator.state_dict(),
-                "discriminator": self.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(),
-                "rng": stream_states({"nda": self.nda_rng}, self.batches.device),  # dropout draws from cuda's on GPUs
-                "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
+        state = {"step": self.step, "generator": self.generator.state_dict(),
+                 "discriminator": self.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
+                 "opt_d": self.opt_d.state_dict(),
+                 "rng": stream_states({"nda": self.nda_rng}, self.batches.device),  # dropout draws from cuda's on GPUs
+                 "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
+        if self.scaler is not None:  # fp16 only: other checkpoints keep their layout
+            state["scaler"] = self.scaler.state_dict()
+        return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
         """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
-        `torch.random.fork_rng` to keep the caller's)."""
+        `torch.random.fork_rng` to keep the caller's). `streams=False`: the networks, optimizers
+        and counters only (loading a run to score it, which any number of processes may do); with
+        streams, a checkpoint of another number of processes is refused (`state.rank_streams`)."""
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        restore_streams(state["rng"], {"nda": self.nda_rng}, self.batches.device)
-        self.batches.load_state_dict(state["batches"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        if streams:
+            restore_streams(rank_streams(state), {"nda": self.nda_rng}, self.batches.device)
+            self.batches.load_state_dict(state["batches"])
         self.stats.load_state_dict(state["stats"])
         self.step = int(state["step"])
 
@@ -167,23 +202,46 @@ def build_networks(config: TranslationConfig, dataset: PairedDataset) -> tuple[U
             raise _with_key("model", err) from None
 
 
+def data_parallel_networks(generator: UNetGenerator, discriminator: PatchDiscriminator,
+                           device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """G and D for a data-parallel run (`build.sync_batch_norm`, unchanged in one process):
+    model.norm=batch couples the samples of a batch in both, so their batch norm is synchronised
+    on GPUs and refused on CPUs; instance norm (the default) is per sample and needs nothing."""
+    refusal = ("model.norm=batch couples the samples of a batch, whose statistics a data-parallel run on CPUs "
+               "(torchrun, gloo) cannot synchronise; set model.norm=instance, or train on GPUs "
+               "(synchronised batch norm)")
+    return sync_batch_norm(generator, device, refusal), sync_batch_norm(discriminator, device, refusal)
+
+
 def build_translation(config: TranslationConfig) -> tuple[TranslationRecipe, TranslationState]:
-    """The recipe and the initial state of a Pix2Pix run; raises before any training work."""
+    """The recipe and the initial state of a Pix2Pix run; raises before any training work.
+    Data parallel (torchrun): every rank starts from rank 0's weights and draws its own data share,
+    NDA and dropout streams (rank 0: those of one process, `state.rank_seed`)."""
     check_translation_scalars(config)
     device = resolve_device(config.train.device)
+    check_precision(config.train.precision, device)
     dataset = build_paired_split(config, config.data.split)
     test_dataset = build_paired_split(config, config.eval.split)
     loss, negative = build_loss(config), build_negative(config, dataset)
     generator, discriminator = build_networks(config, dataset)
-    generator, discriminator = generator.to(device), discriminator.to(device)
+    generator, discriminator = data_parallel_networks(generator.to(device), discriminator.to(device), device)
+    if config.train.precision == "bf16":  # as GAN runs: NHWC convolutions under bf16 autocast
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    for network in (generator, discriminator):
+        distributed.broadcast_module(network)  # data parallel: rank 0's weights (equal already: same seed)
     betas = (config.optim.beta1, config.optim.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.optim.lr_g, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.optim.lr_d, betas=betas)
     seed = config.train.seed
-    state = TranslationState(generator, discriminator, opt_g, opt_d,
-                             PairStream(dataset, config.data.batch_size, seed, device),
-                             nda_rng=torch.Generator().manual_seed(seed + 2))
+    batches = PairStream(dataset, config.data.batch_size, seed, device, rank=distributed.rank(),
+                         world=distributed.world_size())
+    state = TranslationState(generator, discriminator, opt_g, opt_d, batches,
+                             nda_rng=torch.Generator().manual_seed(rank_seed(seed, distributed.rank()) + 2),
+                             scaler=torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None)
+    if config.train.compile:
+        compile_in_place([generator, discriminator])
     lam = config.nda.lam if negative is not None else 1.0
     recipe = TranslationRecipe(dataset, test_dataset, negative, loss, lam, config.loss.l1_weight,
-                               config.loss.d_scale, device)
+                               config.loss.d_scale, device, config.train.precision)
     return recipe, state

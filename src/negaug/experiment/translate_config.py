@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from negaug.experiment.checkpoint import list_steps, read_record, stem
 from negaug.experiment.config import (
@@ -77,6 +77,8 @@ class TranslationTrainConfig:
     steps: int = 2000  # optimizer steps (one D and one G update each)
     seed: int = 0  # seeds weights, data order, dropout and NDA draws
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    precision: str = "fp32"  # fp32, bf16 (autocast, channels_last) or fp16 (autocast + a gradient scaler; GPUs only)
+    compile: bool = False  # torch.compile G and D in place (same weights and checkpoint keys; the first steps compile)
     log_every: int = 50  # steps between lines in metrics.jsonl
     sample_every: int = 500  # steps between sample grids (condition | output | target); 0: only at the end
     checkpoint_every: int = 500  # steps between checkpoints; 0: only at the end
@@ -109,6 +111,8 @@ class TranslationConfig(ConfigBase):
         "train.name", "train.runs_dir", "train.progress", "train.log_every", "train.sample_every",
         "train.checkpoint_every", "train.keep_checkpoints", "train.num_sample_images", "train.threads", "train.tensorboard", "train.wandb")
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
+    # added later (issue 24): left out of the hash while off, so runs made before keep theirs
+    LATER_KEYS: ClassVar[dict[str, Any]] = {"train.precision": "fp32", "train.compile": False}
 
     kind: str = KIND  # marks a translation config (what `negaug train` and `negaug eval` dispatch on)
     data: PairedDataConfig = field(default_factory=PairedDataConfig)
