@@ -1,6 +1,6 @@
 """The CUDA paths of training (issue 24): every kind of run resumes bit-identically on a GPU
 (deterministic algorithms, CUBLAS_WORKSPACE_CONFIG, CPU generators driving CUDA tensors), so do
-GAN runs in bf16 and in fp16 with its grad scaler, and a run trained on a GPU loads on the CPU.
+GAN and DPC runs in bf16 and in fp16 with its grad scaler, and a run trained on a GPU loads on the CPU.
 
 Marked `cuda`: skipped without a GPU (tests/conftest.py); `python benchmarks/gpu_check.py` runs
 every test so marked (`pytest -m cuda`) on a CUDA machine.
@@ -23,9 +23,10 @@ def test_every_kind_resumes_bit_identically_on_cuda(tmp_path, name):
     check_exact_resume(tmp_path, name, [f"train.device={DEVICE}"])
 
 
+@pytest.mark.parametrize("name", ["gan", "dpc"])
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_gan_resumes_bit_identically_on_cuda_in_mixed_precision(tmp_path, precision):
-    state = check_exact_resume(tmp_path, "gan", [f"train.device={DEVICE}", f"train.precision={precision}"])
+def test_mixed_precision_runs_resume_bit_identically_on_cuda(tmp_path, name, precision):
+    state = check_exact_resume(tmp_path, name, [f"train.device={DEVICE}", f"train.precision={precision}"])
     assert ("scaler" in state) == (precision == "fp16")  # fp16 alone has a grad scaler, and it is saved
     if precision == "fp16":
         whole = ckpt.load_latest(tmp_path / "whole" / "checkpoints").state["scaler"]

@@ -43,10 +43,11 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
     expected_gan = {"fp32": "ok", "bf16 autocast": "ok", "channels_last": "ok", "fp16 + grad scaler": "skipped",
                     "compile": "skipped"}
     assert {f: status["gan", f] for f in FEATURES} == expected_gan
-    # pretraining has train.precision (not train.compile); pix2pix and dpc have neither (yet)
+    # pretraining has train.precision (not train.compile); dpc both, without channels_last (3-D
+    # convolutions); pix2pix neither (yet)
     assert {f: status["pretrain", f] for f in FEATURES} == {**expected_gan, "compile": "not supported"}
-    for name in ("pix2pix", "dpc"):
-        assert {f: status[name, f] for f in FEATURES} == {f: "ok" if f == "fp32" else "not supported" for f in FEATURES}
+    assert {f: status["dpc", f] for f in FEATURES} == {**expected_gan, "channels_last": "not supported"}
+    assert {f: status["pix2pix", f] for f in FEATURES} == {f: "ok" if f == "fp32" else "not supported" for f in FEATURES}
     for name in ("gan", "pretrain"):
         channels_last = next(r for r in report["results"] if r["feature"] == "channels_last" and r["kind"] == name)
         assert f"conv weights of the {name} run's networks channels_last" in channels_last["detail"]
@@ -64,8 +65,9 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
 def test_the_dry_run_launches_torchrun_for_the_kinds_that_support_it(tmp_path):
     code, report, md = run(tmp_path, "--dry-run", "--parts", "torchrun,tests")
     rows = {(r["part"], r["kind"]): r for r in report["results"]}
-    assert code == 0 and sorted(rows) == [("tests", "-"), ("torchrun", "gan"), ("torchrun", "pix2pix"), ("torchrun", "pretrain")]
-    for name in ("gan", "pretrain"):
+    assert code == 0 and sorted(rows) == [("tests", "-"), ("torchrun", "dpc"), ("torchrun", "gan"), ("torchrun", "pix2pix"),
+                                          ("torchrun", "pretrain")]
+    for name in ("dpc", "gan", "pretrain"):
         assert rows["torchrun", name]["status"] == "ok", rows["torchrun", name]
         assert rows["torchrun", name]["detail"] == "exit 0, checkpoint at step 4"
     assert rows["torchrun", "pix2pix"]["status"] == "not supported"
@@ -100,6 +102,8 @@ def test_on_cuda_every_gan_feature_runs_and_the_others_are_not_supported():
                for name in kinds.names() for f in gpu_check.FEATURES}
     assert all(reasons["gan", f] is None for f in FEATURES)
     assert reasons["pretrain", "compile"] == "not supported by pretrain (no train.compile)"
+    assert [f for f in FEATURES if reasons["dpc", f] is not None] == ["channels_last"]
+    assert reasons["dpc", "channels_last"] == "not supported by dpc (3-D convolutions: bf16 runs without channels_last)"
     assert reasons["pix2pix", "fp32"] is None
 
 

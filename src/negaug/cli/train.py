@@ -212,33 +212,41 @@ def _processes() -> str:
 
 
 def train_in_one_process(args, kind, source: str | None, overrides: list[str], command: str, what: str):
-    """`negaug train` / `negaug pretrain` of a kind that trains in one process (Pix2Pix, DPC): its
-    config (or, with --resume, the run's own), --dry-run, the start line and Ctrl-C. Returns
-    (result, None) or (None, exit code)."""
+    """`train_kind` for a kind that trains in one process (Pix2Pix): refused under torchrun."""
     from negaug import distributed
-    from negaug.experiment import resume_config
 
     if distributed.launched_by_torchrun():
         raise ValueError(f"{what} runs train in one process; run {command} without torchrun")
+    return train_kind(args, kind, source, overrides, command, what)
+
+
+def train_kind(args, kind, source: str | None, overrides: list[str], command: str, what: str):
+    """`negaug train` / `negaug pretrain` of a kind trained through the kinds registry (Pix2Pix,
+    DPC): its config (or, with --resume, the run's own), --dry-run, the start line and Ctrl-C;
+    under torchrun inside the command's process group, rank 0 speaking for every rank. Returns
+    (result, None) or (None, exit code)."""
+    from negaug.experiment import resume_config
+
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
         config = resume_config(args.resume, overrides, warn=_warn_line, cls=kind.config_class)
     else:
         config = kind.load_config(source, overrides)
-    if args.dry_run:
-        kind.prepare(config)  # the same checks as a real run
-        print(config.to_yaml(), end="")
-        return None, 0
+    with process_group(config.train.device):
+        if args.dry_run:
+            kind.prepare(config)  # the same checks as a real run
+            say(config.to_yaml(), end="")
+            return None, 0
 
-    def on_start(run_dir, device, step) -> None:
-        start = f" (to step {config.train.steps}, from step {step})" if step else ""
-        print(f"negaug: training {what} {config.train.steps - step} steps{start} in {run_dir} on {device}"
-              f"{threads_note(config, device)}", flush=True)
+        def on_start(run_dir, device, step) -> None:
+            start = f" (to step {config.train.steps}, from step {step})" if step else ""
+            say(f"negaug: training {what} {config.train.steps - step} steps{start} in {run_dir} on {device}"
+                f"{threads_note(config, device)}{_processes()}")
 
-    return run_until_stopped(
-        lambda stop: kind.train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
-                                on_start=on_start, warn=_warn_line), command)
+        return run_until_stopped(
+            lambda stop: kind.train(config, run_dir=args.resume, resume=bool(args.resume), stop_requested=stop,
+                                    on_start=on_start, warn=_warn_line), command)
 
 
 def _run_translation(args, source: str | None, overrides: list[str]) -> int:
