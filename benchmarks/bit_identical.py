@@ -10,7 +10,8 @@ tensor of the two final checkpoints (`torch.equal`) and the two metrics.jsonl fi
 record, without its clock readings it_per_s and elapsed_s and without warnings, which a busy
 machine's slow steps add). Prints one line per case and exits 1 when any
 differs. Cases: the `default` preset; mixture-mode NDA with WGAN-GP; `negaug pretrain mnist` with
-Jigsaw NDA; `pix2pix-scenes` with NDA; a MIX+GAN (3 G, 3 D) on the 5 x 5 grid.
+Jigsaw NDA; `pix2pix-scenes` with NDA; a MIX+GAN (3 G, 3 D) on the 5 x 5 grid; `negaug pretrain
+dpc-moving-mnist` with Jigsaw NDA clips (a kind since 8f955bc: skipped against an older checkout).
 """
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ CASES = {  # name -> (command, preset, overrides)
     "mixgan": ("train", None, ["data.name=grid", "model.name=mlp", "model.options.width=16", "model.options.depth=2",
                                "model.mixture=3", "loss.name=nonsaturating", "nda.transform=none",
                                "data.batch_size=64", *GAN_SMALL]),
+    # DPC became a kind after d829a1b: compare it with a later commit (e.g. 54dc103)
+    "dpc-moving-mnist-nda": ("pretrain", "dpc-moving-mnist", ["nda.transform=jigsaw", "data.batch_size=8",
+                                                              "data.options={num_clips: 64, num_frames: 8, image_size: 16}",
+                                                              "model.widths=[4, 8]", "model.feature_dim=16"]),
 }
+NEEDS = {"dpc-moving-mnist-nda": "negaug/experiment/dpc.py"}  # case -> the file an old checkout needs for it
 COMPARE = """
 import sys, torch
 from negaug.experiment import checkpoint as ckpt
@@ -82,6 +88,9 @@ def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.cases.split(","):
+            if name in NEEDS and not (old_src / NEEDS[name]).is_file():
+                print(f"{name:>20}: skipped (the old checkout has no {NEEDS[name]})", flush=True)
+                continue
             new = run_case(HERE / "src", name, args.steps, Path(scratch) / "new")
             old = run_case(old_src, name, args.steps, Path(scratch) / "old")
             env = dict(os.environ, PYTHONPATH=str(HERE / "src"))

@@ -9,8 +9,9 @@ Four parts, each result printed as it comes:
    tests/test_kinds.py with each feature (fp32; bf16 autocast; channels_last, which
    `train.precision=bf16` brings, checked on the built G and D; fp16 with its grad scaler; torch.compile),
    then loads back on the same device. A kind without the feature's config key is "not supported
-   by <kind>", not a failure.
-2. torchrun: `python -m torch.distributed.run --nproc_per_node N -m negaug train|pretrain` on the
+   by <kind>", not a failure; so is channels_last for DPC (3-D convolutions: bf16 without it).
+2. torchrun: `python -m torch.distributed.run --nproc_per_node N -m negaug train|pretrain` (GAN,
+   MoCo-v2, DPC) on the
    tiny configs, N = 2 when 2 GPUs are visible (NCCL, each process on cuda:LOCAL_RANK, the GAN's
    batch-norm D and Pix2Pix's batch-norm G and D converted to SyncBatchNorm), else 1 (the launcher on a GPU, no process group:
    NCCL refuses two ranks on one GPU, "Duplicate GPU detected", so those paths are marked not run).
@@ -56,9 +57,9 @@ PARTS = ("kinds", "torchrun", "tests", "speed")
 CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/test_nda.py")  # every test file with a `cuda` mark (tested)
 KIND_STEPS = 4
 TORCHRUN_KINDS = {"gan": ("train", ["model.options.spectral_norm=false"]),  # a batch-norm D: SyncBatchNorm
-                  "pretrain": ("pretrain", []),
+                  "pretrain": ("pretrain", []), "dpc": ("pretrain", []),
                   "pix2pix": ("train", ["model.norm=batch"])}  # batch-norm G and D: SyncBatchNorm
-NOT_UNDER_TORCHRUN: dict[str, str] = {}  # kind -> why it is not launched (none of the kinds listed here)
+NOT_UNDER_TORCHRUN: dict[str, str] = {}  # kind -> why it is not launched (every kind trains data-parallel)
 BIGGAN_DATA = ["data.name=dots", "data.options={count: 6, num_samples: 2048}", "eval.every=0", "eval.best_metric=null"]
 SPEED_MODELS = {  # label -> (preset, overrides, extra overrides of the dry run)
     "default preset (DCGAN width 32, MNIST-5k 32 px, batch 64, 1 D step)": (
@@ -124,6 +125,7 @@ class Feature:
     cuda_only: bool = False
     in_dry_run: bool = True  # False: skipped in the dry run (compiling takes tens of seconds on a CPU)
     check: Callable[[Any], str] | None = None  # after training and loading: (config) -> a note
+    not_for: tuple[tuple[str, str], ...] = ()  # (kind, why): kinds that have the key but not the feature
 
 
 def channels_last_models(config) -> str:
@@ -144,7 +146,8 @@ def channels_last_models(config) -> str:
 FEATURES = (
     Feature("fp32"),
     Feature("bf16 autocast", ("train.precision=bf16",), ("train.precision",)),
-    Feature("channels_last", ("train.precision=bf16",), ("train.precision",), check=channels_last_models),
+    Feature("channels_last", ("train.precision=bf16",), ("train.precision",), check=channels_last_models,
+            not_for=(("dpc", "3-D convolutions: bf16 runs without channels_last"),)),
     Feature("fp16 + grad scaler", ("train.precision=fp16",), ("train.precision",), cuda_only=True),
     Feature("compile", ("train.compile=true",), ("train.compile",), in_dry_run=False),
 )
@@ -159,6 +162,8 @@ def skip_reason(kind, feature: Feature, device: str) -> str | None:
     missing = [key for key in feature.keys if not has_key(kind, key)]
     if missing:
         return f"not supported by {kind.name} (no {missing[0]})"
+    if kind.name in dict(feature.not_for):
+        return f"not supported by {kind.name} ({dict(feature.not_for)[kind.name]})"
     if feature.cuda_only and device != "cuda":
         return "skipped: needs CUDA"
     if not feature.in_dry_run and device != "cuda":

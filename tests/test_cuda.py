@@ -1,7 +1,7 @@
 """The CUDA paths of training (issue 24): every kind of run resumes bit-identically on a GPU
 (deterministic algorithms, CUBLAS_WORKSPACE_CONFIG, CPU generators driving CUDA tensors), so do
-GAN and Pix2Pix runs in bf16 and in fp16 with its grad scaler, and a run trained on a GPU loads on the
-CPU (a Pix2Pix fp16 run too).
+GAN, Pix2Pix and DPC runs in bf16 and in fp16 with its grad scaler, and a run trained on a GPU loads
+on the CPU (a Pix2Pix fp16 run too).
 
 Marked `cuda`: skipped without a GPU (tests/conftest.py); `python benchmarks/gpu_check.py` runs
 every test so marked (`pytest -m cuda`) on a CUDA machine.
@@ -24,9 +24,9 @@ def test_every_kind_resumes_bit_identically_on_cuda(tmp_path, name):
     check_exact_resume(tmp_path, name, [f"train.device={DEVICE}"])
 
 
-@pytest.mark.parametrize("name", ["gan", "pix2pix"])
+@pytest.mark.parametrize("name", ["gan", "pix2pix", "dpc"])
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_resumes_bit_identically_on_cuda_in_mixed_precision(tmp_path, name, precision):
+def test_mixed_precision_runs_resume_bit_identically_on_cuda(tmp_path, name, precision):
     state = check_exact_resume(tmp_path, name, [f"train.device={DEVICE}", f"train.precision={precision}"])
     assert ("scaler" in state) == (precision == "fp16")  # fp16 alone has a grad scaler, and it is saved
     if precision == "fp16":

@@ -43,10 +43,11 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
     expected_gan = {"fp32": "ok", "bf16 autocast": "ok", "channels_last": "ok", "fp16 + grad scaler": "skipped",
                     "compile": "skipped"}
     assert {f: status["gan", f] for f in FEATURES} == expected_gan
-    # pretraining has train.precision (not train.compile); pix2pix both; dpc neither (yet)
+    # pretraining has train.precision (not train.compile); pix2pix every feature; dpc all but
+    # channels_last (3-D convolutions)
     assert {f: status["pretrain", f] for f in FEATURES} == {**expected_gan, "compile": "not supported"}
     assert {f: status["pix2pix", f] for f in FEATURES} == expected_gan
-    assert {f: status["dpc", f] for f in FEATURES} == {f: "ok" if f == "fp32" else "not supported" for f in FEATURES}
+    assert {f: status["dpc", f] for f in FEATURES} == {**expected_gan, "channels_last": "not supported"}
     for name in ("gan", "pretrain", "pix2pix"):
         channels_last = next(r for r in report["results"] if r["feature"] == "channels_last" and r["kind"] == name)
         assert f"conv weights of the {name} run's networks channels_last" in channels_last["detail"]
@@ -57,15 +58,16 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
         assert cells["fp32 compiled"]["status"] == cells["bf16 compiled"]["status"] == "skipped"
     assert report["speed"][1]["model_name"] == "biggan" and report["speed"][1]["num_d_steps"] == 1  # the dry size
     assert "| kind | fp32 | bf16 autocast | channels_last | fp16 + grad scaler | compile |" in md
-    assert "| pretrain | ok (" in md and "not supported by dpc (no train.precision)" in md
+    assert "| pretrain | ok (" in md and "not supported by pretrain (no train.compile)" in md
 
 
 @pytest.mark.slow
 def test_the_dry_run_launches_torchrun_for_the_kinds_that_support_it(tmp_path):
     code, report, md = run(tmp_path, "--dry-run", "--parts", "torchrun,tests")
     rows = {(r["part"], r["kind"]): r for r in report["results"]}
-    assert code == 0 and sorted(rows) == [("tests", "-"), ("torchrun", "gan"), ("torchrun", "pix2pix"), ("torchrun", "pretrain")]
-    for name in ("gan", "pretrain", "pix2pix"):
+    assert code == 0 and sorted(rows) == [("tests", "-"), ("torchrun", "dpc"), ("torchrun", "gan"), ("torchrun", "pix2pix"),
+                                          ("torchrun", "pretrain")]
+    for name in ("dpc", "gan", "pretrain", "pix2pix"):
         assert rows["torchrun", name]["status"] == "ok", rows["torchrun", name]
         assert rows["torchrun", name]["detail"] == "exit 0, checkpoint at step 4"
     assert rows["tests", "-"]["status"] == "skipped"  # the CUDA tests would all skip on the CPU
@@ -88,7 +90,7 @@ def test_a_failing_check_is_an_error_row_and_exit_code_1(tmp_path, monkeypatch):
 def test_no_check_starts_after_the_budget(tmp_path):
     code, report, _ = run(tmp_path, "--dry-run", "--budget-s", "0")
     assert code == 0 and report["results"] and report["speed"]
-    assert {r["status"] for r in report["results"]} == {"skipped"}  # every kind launches under torchrun but dpc (not listed)
+    assert {r["status"] for r in report["results"]} == {"skipped"}  # every kind launches under torchrun
     skipped = [r["detail"] for r in report["results"] if r["status"] == "skipped" and r["part"] != "tests"]
     assert skipped and all(d == "not started: past the --budget-s 0 s time budget" for d in skipped)
     assert all(c["status"] == "skipped" for row in report["speed"] for c in row["cells"].values())
@@ -100,6 +102,8 @@ def test_on_cuda_every_gan_feature_runs_and_the_others_are_not_supported():
     assert all(reasons["gan", f] is None for f in FEATURES)
     assert reasons["pretrain", "compile"] == "not supported by pretrain (no train.compile)"
     assert all(reasons["pix2pix", f] is None for f in FEATURES)  # issue 24: Pix2Pix has every feature too
+    assert [f for f in FEATURES if reasons["dpc", f] is not None] == ["channels_last"]
+    assert reasons["dpc", "channels_last"] == "not supported by dpc (3-D convolutions: bf16 runs without channels_last)"
 
 
 def test_the_cuda_test_files_are_every_file_with_a_cuda_mark():

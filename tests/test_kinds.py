@@ -27,7 +27,8 @@ TINY = {
     "pix2pix": ("pix2pix-scenes", ["data.batch_size=4", "data.options={num_samples: 24}", "model.width=4",
                                    "train.log_every=1", "train.sample_every=0", "train.num_sample_images=2",
                                    "nda.transform=jigsaw"]),
-    "dpc": ("dpc-moving-mnist", ["data.options={num_clips: 32, num_frames: 8, image_size: 16}", "model.widths=[4, 8]",
+    # blocks of 3 frames: bf16 on the CPU refuses blocks of 2 (`dpc.check_dpc_precision`)
+    "dpc": ("dpc-moving-mnist", ["data.options={num_clips: 32, num_frames: 12, image_size: 16}", "model.widths=[4, 8]",
                                  "model.feature_dim=16", "data.batch_size=8", "train.log_every=1", "nda.transform=jigsaw"]),
 }
 COMMON = ["train.progress=false", "train.checkpoint_every=2", "train.device=cpu"]
@@ -324,16 +325,16 @@ def test_scalars_of_a_record_reach_one_level_into_nested_results():
 
 def test_commands_aimed_at_a_dpc_run_name_its_kind(tmp_path, capsys):
     """Regressions (review): `negaug eval` pasted a sentence as a command, `negaug probe` called a
-    DPC run a GAN run, and keep_checkpoints=0 left a DPC run without any checkpoint."""
+    DPC run a GAN run (it probes DPC runs now: tests/test_dpc_run.py), and keep_checkpoints=0 left
+    a DPC run without any checkpoint."""
     from negaug.cli import main
 
     kinds.get("dpc").train(config_of("dpc", tmp_path, "v", 2))
     capsys.readouterr()
-    for argv in (["eval", str(tmp_path / "v")], ["probe", str(tmp_path / "v")]):
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert "is a Dense Predictive Coding (negaug pretrain) run" in err and "load_dpc_run" in err
-        assert "`negaug pretrain --resume" in err and "GAN runs" not in err and err.count("\n") == 1
+    assert main(["eval", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "is a Dense Predictive Coding (negaug pretrain) run" in err and f"`negaug probe {tmp_path / 'v'}` evaluates it" in err
+    assert "`negaug pretrain --resume" in err and "GAN runs" not in err and err.count("\n") == 1
     preset, overrides = TINY["dpc"]
     for bad in ("train.keep_checkpoints=0", "train.checkpoint_every=-1", "optim.lr=nan"):
         assert main(["pretrain", preset, *overrides, bad, f"train.runs_dir={tmp_path}", "train.name=w"]) == 2
@@ -361,10 +362,11 @@ def test_pretraining_keeps_its_best_checkpoint_by_the_validation_knn(tmp_path):
     assert entry["step"] == best_step
 
 
-@pytest.mark.parametrize("name", ["gan", "pretrain", "pix2pix"])  # the kinds with train.precision
+@pytest.mark.parametrize("name", sorted(kinds.names()))  # every kind has train.precision
 def test_bf16_runs_of_every_kind_with_mixed_precision_train_finite_and_resume_exactly(tmp_path, name):
-    """Issue 24: mixed precision beyond GAN runs: MoCo-v2 pretraining and Pix2Pix train under bf16
-    autocast with channels_last (fp16 needs a GPU and is refused here in one line), resume exactly."""
+    """Issue 24: mixed precision in every kind: GAN, MoCo-v2 pretraining and Pix2Pix train under
+    bf16 autocast with channels_last, DPC (3-D convolutions) under bf16 autocast; fp16 needs a GPU
+    and is refused here in one line; each resumes exactly."""
     kind = kinds.get(name)
     whole = config_of(name, tmp_path, "whole", 4)
     whole.train.precision = "bf16"

@@ -147,7 +147,7 @@ def test_models_import_nothing_from_losses():
 KIND_MODULES = {
     "pretrain": {"pretrain_config", "pretrain_build", "pretrain", "probe", "separation"},
     "pix2pix": {"translate_config", "translate_build", "translate"},
-    "dpc": {"dpc_config", "dpc"},
+    "dpc": {"dpc_config", "dpc", "dpc_probe"},
 }
 
 

@@ -197,9 +197,10 @@ def test_probe_and_resume_refuse_a_gan_run_and_a_missing_folder_with_one_line(tm
     gan = tmp_path / "gan" / "checkpoints"
     gan.mkdir(parents=True)
     ckpt.save(gan, 1, {"step": 1}, {"config": load_config("default").to_dict()})
-    for argv in (["probe", str(tmp_path / "gan")], ["pretrain", "--resume", str(tmp_path / "gan")]):
+    for argv, says in ((["probe", str(tmp_path / "gan")], "is a GAN run, not one `negaug probe` measures"),
+                       (["pretrain", "--resume", str(tmp_path / "gan")], "is a GAN run, not a MoCo-v2 pretraining run")):
         code, _, err = cli(capsys, *argv)
-        assert code == 2 and "is a GAN run, not a MoCo-v2 pretraining run" in err and len(err.strip().splitlines()) == 1
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1
         assert "`negaug eval " in err and "`negaug train --resume " in err
     code, _, err = cli(capsys, "probe", str(tmp_path / "nothing"))
     assert code == 2 and "does not exist" in err

@@ -194,6 +194,35 @@ def all_gather_cat(tensor: Tensor) -> Tensor:
     return torch.cat([g[:c] for g, c in zip(gathered, counts)]).to(device)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sends each rank the gradient of its own rows, summed over every
+    rank's use of them (an all-reduce of the whole gradient, then this rank's slice)."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        ctx.rows, ctx.rank = tensor.shape[0], dist.get_rank()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_with_grad(tensor: Tensor) -> Tensor:
+    """Every rank's ``tensor`` (B, ...) concatenated along dim 0 in rank order, (world * B, ...),
+    differentiable: the gradient reaching rank r's rows from every rank's loss flows back to rank
+    r (MoCo's queue gathers keys without gradient; a loss that uses the other ranks' samples as
+    negatives with gradient needs this). Every rank must pass the same shape. The identity in a
+    single process."""
+    if not is_distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
 def shard(count: int) -> tuple[int, int]:
     """This rank's contiguous share [start, stop) of ``count`` items: the first ``count % world``
     ranks take one more. Concatenating every rank's share in rank order gives 0..count-1."""

@@ -27,6 +27,8 @@ EPILOG = """examples:
   negaug pretrain --resume runs/mine train.steps=4000
   negaug probe runs/mine                            # linear probe + k-NN -> runs/mine/probe.json
   negaug pretrain dpc-moving-mnist nda.transform=jigsaw   # Dense Predictive Coding on clips, NDA clips (Table 7)
+  negaug probe runs/dpc-moving-mnist-<time>               # its motion / digit probes -> probe.json
+  torchrun --nproc_per_node 2 -m negaug pretrain mnist    # data parallel (MoCo-v2 and DPC)
 presets: {presets}; Dense Predictive Coding (video): {dpc_presets}"""
 
 
@@ -94,7 +96,7 @@ def run(args) -> int:
 
 
 def _run_dpc(args, source: str | None, overrides: list[str]) -> int:
-    """`negaug pretrain` of a Dense Predictive Coding preset, config or run (one process)."""
+    """`negaug pretrain` of a Dense Predictive Coding preset, config or run (torchrun: data parallel)."""
     from negaug.experiment import kinds
 
     result, code = train_kind(args, kinds.get("dpc"), source, overrides, "negaug pretrain", "DPC")
@@ -102,5 +104,6 @@ def _run_dpc(args, source: str | None, overrides: list[str]) -> int:
         return code
     say(f"run folder: {result.run_dir} ({result.step} steps, {result.seconds:.0f} s, last loss "
         f"{result.last_log.get('loss', float('nan')):.3f})")
-    say(f"next: negaug pretrain --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
+    say(f"next: negaug probe {result.run_dir}   # motion / digit probes, held-out DPC -> {result.run_dir}/probe.json\n"
+        f"      {launcher('negaug pretrain')} --resume {result.run_dir} train.steps={2 * result.step}   # train longer")
     return 0

@@ -211,17 +211,13 @@ def _processes() -> str:
         if distributed.is_distributed() else ""
 
 
-def train_kind(args, kind, source: str | None, overrides: list[str], command: str, what: str,
-               data_parallel: bool = False):
-    """`negaug train` / `negaug pretrain` of a registered kind beside GAN and MoCo runs (Pix2Pix,
-    DPC): its config (or, with --resume, the run's own), --dry-run, the start line and Ctrl-C.
-    Under torchrun a kind that trains data-parallel (`data_parallel`) runs in the command's process
-    group; one that does not is refused in one line. Returns (result, None) or (None, exit code)."""
-    from negaug import distributed
+def train_kind(args, kind, source: str | None, overrides: list[str], command: str, what: str):
+    """`negaug train` / `negaug pretrain` of a kind trained through the kinds registry (Pix2Pix,
+    DPC): its config (or, with --resume, the run's own), --dry-run, the start line and Ctrl-C;
+    under torchrun inside the command's process group (both kinds train data-parallel), rank 0
+    speaking for every rank. Returns (result, None) or (None, exit code)."""
     from negaug.experiment import resume_config
 
-    if distributed.launched_by_torchrun() and not data_parallel:
-        raise ValueError(f"{what} runs train in one process; run {command} without torchrun")
     if args.resume:
         if source is not None:
             raise ValueError("--resume takes the run's own config; give only overrides such as train.steps=N")
@@ -248,8 +244,7 @@ def _run_translation(args, source: str | None, overrides: list[str]) -> int:
     """`negaug train` of a Pix2Pix preset, file or run (`negaug.experiment.translate`; torchrun: data parallel)."""
     from negaug.experiment import kinds
 
-    result, code = train_kind(args, kinds.get("pix2pix"), source, overrides, "negaug train", "pix2pix",
-                              data_parallel=True)
+    result, code = train_kind(args, kinds.get("pix2pix"), source, overrides, "negaug train", "pix2pix")
     if code is not None:
         return code
     scores = result.scores or {}

@@ -9,7 +9,8 @@ Modules: `config` (typed, strict settings), `build` (`build.build`: config -> `R
 (the D and G steps), `critic` (the only place training calls a discriminator), `loop` (`train`), `runs` (run
 folders, `load_run`, `resume_config`), `evaluate` and `anomaly` (a trained run's numbers);
 `pretrain_config`, `pretrain_build`, `pretrain` and `probe` do the same for contrastive pretraining
-(`negaug pretrain`, `negaug probe`), the `translate*` modules for Pix2Pix; `kinds` is the one
+(`negaug pretrain`, `negaug probe`), the `translate*` modules for Pix2Pix, `dpc_config`, `dpc` and
+`dpc_probe` for Dense Predictive Coding (video); `kinds` is the one
 registry of these kinds of run (config class, loader, trainer, run loader) that the CLI and
 `negaug.repro` dispatch through.
 It assembles the library (`negaug.nda`, `losses`, `models`, `data`, `metrics`, `anomaly`), which
@@ -20,6 +21,7 @@ from negaug.experiment.anomaly import AnomalyReport, detect_anomalies
 from negaug.experiment.build import Recipe
 from negaug.experiment.config import Config, config_from_dict, load_config, preset_names
 from negaug.experiment.dpc import load_dpc_run, train_dpc
+from negaug.experiment.dpc_probe import probe_dpc_run
 from negaug.experiment.evaluate import evaluate_generator_of_run, evaluate_run
 from negaug.experiment.loop import CheckpointWriteError, RunWriteError, TrainResult, prepare_run, train
 from negaug.experiment.pretrain import PretrainResult, pretrain
@@ -34,5 +36,6 @@ __all__ = [
     "AnomalyReport", "CheckpointWriteError", "Config", "LoadedRun", "NonFiniteLossError", "PretrainConfig", "PretrainResult",
     "Recipe", "RunWriteError", "TrainResult", "TrainState", "config_from_dict", "detect_anomalies",
     "evaluate_generator_of_run", "evaluate_run", "load_config", "load_pretrain_config", "load_run", "prepare_run",
-    "kinds", "load_dpc_run", "load_translation_run", "preset_names", "pretrain", "probe_run", "resume_config", "train", "train_dpc", "train_translation",
+    "kinds", "load_dpc_run", "load_translation_run", "preset_names", "pretrain", "probe_dpc_run", "probe_run",
+    "resume_config", "train", "train_dpc", "train_translation",
 ]

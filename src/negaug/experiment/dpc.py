@@ -6,13 +6,29 @@
 Per step: a batch of clips (B, T, C, S, S) from the seeded, resumable stream; DPC's InfoNCE over
 the predicted blocks (`negaug.video.dpc_nda_loss`), with the NDA clips of the same batch (one draw
 per clip, the same on every frame) as extra negatives when nda.transform is set (eq. 8); one Adam
-step. The loop, run folder, lock, checkpoints, NaN guard, warnings and resume are every kind's
-(`loop.drive`, `loop.run_session`); the state holds the model, Adam, the stream's position and
-the NDA stream, so a stopped run resumes bit-identically on the CPU. One process (torchrun is
-refused). Evaluate the features with `negaug.video` (`negaug repro video` probes motion and digit).
+step (`critic.backward_and_step`). The loop, run folder, lock, checkpoints, NaN guard, warnings and
+resume are every kind's (`loop.drive`, `loop.run_session`); the state holds the model, Adam, the
+fp16 gradient scaler, the stream's position and the NDA stream, so a stopped run resumes
+bit-identically on the CPU. `negaug probe RUN` measures the features (`negaug.experiment.dpc_probe`).
+
+train.precision: bf16 / fp16 autocast around the loss (`build.autocast_of`, `build.check_precision`:
+fp16 only on a GPU, with a GradScaler); no channels_last (the encoder's convolutions are 3-D,
+channels_last is a 4-D layout). train.compile: `nn.Module.compile` of the encoder, the ConvGRU and
+the predictor, in place (the checkpoint keys do not change).
+
+Data parallel (torchrun): every rank starts from rank 0's weights, reads its share of each global
+batch (`BatchStream`) and draws NDA from its own stream (`state.rank_seed`; rank 0 keeps
+train.seed's, so one process draws exactly what it drew before); DPC's negatives are every rank's
+targets and NDA targets, gathered with gradient (`dpc_nda_loss(across_ranks=True)`), so the
+gradients averaged over ranks in `critic.backward_and_step` are those of one process over the
+global batch (the ranks' batches in rank order, each rank's NDA clips drawn and, for a pairing
+transform, paired within its own batch). DPC normalises with GroupNorm, not batch norm: a clip's
+features never depend on the rest of the batch, so nothing needs synchronising (no SyncBatchNorm,
+no refusal on CPUs). The loss in metrics.jsonl is rank 0's (the mean over its rows).
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +40,15 @@ from torch import nn
 
 from negaug import data, distributed, nda
 from negaug.experiment import critic, kinds, runs
-from negaug.experiment.build import _with_key, check_seed, check_sinks, check_threads, resolve_device
+from negaug.experiment.build import (
+    _with_key,
+    autocast_of,
+    check_precision,
+    check_seed,
+    check_sinks,
+    check_threads,
+    resolve_device,
+)
 from negaug.experiment.config import check_run_name
 from negaug.experiment.dpc_config import DPCConfig
 from negaug.experiment.loop import (
@@ -36,7 +60,15 @@ from negaug.experiment.loop import (
     run_session,
     save_checkpoint,
 )
-from negaug.experiment.state import non_finite_tensors, restore_streams, stream_states
+from negaug.experiment.state import (
+    add_rank_streams,
+    non_finite_tensors,
+    rank_seed,
+    rank_streams,
+    restore_streams,
+    rng_devices,
+    stream_states,
+)
 from negaug.experiment.stats import Stats
 from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.stream import BatchStream
@@ -55,22 +87,31 @@ class DPCRecipe:
 class DPCState:
     model: DPC
     optimizer: torch.optim.Optimizer
-    batches: BatchStream  # the endless, seeded stream of clip batches
-    nda_rng: torch.Generator  # NDA draws
+    batches: BatchStream  # the endless, seeded stream of clip batches (this rank's share of each)
+    nda_rng: torch.Generator  # NDA draws (this rank's)
+    scaler: torch.amp.GradScaler | None = None  # train.precision=fp16 only
     step: int = 0  # optimizer steps done
     stats: Stats = field(default_factory=Stats)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": stream_states({"nda": self.nda_rng}, self.batches.device),
-                "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
+        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rng": stream_states({"nda": self.nda_rng}, self.batches.device),
+                 "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
+        if self.scaler is not None:  # fp16 only
+            state["scaler"] = self.scaler.state_dict()
+        return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict()`; sets torch's global generators to the run's."""
+    def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
+        """Restore a `state_dict()`; sets torch's global generators to the run's. `streams=False`:
+        the model, optimizer and counters only (loading a run to measure it, which any number of
+        processes may do); otherwise this rank's streams (WorldSizeError for another process count)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        restore_streams(state["rng"], {"nda": self.nda_rng}, self.batches.device)
-        self.batches.load_state_dict(state["batches"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        if streams:
+            restore_streams(rank_streams(state), {"nda": self.nda_rng}, self.batches.device)
+            self.batches.load_state_dict(state["batches"])
         self.stats.load_state_dict(state["stats"])
         self.step = int(state["step"])
 
@@ -108,10 +149,9 @@ def check_dpc_scalars(config: DPCConfig) -> None:
         raise ValueError(f"loss.nda_weight={config.loss.nda_weight} must be >= 0 (0: NDA clips computed, ignored)")
 
 
-def build_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:
-    """The recipe and initial state of a DPC run; raises (naming the key) before any training work."""
-    check_dpc_scalars(config)
-    device = resolve_device(config.train.device)
+def build_clip_parts(config: DPCConfig) -> tuple[Any, nn.Module | None]:
+    """The training clips and the NDA transform (None for "none"), tried on two clips so that an
+    option the clips cannot take fails now; errors name their section."""
     try:
         dataset = data.build_clips(config.data.name, root=config.data.root, split=config.data.split, **config.data.options)
     except (ValueError, TypeError) as err:
@@ -123,20 +163,62 @@ def build_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:
             negative(dataset.get_batch(torch.arange(2))[0], generator=torch.Generator().manual_seed(0))
         except ValueError as err:
             raise _with_key("nda", err) from None
+    return dataset, negative
+
+
+def build_dpc_model(config: DPCConfig, dataset) -> DPC:
+    """The DPC of `config.model`, initialised from train.seed (the caller's generator is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         try:
             settings = config.model
             model = DPC(in_channels=dataset.num_channels, num_blocks=settings.num_blocks, pred_steps=settings.pred_steps,
                         widths=settings.widths, feature_dim=settings.feature_dim, groups=settings.groups,
-                        gru_kernel=settings.gru_kernel).to(device)
+                        gru_kernel=settings.gru_kernel)
         except (ValueError, TypeError) as err:
             raise _with_key("model", err) from None
     if dataset.num_frames % model.num_blocks:
         raise ValueError(f"model.num_blocks={model.num_blocks} must divide the clips' {dataset.num_frames} frames")
+    return model
+
+
+def check_dpc_precision(config: DPCConfig, device: torch.device, frames_per_block: int) -> None:
+    """train.precision=bf16 refused on the CPU for blocks of 2 frames (the values themselves are
+    checked by `build.check_precision`, as in every kind): there oneDNN's bf16 3-D convolution gives
+    wrong weight gradients (inf, NaN or ~1e11 x the fp32 ones for DPC's 3x3x3 kernels with padding
+    1; temporal depths 1 and 3-16 agree with fp32 to 0.5%; measured with torch 2.14.1 on an AMD EPYC
+    with avx512_bf16: docs/contrastive.md)."""
+    if config.train.precision == "bf16" and device.type == "cpu" and frames_per_block == 2:
+        raise ValueError("train.precision=bf16 on the CPU with blocks of 2 frames: oneDNN's bf16 3-D convolution "
+                         "gives wrong weight gradients there; use blocks of another length (data.options.num_frames "
+                         "/ model.num_blocks), train.precision=fp32, or a GPU")
+
+
+def compile_dpc(model: DPC) -> None:
+    """train.compile: `nn.Module.compile` of the encoder (clips and NDA clips both pass through it),
+    the ConvGRU and the predictor, in place (parameters and state_dict keys unchanged)."""
+    for module in (model.encoder, model.aggregator, model.predictor):
+        module.compile()
+
+
+def build_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:
+    """The recipe and initial state of a DPC run; raises (naming the key) before any training work."""
+    check_dpc_scalars(config)
+    device = resolve_device(config.train.device)
+    check_precision(config.train.precision, device)  # every kind's values, before the data is built
+    dataset, negative = build_clip_parts(config)
+    model = build_dpc_model(config, dataset)
+    check_dpc_precision(config, device, dataset.num_frames // model.num_blocks)
+    model.to(device)
+    distributed.broadcast_module(model)  # data parallel: every rank starts from rank 0's weights
+    if config.train.compile:
+        compile_dpc(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr)
-    state = DPCState(model, optimizer, BatchStream(dataset, config.data.batch_size, config.train.seed, device),
-                     nda_rng=torch.Generator().manual_seed(config.train.seed + 2))
+    seed = rank_seed(config.train.seed, distributed.rank())  # per-rank streams; rank 0: train.seed's
+    batches = BatchStream(dataset, config.data.batch_size, config.train.seed, device,
+                          rank=distributed.rank(), world=distributed.world_size())
+    state = DPCState(model, optimizer, batches, nda_rng=torch.Generator().manual_seed(seed + 2),
+                     scaler=torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None)
     return DPCRecipe(dataset, negative, device), state
 
 
@@ -153,9 +235,8 @@ def train_dpc(config: DPCConfig, run_dir: str | Path | None = None, resume: bool
               on_log: Callable[[dict[str, Any]], None] | None = None,
               on_start: Callable[[Path, torch.device, int], None] | None = None) -> DPCResult:
     """Train (or, with resume=True, continue) the DPC run in `run_dir` (default:
-    `train.runs_dir/train.name`); returns where it ended. One process: refuses torchrun."""
-    if distributed.launched_by_torchrun():
-        raise ValueError("DPC runs train in one process; run negaug pretrain without torchrun")
+    `train.runs_dir/train.name`); returns where it ended. Under torchrun every rank calls it
+    (module docstring); rank 0 writes the run folder."""
     return run_session(
         config, run_dir, resume, "negaug pretrain", prepare_dpc,
         lambda config, folder, state, warn: restore_latest(folder, state, warn),
@@ -164,14 +245,17 @@ def train_dpc(config: DPCConfig, run_dir: str | Path | None = None, resume: bool
 
 
 def dpc_step(config: DPCConfig, recipe: DPCRecipe, state: DPCState, step: int) -> None:
-    """One Adam step of DPC's loss (with the batch's NDA clips as extra negatives)."""
+    """One Adam step of DPC's loss (with the batch's NDA clips as extra negatives; data parallel:
+    every rank's targets and NDA targets too)."""
     clips, _ = state.batches.next()  # (B, T, C, S, S) in [-1, 1]
     state.model.train()
-    loss = dpc_nda_loss(state.model, clips, recipe.negative, state.nda_rng, temperature=config.loss.temperature,
-                        nda_weight=config.loss.nda_weight)
-    if not bool(torch.isfinite(loss)):
+    with autocast_of(config.train.precision, recipe.device):
+        loss = dpc_nda_loss(state.model, clips, recipe.negative, state.nda_rng, temperature=config.loss.temperature,
+                            nda_weight=config.loss.nda_weight, across_ranks=True)
+    loss = loss.float()
+    if distributed.any_true(not bool(torch.isfinite(loss))):  # data parallel: on every rank together
         raise NonFiniteLossError(f"non-finite DPC loss at step {step}; lower optim.lr (now {config.optim.lr:g})")
-    critic.backward_and_step(loss, state.optimizer, None)
+    critic.backward_and_step(loss, state.optimizer, state.scaler)  # data parallel: the gradients' mean over ranks
     state.stats.report("loss", loss)
 
 
@@ -190,7 +274,7 @@ def _loop(config: DPCConfig, recipe: DPCRecipe, state: DPCState, run_dir: Path,
                       postfix=lambda record: {"loss": f"{record['loss']:.3f}"}, close=close)
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
-    if not interrupted:
+    if not interrupted and runs.is_main_process():
         _write_report(config, run_dir, state.step, last, seconds)
     return DPCResult(run_dir, state.step, interrupted, seconds, last)
 
@@ -203,6 +287,8 @@ def _write_report(config: DPCConfig, run_dir: Path, step: int, last: dict[str, A
              f"- DPC: {model.num_blocks} blocks, the last {model.pred_steps} predicted; widths {model.widths}, "
              f"{model.feature_dim}-d features; InfoNCE temperature {config.loss.temperature}",
              f"- NDA clips: {negatives} {config.nda.options or ''} (weight {config.loss.nda_weight})",
+             f"- precision {config.train.precision}{', compiled' if config.train.compile else ''}; "
+             f"{distributed.world_size()} process(es), each with data.batch_size clips per step",
              f"- {step} steps, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads", "",
              "## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
@@ -216,25 +302,34 @@ class LoadedDPCRun:
     step: int
     model: DPC  # eval mode
     checkpoint_path: Path
+    dataset: Any = None  # the run's training clips (data.split)
 
 
 def load_dpc_run(run_dir: str | Path, checkpoint_choice: str = "latest", device: str | torch.device = "cpu",
-                 warn=None) -> LoadedDPCRun:
-    """The DPC model (eval mode) and config of a run at a checkpoint ("latest" or a path), restored
-    by the state's own `load_state_dict` without touching the caller's random generators."""
+                 warn=None, data_root: str | Path | None = None) -> LoadedDPCRun:
+    """The DPC model (eval mode), config and training clips of a run at a checkpoint ("latest" or
+    a path), restored by the state's own `load_state_dict` (weights only: a run of any number of
+    processes loads in one) without touching the caller's random generators. The model is built
+    in fp32, not compiled, on `device` (how it was trained does not change its weights);
+    `data_root` overrides the run's data.root (clips read on another machine)."""
     device = torch.device(device)
     parts: dict[str, Any] = {}
 
     def accept(found) -> None:
         config = runs.config_of_record(found.record, DPCConfig)
+        if data_root is not None:
+            config.data.root = str(data_root)
+        settings = copy.deepcopy(config)
+        settings.train.device, settings.train.precision, settings.train.compile = str(device), "fp32", False
+        with torch.random.fork_rng(devices=rng_devices(device)):
+            recipe, state = build_dpc(settings)
+            state.load_state_dict(found.state, streams=False)
         config.train.device = str(device)
-        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if device.type == "cuda" else []):
-            _, state = build_dpc(config)
-            state.load_state_dict(found.state)
-        parts.update(config=config, state=state)
+        parts.update(config=config, state=state, dataset=recipe.dataset)
 
     found = runs.find_checkpoint(Path(run_dir), checkpoint_choice, warn=warn, accept=accept)
-    return LoadedDPCRun(Path(run_dir), parts["config"], found.step, parts["state"].model.eval(), found.path)
+    return LoadedDPCRun(Path(run_dir), parts["config"], found.step, parts["state"].model.eval(), found.path,
+                        parts["dataset"])
 
 
 kinds.attach("dpc", train=train_dpc, load=load_dpc_run, prepare=prepare_dpc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from negaug.experiment.config import MAX_CONFIG_BYTES, ConfigBase, load_config, resumable_keys
 from negaug.files import read_text_limited
@@ -66,6 +66,10 @@ class DPCTrainConfig:
     log_every: int = 20  # steps between lines in metrics.jsonl
     checkpoint_every: int = 200  # steps between checkpoints; 0: only at the end
     keep_checkpoints: int = 2  # most recent checkpoints kept
+    # fp32, bf16 (autocast; no channels_last: the encoder's convolutions are 3-D) or fp16 (autocast
+    # + a gradient scaler; GPUs only)
+    precision: str = "fp32"
+    compile: bool = False  # nn.Module.compile of the encoder, the ConvGRU and the predictor (in place)
     runs_dir: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; None: <preset>-<timestamp>
     progress: bool = True  # progress bar with rate and time left
@@ -85,6 +89,8 @@ class DPCConfig(ConfigBase):
         "train.name", "train.runs_dir", "train.progress", "train.log_every", "train.checkpoint_every",
         "train.keep_checkpoints", "train.threads", "train.tensorboard", "train.wandb")
     RESUMABLE_KEYS: ClassVar[tuple[str, ...]] = resumable_keys(RECORDING_KEYS)
+    # added after the first DPC runs: left out of the hash while off, so existing configs keep theirs
+    LATER_KEYS: ClassVar[dict[str, Any]] = {"train.precision": "fp32", "train.compile": False}
 
     kind: str = KIND  # marks a DPC config (what `negaug pretrain` dispatches on)
     data: ClipDataConfig = field(default_factory=ClipDataConfig)

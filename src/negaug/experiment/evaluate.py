@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from negaug import data, distributed
+from negaug.contrastive.evaluation import MAX_PROBE_EPOCHS
 from negaug.experiment.build import build_dataset, check_seed, resolve_device
 from negaug.experiment.config import Config
 from negaug.experiment.runs import is_main_process, load_run, require_run_dir
@@ -147,6 +148,17 @@ def _check_evaluation_flags(num_samples: int | None, batch_size: int, seed: int,
     check_seed("--seed", seed)
     if split not in EVAL_SPLITS:
         raise ValueError(f"--split must be one of {', '.join(EVAL_SPLITS)} (held-out images), got {split!r}")
+
+
+def check_probe_flags(epochs: int | None, seed: int, batch_size: int, split: str) -> None:
+    """The flags of `negaug probe RUN` of every kind that has a probe, each refused in one line naming it."""
+    check_seed("--seed", seed)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if epochs is not None and not 1 <= epochs <= MAX_PROBE_EPOCHS:
+        raise ValueError(f"--epochs must be from 1 to {MAX_PROBE_EPOCHS}, got {epochs}")
+    if split not in ("val", "test"):
+        raise ValueError(f"--split must be val or test (held-out images), got {split!r}")
 
 
 def join_torchrun(device: str, key: str = "--device") -> str:

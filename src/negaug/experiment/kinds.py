@@ -13,13 +13,14 @@ how a config is loaded, which function trains it and which loads a finished run 
 | gan | `Config` | `negaug train` (`loop.train`) | `negaug eval` (`runs.load_run`) |
 | pretrain | `PretrainConfig` | `negaug pretrain` (`pretrain.pretrain`) | `negaug probe` (`probe.load_pretrained`) |
 | pix2pix | `TranslationConfig` | `negaug train` (`translate.train_translation`) | `negaug eval` (`translate.load_translation_run`) |
-| dpc | `DPCConfig` | `negaug pretrain` (`dpc.train_dpc`) | `dpc.load_dpc_run` (features: `negaug.video`) |
+| dpc | `DPCConfig` | `negaug pretrain` (`dpc.train_dpc`) | `negaug probe` (`dpc_probe.probe_dpc_run`) |
 
 This module sits below the modules that train: it imports only the config modules, and each
-training module attaches its `train` and `load` when it is imported (`attach`), as the library's
-registries do. Importing `negaug.experiment` attaches all three. The CLI (`negaug train`,
-`negaug eval`), `negaug.repro` and the wrong-kind messages of `runs` dispatch through it; the
-tests of resume, lock and NaN guard are parametrised over `names()`.
+training module attaches its `train` and `load` when it is imported (`attach`), and a kind that
+`negaug probe` measures its `probe` and `format_probe` (`attach_probe`), as the library's
+registries do. Importing `negaug.experiment` attaches them all. The CLI (`negaug train`,
+`negaug eval`, `negaug probe`), `negaug.repro` and the wrong-kind messages of `runs` dispatch
+through it; the tests of resume, lock and NaN guard are parametrised over `names()`.
 """
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ class RunKind:
     load: Callable[..., Any] | None = None
     prepare: Callable[..., Any] | None = None  # every check of a run, nothing written (--dry-run)
     evaluate_hint: str = ""  # how to evaluate a run of a kind without an evaluation command
+    # `negaug probe RUN`: probe(run_dir, epochs=None, checkpoint="latest", device="auto", seed=0,
+    # batch_size=256, data_root=None, download=False, warn=None, split="test", on_progress=None)
+    # -> the entry appended to RUN/probe.json; format_probe(entry) -> a plain table. None: no probe
+    probe: Callable[..., dict[str, Any]] | None = None
+    format_probe: Callable[[dict[str, Any]], str] | None = None
 
     def how_to_evaluate(self, run_dir: str | Path) -> str:
         """'`negaug eval RUN` evaluates it', or the kind's hint when no command does."""
@@ -68,9 +74,8 @@ _REGISTRY: dict[str, RunKind] = {
     "pretrain": RunKind("pretrain", "contrastive pretraining (negaug pretrain)", "negaug pretrain", "negaug probe",
                         PretrainConfig, load_pretrain_config),
     "pix2pix": RunKind("pix2pix", "pix2pix", "negaug train", "negaug eval", TranslationConfig, load_translation_config),
-    "dpc": RunKind("dpc", "Dense Predictive Coding (negaug pretrain)", "negaug pretrain", None, DPCConfig,
-                   load_dpc_config, evaluate_hint="load it with negaug.experiment.load_dpc_run and probe its "
-                                                  "features with negaug.video"),
+    "dpc": RunKind("dpc", "Dense Predictive Coding (negaug pretrain)", "negaug pretrain", "negaug probe", DPCConfig,
+                   load_dpc_config),
 }
 # the order `of_run` tries the config classes in: the most specific first (a pix2pix config has a
 # `kind` key, a pretraining one its own sections; a GAN config accepts neither)
@@ -93,6 +98,12 @@ def attach(name: str, *, train: Callable[..., Any], load: Callable[..., Any],
     """Called by the module that trains kind `name`, when it is imported."""
     kind = get(name)
     kind.train, kind.load, kind.prepare = train, load, prepare
+
+
+def attach_probe(name: str, *, probe: Callable[..., dict[str, Any]], format_probe: Callable[[dict[str, Any]], str]) -> None:
+    """Called by the module that probes kind `name` (`negaug probe`), when it is imported."""
+    kind = get(name)
+    kind.probe, kind.format_probe = probe, format_probe
 
 
 def of_config_class(cls: type[ConfigBase]) -> RunKind:
@@ -138,6 +149,18 @@ def of_run(run_dir: str | Path) -> RunKind | None:
                 continue
         return None
     return None
+
+
+def prober_of_run(run_dir: str | Path) -> RunKind:
+    """The kind whose `probe` measures `run_dir` (`negaug probe RUN`): the run's own kind; a run
+    of no readable kind goes to MoCo-v2's probe, which names what is wrong with it. ValueError (one
+    line, naming the command that fits) for a kind without a probe."""
+    kind = of_run(run_dir) or get("pretrain")
+    if kind.probe is None:
+        probed = ", ".join(k.name for k in _REGISTRY.values() if k.probe is not None)
+        raise ValueError(f"{run_dir} is a {kind.what} run, not one `negaug probe` measures (it probes {probed} runs); "
+                         f"{kind.how_to_evaluate(run_dir)} (and `{kind.train_command} --resume {run_dir}` resumes it)")
+    return kind
 
 
 def other_kind(run_dir: str | Path, cls: type[ConfigBase]) -> RunKind | None:

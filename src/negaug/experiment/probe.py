@@ -34,11 +34,10 @@ from negaug.contrastive import (
     knn_accuracy,
     linear_probe,
 )
-from negaug.contrastive.evaluation import MAX_PROBE_EPOCHS
 from negaug.experiment import kinds
-from negaug.experiment.build import build_dataset, check_seed, resolve_device
+from negaug.experiment.build import build_dataset, resolve_device
 from negaug.experiment.checkpoint import Checkpoint
-from negaug.experiment.evaluate import append_evaluation, read_evaluations
+from negaug.experiment.evaluate import append_evaluation, check_probe_flags, read_evaluations
 from negaug.experiment.pretrain import check_pretrain_run, prepare_pretraining, pretrain
 from negaug.experiment.pretrain_build import build_model
 from negaug.experiment.pretrain_config import PretrainConfig
@@ -84,13 +83,7 @@ def probe_run(run_dir: str | Path, epochs: int | None = None, checkpoint: str = 
     run's data.root / data.download (probing on another machine than the one that trained);
     `on_progress(message)` before each stage (features, probe, distances)."""
     run_dir = require_run_dir(run_dir, "negaug pretrain")
-    check_seed("--seed", seed)
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-    if epochs is not None and not 1 <= epochs <= MAX_PROBE_EPOCHS:
-        raise ValueError(f"--epochs must be from 1 to {MAX_PROBE_EPOCHS}, got {epochs}")
-    if split not in ("val", "test"):
-        raise ValueError(f"--split must be val or test (held-out images), got {split!r}")
+    check_probe_flags(epochs, seed, batch_size, split)
     device = resolve_device(device, key="--device")
     read_evaluations(run_dir / "probe.json")  # a damaged results file fails now, not after the work
     config, model, found, train_set = load_pretrained(run_dir, checkpoint, device, warn, data_root, download)
@@ -235,3 +228,4 @@ def distance_comparison(runs: dict[str, str | Path], path: str | Path, transform
 
 
 kinds.attach("pretrain", train=pretrain, load=load_pretrained, prepare=prepare_pretraining)
+kinds.attach_probe("pretrain", probe=probe_run, format_probe=format_probe)

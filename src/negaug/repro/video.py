@@ -9,8 +9,9 @@ Ours is a synthetic stand-in that fits a CPU, not that experiment:
 - model: `negaug.video.DPC` (4 blocks, the last 2 predicted), trained in-process with Adam; the NDA
   arm adds `jigsaw` k=2 clips of the same batch (one draw per clip, the same on every frame) to
   the denominator (`negaug.video.dpc_nda_loss`, eq. 8 with weight 1); the baseline is plain DPC;
-- evaluation: a linear probe (logistic regression on standardised frozen features, Adam, fixed
-  epochs, seeded shuffling) fitted on the train clips and scored on the test clips, for two
+- evaluation (`negaug.video.probe`, the probe `negaug probe` runs on a DPC run): a linear probe
+  (logistic regression on standardised frozen features, Adam, fixed epochs, seeded shuffling)
+  fitted on the train clips and scored on the test clips, for two
   labels: `motion` (the direction of the first frames, 8 classes: the stand-in for an action) and
   `digit` (10 classes: appearance), on two features: `context` (the GRU state after all blocks,
   averaged over positions: DPC's evaluation input) and `encoder` (relu(z) averaged over blocks and
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -43,7 +43,17 @@ from negaug.files import read_limited, read_text_limited, write_atomically
 from negaug.metrics.protocol import library_versions
 from negaug.repro import common, plots
 from negaug.repro.common import BASELINE, NDA, Study, TrainedArm
-from negaug.video import DPC, dpc_logits, dpc_nda_loss, to_blocks
+from negaug.video import DPC, dpc_nda_loss
+from negaug.video.probe import (  # noqa: F401  (clip_features, linear_probe, PROBE, KINDS: this module's API too)
+    EVAL_BATCH,
+    KINDS,
+    PROBE,
+    clip_features,
+    heldout_dpc,
+    linear_probe,
+    probe_labels,
+    probe_summary,
+)
 
 TRAIN_VERSION = 1  # bump when the training changes: cached arms go stale
 UNTRAINED = "untrained"  # the reference: each seed's model before training
@@ -51,11 +61,7 @@ ARMS: dict[str, dict[str, Any] | None] = {BASELINE: None, NDA: {"name": "jigsaw"
 NUM_BLOCKS, PRED_STEPS = 4, 2
 LEARNING_RATE = 1e-3
 DATA_SEED = 0
-EVAL_BATCH = 32  # clips per forward pass when extracting features (fixed: the numbers never depend on it)
-KINDS = ("context", "encoder")
 LABELS = {"motion": "motion_labels", "digit": "labels"}
-PROBE = {"model": "logistic regression (linear layer, zero init) on features standardised with the train "
-                  "clips' mean and std", "optimizer": "adam", "lr": 0.01, "batch_size": 256, "weight_decay": 1e-4}
 SIZES: dict[str, dict[str, Any]] = {
     # tiny: CI smoke test (seconds); quick: a few minutes; full: the reported numbers (3 seeds)
     "tiny": {"steps": 3, "batch_size": 8, "num_train": 32, "num_test": 32, "image_size": 16, "num_frames": 8,
@@ -210,76 +216,17 @@ class DamagedRun(ValueError):
 # evaluation
 
 
-@torch.no_grad()
-def clip_features(model: DPC, dataset, batch_size: int = EVAL_BATCH) -> dict[str, torch.Tensor]:
-    """Both kinds of `DPC.clip_features` `(N, D)` for every clip, from one pass of the encoder."""
-    model.eval()
-    features: dict[str, list[torch.Tensor]] = {kind: [] for kind in KINDS}
-    for index in torch.arange(len(dataset)).split(batch_size):
-        clips, _ = dataset.get_batch(index)
-        z = model.encode(to_blocks(clips, model.num_blocks))  # (B, N, D, h, w)
-        features["context"].append(model.context(z).mean(dim=(2, 3)))
-        features["encoder"].append(F.relu(z).mean(dim=(1, 3, 4)))
-    return {kind: torch.cat(values) for kind, values in features.items()}
-
-
-@torch.no_grad()
-def heldout_dpc(model: DPC, dataset, batch_size: int) -> dict[str, float]:
-    """Plain DPC on test clips, batches of `batch_size` consecutive clips (a last partial batch
-    dropped): mean loss and top-1 (the positive scores highest of all R = B * pred_steps * h * w)."""
-    model.eval()
-    losses, hits, rows = [], 0, 0
-    for start in range(0, len(dataset) - batch_size + 1, batch_size):
-        clips, _ = dataset.get_batch(torch.arange(start, start + batch_size))
-        logits = dpc_logits(*model(clips))
-        target = torch.arange(logits.shape[0])
-        losses.append(F.cross_entropy(logits, target).item())
-        hits += int((logits.argmax(dim=1) == target).sum())
-        rows += logits.shape[0]
-    return {"heldout_dpc_loss": sum(losses) / len(losses), "heldout_dpc_top1": hits / rows,
-            "heldout_dpc_chance": len(losses) / rows}
-
-
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 num_classes: int, epochs: int, generator: torch.Generator) -> dict[str, float]:
-    """Logistic regression on features `(N, D)` -> train and test accuracy in [0, 1].
-
-    Features are standardised with the train mean and std (a constant feature becomes 0); weights
-    start at zero; Adam (PROBE) on the cross-entropy plus weight_decay * |W|^2 for `epochs` passes
-    in seeded random batches."""
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0)
-    std = torch.where(std > 1e-6, std, torch.ones_like(std))
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    weight = torch.zeros(train_x.shape[1], num_classes, requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=PROBE["lr"])
-    with torch.enable_grad():
-        for _ in range(epochs):
-            for index in torch.randperm(train_x.shape[0], generator=generator).split(PROBE["batch_size"]):
-                logits = train_x[index] @ weight + bias
-                loss = F.cross_entropy(logits, train_y[index]) + PROBE["weight_decay"] * weight.square().sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-    with torch.no_grad():
-        def accuracy(x, y):
-            return int(((x @ weight + bias).argmax(dim=1) == y).sum()) / y.shape[0]
-        return {"train": accuracy(train_x, train_y), "test": accuracy(test_x, test_y)}
-
-
 def evaluate_model(model: DPC, train, test, size: str, seed: int) -> dict[str, Any]:
-    """Held-out DPC and the four probes (context / encoder features x motion / digit labels)."""
+    """Held-out DPC and the four probes (context / encoder features x motion / digit labels), by
+    `negaug.video.probe` (the probe `negaug probe` runs on a DPC run)."""
     s = SIZES[size]
     results: dict[str, Any] = heldout_dpc(model, test, s["batch_size"])
-    train_features, test_features = clip_features(model, train), clip_features(model, test)
-    for kind in KINDS:
-        for label, attribute in LABELS.items():
-            num_classes = train.num_motion_classes if label == "motion" else train.num_classes
-            accuracy = linear_probe(train_features[kind], getattr(train, attribute), test_features[kind],
-                                    getattr(test, attribute), num_classes, s["probe_epochs"],
-                                    generator("probe", seed, kind, label))
-            results[f"probe_{kind}_{label}"] = accuracy["test"]
-            results[f"probe_{kind}_{label}_train"] = accuracy["train"]
+    summary = probe_summary(clip_features(model, train), clip_features(model, test), probe_labels(train),
+                            probe_labels(test), s["probe_epochs"], lambda kind, label: generator("probe", seed, kind, label))
+    for key, accuracy in summary.items():
+        kind, label = key.split("/")
+        results[f"probe_{kind}_{label}"] = accuracy["test"]
+        results[f"probe_{kind}_{label}_train"] = accuracy["train"]
     return results
 
 

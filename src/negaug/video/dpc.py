@@ -28,6 +28,10 @@ NDA (the paper's eq. 8): the NDA clips (one draw per clip: the same transform on
 encoded by the same encoder, with gradient, and the true z of their predicted blocks, at every
 position, are appended to the denominator of every row. `nda_weight` w multiplies each NDA term
 in the denominator (log w is added to their logits): w = 1 is eq. 8, w = 0 is plain DPC.
+
+Data parallel (`across_ranks=True`): every rank's targets and NDA targets are negatives of every
+rank's rows (all-gathered with gradient), so the ranks together compute the loss and the
+gradient of one process over the global batch.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from negaug import distributed
 from negaug.registry import check_float, check_int
 
 
@@ -175,36 +180,55 @@ def dpc_logits(predictions: torch.Tensor, targets: torch.Tensor, nda_targets: to
                temperature: float = 1.0, nda_weight: float = 1.0) -> torch.Tensor:
     """DPC's dense score matrix, positives on the diagonal.
 
-    predictions, targets: `(B, P, D, h, w)`; nda_targets: `(B', P, D, h, w)` or None.
-    Returns `(R, R + R')`, R = B * P * h * w rows (`dense_rows` order), R' = B' * P * h * w:
-    column j < R is target row j, column R + k is NDA row k, plus log(nda_weight)."""
-    if predictions.shape != targets.shape:
+    predictions: `(B, P, D, h, w)`; targets: `(B_t, P, D, h, w)`, B_t = B in one process (a
+    data-parallel loss passes every rank's, `dpc_loss(across_ranks=True)`); nda_targets:
+    `(B', P, D, h, w)` or None. Returns `(R, R_t + R')`, R = B * P * h * w rows (`dense_rows`
+    order), R_t = B_t * P * h * w, R' = B' * P * h * w: column j < R_t is target row j, column
+    R_t + k is NDA row k, plus log(nda_weight). Float32 under any autocast: the logits are raw dot
+    products of unbounded features, which can leave fp16's range."""
+    if predictions.shape[1:] != targets.shape[1:]:
         raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape")
     temperature = check_float("temperature", temperature, 0.0, open_low=True)
-    query = dense_rows(predictions)
-    logits = query @ dense_rows(targets).T / temperature
-    if nda_targets is None or nda_weight == 0:
-        return logits
-    nda_weight = check_float("nda_weight", nda_weight, 0.0)
-    if nda_targets.shape[1:] != targets.shape[1:]:
-        raise ValueError(f"nda_targets {tuple(nda_targets.shape)} must match targets {tuple(targets.shape)} but for the batch")
-    nda_logits = query @ dense_rows(nda_targets).T / temperature + math.log(nda_weight)
-    return torch.cat([logits, nda_logits], dim=1)
+    with torch.autocast(predictions.device.type, enabled=False):
+        query = dense_rows(predictions).float()
+        logits = query @ dense_rows(targets).float().T / temperature
+        if nda_targets is None or nda_weight == 0:
+            return logits
+        nda_weight = check_float("nda_weight", nda_weight, 0.0)
+        if nda_targets.shape[1:] != targets.shape[1:]:
+            raise ValueError(f"nda_targets {tuple(nda_targets.shape)} must match targets {tuple(targets.shape)} but for the batch")
+        nda_logits = query @ dense_rows(nda_targets).float().T / temperature + math.log(nda_weight)
+        return torch.cat([logits, nda_logits], dim=1)
 
 
 def dpc_loss(predictions: torch.Tensor, targets: torch.Tensor, nda_targets: torch.Tensor | None = None,
-             temperature: float = 1.0, nda_weight: float = 1.0) -> torch.Tensor:
-    """Mean over the R rows of -log softmax(logits)[row, row] (`dpc_logits`); scalar."""
+             temperature: float = 1.0, nda_weight: float = 1.0, across_ranks: bool = False) -> torch.Tensor:
+    """Mean over the R rows of -log softmax(logits)[row, row] (`dpc_logits`); scalar.
+
+    across_ranks (data parallel, every rank with the same B): every rank's targets and NDA targets
+    are gathered with gradient (`distributed.all_gather_with_grad`, rank order) and are negatives
+    of this rank's rows too, whose positives sit at column rank * R + row. The mean of this loss
+    over ranks is then the loss of one process over the global batch (the ranks' batches
+    concatenated in rank order), and the gradients averaged over ranks are that process's. The
+    same as across_ranks=False in a single process."""
+    offset = 0
+    if across_ranks and distributed.is_distributed():
+        offset = distributed.rank() * dense_rows(predictions).shape[0]
+        targets = distributed.all_gather_with_grad(targets.float())  # float32, as dpc_logits computes in
+        if nda_targets is not None and nda_weight != 0:
+            nda_targets = distributed.all_gather_with_grad(nda_targets.float())
     logits = dpc_logits(predictions, targets, nda_targets, temperature, nda_weight)
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    return F.cross_entropy(logits, torch.arange(offset, offset + logits.shape[0], device=logits.device))
 
 
 def dpc_nda_loss(model: DPC, clips: torch.Tensor, nda: nn.Module | None = None, generator: torch.Generator | None = None,
-                 temperature: float = 1.0, nda_weight: float = 1.0) -> torch.Tensor:
+                 temperature: float = 1.0, nda_weight: float = 1.0, across_ranks: bool = False) -> torch.Tensor:
     """The DPC training loss of `clips` `(B, T, C, H, W)`, with NDA clips of the same batch as extra
-    negatives when `nda` is given (drawn from `generator`). nda=None is exactly plain DPC."""
+    negatives when `nda` is given (drawn from `generator`). nda=None is exactly plain DPC.
+    across_ranks: every rank's targets and NDA targets are negatives too (`dpc_loss`); a pairing
+    NDA transform still pairs each clip with another clip of this rank's batch."""
     predictions, targets = model(clips)
     nda_targets = None
     if nda is not None and nda_weight != 0:
         nda_targets = model.target_features(clip_negatives(nda, clips, generator))
-    return dpc_loss(predictions, targets, nda_targets, temperature, nda_weight)
+    return dpc_loss(predictions, targets, nda_targets, temperature, nda_weight, across_ranks)
