@@ -142,3 +142,52 @@ def test_pix2pix_compile_compiles_g_and_d_in_place(tmp_path):
         for network in (state.generator, state.discriminator):
             assert (network._compiled_call_impl is not None) == compiled
             assert not any(key.startswith("_orig_mod") for key in network.state_dict())
+
+
+def _pretrain_config(tmp_path: Path, compiled: bool):
+    from negaug.experiment.pretrain_config import load_pretrain_config
+    from test_pretrain import TINY
+
+    name = "compiled" if compiled else "eager"
+    return load_pretrain_config("mnist", [*TINY, "train.steps=3", "train.log_every=1", "train.knn_every=0",
+                                          "train.checkpoint_every=0", f"train.runs_dir={tmp_path}", f"train.name={name}",
+                                          f"train.compile={str(compiled).lower()}"])
+
+
+def test_pretrain_compile_compiles_both_encoders_and_heads_in_place(tmp_path):
+    """Regression guard (as for MIX+GAN and Pix2Pix): train.compile=true must reach the networks
+    MoCo-v2's step calls, and leave the checkpoint keys and the config hash of runs without it alone."""
+    from negaug.experiment.pretrain_build import build_pretraining
+
+    for compiled in (False, True):
+        config = _pretrain_config(tmp_path, compiled)
+        _, state = build_pretraining(config)
+        model = state.model
+        for network in (model.encoder_q, model.head_q, model.encoder_k, model.head_k):
+            assert (network._compiled_call_impl is not None) == compiled
+        assert not any("_orig_mod" in key for key in model.state_dict())
+    # off, the key is left out of what decides the model (cached runs keep their hash); on, it is in
+    assert "compile" not in learning_settings(_pretrain_config(tmp_path, False))["train"]
+    assert learning_settings(_pretrain_config(tmp_path, True))["train"]["compile"] is True
+
+
+@pytest.mark.slow
+def test_compiled_pretraining_learns_what_eager_learns(tmp_path):
+    """3 MoCo-v2 steps with jigsaw NDA: the same losses at every step and the same query-encoder
+    features after them (tolerances two-sided: equal up to float rounding, not bit-equal)."""
+    from negaug.contrastive import dataset_features
+    from negaug.experiment.pretrain import pretrain
+    from negaug.experiment.probe import load_pretrained
+
+    logs, encoders = [], []
+    for compiled in (False, True):
+        result = pretrain(_pretrain_config(tmp_path, compiled))
+        logs.append([json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+                     if '"loss"' in line])
+        _, model, _, dataset = load_pretrained(result.run_dir, "latest", torch.device("cpu"), None, None, False)
+        encoders.append(dataset_features(model.encoder_q, dataset, 256, torch.device("cpu"))[:64])
+    assert [e["step"] for e in logs[1]] == [1, 2, 3]
+    for a, b in zip(*logs):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6), a["step"]
+    torch.testing.assert_close(encoders[1], encoders[0], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(encoders[0], torch.zeros_like(encoders[0]))

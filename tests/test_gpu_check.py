@@ -43,9 +43,8 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
     expected_gan = {"fp32": "ok", "bf16 autocast": "ok", "channels_last": "ok", "fp16 + grad scaler": "skipped",
                     "compile": "skipped"}
     assert {f: status["gan", f] for f in FEATURES} == expected_gan
-    # pretraining has train.precision (not train.compile); pix2pix every feature; dpc all but
-    # channels_last (3-D convolutions)
-    assert {f: status["pretrain", f] for f in FEATURES} == {**expected_gan, "compile": "not supported"}
+    # pretraining and pix2pix have every feature; dpc all but channels_last (3-D convolutions)
+    assert {f: status["pretrain", f] for f in FEATURES} == expected_gan
     assert {f: status["pix2pix", f] for f in FEATURES} == expected_gan
     assert {f: status["dpc", f] for f in FEATURES} == {**expected_gan, "channels_last": "not supported"}
     for name in ("gan", "pretrain", "pix2pix"):
@@ -58,7 +57,7 @@ def test_the_dry_run_trains_every_kind_with_every_feature_it_supports_and_times_
         assert cells["fp32 compiled"]["status"] == cells["bf16 compiled"]["status"] == "skipped"
     assert report["speed"][1]["model_name"] == "biggan" and report["speed"][1]["num_d_steps"] == 1  # the dry size
     assert "| kind | fp32 | bf16 autocast | channels_last | fp16 + grad scaler | compile |" in md
-    assert "| pretrain | ok (" in md and "not supported by pretrain (no train.compile)" in md
+    assert "| pretrain | ok (" in md and "not supported by dpc (3-D convolutions" in md
 
 
 @pytest.mark.slow
@@ -83,7 +82,7 @@ def test_a_failing_check_is_an_error_row_and_exit_code_1(tmp_path, monkeypatch):
     assert rows["gan", "fp8"]["status"] == "error" and rows["gan", "fp8"]["detail"].startswith(
         "ValueError: train.precision='fp8' is not one of")
     assert "Traceback" in rows["gan", "fp8"]["traceback"]
-    assert rows["dpc", "fp8"]["status"] == "not supported"  # no key: not a failure
+    assert {rows[k, "fp8"]["status"] for k in kinds.names()} == {"error"}  # every kind has train.precision
     assert "| gan | ok (" in md and "**error**: ValueError: train.precision='fp8'" in md
 
 
@@ -96,11 +95,11 @@ def test_no_check_starts_after_the_budget(tmp_path):
     assert all(c["status"] == "skipped" for row in report["speed"] for c in row["cells"].values())
 
 
-def test_on_cuda_every_gan_feature_runs_and_the_others_are_not_supported():
+def test_on_cuda_every_kind_runs_every_feature_but_dpcs_channels_last():
     reasons = {(name, f.name): gpu_check.skip_reason(kinds.get(name), f, "cuda")
                for name in kinds.names() for f in gpu_check.FEATURES}
     assert all(reasons["gan", f] is None for f in FEATURES)
-    assert reasons["pretrain", "compile"] == "not supported by pretrain (no train.compile)"
+    assert all(reasons["pretrain", f] is None for f in FEATURES)  # issue 24: compile too
     assert all(reasons["pix2pix", f] is None for f in FEATURES)  # issue 24: Pix2Pix has every feature too
     assert [f for f in FEATURES if reasons["dpc", f] is not None] == ["channels_last"]
     assert reasons["dpc", "channels_last"] == "not supported by dpc (3-D convolutions: bf16 runs without channels_last)"

@@ -121,7 +121,8 @@ def test_a_pretraining_run_that_cannot_learn_warns_in_its_metrics_and_a_learning
     warnings = health_warnings(frozen.run_dir)
     # an encoder that never moved: its loss has not fallen, and its embeddings sit close together
     assert len(warnings) == 2 and "the loss has not fallen" in warnings[0] and "collapsed" in warnings[1]
-    assert "## Health (this session)\n\n- step 300: the loss has not fallen" in (frozen.run_dir / "report.md").read_text()
+    health = (frozen.run_dir / "report.md").read_text().split("## Health (this session)")[1].split("## ")[0]
+    assert "- step 300: the loss has not fallen" in health and "- step 300: the embeddings collapsed" in health
     learning = pretrain(load_pretrain_config("mnist", [*base, "train.name=learning"]))
     assert health_warnings(learning.run_dir) == []
     report = (learning.run_dir / "report.md").read_text()

@@ -383,3 +383,17 @@ def test_bf16_runs_of_every_kind_with_mixed_precision_train_finite_and_resume_ex
     fp16.train.precision = "fp16"
     with pytest.raises(ValueError, match="train.precision=fp16 needs a GPU"):
         kind.train(fp16)
+
+
+@pytest.mark.parametrize("name", sorted(kinds.names()))
+def test_every_kind_reports_its_health_and_logs_its_warnings(tmp_path, name):
+    """Issue 24: health warnings in every kind (GAN and Pix2Pix: `HealthMonitor` on D's terms;
+    MoCo-v2 and DPC: `EncoderHealth` on the loss): the report has the section, and a healthy tiny
+    run lists no warning of the monitor (the step-pace warning of a loaded machine aside)."""
+    kind = kinds.get(name)
+    result = kind.train(config_of(name, tmp_path, "r", 4))
+    report = (result.run_dir / "report.md").read_text()
+    assert "## Health (this session)" in report
+    section = report.split("## Health (this session)")[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("- ")]
+    assert lines and all(line.startswith("- no warning: ") or "slower than this run's" in line for line in lines)

@@ -51,6 +51,7 @@ from negaug.experiment.build import (
 )
 from negaug.experiment.config import check_run_name
 from negaug.experiment.dpc_config import DPCConfig
+from negaug.experiment.health import EncoderHealth, health_section
 from negaug.experiment.loop import (
     LoopHooks,
     drive,
@@ -263,23 +264,28 @@ def _loop(config: DPCConfig, recipe: DPCRecipe, state: DPCState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> DPCResult:
     """The DPC kind inside THE loop (`loop.drive`)."""
     sinks = open_sinks(config, run_dir, state.step, on_log)
-    log = sinks.log
+    log, health, warnings = sinks.log, EncoderHealth(), []
+
+    def report(messages: list[str]) -> None:
+        warnings.extend(messages)
+        log_warnings(messages, state.step, log, warn)
 
     def close() -> None:
         state.batches.close()
         sinks.close()
 
     hooks = LoopHooks(desc="dpc", step=lambda step: dpc_step(config, recipe, state, step), emit=sinks.emit,
-                      report=lambda messages: log_warnings(messages, state.step, log, warn),
-                      postfix=lambda record: {"loss": f"{record['loss']:.3f}"}, close=close)
+                      report=report, postfix=lambda record: {"loss": f"{record['loss']:.3f}"},
+                      after_log=health.check_log, close=close)
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
-        _write_report(config, run_dir, state.step, last, seconds)
+        _write_report(config, run_dir, state.step, last, seconds, warnings)
     return DPCResult(run_dir, state.step, interrupted, seconds, last)
 
 
-def _write_report(config: DPCConfig, run_dir: Path, step: int, last: dict[str, Any], seconds: float) -> None:
+def _write_report(config: DPCConfig, run_dir: Path, step: int, last: dict[str, Any], seconds: float,
+                  warnings: list[str]) -> None:
     model, negatives = config.model, config.nda.transform
     lines = [f"# DPC run {run_dir.name}", "",
              f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split) {config.data.options}, "
@@ -292,6 +298,7 @@ def _write_report(config: DPCConfig, run_dir: Path, step: int, last: dict[str, A
              f"- {step} steps, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads", "",
              "## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    lines += health_section(warnings, "the loss fell (DPC logs no embedding similarity and has no k-NN monitor)")
     write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
 
 

@@ -29,6 +29,7 @@ from negaug.experiment.build import (
     check_precision,
     check_seed,
     check_threads,
+    compile_in_place,
     resolve_device,
 )
 from negaug.experiment.config import check_run_name
@@ -239,6 +240,8 @@ def build_pretraining(config: PretrainConfig) -> tuple[PretrainRecipe, PretrainS
     if config.train.precision == "bf16":  # as GAN runs: NHWC convolutions under bf16 autocast
         model.to(memory_format=torch.channels_last)
     distributed.broadcast_module(model)  # data parallel: every rank starts from rank 0's weights and queue
+    if config.train.compile:  # the networks, not MoCo's own forward (queue, shuffle, momentum update)
+        compile_in_place([model.encoder_q, model.head_q, model.encoder_k, model.head_k])
     optimizer = torch.optim.SGD(model.trainable_parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
                                 weight_decay=config.optim.weight_decay)
     seed = rank_seed(config.train.seed, distributed.rank())  # per-rank streams; rank 0: train.seed's

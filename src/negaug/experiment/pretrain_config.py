@@ -89,6 +89,7 @@ class PretrainTrainConfig:
     keep_checkpoints: int = 2  # most recent checkpoints kept
     knn_every: int = 0  # steps between k-NN accuracies (eval.knn_*) during training; 0: only at the end
     precision: str = "fp32"  # fp32, bf16 (autocast, channels_last) or fp16 (autocast + a gradient scaler; GPUs only)
+    compile: bool = False  # nn.Module.compile of both encoders and heads in place (same weights and checkpoint keys)
     runs_dir: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; None: <preset>-<timestamp>
     progress: bool = True  # progress bar with rate and time left
@@ -119,7 +120,7 @@ class PretrainConfig(ConfigBase):
     # negaug 0.5 (MoCo v2's augmentation): left out of the hash while off, so cached runs keep theirs
     LATER_KEYS: ClassVar[dict[str, Any]] = {"augment.hue": 0.0, "augment.jitter_order": "fixed",
                                             "augment.blur_prob": 0.0, "objective.name": "infonce",
-                                            "train.precision": "fp32"}
+                                            "train.precision": "fp32", "train.compile": False}
     IDLE_KEYS: ClassVar[dict[str, tuple[str, Any]]] = {"augment.blur_sigma": ("augment.blur_prob", 0.0)}
 
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)

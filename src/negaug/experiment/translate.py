@@ -31,6 +31,7 @@ from negaug import distributed, viz
 from negaug.experiment import checkpoint, critic, kinds, runs
 from negaug.experiment.build import check_sinks, resolve_device
 from negaug.experiment.evaluate import append_evaluation, read_evaluations
+from negaug.experiment.health import HealthMonitor, health_section
 from negaug.experiment.loop import (
     LoopHooks,
     drive,
@@ -147,8 +148,12 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
     segmentation scores at the end."""
     settings = config.train
     sinks = open_sinks(config, run_dir, state.step, on_log)
-    log = sinks.log
+    log, health, warnings = sinks.log, HealthMonitor(), []
     scores: dict[str, Any] | None = None
+
+    def report(messages: list[str]) -> None:
+        warnings.extend(messages)
+        log_warnings(messages, state.step, log, warn)
 
     def step_once(step: int) -> None:
         state.generator.train()
@@ -164,14 +169,13 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
 
     hooks = LoopHooks(
         desc="pix2pix", step=step_once, emit=sinks.emit,
-        report=lambda messages: log_warnings(messages, state.step, log, warn),
-        postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g")},
+        report=report, postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g")},
         periodic=((settings.sample_every, lambda step: save_samples(config, recipe, state, run_dir)),),
-        finish=finish, close=lambda: (state.batches.close(), sinks.close()))
+        after_log=health.check_log, finish=finish, close=lambda: (state.batches.close(), sinks.close()))
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
-        write_report(config, run_dir, state.step, last, scores, seconds)
+        write_report(config, run_dir, state.step, last, scores, seconds, warnings)
     return TranslationResult(run_dir, state.step, interrupted, seconds, last, scores)
 
 
@@ -208,7 +212,7 @@ def save_samples(config: TranslationConfig, recipe: TranslationRecipe, state: Tr
 
 
 def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict[str, Any],
-                 scores: dict[str, Any] | None, seconds: float) -> None:
+                 scores: dict[str, Any] | None, seconds: float, warnings: list[str] = ()) -> None:
     model, loss, nda = config.model, config.loss, config.nda
     objective = f"cGAN ({loss.gan})" + (f" + {loss.l1_weight:g} x L1" if loss.l1_weight > 0 else " only")
     negatives = (f"{nda.transform} {nda.options or ''} of the real target with its true condition, "
@@ -227,6 +231,7 @@ def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict
         lines += [f"| majority-class pixel acc. (reference) | {scores['majority_pixel_accuracy']:.3f} |", ""]
     lines += ["## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    lines += health_section(list(warnings), "D's loss never sat at its floor")
     sample = run_dir / "samples" / f"{checkpoint.stem(step)}.png"
     if sample.exists():
         lines += ["", "## Samples (condition | output | target)", "", f"![samples](samples/{sample.name})"]
