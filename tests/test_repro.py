@@ -420,6 +420,20 @@ def test_toy_judges_only_its_pre_registered_claim_row_and_only_at_the_full_size(
     assert claim["holm_p"] == claim["welch_p"] and claim["difference"] == pytest.approx(-0.16)
     assert "verdict" not in results["comparisons"]["modes_covered"]
     report = "\n".join(toy.report(results))
-    assert "## Claim table" in report and "| reproduced |" in report and "target" not in report
+    assert "## Claim table" in report and "| reproduced |" in report and "target >= 3x" not in report
     quick = toy.summarize(common.Study(out_dir=tmp_path, size="quick", seeds=[0, 1, 2], runs_dir=tmp_path), per_seed, [])
     assert quick["verdicts"] == {"negative_fraction": "-"} and "## Claim table" not in "\n".join(toy.report(quick))
+
+
+def test_full_size_cli_prints_the_pre_registered_verdicts_not_yes_no_targets(tmp_path, monkeypatch, capsys):
+    """Issue 26 item 2 at the full size: where an experiment has pre-registered claim rows, the
+    command prints their verdict words; targets (not pre-registered) are labelled as such."""
+    results = {"verdicts": {"negative_fraction": "not reproduced"}, "targets": {"nda_cuts_negative_mass_3_fold": False}}
+    monkeypatch.setattr(repro, "run", lambda *args, **kwargs: results)
+    assert main(["repro", "toy", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "  negative_fraction: not reproduced" in printed and "3_fold" not in printed
+    results.pop("verdicts")
+    assert main(["repro", "toy", "--out", str(tmp_path / "o")]) == 0
+    assert "  nda_cuts_negative_mass_3_fold: no (a target, not a pre-registered verdict; see report.md)" \
+        in capsys.readouterr().out
