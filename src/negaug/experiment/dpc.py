@@ -61,15 +61,7 @@ from negaug.experiment.loop import (
     run_session,
     save_checkpoint,
 )
-from negaug.experiment.state import (
-    add_rank_streams,
-    non_finite_tensors,
-    rank_seed,
-    rank_streams,
-    restore_streams,
-    rng_devices,
-    stream_states,
-)
+from negaug.experiment.state import RunState, rank_seed, rng_devices
 from negaug.experiment.stats import Stats
 from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.stream import BatchStream
@@ -85,7 +77,7 @@ class DPCRecipe:
 
 
 @dataclass
-class DPCState:
+class DPCState(RunState):
     model: DPC
     optimizer: torch.optim.Optimizer
     batches: BatchStream  # the endless, seeded stream of clip batches (this rank's share of each)
@@ -94,30 +86,15 @@ class DPCState:
     step: int = 0  # optimizer steps done
     stats: Stats = field(default_factory=Stats)
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "rng": stream_states({"nda": self.nda_rng}, self.batches.device),
-                 "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
-        if self.scaler is not None:  # fp16 only
-            state["scaler"] = self.scaler.state_dict()
-        return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
+    def modules(self) -> dict[str, Any]:
+        return {"model": self.model}
 
-    def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
-        """Restore a `state_dict()`; sets torch's global generators to the run's. `streams=False`:
-        the model, optimizer and counters only (loading a run to measure it, which any number of
-        processes may do); otherwise this rank's streams (WorldSizeError for another process count)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        if streams:
-            restore_streams(rank_streams(state), {"nda": self.nda_rng}, self.batches.device)
-            self.batches.load_state_dict(state["batches"])
-        self.stats.load_state_dict(state["stats"])
-        self.step = int(state["step"])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
 
-    def non_finite(self, limit: int = 3) -> list[str]:
-        return non_finite_tensors({"model": self.model}, {"optimizer": self.optimizer}, limit)
+    def streams(self) -> dict[str, torch.Generator]:
+        return {"nda": self.nda_rng}
+
 
 
 @dataclass

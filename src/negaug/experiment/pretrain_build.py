@@ -34,14 +34,7 @@ from negaug.experiment.build import (
 )
 from negaug.experiment.config import check_run_name
 from negaug.experiment.pretrain_config import PretrainConfig
-from negaug.experiment.state import (
-    add_rank_streams,
-    non_finite_tensors,
-    rank_seed,
-    rank_streams,
-    restore_streams,
-    stream_states,
-)
+from negaug.experiment.state import RunState, rank_seed
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.files import check_folder
@@ -63,7 +56,7 @@ class PretrainRecipe:
 
 
 @dataclass
-class PretrainState:
+class PretrainState(RunState):
     model: MoCo
     optimizer: torch.optim.Optimizer
     batches: BatchStream  # the endless, seeded stream of training batches
@@ -75,34 +68,20 @@ class PretrainState:
     best: dict[str, Any] | None = None  # {"metric": "knn", "value", "step"}: the best k-NN monitor so far (validation)
     stats: Stats = field(default_factory=Stats)  # logged statistics since the last log line
 
-    def _generators(self) -> dict[str, torch.Generator]:
+    def modules(self) -> dict[str, Any]:
+        return {"model": self.model}  # the queue is a buffer of the model
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def streams(self) -> dict[str, torch.Generator]:
         return {"augment": self.augment_rng, "nda": self.nda_rng, "shuffle": self.shuffle_rng}
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "rng": stream_states(self._generators(), self.batches.device),
-                 "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
-        if self.best is not None:  # only with train.knn_every: other checkpoints keep their layout
-            state["best"] = self.best
-        if self.scaler is not None:  # fp16 only
-            state["scaler"] = self.scaler.state_dict()
-        return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.best is None else {"best": self.best}  # only with train.knn_every: other layouts kept
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
-        `torch.random.fork_rng` to keep the caller's)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        restore_streams(rank_streams(state), self._generators(), self.batches.device)
-        self.batches.load_state_dict(state["batches"])
-        self.stats.load_state_dict(state["stats"])
-        self.step, self.best = int(state["step"]), state.get("best")
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-
-    def non_finite(self, limit: int = 3) -> list[str]:
-        """Names of up to `limit` tensors of the model (the queue included) or the optimizer holding NaN or infinity."""
-        return non_finite_tensors({"model": self.model}, {"optimizer": self.optimizer}, limit)
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
 
 
 def learning_rate(config: PretrainConfig, step: int) -> float:

@@ -4,10 +4,12 @@ holds.
     state.state_dict()          -> nested dict of tensors and plain values (torch's convention)
     state.load_state_dict(d)    <- the same dict, e.g. read back by `negaug.experiment.checkpoint`
 
-It holds G, D, the EMA of G, both optimizers, the fp16 grad scaler, the step, every random stream
-(latents, NDA draws, DiffAugment and CR draws, torch's global CPU generator and, on a GPU, its CUDA
-generator) and the data stream's position, so that a resumed run continues bit-identically (on the
-CPU).
+`RunState` writes `state_dict`, `load_state_dict` and the non-finite check once for every kind of
+run: a kind's state (GAN: `TrainState` below; `PretrainState`, `TranslationState`, `DPCState`)
+only names its networks, optimizers and random streams. A GAN run's state holds G, D, the EMA of
+G, both optimizers, the fp16 grad scaler, the step, every random stream (latents, NDA draws,
+DiffAugment and CR draws, torch's global CPU generator and, on a GPU, its CUDA generator) and the
+data stream's position, so that a resumed run continues bit-identically (on the CPU).
 
 Data parallel (`torchrun`): each rank draws from its own streams (`rank_seed`), and
 `state_dict()` is then a collective that every rank calls: it adds "distributed" = {"world_size",
@@ -115,8 +117,74 @@ def restore_streams(rng: dict[str, Any], generators: dict[str, torch.Generator],
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
+class RunState:
+    """What every kind's training state shares; a subclass (a dataclass with `step`, `stats`,
+    `batches` and `scaler` fields) names its parts:
+
+    - `modules()`: the networks by checkpoint key (`nn.Module`s, or anything with state_dict);
+    - `optimizers()`: the optimizers by checkpoint key;
+    - `streams()`: its own random generators by name (torch's global CPU and CUDA generators are
+      always saved too); `OPTIONAL_STREAMS`: names older checkpoints may lack;
+    - `extra_state()` / `load_extra_state(state)`: anything else it keeps (e.g. the best evaluation).
+
+    A checkpoint holds {"step", every module, every optimizer, "rng", "batches", the extras,
+    "stats"}, "scaler" with fp16, and "distributed" under torchrun (`add_rank_streams`)."""
+
+    OPTIONAL_STREAMS: tuple[str, ...] = ()
+
+    def modules(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def streams(self) -> dict[str, torch.Generator]:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"step": self.step}
+        state.update({name: module.state_dict() for name, module in self.modules().items()})
+        state.update({name: optimizer.state_dict() for name, optimizer in self.optimizers().items()})
+        state.update(rng=stream_states(self.streams(), self.batches.device), batches=self.batches.state_dict())
+        state.update(self.extra_state())
+        state["stats"] = self.stats.state_dict()
+        if self.scaler is not None:  # fp16 only: other checkpoints keep their layout
+            state["scaler"] = self.scaler.state_dict()
+        return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
+
+    def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
+        """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
+        `torch.random.fork_rng` to keep the caller's). `streams=False`: the networks, optimizers
+        and counters only, not the random and data streams (loading a run to sample, evaluate or
+        probe it, which any number of processes may do); with streams, a checkpoint written by
+        another number of processes is refused (`WorldSizeError`)."""
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state[name])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        if streams:
+            restore_streams(rank_streams(state), self.streams(), self.batches.device, optional=self.OPTIONAL_STREAMS)
+            self.batches.load_state_dict(state["batches"])
+        if "stats" in state:  # format-1 GAN checkpoints did not hold them
+            self.stats.load_state_dict(state["stats"])
+        self.step = int(state["step"])
+        self.load_extra_state(state)
+
+    def non_finite(self, limit: int = 3) -> list[str]:
+        """Names of up to `limit` tensors of the networks or the optimizers' moments holding NaN or infinity."""
+        return non_finite_tensors(self.modules(), self.optimizers(), limit)
+
+
 @dataclass
-class TrainState:
+class TrainState(RunState):
     generator: nn.Module
     discriminator: nn.Module
     ema: EMA | None  # exponential moving average of G (samples and evaluations use it), or None
@@ -131,60 +199,29 @@ class TrainState:
     best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
     stats: Stats = field(default_factory=Stats)  # logged statistics accumulated since the last log line
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "step": self.step,
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "rng": stream_states(self._generators(), self.batches.device),
-            "batches": self.batches.state_dict(),
-            "best": self.best,
-            "stats": self.stats.state_dict(),
-        }
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        return add_rank_streams(state)
+    OPTIONAL_STREAMS = ("augment",)  # checkpoints of negaug <= 0.3.0 have no "augment" stream (and no augmentation)
 
-    def _generators(self) -> dict[str, torch.Generator]:
+    def modules(self) -> dict[str, Any]:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                **({"ema": self.ema} if self.ema is not None else {})}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def streams(self) -> dict[str, torch.Generator]:
         return {"latent": self.latent_rng, "nda": self.nda_rng, "augment": self.augment_rng}
 
+    def extra_state(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+
     def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
-        """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
-        `torch.random.fork_rng` to keep the caller's). `streams=False`: the networks, optimizers
-        and counters only, not the random and data streams (loading a run to sample or evaluate
-        it, which any number of processes may do)."""
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        if self.ema is not None:
-            if "ema" not in state:
-                raise ValueError("the checkpoint has no EMA of G but the config asks for one (train.ema_decay > 0)")
-            self.ema.load_state_dict(state["ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        if streams:
-            self._load_streams(state)
-        self.step, self.best = int(state["step"]), state.get("best")
-        if "stats" in state:  # format-1 checkpoints did not hold them
-            self.stats.load_state_dict(state["stats"])
-
-    def _load_streams(self, state: dict[str, Any]) -> None:
-        """This rank's random streams and the data stream's position (WorldSizeError when the
-        checkpoint was written by another number of processes)."""
-        # checkpoints of negaug <= 0.3.0 have no "augment" stream (and no augmentation)
-        restore_streams(rank_streams(state), self._generators(), self.batches.device, optional=("augment",))
-        self.batches.load_state_dict(state["batches"])
-
-    def non_finite(self, limit: int = 3) -> list[str]:
-        """Names of up to `limit` tensors of G, D, the EMA or the optimizers holding NaN or infinity."""
-        modules = {"generator": self.generator, "discriminator": self.discriminator,
-                   **({"ema": self.ema} if self.ema is not None else {})}
-        return non_finite_tensors(modules, {"opt_g": self.opt_g, "opt_d": self.opt_d}, limit)
+        """`RunState.load_state_dict`, refusing a checkpoint without the EMA the config asks for."""
+        if self.ema is not None and "ema" not in state:
+            raise ValueError("the checkpoint has no EMA of G but the config asks for one (train.ema_decay > 0)")
+        super().load_state_dict(state, streams)
 
     def sampler(self) -> nn.Module:
         """The network to sample from: the EMA (with standing batch-norm statistics), else G."""

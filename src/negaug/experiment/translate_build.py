@@ -30,14 +30,7 @@ from negaug.experiment.build import (
     sync_batch_norm,
 )
 from negaug.experiment.config import check_run_name
-from negaug.experiment.state import (
-    add_rank_streams,
-    non_finite_tensors,
-    rank_seed,
-    rank_streams,
-    restore_streams,
-    stream_states,
-)
+from negaug.experiment.state import RunState, rank_seed
 from negaug.experiment.stats import Stats
 from negaug.experiment.stream import BatchStream
 from negaug.experiment.translate_config import TranslationConfig
@@ -78,7 +71,7 @@ class TranslationRecipe:
 
 
 @dataclass
-class TranslationState:
+class TranslationState(RunState):
     generator: UNetGenerator
     discriminator: PatchDiscriminator
     opt_g: torch.optim.Optimizer
@@ -89,37 +82,14 @@ class TranslationState:
     step: int = 0  # optimizer steps done
     stats: Stats = field(default_factory=Stats)
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {"step": self.step, "generator": self.generator.state_dict(),
-                 "discriminator": self.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
-                 "opt_d": self.opt_d.state_dict(),
-                 "rng": stream_states({"nda": self.nda_rng}, self.batches.device),  # dropout draws from cuda's on GPUs
-                 "batches": self.batches.state_dict(), "stats": self.stats.state_dict()}
-        if self.scaler is not None:  # fp16 only: other checkpoints keep their layout
-            state["scaler"] = self.scaler.state_dict()
-        return add_rank_streams(state)  # data parallel: every rank's streams (a collective)
+    def modules(self) -> dict[str, Any]:
+        return {"generator": self.generator, "discriminator": self.discriminator}
 
-    def load_state_dict(self, state: dict[str, Any], streams: bool = True) -> None:
-        """Restore a `state_dict()`; sets torch's global generators to the run's (call inside
-        `torch.random.fork_rng` to keep the caller's). `streams=False`: the networks, optimizers
-        and counters only (loading a run to score it, which any number of processes may do); with
-        streams, a checkpoint of another number of processes is refused (`state.rank_streams`)."""
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        if streams:
-            restore_streams(rank_streams(state), {"nda": self.nda_rng}, self.batches.device)
-            self.batches.load_state_dict(state["batches"])
-        self.stats.load_state_dict(state["stats"])
-        self.step = int(state["step"])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
 
-    def non_finite(self, limit: int = 3) -> list[str]:
-        """Names of up to `limit` tensors of G, D or the Adam moments holding NaN or infinity."""
-        return non_finite_tensors({"generator": self.generator, "discriminator": self.discriminator},
-                                  {"opt_g": self.opt_g, "opt_d": self.opt_d}, limit)
+    def streams(self) -> dict[str, torch.Generator]:
+        return {"nda": self.nda_rng}  # dropout draws from torch's global generators (saved too)
 
 
 def check_translation_scalars(config: TranslationConfig) -> None:
