@@ -5,6 +5,7 @@ resumed DPC session does not judge its already trained loss. The monitors' thres
 from __future__ import annotations
 
 import functools
+import importlib
 
 from negaug.experiment import dpc as dpc_kind
 from negaug.experiment import kinds
@@ -43,3 +44,14 @@ def test_dpc_runs_its_loss_monitor_with_dpc_advice_and_a_resumed_session_is_not_
     resumed = kind.train(config_of("dpc", tmp_path, "r", 4), run_dir=result.run_dir, resume=True)
     assert warnings_of(resumed.run_dir) == found  # nothing new: a resumed session's first loss is trained already
     assert "- no warning: " in health_of(resumed.run_dir)
+
+
+def test_a_resumed_pretraining_session_is_not_judged_on_its_trained_loss_regression(tmp_path, monkeypatch):
+    pretrain_kind = importlib.import_module("negaug.experiment.pretrain")  # the package exports a function of that name
+    monkeypatch.setattr(pretrain_kind, "EncoderHealth", functools.partial(EncoderHealth, judge_after=2, stall_fraction=0.0))
+    kind = kinds.get("pretrain")
+    result = kind.train(config_of("pretrain", tmp_path, "r", 2, ["train.log_every=1"]))
+    stalls = [w for w in warnings_of(result.run_dir) if "the loss has not fallen" in w]
+    assert len(stalls) == 1 and stalls[0].startswith("step 2:") and "augmented views" in stalls[0], stalls
+    kind.train(config_of("pretrain", tmp_path, "r", 4, ["train.log_every=1"]), run_dir=result.run_dir, resume=True)
+    assert [w for w in warnings_of(result.run_dir) if "the loss has not fallen" in w] == stalls
