@@ -1,6 +1,6 @@
 """Review regressions: the health monitors of Pix2Pix and DPC runs are wired into their loops (a
 warning reaches metrics.jsonl and report.md with advice that names the kind's own keys), and a
-resumed DPC session does not judge its already trained loss. The monitors' thresholds are lowered
+resumed DPC or MoCo-v2 session does not judge its already trained loss. The monitors' thresholds are lowered
 (monkeypatched) so that a few tiny steps trip them."""
 from __future__ import annotations
 
