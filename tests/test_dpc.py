@@ -222,3 +222,15 @@ def test_bad_options_are_value_errors():
         dpc_loss(predictions, predictions, predictions, nda_weight=-1.0)
     with pytest.raises(ValueError, match="must match targets"):
         dpc_loss(predictions, predictions, torch.zeros(2, 1, 5, 1, 1))
+
+
+def test_predictions_and_targets_of_other_batch_sizes_are_refused_regression():
+    """Review: data-parallel DPC relaxed the shape check to all but the batch (the gathered targets
+    hold every rank's clips), so in one process 2 predicted clips against 3 target clips gave a
+    silently wrong loss and 3 against 2 an IndexError from cross_entropy."""
+    for b_pred, b_target in ((2, 3), (3, 2)):
+        with pytest.raises(ValueError, match=r"predictions \(%d, 2, 4, 1, 1\) and targets \(%d, 2, 4, 1, 1\) differ in shape"
+                           % (b_pred, b_target)):
+            dpc_loss(torch.randn(b_pred, 2, 4, 1, 1), torch.randn(b_target, 2, 4, 1, 1))
+        with pytest.raises(ValueError, match="differ in shape"):
+            dpc_loss(torch.randn(b_pred, 2, 4, 1, 1), torch.randn(b_target, 2, 4, 1, 1), across_ranks=True)

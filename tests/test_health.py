@@ -132,3 +132,36 @@ def test_a_pretraining_run_that_cannot_learn_warns_in_its_metrics_and_a_learning
 def test_health_section_lists_the_warnings_or_says_what_was_checked():
     assert health_section([], ENCODER_HEALTHY) == ["", "## Health (this session)", "", f"- no warning: {ENCODER_HEALTHY}"]
     assert health_section(["a", "b"], "unused") == ["", "## Health (this session)", "", "- a", "- b"]
+
+
+# --- review regressions --------------------------------------------------------------------------
+
+
+def test_resumed_encoder_run_is_not_told_its_trained_loss_has_not_fallen_regression():
+    """A session resumed past step 300 took its first logged (already trained) loss as the yardstick
+    and compared that very record with itself: every resumed MoCo-v2 / DPC run was told at its
+    first log line that "the encoder is not learning"."""
+    resumed = EncoderHealth(judge_after=300, start_step=5000)
+    assert resumed.check_log({"step": 5020, "loss": 1.0}) == []
+    assert resumed.check_log({"step": 5400, "loss": 0.995}) == []  # a converged loss: no judgement
+    fresh = EncoderHealth(judge_after=300)  # start_step 0: the run's own first loss is the yardstick
+    assert fresh.check_log({"step": 20, "loss": 6.0}) == []
+    assert len(fresh.check_log({"step": 300, "loss": 5.9})) == 1
+
+
+def test_the_first_log_line_is_never_judged_against_itself_regression():
+    """log_every >= judge_after: the first record (step 500) was its own yardstick and warned at once."""
+    health = EncoderHealth(judge_after=300)
+    assert health.check_log({"step": 500, "loss": 2.0}) == []
+    found = health.check_log({"step": 1000, "loss": 1.99})  # judged against step 500's loss
+    assert len(found) == 1 and "(2.000 at the first log line, 1.990 now)" in found[0]
+
+
+def test_d_floor_advice_names_the_fix_of_the_run_kind_regression():
+    """Pix2Pix has neither spectral norm nor a gradient penalty; its D-floor warning named both."""
+    record = {"step": 10, "loss/d_real": 0.001, "loss/d_fake": 0.001}
+    gan = HealthMonitor(floor_steps=0).check_log(record)
+    assert len(gan) == 1 and "add spectral norm or a gradient penalty" in gan[0]
+    pix2pix = HealthMonitor(floor_steps=0, floor_fix="lower optim.lr_d or loss.d_scale").check_log(record)
+    assert len(pix2pix) == 1 and pix2pix[0].endswith("lower optim.lr_d or loss.d_scale")
+    assert "spectral" not in pix2pix[0]

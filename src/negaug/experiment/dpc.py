@@ -241,7 +241,8 @@ def _loop(config: DPCConfig, recipe: DPCRecipe, state: DPCState, run_dir: Path,
           stop_requested: Callable[[], bool], on_log, warn: Callable[[str], None]) -> DPCResult:
     """The DPC kind inside THE loop (`loop.drive`)."""
     sinks = open_sinks(config, run_dir, state.step, on_log)
-    log, health, warnings = sinks.log, EncoderHealth(), []
+    log, warnings = sinks.log, []
+    health = EncoderHealth(start_step=state.step, stall_fix="try another optim.lr or loss.temperature")
 
     def report(messages: list[str]) -> None:
         warnings.extend(messages)

@@ -15,7 +15,9 @@ Three signs that a GAN is not learning, each cheap to see from the logged means:
 
 Three signs that an encoder (contrastive pretraining) is not learning:
 - the loss has not fallen: after `judge_after` steps it is still within 2% of its first logged
-  value (a learning rate too low or too high, or views the encoder cannot tell apart);
+  value (a learning rate too low or too high, or views the encoder cannot tell apart); judged only
+  in a session that started the run (a resumed session's first logged loss is a trained one) and
+  never on the first log line itself;
 - the embeddings collapsed: a query is about as close to other images' keys as to its own
   (`queue_similarity`, the mean cosine with the negatives, above `collapse_similarity` after
   `judge_after` steps);
@@ -47,6 +49,9 @@ class HealthMonitor:
     collapse_ratio: float = 0.15  # sample diversity / real diversity below this -> warning
     collapse_after: int = 500  # an untrained G's samples are all alike: judge collapse from this step on
     real_diversity: float | None = None  # mean pairwise distance of real images (set once)
+    # what the D-floor warning tells the user to do: keys the kind has (Pix2Pix has neither spectral
+    # norm nor a gradient penalty: "lower optim.lr_d or loss.d_scale")
+    floor_fix: str = "lower optim.lr_d, add spectral norm or a gradient penalty"
     warned: set[str] = field(default_factory=set)
     _floor_since: int | None = None
 
@@ -61,8 +66,7 @@ class HealthMonitor:
                 self._floor_since = None
             if self._floor_since is not None and step - self._floor_since >= self.floor_steps:
                 found += self._once("d_floor", f"step {step}: D has beaten G for {step - self._floor_since} steps "
-                                    f"(its loss terms are ~0): G gets almost no gradient; lower optim.lr_d, add "
-                                    f"spectral norm or a gradient penalty")
+                                    f"(its loss terms are ~0): G gets almost no gradient; {self.floor_fix}")
         d_step, g_step = record.get("d_out/generated"), record.get("d_out/generated_g_step")
         if isinstance(d_step, float) and isinstance(g_step, float) and d_step * g_step < 0 \
                 and abs(d_step - g_step) > self.step_gap:
@@ -117,18 +121,23 @@ class EncoderHealth:
     stall_fraction: float = 0.98  # still above this fraction of the first logged loss -> warning
     collapse_similarity: float = 0.8  # mean cosine of queries with their negatives above this -> collapsed
     chance_margin: float = 1.5  # k-NN accuracy below this many times chance (1 / classes) -> warning
+    # the step the session started from: the loss's progress is judged only in a session that
+    # started the run (0); a resumed session's first logged loss is already a trained one
+    start_step: int = 0
+    # what the stall warning tells the user to do (DPC: "try another optim.lr or loss.temperature")
+    stall_fix: str = "try another optim.lr, and check that the augmented views still show the images"
     first_loss: float | None = None
     warned: set[str] = field(default_factory=set)
 
     def check_log(self, record: dict[str, Any]) -> list[str]:
         """Warnings from one log line (the means since the previous one)."""
         step, loss, found = int(record["step"]), record.get("loss"), []
-        if isinstance(loss, float):
-            self.first_loss = loss if self.first_loss is None else self.first_loss
-            if step >= self.judge_after and loss >= self.stall_fraction * self.first_loss:
+        if isinstance(loss, float) and self.start_step == 0:
+            if self.first_loss is None:
+                self.first_loss = loss
+            elif step >= self.judge_after and loss >= self.stall_fraction * self.first_loss:  # never the first line itself
                 found += _once(self.warned, "stall", f"step {step}: the loss has not fallen ({self.first_loss:.3f} at "
-                               f"the first log line, {loss:.3f} now): the encoder is not learning; try another "
-                               f"optim.lr, and check that the augmented views still show the images")
+                               f"the first log line, {loss:.3f} now): the encoder is not learning; {self.stall_fix}")
         similarity = record.get("queue_similarity")
         if isinstance(similarity, float) and step >= self.judge_after and similarity > self.collapse_similarity:
             found += _once(self.warned, "collapse", f"step {step}: the embeddings collapsed (a query's mean cosine "

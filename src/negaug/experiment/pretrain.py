@@ -136,7 +136,7 @@ def _loop(config: PretrainConfig, recipe: PretrainRecipe, state: PretrainState, 
     sinks = open_sinks(config, run_dir, state.step, on_log)
     log = sinks.log
     knn: dict[str, Any] | None = None
-    health, warnings = EncoderHealth(), []
+    health, warnings = EncoderHealth(start_step=state.step), []
 
     def report(messages: list[str]) -> None:
         warnings.extend(messages)

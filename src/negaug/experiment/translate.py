@@ -148,7 +148,8 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
     segmentation scores at the end."""
     settings = config.train
     sinks = open_sinks(config, run_dir, state.step, on_log)
-    log, health, warnings = sinks.log, HealthMonitor(), []
+    log, warnings = sinks.log, []
+    health = HealthMonitor(floor_fix="lower optim.lr_d or loss.d_scale")  # Pix2Pix has no spectral norm or penalty
     scores: dict[str, Any] | None = None
 
     def report(messages: list[str]) -> None:

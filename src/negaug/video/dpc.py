@@ -203,7 +203,8 @@ def dpc_logits(predictions: torch.Tensor, targets: torch.Tensor, nda_targets: to
 
 def dpc_loss(predictions: torch.Tensor, targets: torch.Tensor, nda_targets: torch.Tensor | None = None,
              temperature: float = 1.0, nda_weight: float = 1.0, across_ranks: bool = False) -> torch.Tensor:
-    """Mean over the R rows of -log softmax(logits)[row, row] (`dpc_logits`); scalar.
+    """Mean over the R rows of -log softmax(logits)[row, row] (`dpc_logits`); scalar. predictions
+    and targets: this process's, of one shape (ValueError otherwise).
 
     across_ranks (data parallel, every rank with the same B): every rank's targets and NDA targets
     are gathered with gradient (`distributed.all_gather_with_grad`, rank order) and are negatives
@@ -211,6 +212,8 @@ def dpc_loss(predictions: torch.Tensor, targets: torch.Tensor, nda_targets: torc
     over ranks is then the loss of one process over the global batch (the ranks' batches
     concatenated in rank order), and the gradients averaged over ranks are that process's. The
     same as across_ranks=False in a single process."""
+    if predictions.shape != targets.shape:  # each rank's own; dpc_logits takes every rank's targets
+        raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape")
     offset = 0
     if across_ranks and distributed.is_distributed():
         offset = distributed.rank() * dense_rows(predictions).shape[0]
