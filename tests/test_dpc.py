@@ -229,8 +229,8 @@ def test_predictions_and_targets_of_other_batch_sizes_are_refused_regression():
     hold every rank's clips), so in one process 2 predicted clips against 3 target clips gave a
     silently wrong loss and 3 against 2 an IndexError from cross_entropy."""
     for b_pred, b_target in ((2, 3), (3, 2)):
-        with pytest.raises(ValueError, match=r"predictions \(%d, 2, 4, 1, 1\) and targets \(%d, 2, 4, 1, 1\) differ in shape"
-                           % (b_pred, b_target)):
+        with pytest.raises(ValueError, match=rf"predictions \({b_pred}, 2, 4, 1, 1\) and targets \({b_target}, 2, 4, 1, 1\) "
+                                             "differ in shape"):
             dpc_loss(torch.randn(b_pred, 2, 4, 1, 1), torch.randn(b_target, 2, 4, 1, 1))
         with pytest.raises(ValueError, match="differ in shape"):
             dpc_loss(torch.randn(b_pred, 2, 4, 1, 1), torch.randn(b_target, 2, 4, 1, 1), across_ranks=True)

@@ -171,3 +171,25 @@ def test_a_damaged_cached_video_arm_is_named_and_retrained_regression_loaded_sil
                 for arm, entries in json.loads(json.dumps(results["per_seed"])).items() if isinstance(entries, list)}
 
     assert numbers(again) == numbers(first)  # retrained to the same weights
+
+
+def test_video_judges_its_claim_row_alone_by_the_protocols_verdict_words(tmp_path):
+    """The motion probe on context features is the claim row (a Holm family of one, direction
+    higher); "within the seed spread" is no verdict; one seed or a smoke size gets none."""
+    from negaug.repro import common, video
+
+    def entries(motion):
+        return [{"seed": s, "probe_context_motion": m, "probe_context_digit": 0.5, "probe_encoder_motion": 0.4,
+                 "probe_encoder_digit": 0.3, "heldout_dpc_top1": 0.2, "heldout_dpc_loss": 3.0, "ms_per_step": 100.0,
+                 "final_train_loss": 2.0, "heldout_dpc_chance": 0.01} for s, m in enumerate(motion)]
+    per_seed = {video.BASELINE: entries([0.80, 0.81, 0.82]), video.NDA: entries([0.70, 0.71, 0.72]),
+                video.UNTRAINED: entries([0.30, 0.31, 0.32])}
+    study = common.Study(out_dir=tmp_path, size="full", seeds=[0, 1, 2], runs_dir=tmp_path)
+    results = video.summarize(study, per_seed, [], {}, {"motion": 0.13, "digit": 0.11})
+    claim = results["comparisons"][video.CLAIM_ROW]
+    assert results["verdicts"] == {video.CLAIM_ROW: "opposite"} and claim["holm_p"] == claim["welch_p"]
+    assert "**opposite**" in video.verdict_sentence(results) and "seed spread" not in video.verdict_sentence(results)
+    assert "verdict" not in results["comparisons"]["probe_context_digit"]
+    quick = video.summarize(common.Study(out_dir=tmp_path, size="quick", seeds=[0, 1, 2], runs_dir=tmp_path),
+                            per_seed, [], {}, {"motion": 0.13, "digit": 0.11})
+    assert quick["verdicts"] == {video.CLAIM_ROW: "-"}
