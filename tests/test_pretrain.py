@@ -289,3 +289,13 @@ def test_a_single_knn_point_gets_no_empty_curve_and_two_get_a_curve(tmp_path):
     pretrain(tiny(tmp_path, "train.name=two"))  # knn_every=3 of 6 steps: steps 3 and 6
     assert (tmp_path / "two" / "curves_knn.png").exists()
     assert "![k-NN accuracy](curves_knn.png)" in (tmp_path / "two" / "report.md").read_text()
+
+
+def test_probe_under_torchrun_is_refused_in_one_line_regression_every_rank_appended_an_entry(tmp_path, capsys,
+                                                                                              monkeypatch):
+    """Each process of `torchrun ... negaug probe` probed and appended its own entry to probe.json:
+    the command refuses torchrun (a probe is one process's work) before reading anything."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, out, err = cli(capsys, "probe", str(tmp_path / "no-such-run"))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "negaug probe runs in one process" in err and "without torchrun" in err and "Traceback" not in err

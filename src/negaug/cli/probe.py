@@ -42,8 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from negaug import distributed
     from negaug.experiment import kinds
 
+    if distributed.launched_by_torchrun():  # every process would probe and append its own entry
+        raise ValueError("negaug probe runs in one process (a probe takes seconds to minutes); run it without torchrun")
     kind = kinds.prober_of_run(args.run)
     entry = kind.probe(args.run, epochs=args.epochs, checkpoint=args.checkpoint, device=args.device, seed=args.seed,
                        batch_size=args.batch_size, data_root=args.data_root, download=args.download, split=args.split,
