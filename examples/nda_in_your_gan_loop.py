@@ -5,7 +5,7 @@ the negatives (a Jigsaw transform) and a loss with the NDA term (eq. 3 of the pa
     python examples/nda_in_your_gan_loop.py --out scratch/own_loop --steps 5  # a smoke run
 
 Writes OUT/samples.png (64 samples) and prints the offline-classifier FID of 1000 samples
-against MNIST-5k's test split (the classifier trains once, about a minute, and is cached).
+against MNIST-5k's test split (the classifier trains once, in seconds, and is cached).
 With the defaults (seed 0) the samples are digit-like. No FID is quoted here: none was measured
 with the current feature space (since negaug 0.4.0 the classifier trains on the 3,600-image
 training split, on one thread); run the script for yours.

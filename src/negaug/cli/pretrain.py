@@ -20,7 +20,7 @@ from negaug.cli.train import (
 HELP = "contrastive pretraining (MoCo-v2) with NDA views as extra negatives (default: small CNN on MNIST-5k)"
 
 EPILOG = """examples:
-  negaug pretrain                                   # the mnist preset: small CNN, CPU, a few minutes
+  negaug pretrain                                   # the mnist preset: small CNN, CPU, about a minute
   negaug pretrain mnist nda.transform=jigsaw        # the same with jigsaw negatives (Appendix N)
   negaug pretrain cifar10 nda.transform=jigsaw data.root=~/data   # the paper's CIFAR-10 settings (GPU)
   negaug pretrain my.yaml train.steps=2000 train.name=mine

@@ -8,7 +8,7 @@ self-supervised task. On rotation-symmetric data such as dots that accuracy stay
 (25%) and the features are those of a barely trained conv net: still a fixed, deterministic
 embedding, but there the dot count is the metric to read. The accuracy is recorded, so a
 reader can judge. At most ``max_images`` (5,000) images train it, so that training stays
-within about a minute on two CPU cores.
+short (MNIST-5k: about 4 s on the idle 2-core machine, `benchmarks/fid_offline.py`).
 
 Training runs on one CPU thread whatever the caller's setting (`single_thread`): with 2 threads
 the same data and seed gave other weights than with 1 (parallel reductions sum in another order),
