@@ -259,6 +259,7 @@ def test_readme_and_default_preset_quote_the_stored_lambda_table():
     assert f"{table['arms']['lambda 0.75']['val_fid']['mean']:.2f}" in preset
 
 
+@pytest.mark.slow  # two ring arms x two seeds through the CLI, each evaluated on validation (KDE): tens of seconds
 def test_compare_cli_first_seed_trains_seeds_apart_from_reported_ones(tmp_path, capsys):
     """Tuning runs use seeds 1000+ (docs/reproduction.md, Protocol): --first-seed picks them."""
     import json

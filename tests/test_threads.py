@@ -105,22 +105,26 @@ def test_negaug_train_names_the_threads_it_runs_with(tmp_path, capsys):
     assert f", {torch.get_num_threads()} torch threads (torch's default; train.threads=1" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_a_run_whose_steps_slow_down_warns_in_its_log(tmp_path, monkeypatch):
+def _fake_step_clock(monkeypatch, seconds_of_step):
+    """The loop's clock made of the steps' own durations (`seconds_of_step(step)`), so that the
+    step-pace tests do not depend on how busy the machine running them is (regression: the steady
+    run warned on a loaded machine)."""
     import functools
-    import time
 
     from negaug.experiment import loop
+    now = [0.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
     monkeypatch.setattr(loop, "StepPace", functools.partial(StepPace, warmup=1, baseline=3, window=4))
     step_once = loop.train_step
 
-    def slower_from_step_9(recipe, state, step, stats):  # another process takes the cores
-        began = time.perf_counter()
+    def timed_step(recipe, state, step, stats):
         step_once(recipe, state, step, stats)
-        if step >= 9:
-            time.sleep(max(20 * (time.perf_counter() - began), 0.05))
+        now[0] += seconds_of_step(step)
+    monkeypatch.setattr(loop, "train_step", timed_step)
 
-    monkeypatch.setattr(loop, "train_step", slower_from_step_9)
+
+def test_a_run_whose_steps_slow_down_warns_in_its_log(tmp_path, monkeypatch):
+    _fake_step_clock(monkeypatch, lambda step: 0.2 if step >= 9 else 0.01)  # another process takes the cores
     config = load_config("default", [*TINY, f"train.runs_dir={tmp_path}", "train.name=r", "train.steps=16"])
     result = train(config)
     warnings = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
@@ -131,9 +135,6 @@ def test_a_run_whose_steps_slow_down_warns_in_its_log(tmp_path, monkeypatch):
 
 
 def test_a_steady_run_does_not_warn(tmp_path, monkeypatch):
-    import functools
-
-    from negaug.experiment import loop
-    monkeypatch.setattr(loop, "StepPace", functools.partial(StepPace, warmup=1, baseline=3, window=4))
+    _fake_step_clock(monkeypatch, lambda step: 0.01)
     result = train(load_config("default", [*TINY, f"train.runs_dir={tmp_path}", "train.name=r", "train.steps=16"]))
     assert not any("slower" in w for w in result.warnings)
