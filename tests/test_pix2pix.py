@@ -270,6 +270,9 @@ def test_cli_trains_resumes_exactly_and_evaluates(tmp_path, capsys):
     assert "val split" in capsys.readouterr().out
     entry = json.loads((folder / "eval.json").read_text())["evaluations"][-1]
     assert entry["results"]["segmentation"]["protocol"]["split"] == "val"
+    # eval.every=0 (the default): no validation scores, no best checkpoint, the checkpoint layout of before
+    assert not (folder / "checkpoints/best").exists() and "best" not in whole
+    assert not any("eval_val" in r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()))
 
 
 @pytest.mark.parametrize("flags", [["--seed", "3"], ["--seed", "0"], ["--download"], ["--force"]])
@@ -299,6 +302,9 @@ def test_a_yaml_file_based_on_the_preset_is_a_pix2pix_run(tmp_path, capsys):
     ("train.precision=fp16", "train.precision=fp16 needs a GPU; on the CPU use train.precision=bf16"),
     ("train.precision=fp64", "train.precision='fp64' is not one of fp32, bf16, fp16"),
     ("train.compile=maybe", "train.compile"),
+    ("eval.best_metric=fid", "eval.best_metric='fid' is not a segmentation score; valid: pixel_accuracy, "
+                             "class_accuracy, mean_iou"),
+    ("eval.every=-1", "eval.every=-1 must be >= 0"),
 ])
 def test_bad_values_are_one_line_exit_2_before_any_folder(tmp_path, capsys, override, expected):
     code = main(["train", "pix2pix-scenes", *TINY, f"train.runs_dir={tmp_path}", *override.split(" ")])
@@ -392,6 +398,8 @@ def test_precision_and_compile_round_trip_and_keep_the_hash_of_older_runs(tmp_pa
         now = load_translation_config("pix2pix-scenes", list(overrides))
         assert "precision" not in learning_settings(now)["train"] and "compile" not in learning_settings(now)["train"]
         assert config_hash(now) == expected  # the cached runs of `negaug repro pix2pix` keep their names
+        with_val = load_translation_config("pix2pix-scenes", [*overrides, "eval.every=100", "eval.best_metric=pixel_accuracy"])
+        assert config_hash(with_val) == expected  # the eval section is not in the hash
         stored = now.to_dict()  # a record written before the keys existed
         del stored["train"]["precision"], stored["train"]["compile"]
         assert config_hash(config_from_dict(stored, TranslationConfig)) == expected
@@ -436,3 +444,80 @@ def test_bf16_autocast_reaches_every_convolution_of_g_and_d_in_channels_last(tmp
         assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
         assert all(p.dtype == torch.float32 for p in network.parameters())  # fp32 master weights
     assert "scaler" not in state.state_dict()  # bf16 needs no grad scaler
+
+
+# --- eval.every / eval.best_metric: the best checkpoint on the val split (issue 24) -------------
+
+def _records(run_dir: Path, key: str) -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+def test_eval_every_scores_val_and_keeps_the_best_checkpoint(tmp_path, capsys):
+    """eval.every=2 over 6 steps: val scores at steps 2, 4, 6; checkpoints/best/ holds the step with
+    the highest mean IoU (the first on ties), whose G rescored on val gives the logged value exactly."""
+    from negaug.experiment.translate import load_translation_run
+
+    args = [*TINY, "train.steps=6", f"train.runs_dir={tmp_path}", "train.name=r", "eval.every=2", "eval.num_samples=8"]
+    assert main(["train", "pix2pix-scenes", *args]) == 0
+    folder = tmp_path / "r"
+    records = _records(folder, "eval_val")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert all(r["eval_val"]["protocol"]["split"] == "val" and r["eval_val"]["protocol"]["num_pairs"] == 8 for r in records)
+    values = [r["eval_val"]["mean_iou"] for r in records]
+    best_step = records[values.index(max(values))]["step"]
+    assert [p.name for p in sorted((folder / "checkpoints/best").glob("step_*.json"))] == [f"step_{best_step:07d}.json"]
+    loaded = load_translation_run(folder, "best")
+    assert loaded.step == best_step
+    rescored = score_translation(loaded.generator, build_paired("scenes", split="val", image_size=64, num_samples=24), 8)
+    assert rescored["mean_iou"] == max(values)
+    latest = _tensors(folder / "checkpoints/step_0000006.json")
+    assert latest["best"] == {"metric": "mean_iou", "value": max(values), "step": best_step}
+    assert f"mean_iou {max(values):.3f} at step {best_step}" in (folder / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["eval", str(folder), "--device", "cpu", "--checkpoint", "best", "--split", "val",
+                 "--num-samples", "8"]) == 0
+    entry = json.loads((folder / "eval.json").read_text())["evaluations"][-1]
+    assert entry["step"] == best_step and entry["results"]["segmentation"]["mean_iou"] == max(values)
+
+
+def test_the_best_checkpoint_survives_resume(tmp_path, monkeypatch):
+    """Scripted val scores 0.5, 0.7, 0.7, 0.4 at steps 2..8: the best is step 4 (a tie does not
+    replace it), in a run cut at step 4 and resumed to 8 as in one run; the best folder holds the
+    weights of step 4's checkpoint (kept from pruning)."""
+    import negaug.experiment.translate as translate
+
+    script, real = {2: 0.5, 4: 0.7, 6: 0.7, 8: 0.4}, translate.split_scores
+
+    def scripted(config, recipe, state, dataset, split):
+        if split != "val":  # the test split's scores at the end stay real
+            return real(config, recipe, state, dataset, split)
+        return {"mean_iou": script[state.step], "pixel_accuracy": 0.0, "class_accuracy": 0.0}
+
+    monkeypatch.setattr(translate, "split_scores", scripted)
+    args = [*TINY, f"train.runs_dir={tmp_path}", "eval.every=2", "train.sample_every=0"]
+    assert main(["train", "pix2pix-scenes", *args, "train.name=cut"]) == 0  # TINY: 4 steps
+    assert main(["train", "--resume", str(tmp_path / "cut"), "train.steps=8"]) == 0
+    folder = tmp_path / "cut"
+    assert [(r["step"], r["eval_val"]["mean_iou"]) for r in _records(folder, "eval_val")] == list(script.items())
+    expected = {"metric": "mean_iou", "value": 0.7, "step": 4}
+    assert _tensors(folder / "checkpoints/step_0000008.json")["best"] == expected
+    best = _tensors(folder / "checkpoints/best/step_0000004.json")
+    assert best["best"] == expected
+    assert len(list((folder / "checkpoints/best").glob("step_*.json"))) == 1
+    kept = _tensors(folder / "checkpoints/step_0000004.json")  # protected from keep_checkpoints=2
+    for key, value in kept["generator"].items():
+        assert torch.equal(value, best["generator"][key]), key
+
+
+def test_eval_every_on_a_dataset_without_val_is_refused_before_any_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+        _write_pair(data / split / "0.png", (10, 20, 30), (128, 64, 128))
+    runs = tmp_path / "runs"
+    code = main(["train", "pix2pix-scenes", *TINY, f"train.runs_dir={runs}", "data.name=cityscapes",
+                 f"data.root={data}", "data.options={}", "data.image_size=16", "eval.every=2"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert "eval.every=2 scores the val split, which data.name='cityscapes' does not have; set eval.every=0" in lines[0]
+    assert not runs.exists()

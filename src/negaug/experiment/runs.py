@@ -323,7 +323,8 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Acc
         found = load_latest(folder / "best", warn=warn, accept=accept)
         if found is None:
             raise FileNotFoundError(f"{run_dir} has no usable best checkpoint (GAN runs: set eval.every and "
-                                    f"eval.best_metric when training; pretraining runs: train.knn_every); "
+                                    f"eval.best_metric when training; pretraining runs: train.knn_every; pix2pix "
+                                    f"runs: eval.every); "
                                     f"use --checkpoint latest")
     else:
         path = Path(which)

@@ -16,6 +16,9 @@ fp16 autocast via `critic.score` and around G, channels_last, a grad scaler), tr
 data parallelism under torchrun (`negaug.distributed`: rank 0's weights, per-rank streams,
 averaged gradients and batch-norm statistics, rank 0 writes).
 At the end the test split is scored (`negaug.metrics.segmentation`) into metrics.jsonl and report.md.
+With eval.every > 0 the val split is scored every eval.every steps (records {"step", "eval_val"})
+and the state with the best eval.best_metric so far is kept in checkpoints/best/ (one;
+`negaug eval RUN --checkpoint best`, `load_translation_run(RUN, "best")`), as GAN runs keep theirs.
 """
 from __future__ import annotations
 
@@ -161,6 +164,11 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
         state.discriminator.train()
         translation_step(recipe, state, step)
 
+    def validate(step: int) -> None:
+        found = split_scores(config, recipe, state, recipe.val_dataset, "val")
+        sinks.emit({"step": step, "eval_val": found})
+        _keep_best(config, state, run_dir, found)
+
     def finish() -> None:
         nonlocal scores
         if not (settings.sample_every and state.step % settings.sample_every == 0):
@@ -171,28 +179,44 @@ def _loop(config: TranslationConfig, recipe: TranslationRecipe, state: Translati
     hooks = LoopHooks(
         desc="pix2pix", step=step_once, emit=sinks.emit,
         report=report, postfix=lambda record: {k.split("/")[-1]: f"{record[k]:.3f}" for k in ("loss/d", "loss/g")},
-        periodic=((settings.sample_every, lambda step: save_samples(config, recipe, state, run_dir)),),
+        periodic=((settings.sample_every, lambda step: save_samples(config, recipe, state, run_dir)),
+                  (config.eval.every, validate)),
         after_log=health.check_log, finish=finish, close=lambda: (state.batches.close(), sinks.close()))
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
-        write_report(config, run_dir, state.step, last, scores, seconds, warnings)
+        write_report(config, run_dir, state.step, last, scores, seconds, warnings, best=state.best)
     return TranslationResult(run_dir, state.step, interrupted, seconds, last, scores)
 
 
 def test_scores(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState) -> dict[str, Any]:
     """Segmentation scores of G (eval mode: dropout off) on eval.split, with the run's step."""
+    return split_scores(config, recipe, state, recipe.test_dataset, config.eval.split)
+
+
+def split_scores(config: TranslationConfig, recipe: TranslationRecipe, state: TranslationState,
+                 dataset, split: str) -> dict[str, Any]:
+    """Segmentation scores of G (eval mode: dropout off) on `dataset` (the `split` split; its first
+    eval.num_samples pairs), with the run's step; G's training mode is restored after."""
     generator = state.generator
     was_training = generator.training
     generator.eval()
     try:
-        scores = score_translation(generator, recipe.test_dataset, config.eval.num_samples, config.eval.batch_size,
-                                   recipe.device)
+        scores = score_translation(generator, dataset, config.eval.num_samples, config.eval.batch_size, recipe.device)
     finally:
         generator.train(was_training)
-    scores["protocol"].update(split=config.eval.split, data=config.data.name, step=state.step,
-                              generator="eval mode (dropout off)")
+    scores["protocol"].update(split=split, data=config.data.name, step=state.step, generator="eval mode (dropout off)")
     return scores
+
+
+def _keep_best(config: TranslationConfig, state: TranslationState, run_dir: Path, scores: dict[str, Any]) -> None:
+    """The best checkpoint by eval.best_metric on the val split (checkpoints/best/, one kept;
+    higher is better), as GAN runs keep theirs and pretraining runs by their k-NN monitor."""
+    metric = config.eval.best_metric
+    value = float(scores[metric])
+    if state.best is None or value > state.best["value"]:
+        state.best = {"metric": metric, "value": value, "step": state.step}
+        save_checkpoint(config, state, run_dir, folder=run_dir / "checkpoints" / "best", keep=1)
 
 
 @torch.no_grad()
@@ -213,7 +237,8 @@ def save_samples(config: TranslationConfig, recipe: TranslationRecipe, state: Tr
 
 
 def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict[str, Any],
-                 scores: dict[str, Any] | None, seconds: float, warnings: list[str] = ()) -> None:
+                 scores: dict[str, Any] | None, seconds: float, warnings: list[str] = (),
+                 best: dict[str, Any] | None = None) -> None:
     model, loss, nda = config.model, config.loss, config.nda
     objective = f"cGAN ({loss.gan})" + (f" + {loss.l1_weight:g} x L1" if loss.l1_weight > 0 else " only")
     negatives = (f"{nda.transform} {nda.options or ''} of the real target with its true condition, "
@@ -223,7 +248,11 @@ def write_report(config: TranslationConfig, run_dir: Path, step: int, last: dict
               f"{config.data.image_size} px, batch {config.data.batch_size}; seed {config.train.seed}"),
              (f"- U-Net width {model.width}, PatchGAN n_layers {model.d_layers}, {model.norm} norm, "
               f"dropout {model.dropout}; objective: {objective}; D loss x {loss.d_scale}"),
-             f"- NDA: {negatives}", f"- {step} steps, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads", ""]
+             f"- NDA: {negatives}", f"- {step} steps, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads"]
+    if best is not None:
+        lines.append(f"- best checkpoint (val split, every {config.eval.every} steps): {best['metric']} "
+                     f"{best['value']:.3f} at step {best['step']} (checkpoints/best/)")
+    lines.append("")
     if scores is not None:
         protocol = scores["protocol"]
         lines += [f"## Segmentation scores ({protocol['split']} split, {protocol['num_pairs']} pairs)", "",
@@ -254,7 +283,7 @@ class LoadedTranslationRun:
 
 def load_translation_run(run_dir: str | Path, checkpoint_choice: str = "latest", device: str | torch.device = "cpu",
                          warn=None, data_root: str | Path | None = None) -> LoadedTranslationRun:
-    """G and the config of a Pix2Pix run at a checkpoint ("latest" or a path), restored by the
+    """G and the config of a Pix2Pix run at a checkpoint ("latest", "best" or a path), restored by the
     training state's own `load_state_dict` without touching the caller's random generators. G is
     loaded to be scored: the returned config's train.device is `device`, train.precision fp32 and
     train.compile false (an fp16 run loads on a CPU); the weights only, so a run of any number of

@@ -39,6 +39,7 @@ from negaug.losses import GANLoss, check_lam
 from negaug.models.pix2pix import PatchDiscriminator, UNetGenerator, build_pix2pix
 
 MAX_SAMPLE_IMAGES = 64
+SCORE_KEYS = ("pixel_accuracy", "class_accuracy", "mean_iou")  # segmentation scores eval.best_metric may name
 
 
 class PairStream(BatchStream):
@@ -60,6 +61,7 @@ class TranslationRecipe:
     d_scale: float
     device: torch.device
     precision: str = "fp32"  # train.precision: fp32, bf16 or fp16
+    val_dataset: PairedDataset | None = None  # the val split, scored every eval.every steps (None: eval.every=0)
 
     def autocast(self):
         """The autocast context of `precision` (`build.autocast_of`; a no-op for fp32)."""
@@ -80,6 +82,7 @@ class TranslationState(RunState):
     nda_rng: torch.Generator  # NDA draws
     scaler: torch.amp.GradScaler | None = None  # train.precision=fp16 only
     step: int = 0  # optimizer steps done
+    best: dict[str, Any] | None = None  # {"metric": eval.best_metric, "value", "step"}: the best val score so far
     stats: Stats = field(default_factory=Stats)
 
     def modules(self) -> dict[str, Any]:
@@ -90,6 +93,12 @@ class TranslationState(RunState):
 
     def streams(self) -> dict[str, torch.Generator]:
         return {"nda": self.nda_rng}  # dropout draws from torch's global generators (saved too)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.best is None else {"best": self.best}  # only with eval.every: other layouts kept
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
 
 
 def check_translation_scalars(config: TranslationConfig) -> None:
@@ -111,6 +120,11 @@ def check_translation_scalars(config: TranslationConfig) -> None:
             raise ValueError(f"{key}={value} must be >= 0")
     if train.num_sample_images > MAX_SAMPLE_IMAGES:
         raise ValueError(f"train.num_sample_images={train.num_sample_images} must be at most {MAX_SAMPLE_IMAGES}")
+    if config.eval.every < 0:
+        raise ValueError(f"eval.every={config.eval.every} must be >= 0 (0: no validation scores during training)")
+    if config.eval.best_metric not in SCORE_KEYS:
+        raise ValueError(f"eval.best_metric={config.eval.best_metric!r} is not a segmentation score; "
+                         f"valid: {', '.join(SCORE_KEYS)}")
     if config.eval.num_samples is not None and config.eval.num_samples < 1:
         raise ValueError(f"eval.num_samples={config.eval.num_samples} must be at least 1 (or null: the whole split)")
     for key, value in {"optim.lr_g": optim.lr_g, "optim.lr_d": optim.lr_d, "loss.d_scale": config.loss.d_scale}.items():
@@ -132,6 +146,19 @@ def build_paired_split(config: TranslationConfig, split: str) -> PairedDataset:
                             **settings.options)
     except ValueError as err:
         raise _with_key("data", err) from None
+
+
+def build_val_split(config: TranslationConfig) -> PairedDataset | None:
+    """The val split scored every eval.every steps (None when eval.every=0); a dataset without
+    one (cityscapes) is refused, naming the fix."""
+    if not config.eval.every:
+        return None
+    try:
+        return build_paired(config.data.name, root=config.data.root, split="val", image_size=config.data.image_size,
+                            **config.data.options)
+    except ValueError:  # the training split was built with the same settings: the split is what failed
+        raise ValueError(f"eval.every={config.eval.every} scores the val split, which data.name="
+                         f"'{config.data.name}' does not have; set eval.every=0") from None
 
 
 def build_loss(config: TranslationConfig) -> GANLoss:
@@ -192,6 +219,7 @@ def build_translation(config: TranslationConfig) -> tuple[TranslationRecipe, Tra
     check_precision(config.train.precision, device)
     dataset = build_paired_split(config, config.data.split)
     test_dataset = build_paired_split(config, config.eval.split)
+    val_dataset = build_val_split(config)
     loss, negative = build_loss(config), build_negative(config, dataset)
     generator, discriminator = build_networks(config, dataset)
     generator, discriminator = data_parallel_networks(generator.to(device), discriminator.to(device), device)
@@ -213,5 +241,5 @@ def build_translation(config: TranslationConfig) -> tuple[TranslationRecipe, Tra
         compile_in_place([generator, discriminator])
     lam = config.nda.lam if negative is not None else 1.0
     recipe = TranslationRecipe(dataset, test_dataset, negative, loss, lam, config.loss.l1_weight,
-                               config.loss.d_scale, device, config.train.precision)
+                               config.loss.d_scale, device, config.train.precision, val_dataset)
     return recipe, state

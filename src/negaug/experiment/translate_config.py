@@ -98,6 +98,8 @@ class TranslationEvalConfig:
     split: str = "test"  # split whose pairs are scored at the end of training and by `negaug eval`
     num_samples: int | None = None  # pairs scored; None: the whole split
     batch_size: int = 64  # pairs per forward pass
+    every: int = 0  # steps between scores of G on the val split during training (log "eval_val"); 0: none
+    best_metric: str = "mean_iou"  # with `every`: keep checkpoints/best/ by this val score (higher is better)
 
 
 @dataclass
