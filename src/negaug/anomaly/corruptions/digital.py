@@ -101,8 +101,8 @@ def jpeg_compression(levels: torch.Tensor, severity: int, generator: torch.Gener
     """JPEG round trip at quality 80 .. 40 through PIL, one image at a time, as the benchmark.
 
     No batched JPEG codec exists. torchvision's list API (deprecated since 0.29) loops in C++ and
-    measured only 1.4x faster warm, slower cold (its import costs ~2 s), so PIL it is: it is the
-    benchmark's own codec, and 10k 32 px images take about 3 s. Equal to the benchmark's output
+    was only a little faster warm and slower cold (not re-measured on an idle machine, so no
+    figure is quoted), so PIL it is: it is the benchmark's own codec. Equal to the benchmark's output
     where PIL links the same libjpeg; a grey image is coded as a greyscale JPEG, not as RGB."""
     quality = (80, 65, 58, 50, 40)[severity - 1]
     images = levels.to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
