@@ -21,14 +21,10 @@ Target (issue 13): NDA <= 1.15x no NDA on this CPU setting. The floor is the ext
 forward pass: M extra images per query cost about M forward passes of the batch, against about
 three (forward + backward of the query) plus one (keys) without NDA.
 
-Measured (November 2026, shared 2-core CPU under load 3-6, torch 2.14; ratios moved by 0.1-0.2
-between runs): process time, 1 thread: M=1 1.32x / 1.37x, M=2 1.51x / 1.64x, B/4 1.04x / 1.09x
-(no NDA 910-920 ms/step); wall time, 2 threads: M=1 1.16x / 1.35x, M=2 1.58x / 1.44x, B/4 1.19x /
-1.12x. Components (process time, 1 thread, batch 256): query forward + backward 755-815 ms, key
-pass 230-237 ms, NDA pass 232 ms (256 views) and 518-569 ms (512 views: one pass over twice the
-images costs more than two passes), momentum update 1 ms, cutout 3 ms. So per-sample NDA costs
-about one key pass per view per query, about 1.22x per view on this CPU: the 1.15x target holds
-only for fewer NDA views than queries (the batch form with B/4 views).
+Measured (2026-12-07, code 411166e, `--threads 1 --clock process`, one other single-threaded job
+on the second core): no NDA 456.6 ms/step, M=1 1.38x, M=2 1.82x, B/4 1.18x. Per-sample NDA costs
+about one key pass per view per query: the 1.15x target is missed by every form on this CPU. (The
+component times quoted here before were measured under load 3-6 and are not quoted now.)
 """
 from __future__ import annotations
 
