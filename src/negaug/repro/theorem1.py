@@ -74,7 +74,7 @@ def fit_generator(name: str, p: torch.Tensor, nda: torch.Tensor, lam: float, ste
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
-    return torch.softmax(logits, 0).detach(), float(value)
+    return torch.softmax(logits, 0).detach(), float(value.detach())
 
 
 def check_closed_form(name: str, p: torch.Tensor, q: torch.Tensor, steps: int = 3000) -> tuple[float, float]:
