@@ -171,7 +171,6 @@ def test_probe_refuses_a_test_split_smaller_than_the_runs_batch_before_any_file(
 
 
 @pytest.mark.parametrize("flag, message", [
-    (["--split", "val"], "--split val: clip datasets have no validation split"),
     (["--download"], "--download: clip datasets are never downloaded"),
     (["--epochs", "0"], "--epochs must be from 1 to"),
 ])
@@ -198,3 +197,122 @@ def test_probe_of_a_kind_without_a_probe_names_the_command_that_fits_in_one_line
     assert f"is a {kinds.get(name).what} run, not one `negaug probe` measures (it probes pretrain, dpc runs)" in err
     assert f"`negaug eval {tmp_path / 'r'}` evaluates it (and `negaug train --resume {tmp_path / 'r'}` resumes it)" in err
     assert not (tmp_path / "r" / "probe.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# eval.every: held-out DPC on the val clips, checkpoints/best/
+
+
+def eval_records(run_dir: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "eval_val" in r]
+
+
+def test_eval_every_logs_val_scores_and_keeps_the_best_checkpoint_which_the_probe_rescores(tmp_path):
+    """Issue 24: eval.every=2 scores held-out DPC on the val clips at steps 2, 4, 6 and keeps the
+    first of the best top-1 in checkpoints/best/; `negaug probe --checkpoint best --split val`
+    scores the same clips in the same batches, so its held-out DPC is the logged value exactly.
+    Scoring draws nothing: the final weights are those of eval.every=0."""
+    from negaug.cli import main
+
+    kind = kinds.get("dpc")
+    kind.train(config_of("dpc", tmp_path, "e", 6, ["eval.every=2"]))
+    records = eval_records(tmp_path / "e")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for record in records:
+        found = record["eval_val"]
+        assert set(found) == {"heldout_dpc_top1", "heldout_dpc_loss", "heldout_dpc_chance", "protocol"}
+        assert found["heldout_dpc_chance"] == 1 / 64 and 0 <= found["heldout_dpc_top1"] <= 1  # 8 clips x 2 x 2 x 2
+        assert (found["protocol"]["split"], found["protocol"]["num_clips"], found["protocol"]["step"]) == ("val", 32, record["step"])
+    best_value, best_step = max(((r["eval_val"]["heldout_dpc_top1"], r["step"]) for r in records),
+                                key=lambda pair: (pair[0], -pair[1]))  # the first of equal values
+    best = ckpt.load_latest(tmp_path / "e" / "checkpoints" / "best")
+    assert best.step == best_step and ckpt.list_steps(tmp_path / "e" / "checkpoints" / "best") == [best_step]
+    assert best.state["best"] == {"metric": "heldout_dpc_top1", "value": best_value, "step": best_step}
+    assert ckpt.load_latest(tmp_path / "e" / "checkpoints").state["best"] == best.state["best"]
+    assert f"heldout_dpc_top1 {best_value:.4f} at step {best_step}" in (tmp_path / "e" / "report.md").read_text()
+    assert main(["probe", str(tmp_path / "e"), "--checkpoint", "best", "--split", "val", "--epochs", "1",
+                 "--device", "cpu"]) == 0
+    entry = json.loads((tmp_path / "e" / "probe.json").read_text())["evaluations"][0]
+    heldout = entry["results"]["heldout_dpc"]
+    assert entry["step"] == best_step and entry["checkpoint_choice"] == "best"
+    assert heldout["protocol"]["test_split"] == "val" and heldout["protocol"]["num_test"] == 32
+    assert heldout["value"] == best_value
+    logged_loss = next(r["eval_val"]["heldout_dpc_loss"] for r in records if r["step"] == best_step)
+    assert heldout["loss"] == pytest.approx(logged_loss, rel=1e-6, abs=1e-9)
+    kind.train(config_of("dpc", tmp_path, "plain", 6))
+    assert eval_records(tmp_path / "plain") == [] and not (tmp_path / "plain" / "checkpoints" / "best").exists()
+    plain = ckpt.load_latest(tmp_path / "plain" / "checkpoints")
+    assert "best" not in plain.state  # eval.every=0: the checkpoint layout of before
+    scored = ckpt.load_latest(tmp_path / "e" / "checkpoints").state["model"]
+    assert all(torch.equal(scored[k], v) for k, v in plain.state["model"].items())
+
+
+def test_the_best_of_a_dpc_run_survives_a_resume(tmp_path):
+    from negaug.experiment import runs
+    from negaug.experiment.loop import restore_latest
+
+    kind = kinds.get("dpc")
+    kind.train(config_of("dpc", tmp_path, "whole", 6, ["eval.every=2"]))
+    logged: list[int] = []
+    kind.train(config_of("dpc", tmp_path, "parts", 6, ["eval.every=2"]),
+               stop_requested=lambda: bool(logged) and logged[-1] >= 2, on_log=lambda r: logged.append(r["step"]))
+    first = eval_records(tmp_path / "parts")
+    assert [r["step"] for r in first] == [2]
+    _, state = kind.prepare(config_of("dpc", tmp_path, "unused", 6, ["eval.every=2"]))
+    restore_latest(tmp_path / "parts", state, None)
+    assert state.step == 2 and state.best == {"metric": "heldout_dpc_top1",
+                                              "value": first[0]["eval_val"]["heldout_dpc_top1"], "step": 2}
+    kind.train(runs.resume_config(tmp_path / "parts", cls=DPCConfig), run_dir=tmp_path / "parts", resume=True)
+    whole, parts = (ckpt.load_latest(tmp_path / name / "checkpoints" / "best") for name in ("whole", "parts"))
+    assert parts.step == whole.step and parts.state["best"] == whole.state["best"]
+    assert all(torch.equal(parts.state["model"][k], v) for k, v in whole.state["model"].items())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.name=ucf101", "eval.every=2"], "eval.every=2: clip dataset 'ucf101' has no val split to select a best "
+                                           "checkpoint on (only moving_mnist has one); set eval.every=0"),
+    (["data.name=hmdb51", "eval.every=1"], "clip dataset 'hmdb51' has no val split"),
+    (["eval.every=-1"], "eval.every=-1 must be an integer >= 0"),
+    (["eval.every=2", "eval.num_clips=4"], "eval.num_clips=4 must be null (every val clip) or an integer >= "
+                                           "data.batch_size (8)"),
+])
+def test_bad_dpc_eval_settings_fail_in_one_line_before_any_folder(tmp_path, capsys, overrides, message):
+    from negaug.cli import main
+
+    preset, tiny = TINY["dpc"]
+    argv = ["pretrain", preset, *tiny, *COMMON, *overrides, f"train.runs_dir={tmp_path}", "train.name=r"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_eval_num_clips_scores_the_first_val_clips():
+    recipe, _ = kinds.get("dpc").prepare(config_of("dpc", Path("unused"), "r", 2, ["eval.every=2", "eval.num_clips=16"]))
+    everything = build_clips("moving_mnist", split="val", num_clips=32, num_frames=12, image_size=16)
+    assert len(recipe.val_dataset) == 16 and torch.equal(recipe.val_dataset.storage, everything.storage[:16])
+    none, _ = kinds.get("dpc").prepare(config_of("dpc", Path("unused"), "r", 2))
+    assert none.val_dataset is None
+
+
+def test_the_eval_section_stays_out_of_the_config_hash_of_dpc_configs():
+    """A DPC record written before the eval section existed reads back with eval.every=0 and the
+    same `learning_settings` (the cache key of repro runs); eval.every changes nothing in them."""
+    config = load_dpc_config("dpc-moving-mnist")
+    old = config.to_dict()
+    del old["eval"]
+    read = config_from_dict(old, DPCConfig)
+    assert read.eval.every == 0 and read.eval.num_clips is None
+    assert learning_settings(read) == learning_settings(config) and "eval" not in learning_settings(config)
+    assert learning_settings(load_dpc_config("dpc-moving-mnist", ["eval.every=5"])) == learning_settings(config)
+
+
+def test_probe_split_val_is_refused_for_a_clip_dataset_without_one():
+    from negaug.experiment.dpc import LoadedDPCRun
+    from negaug.experiment.dpc_probe import held_out_clips
+
+    config = load_dpc_config("dpc-moving-mnist", ["data.name=ucf101"])
+    loaded = LoadedDPCRun(Path("r"), config, 2, nn.Identity(), Path("r/checkpoints/step_0000002.json"))
+    with pytest.raises(ValueError, match=r"^--split val: clip dataset 'ucf101' has no validation split \(only "
+                                         r"moving_mnist has one\); probe the run on its test clips \(--split test\)$"):
+        held_out_clips(loaded, "val")

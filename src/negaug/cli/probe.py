@@ -30,8 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "eval.probe_epochs; DPC: 100)")
     parser.add_argument("--split", default="test", choices=["val", "test"],
                         help="held-out images the probe is scored on: test for final numbers, val for anything "
-                             "that selects (default: test; DPC runs: test only, clips have no val split)")
-    parser.add_argument("--checkpoint", default="latest", help="latest or a checkpoint path (default: latest)")
+                             "that selects (default: test; DPC runs: val only on moving_mnist, the clip dataset with a "
+                             "val split)")
+    parser.add_argument("--checkpoint", default="latest",
+                        help="latest, best (runs that kept one: MoCo-v2 train.knn_every, DPC eval.every) or a "
+                             "checkpoint path (default: latest)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe's batch order and NDA draws (default: 0)")
     parser.add_argument("--batch-size", type=int, default=256,

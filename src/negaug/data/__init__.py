@@ -35,9 +35,12 @@ from negaug.data import folders as _folders
 from negaug.data import offline as _offline
 from negaug.data import toys as _toys
 from negaug.data.base import (
+    VAL_FRACTION,
+    VAL_SEED,
     ImageDataset,
     LazyImageDataset,
     TensorImageDataset,
+    carve_validation,
     check_image_size,
     check_root,
     check_split,
@@ -84,8 +87,6 @@ for _name, _factory in {
     CLIP_DATASETS.register(_name)(_factory)
 
 SPLITS = ("train", "val", "test", "all", "train+val")
-VAL_FRACTION = 0.1  # of each class of the native training split
-VAL_SEED = 1
 GENERATED = ("dots", "ring", "grid")  # procedurally generated: "val" is an independent draw
 NATIVE_VAL = {"celeba": "valid"}  # datasets with a validation partition of their own
 # other partitions a dataset names itself, passed through as they are
@@ -96,6 +97,7 @@ TOYS = ("ring", "grid")  # 2-D points, not images
 COMMON_OPTIONS = ("classes", "fraction")
 FRACTION_SEED = 2
 OFFLINE_CLIPS = ("moving_mnist",)  # clip datasets that build without any files
+CLIPS_WITH_VAL = ("moving_mnist",)  # clip datasets with a val split (ucf101, hmdb51: train / test only)
 
 
 def names() -> list[str]:
@@ -161,19 +163,6 @@ def _native_split(name: str, split: str) -> str:
     return "train" if split in ("train", "val", "train+val") else split
 
 
-def carve_validation(dataset: Any, split: str) -> Any:
-    """The "train" or "val" part of a native training split: round(VAL_FRACTION * n_c) images of
-    each class c, stratified with seed VAL_SEED; order kept. A set too small to hold any out
-    trains on all of it, and asking for its "val" split is an error."""
-    train_index, val_index = stratified_split(dataset.labels, VAL_FRACTION, VAL_SEED)
-    if val_index.numel() == 0:
-        if split == "train":
-            return dataset
-        raise ValueError(f"dataset '{dataset.name}' has {len(dataset.labels)} training images: too few to hold out "
-                         f"a validation split ({VAL_FRACTION:.0%} of each class)")
-    return dataset.subset(train_index if split == "train" else val_index)
-
-
 def split_protocol(name: str) -> dict[str, Any]:
     """How the splits of dataset `name` are made (recorded with every number)."""
     if name in GENERATED:
@@ -229,6 +218,7 @@ def other_split(dataset: Any, split: str) -> ImageDataset | ToyDataset | None:
 
 
 __all__ = [
+    "CLIPS_WITH_VAL",
     "CLIP_DATASETS",
     "DATASETS",
     "OFFLINE",

@@ -26,6 +26,8 @@ IndexLike = torch.Tensor | Sequence[int] | Sequence[bool]
 MAX_IMAGE_SIZE = 1024  # far above the sizes used here; larger sizes fail deep inside torch (memory)
 MAX_SAMPLES = 10_000_000  # generated sets (dots, ring, grid)
 MAX_GENERATED_BYTES = 2 * 2**30  # memory a generated image set may take (uint8 pixels)
+VAL_FRACTION = 0.1  # of each class of the native training split (`carve_validation`)
+VAL_SEED = 1
 
 
 def check_generated_bytes(what: str, count: int, bytes_per_item: int) -> None:
@@ -295,6 +297,19 @@ def select_split(dataset: TensorImageDataset, split: str, test_fraction: float, 
     # and a "first N images" subset of a sorted split would hold only a few classes.
     index = index[torch.randperm(index.numel(), generator=torch.Generator().manual_seed(seed + 1))]
     return dataset.subset(index)
+
+
+def carve_validation(dataset: Any, split: str) -> Any:
+    """The "train" or "val" part of a native training split: round(VAL_FRACTION * n_c) images of
+    each class c, stratified with seed VAL_SEED; order kept. A set too small to hold any out
+    trains on all of it, and asking for its "val" split is an error."""
+    train_index, val_index = stratified_split(dataset.labels, VAL_FRACTION, VAL_SEED)
+    if val_index.numel() == 0:
+        if split == "train":
+            return dataset
+        raise ValueError(f"dataset '{dataset.name}' has {len(dataset.labels)} training images: too few to hold out "
+                         f"a validation split ({VAL_FRACTION:.0%} of each class)")
+    return dataset.subset(train_index if split == "train" else val_index)
 
 
 def check_split(split: str, valid: Sequence[str], name: str) -> None:

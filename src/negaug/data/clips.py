@@ -41,6 +41,7 @@ from negaug.data.base import (
     MAX_SAMPLES,
     IndexLike,
     as_index,
+    carve_validation,
     check_classes,
     check_image_size,
     check_split,
@@ -179,11 +180,9 @@ def render_moving_digits(digits: torch.Tensor, positions: torch.Tensor, image_si
 def mnist_digits(split: str, digit_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The mnist5k split's digits as uint8 `(M, digit_size, digit_size)` and their labels `(M,)`:
     "train" and "test" the native 4,000 / 1,000 split, "val" the 400 carved from the 4,000
-    (`negaug.data.carve_validation`, as `data.build("mnist5k", split="val")`)."""
+    (`carve_validation`, as `data.build("mnist5k", split="val")`)."""
     source = mnist5k(split="train" if split == "val" else split, image_size=MNIST_SIZE)
     if split == "val":
-        from negaug.data import carve_validation  # negaug.data imports this module
-
         source = carve_validation(source, "val")
     digits = to_uint8(source.storage)  # exact: mnist5k stores u / 127.5 - 1 of 8-bit pixels
     return resize_images(digits, digit_size)[:, 0], source.labels

@@ -11,6 +11,14 @@ resume are every kind's (`loop.drive`, `loop.run_session`); the state holds the 
 fp16 gradient scaler, the stream's position and the NDA stream, so a stopped run resumes
 bit-identically on the CPU. `negaug probe RUN` measures the features (`negaug.experiment.dpc_probe`).
 
+eval.every > 0: every eval.every steps held-out DPC (`negaug.video.probe.heldout_dpc`: plain DPC
+top-1 and loss, no NDA, fp32, eval mode) on the val clips (the run's data options, split val; the
+first eval.num_clips) is logged as {"step", "eval_val"}, and the state with the best top-1 so far
+(higher is better; the first of equal values) is kept in checkpoints/best/ (one;
+`load_dpc_run(RUN, "best")`, `negaug probe RUN --checkpoint best`), as the other kinds keep theirs.
+It draws no random number: the trained weights are those of eval.every=0. Clip datasets without a
+val split (ucf101, hmdb51) refuse eval.every > 0 before any folder exists.
+
 train.precision: bf16 / fp16 autocast around the loss (`build.autocast_of`, `build.check_precision`:
 fp16 only on a GPU, with a GradScaler); no channels_last (the encoder's convolutions are 3-D,
 channels_last is a 4-D layout). train.compile: `nn.Module.compile` of the encoder, the ConvGRU and
@@ -67,6 +75,7 @@ from negaug.experiment.steps import NonFiniteLossError
 from negaug.experiment.stream import BatchStream
 from negaug.files import check_folder, write_atomically
 from negaug.video import DPC, dpc_nda_loss
+from negaug.video.probe import heldout_dpc
 
 
 @dataclass
@@ -74,6 +83,7 @@ class DPCRecipe:
     dataset: Any  # the training clips
     negative: nn.Module | None  # the NDA transform of the clips, or None
     device: torch.device
+    val_dataset: Any = None  # eval.every > 0: the val clips held-out DPC scores (the first eval.num_clips)
 
 
 @dataclass
@@ -85,9 +95,16 @@ class DPCState(RunState):
     scaler: torch.amp.GradScaler | None = None  # train.precision=fp16 only
     step: int = 0  # optimizer steps done
     stats: Stats = field(default_factory=Stats)
+    best: dict[str, Any] | None = None  # {"metric": BEST_METRIC, "value", "step"}: the best val score so far
 
     def modules(self) -> dict[str, Any]:
         return {"model": self.model}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.best is None else {"best": self.best}  # only with eval.every: other layouts kept
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"optimizer": self.optimizer}
@@ -95,6 +112,8 @@ class DPCState(RunState):
     def streams(self) -> dict[str, torch.Generator]:
         return {"nda": self.nda_rng}
 
+
+BEST_METRIC = "heldout_dpc_top1"  # what checkpoints/best/ keeps the best of (val clips; higher is better)
 
 
 @dataclass
@@ -125,6 +144,37 @@ def check_dpc_scalars(config: DPCConfig) -> None:
             raise ValueError(f"{key}={value} must be a positive number")
     if not math.isfinite(config.loss.nda_weight) or config.loss.nda_weight < 0:
         raise ValueError(f"loss.nda_weight={config.loss.nda_weight} must be >= 0 (0: NDA clips computed, ignored)")
+
+
+def check_dpc_eval(config: DPCConfig) -> None:
+    """eval.every (an integer >= 0) and eval.num_clips (None or >= data.batch_size: held-out DPC
+    scores whole batches), and a val split to score: refused in one line otherwise."""
+    every, count = config.eval.every, config.eval.num_clips
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"eval.every={every} must be an integer >= 0 (0: no evaluation during training)")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < config.data.batch_size):
+        raise ValueError(f"eval.num_clips={count} must be null (every val clip) or an integer >= data.batch_size "
+                         f"({config.data.batch_size}): held-out DPC scores whole batches")
+    if every and config.data.name not in data.CLIPS_WITH_VAL:
+        raise ValueError(f"eval.every={every}: clip dataset '{config.data.name}' has no val split to select a best "
+                         f"checkpoint on (only {', '.join(data.CLIPS_WITH_VAL)} has one); set eval.every=0")
+
+
+def build_val_clips(config: DPCConfig) -> Any:
+    """The val clips of eval.every (the run's data name, root and options; the first eval.num_clips),
+    at least one batch of data.batch_size; None when eval.every is 0."""
+    if not config.eval.every:
+        return None
+    try:
+        clips = data.build_clips(config.data.name, root=config.data.root, split="val", **config.data.options)
+    except (ValueError, TypeError) as err:
+        raise _with_key("data", err) from None
+    if config.eval.num_clips is not None:
+        clips = clips.subset(torch.arange(min(config.eval.num_clips, len(clips))))
+    if len(clips) < config.data.batch_size:
+        raise ValueError(f"eval.every: held-out DPC needs at least one batch of data.batch_size={config.data.batch_size} "
+                         f"val clips; the val split has {len(clips)} (raise data.options.num_clips or set eval.every=0)")
+    return clips
 
 
 def build_clip_parts(config: DPCConfig) -> tuple[Any, nn.Module | None]:
@@ -182,9 +232,11 @@ def compile_dpc(model: DPC) -> None:
 def build_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:
     """The recipe and initial state of a DPC run; raises (naming the key) before any training work."""
     check_dpc_scalars(config)
+    check_dpc_eval(config)
     device = resolve_device(config.train.device)
     check_precision(config.train.precision, device)  # every kind's values, before the data is built
     dataset, negative = build_clip_parts(config)
+    val_dataset = build_val_clips(config)
     model = build_dpc_model(config, dataset)
     check_dpc_precision(config, device, dataset.num_frames // model.num_blocks)
     model.to(device)
@@ -197,7 +249,7 @@ def build_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:
                           rank=distributed.rank(), world=distributed.world_size())
     state = DPCState(model, optimizer, batches, nda_rng=torch.Generator().manual_seed(seed + 2),
                      scaler=torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None)
-    return DPCRecipe(dataset, negative, device), state
+    return DPCRecipe(dataset, negative, device, val_dataset), state
 
 
 def prepare_dpc(config: DPCConfig) -> tuple[DPCRecipe, DPCState]:
@@ -252,18 +304,47 @@ def _loop(config: DPCConfig, recipe: DPCRecipe, state: DPCState, run_dir: Path,
         state.batches.close()
         sinks.close()
 
+    def validate(step: int) -> None:
+        found = val_scores(config, recipe, state)
+        sinks.emit({"step": step, "eval_val": found})
+        _keep_best(config, state, run_dir, found)
+
     hooks = LoopHooks(desc="dpc", step=lambda step: dpc_step(config, recipe, state, step), emit=sinks.emit,
                       report=report, postfix=lambda record: {"loss": f"{record['loss']:.3f}"},
-                      after_log=health.check_log, close=close)
+                      periodic=((config.eval.every, validate),), after_log=health.check_log, close=close)
     last, interrupted, seconds = drive(config, state, recipe.device, hooks, stop_requested,
                                        lambda: save_checkpoint(config, state, run_dir))
     if not interrupted and runs.is_main_process():
-        _write_report(config, run_dir, state.step, last, seconds, warnings)
+        _write_report(config, run_dir, state.step, last, seconds, warnings, state.best)
     return DPCResult(run_dir, state.step, interrupted, seconds, last)
 
 
+def val_scores(config: DPCConfig, recipe: DPCRecipe, state: DPCState) -> dict[str, Any]:
+    """Held-out DPC (`heldout_dpc`: plain DPC, no NDA, fp32, eval mode, no gradient) on the val
+    clips in batches of data.batch_size: {"heldout_dpc_top1", "heldout_dpc_loss",
+    "heldout_dpc_chance", "protocol"}; the model's training mode is restored after."""
+    model, was_training = state.model, state.model.training
+    try:
+        scores: dict[str, Any] = heldout_dpc(model, recipe.val_dataset, config.data.batch_size)
+    finally:
+        model.train(was_training)
+    scores["protocol"] = {"split": "val", "data": config.data.name, "num_clips": len(recipe.val_dataset),
+                          "batch_size": config.data.batch_size, "step": state.step,
+                          "what": "plain DPC logits (no NDA, fp32, eval mode) on batches of consecutive val clips"}
+    return scores
+
+
+def _keep_best(config: DPCConfig, state: DPCState, run_dir: Path, scores: dict[str, Any]) -> None:
+    """The best checkpoint by held-out DPC top-1 on the val clips (checkpoints/best/, one kept;
+    higher is better, the first of equal values), as the other kinds keep theirs."""
+    value = float(scores[BEST_METRIC])
+    if state.best is None or value > state.best["value"]:
+        state.best = {"metric": BEST_METRIC, "value": value, "step": state.step}
+        save_checkpoint(config, state, run_dir, folder=run_dir / "checkpoints" / "best", keep=1)
+
+
 def _write_report(config: DPCConfig, run_dir: Path, step: int, last: dict[str, Any], seconds: float,
-                  warnings: list[str]) -> None:
+                  warnings: list[str], best: dict[str, Any] | None = None) -> None:
     model, negatives = config.model, config.nda.transform
     lines = [f"# DPC run {run_dir.name}", "",
              f"- preset: {config.preset}; data: {config.data.name} ({config.data.split} split) {config.data.options}, "
@@ -276,6 +357,9 @@ def _write_report(config: DPCConfig, run_dir: Path, step: int, last: dict[str, A
              f"- {step} steps, {seconds:.0f} s this session with {torch.get_num_threads()} torch threads", "",
              "## Last logged values", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float)]
+    if best is not None:
+        lines += ["", f"- best checkpoint (val clips, every {config.eval.every} steps): {best['metric']} "
+                      f"{best['value']:.4f} at step {best['step']} (checkpoints/best/)"]
     lines += health_section(warnings, "the loss fell (DPC logs no embedding similarity and has no k-NN monitor)")
     write_atomically(run_dir / "report.md", "\n".join(lines) + "\n")
 
@@ -292,8 +376,8 @@ class LoadedDPCRun:
 
 def load_dpc_run(run_dir: str | Path, checkpoint_choice: str = "latest", device: str | torch.device = "cpu",
                  warn=None, data_root: str | Path | None = None) -> LoadedDPCRun:
-    """The DPC model (eval mode), config and training clips of a run at a checkpoint ("latest" or
-    a path), restored by the state's own `load_state_dict` (weights only: a run of any number of
+    """The DPC model (eval mode), config and training clips of a run at a checkpoint ("latest",
+    "best" (eval.every: the best val top-1) or a path), restored by the state's own `load_state_dict` (weights only: a run of any number of
     processes loads in one) without touching the caller's random generators. The model is built
     in fp32, not compiled, on `device` (how it was trained does not change its weights);
     `data_root` overrides the run's data.root (clips read on another machine)."""
@@ -306,6 +390,7 @@ def load_dpc_run(run_dir: str | Path, checkpoint_choice: str = "latest", device:
             config.data.root = str(data_root)
         settings = copy.deepcopy(config)
         settings.train.device, settings.train.precision, settings.train.compile = str(device), "fp32", False
+        settings.eval.every = 0  # loading scores nothing: no val clips built
         with torch.random.fork_rng(devices=rng_devices(device)):
             recipe, state = build_dpc(settings)
             state.load_state_dict(found.state, streams=False)

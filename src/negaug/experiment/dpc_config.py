@@ -80,6 +80,15 @@ class DPCTrainConfig:
 
 
 @dataclass
+class DPCEvalConfig:
+    # steps between held-out DPC scores on the val clips during training (log "eval_val"; keep
+    # checkpoints/best/ by their top-1, higher is better); 0: none. Only clip datasets with a val
+    # split (moving_mnist). Not in the config hash (no section `eval` is: `learning_settings`)
+    every: int = 0
+    num_clips: int | None = None  # the first num_clips val clips scored (at least data.batch_size); None: all
+
+
+@dataclass
 class DPCConfig(ConfigBase):
     PRESETS: ClassVar[str] = PRESETS
     DEFAULT_PRESET: ClassVar[str] = "dpc-moving-mnist"
@@ -99,6 +108,7 @@ class DPCConfig(ConfigBase):
     nda: DPCNDAConfig = field(default_factory=DPCNDAConfig)
     optim: DPCOptimConfig = field(default_factory=DPCOptimConfig)
     train: DPCTrainConfig = field(default_factory=DPCTrainConfig)
+    eval: DPCEvalConfig = field(default_factory=DPCEvalConfig)  # added with issue 24: records without it read its defaults
     preset: str | None = None  # the preset or file this config came from (set by load_config)
 
 

@@ -324,7 +324,7 @@ def find_checkpoint(run_dir: Path, which: str = "latest", warn=None, accept: Acc
         if found is None:
             raise FileNotFoundError(f"{run_dir} has no usable best checkpoint (GAN runs: set eval.every and "
                                     f"eval.best_metric when training; pretraining runs: train.knn_every; pix2pix "
-                                    f"runs: eval.every); "
+                                    f"and dpc runs: eval.every); "
                                     f"use --checkpoint latest")
     else:
         path = Path(which)
