@@ -264,8 +264,9 @@ def summarize(study: Study, gradients, divs, per_arm, trained) -> dict[str, Any]
         "Arora et al. notes (004)", "size": study.size, "seeds": study.seeds,
         "settings": {**SIZES[study.size], **{k: v for k, v in toolkit.SIZES[study.size].items() if k.startswith("grid")},
                      "grid_arms": {a.name: a.overrides for a in grid_arms(study.size)},
-                     "mixgan": "model.mixture=3: 3 MLP generators + 3 MLP discriminators, nonsaturating, entropy "
-                               "weight 0.01, Adam 1e-3 (0.5, 0.999), no R1, no NDA"},
+                     "mixgan": "model.mixture=3: 3 MLP generators + 3 MLP discriminators, nonsaturating, the "
+                               "mixture-weight regulariser of Arora et al.'s code (model.mixture_regulariser=log, "
+                               "weight model.mixture_entropy=0.1), Adam 1e-3 (0.5, 0.999), no R1, no NDA"},
         "protocol": {"vanishing_gradient": "real N(2, 0.5^2), fixed G(z) = -2 + 0.5 z, D = mlp(width 32, depth 2) "
                                            "trained with the minimax D loss (Adam 5e-3); norms on 1024 held-out latents",
                      "divergences": "critic/D = mlp(width 64, depth 2); WGAN-GP (gp 10, Adam 1e-3) and logistic "
