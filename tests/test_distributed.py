@@ -39,6 +39,29 @@ RING = ["data.name=ring", "model.name=mlp", "model.options.width=16", "nda.trans
         "train.ema_start=2", "optim.lr_g=1e-3", "optim.lr_d=1e-3"]
 
 
+def source_at(commit: str, tmp_path: Path) -> Path:
+    """`tmp_path/old`, holding `src/` as it was at `commit` (`git archive`); skips the test in a
+    clone without that commit (a shallow one)."""
+    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", commit], capture_output=True, check=False)
+    if found.returncode != 0:
+        pytest.skip(f"git history without {commit[:7]} (a shallow clone)")
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    return old
+
+
+def one_process_env(src: Path | None = None) -> dict[str, str]:
+    """The environment of a plain one-thread, one-process `python -m negaug` subprocess (no torchrun
+    variables), importing negaug from `src` when given."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -354,22 +377,12 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_the_resumed_run_is
 def test_single_process_checkpoint_is_bit_identical_to_the_code_before_data_parallelism(tmp_path):
     from negaug.experiment import train
 
-    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", BEFORE_DATA_PARALLEL], capture_output=True,
-                           check=False)
-    if found.returncode != 0:
-        pytest.skip(f"git history without {BEFORE_DATA_PARALLEL[:7]} (a shallow clone)")
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_DATA_PARALLEL, "src"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    old = source_at(BEFORE_DATA_PARALLEL, tmp_path)  # skips in a shallow clone
     overrides = ["nda.lam=0.25", "data.batch_size=8", "data.options.classes=[0, 1]", "model.options.width=4", "train.steps=6",
                  "optim.num_d_steps=2", "train.progress=false", "train.log_every=2", "train.sample_every=0",
                  "train.checkpoint_every=3", "train.ema_start=2", "train.ema_decay=0.9", "train.device=cpu",
                  f"train.runs_dir={tmp_path}"]
-    env = {**os.environ, "PYTHONPATH": str(old / "src"), "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(key, None)
+    env = one_process_env(old / "src")
     subprocess.run([sys.executable, "-m", "negaug", "train", "default", *overrides, "train.name=before"],
                    env=env, check=True, capture_output=True)
     # "train+val" is what "train" meant before negaug 0.4.0 held out a validation split

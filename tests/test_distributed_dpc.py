@@ -7,7 +7,6 @@ torch.multiprocessing.spawn, leaving with os._exit (`test_distributed._exit_afte
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,9 @@ from test_distributed import (
     assert_same_checkpoint,
     checkpoint_tensors,
     free_port,
+    one_process_env,
     process_group,
+    source_at,
     spawn,
 )
 
@@ -140,20 +141,10 @@ def test_two_process_dpc_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp
 
 @pytest.mark.slow
 def test_single_process_dpc_checkpoint_is_bit_identical_to_the_code_before_its_data_parallelism(tmp_path):
-    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", BEFORE_DPC_DATA_PARALLEL], capture_output=True,
-                           check=False)
-    if found.returncode != 0:
-        pytest.skip(f"git history without {BEFORE_DPC_DATA_PARALLEL[:7]} (a shallow clone)")
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_DPC_DATA_PARALLEL, "src"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    old = source_at(BEFORE_DPC_DATA_PARALLEL, tmp_path)  # skips in a shallow clone
     overrides = [*TINY, "data.batch_size=8", "train.steps=6", "train.log_every=2", "train.checkpoint_every=3",
                  f"train.runs_dir={tmp_path}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(key, None)
+    env = one_process_env()
     for src, name in ((old / "src", "before"), (ROOT / "src", "now")):
         subprocess.run([sys.executable, "-m", "negaug", "pretrain", "dpc-moving-mnist", *overrides, f"train.name={name}"],
                        env={**env, "PYTHONPATH": str(src)}, check=True, capture_output=True)

@@ -7,7 +7,6 @@ and a single process is bit-identical to the code before data-parallel Pix2Pix e
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,9 @@ from test_distributed import (
     assert_same_checkpoint,
     checkpoint_tensors,
     free_port,
+    one_process_env,
     process_group,
+    source_at,
     spawn,
 )
 
@@ -154,20 +155,10 @@ def test_two_process_pix2pix_stopped_and_resumed_equals_an_uninterrupted_one(tmp
 def test_single_process_checkpoint_is_bit_identical_to_the_code_before(tmp_path):
     from negaug.experiment.translate import train_translation
 
-    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", BEFORE_DATA_PARALLEL_PIX2PIX],
-                           capture_output=True, check=False)
-    if found.returncode != 0:
-        pytest.skip(f"git history without {BEFORE_DATA_PARALLEL_PIX2PIX[:7]} (a shallow clone)")
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_DATA_PARALLEL_PIX2PIX, "src"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    old = source_at(BEFORE_DATA_PARALLEL_PIX2PIX, tmp_path)  # skips in a shallow clone
     overrides = [*TINY, "model.dropout=0.5", "nda.transform=jigsaw", "data.batch_size=4", "train.steps=4",
                  "train.checkpoint_every=2", f"train.runs_dir={tmp_path}"]
-    env = {**os.environ, "PYTHONPATH": str(old / "src"), "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(key, None)
+    env = one_process_env(old / "src")
     subprocess.run([sys.executable, "-m", "negaug", "train", "pix2pix-scenes", *overrides, "train.name=before"],
                    env=env, check=True, capture_output=True)
     train_translation(load_translation_config("pix2pix-scenes", [*overrides, "train.name=now"]))

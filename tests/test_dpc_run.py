@@ -47,8 +47,14 @@ def test_bf16_on_the_cpu_trains_finite_and_close_to_fp32_but_not_identical(tmp_p
     ([*BLOCKS_OF_2, "train.precision=bf16"], "train.precision=bf16 on the CPU with blocks of 2 frames: oneDNN's "
                                              "bf16 3-D convolution gives wrong weight gradients there"),
     (["train.compile=3"], "train.compile"),
+    (["data.name=ucf101", "eval.every=2"], "eval.every=2: clip dataset 'ucf101' has no val split to select a best "
+                                           "checkpoint on (only moving_mnist has one); set eval.every=0"),
+    (["data.name=hmdb51", "eval.every=1"], "clip dataset 'hmdb51' has no val split"),
+    (["eval.every=-1"], "eval.every=-1 must be an integer >= 0"),
+    (["eval.every=2", "eval.num_clips=4"], "eval.num_clips=4 must be null (every val clip) or an integer >= "
+                                           "data.batch_size (8)"),
 ])
-def test_bad_precision_and_compile_values_fail_in_one_line_before_any_folder(tmp_path, capsys, overrides, message):
+def test_bad_precision_compile_and_eval_values_fail_in_one_line_before_any_folder(tmp_path, capsys, overrides, message):
     from negaug.cli import main
 
     preset, tiny = TINY["dpc"]
@@ -266,25 +272,6 @@ def test_the_best_of_a_dpc_run_survives_a_resume(tmp_path):
     whole, parts = (ckpt.load_latest(tmp_path / name / "checkpoints" / "best") for name in ("whole", "parts"))
     assert parts.step == whole.step and parts.state["best"] == whole.state["best"]
     assert all(torch.equal(parts.state["model"][k], v) for k, v in whole.state["model"].items())
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["data.name=ucf101", "eval.every=2"], "eval.every=2: clip dataset 'ucf101' has no val split to select a best "
-                                           "checkpoint on (only moving_mnist has one); set eval.every=0"),
-    (["data.name=hmdb51", "eval.every=1"], "clip dataset 'hmdb51' has no val split"),
-    (["eval.every=-1"], "eval.every=-1 must be an integer >= 0"),
-    (["eval.every=2", "eval.num_clips=4"], "eval.num_clips=4 must be null (every val clip) or an integer >= "
-                                           "data.batch_size (8)"),
-])
-def test_bad_dpc_eval_settings_fail_in_one_line_before_any_folder(tmp_path, capsys, overrides, message):
-    from negaug.cli import main
-
-    preset, tiny = TINY["dpc"]
-    argv = ["pretrain", preset, *tiny, *COMMON, *overrides, f"train.runs_dir={tmp_path}", "train.name=r"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
-    assert not (tmp_path / "r").exists()
 
 
 def test_eval_num_clips_scores_the_first_val_clips():
